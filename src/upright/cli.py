@@ -1,0 +1,177 @@
+"""The only command-line entry point: `upright VERB ...` (see ../shared/DESIGN.md).
+
+Each verb parses its options here and hands over to the module that does the work.
+Exit codes: 0 ok, 1 findings/failed checks where noted, 2 usage or input error (one line).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .errors import UprightError
+
+app = typer.Typer(
+    name="upright",
+    help="Train image classifiers from folders of real-world photos, right side up.\n\n"
+    "Every image is read upright (EXIF/XMP/HEIF orientation applied once), so the way a "
+    "phone stored its pixels never decides the label.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JSON = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
+CACHE = typer.Option(None, "--cache", help="Cache folder (default: the user cache dir, XDG rules).")
+
+
+class Augment(str, Enum):
+    none = "none"
+    flip = "flip"
+    rotate = "rotate"
+    d4 = "d4"
+
+
+class FailOn(str, Enum):
+    warning = "warning"
+    error = "error"
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+def _not_yet(verb: str, issue: int) -> None:
+    raise UprightError(f"'upright {verb}' is not implemented yet (tracked in issue {issue})")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"upright {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    pass
+
+
+@app.command()
+def audit(
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class."),
+    json_out: bool = JSON,
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report."),
+    fail_on: Optional[FailOn] = typer.Option(None, "--fail-on", help="Exit 1 if a finding is this severe or worse."),
+    cache: Optional[Path] = CACHE,
+) -> None:
+    """Find unreadable files, duplicates, sideways photos and file attributes that predict the label."""
+    _not_yet("audit", 4)
+
+
+@app.command()
+def fix(
+    data: Path = typer.Argument(..., help="Folder (or dataset) to fix."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write upright copies here; originals untouched."),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace files atomically, keeping a way back."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change, write nothing."),
+    json_out: bool = JSON,
+) -> None:
+    """Write upright copies of photos (lossless for JPEG where possible); never loses data."""
+    _not_yet("fix", 4)
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/ and val/)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder to write."),
+    backbone: str = typer.Option("efficientnet-lite0", "--backbone", help="Backbone name."),
+    augment: Augment = typer.Option(Augment.flip, "--augment", help="Training variants: none, flip, rotate, d4."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (fine-tuning) or head iterations."),
+    fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the backbone end to end (slow on CPU)."),
+    val_split: float = typer.Option(0.2, "--val-split", help="Held-out fraction when DATA has no val/ folder."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    cache: Optional[Path] = CACHE,
+    json_out: bool = JSON,
+) -> None:
+    """Train a classifier on an embedded, offline ImageNet backbone."""
+    _not_yet("train", 3)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="Model folder."),
+    images: List[Path] = typer.Argument(..., help="Image files or folders."),
+    top_k: int = typer.Option(3, "--top-k", help="Labels per image."),
+    json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one per image."),
+) -> None:
+    """Classify images (read upright)."""
+    _not_yet("predict", 3)
+
+
+@app.command(name="eval")
+def evaluate(
+    model: Path = typer.Argument(..., help="Model folder."),
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class."),
+    json_out: bool = JSON,
+    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report."),
+    cache: Optional[Path] = CACHE,
+) -> None:
+    """Accuracy, per-class figures, confusion matrix and accuracy under 0/90/180/270 rotations."""
+    _not_yet("eval", 3)
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="Model folder."),
+    host: str = typer.Option(
+        "127.0.0.1", "--host",
+        help="Address to bind. The default serves this machine only; 0.0.0.0 exposes the "
+        "app (and the model) to every network this machine is on.",
+    ),
+    port: int = typer.Option(8000, "--port", help="Port to listen on."),
+) -> None:
+    """Start the web test app: upload, drag and drop or camera; shows what the model saw."""
+    _not_yet("serve", 5)
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="Model folder."),
+    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default MODEL/model.onnx)."),
+) -> None:
+    """Export the whole model (backbone + head) to one ONNX file."""
+    _not_yet("export", 3)
+
+
+@app.command()
+def demo(
+    out: Optional[Path] = typer.Option(None, "--out", help="Keep the generated dataset and models here."),
+    json_out: bool = JSON,
+) -> None:
+    """The whole story offline: a phone-shot dataset, the audit, naive vs upright training."""
+    _not_yet("demo", 6)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry: one-line errors with exit 2, never a traceback for user errors."""
+    try:
+        app(args=argv, prog_name="upright")
+    except UprightError as exc:
+        typer.echo(f"upright: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("upright: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,147 @@
+"""Scan a folder-per-class tree into records (path, label, split, content hash).
+
+Layouts:
+    DATA/<label>/**/<image>                    -> stable hash split into train/val
+    DATA/train/<label>/..., DATA/val|test/<label>/...   -> the given split
+
+The split of a file depends only on its bytes (same file, same split, on any machine, in
+any order), so exact duplicates never straddle train and val.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UprightError
+from .imaging import IMAGE_EXTENSIONS
+
+SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+@dataclass(frozen=True)
+class Record:
+    path: Path
+    label: str
+    split: str  # "train", "val" or "test"
+    sha256: str
+    size: int
+
+    @property
+    def rel(self) -> str:
+        return self.path.as_posix()
+
+
+@dataclass
+class Dataset:
+    root: Path
+    records: list[Record]
+    labels: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    explicit_split: bool = False
+
+    def split(self, name: str) -> list[Record]:
+        return [r for r in self.records if r.split == name]
+
+    @property
+    def train(self) -> list[Record]:
+        return self.split("train")
+
+    @property
+    def val(self) -> list[Record]:
+        """Held-out records: 'val', or 'test' when the tree only has a test split."""
+        val = self.split("val")
+        return val if val else self.split("test")
+
+    def counts(self, split: str | None = None) -> dict[str, int]:
+        c = Counter(r.label for r in self.records if split is None or r.split == split)
+        return {label: c.get(label, 0) for label in self.labels}
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_split(sha256: str, val_fraction: float) -> str:
+    """'val' for a stable `val_fraction` of content hashes, else 'train'."""
+    return "val" if int(sha256[:12], 16) / float(1 << 48) < val_fraction else "train"
+
+
+def _walk(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """Image files under folder, following symlinks once (no loops), hidden files reported."""
+    seen: set[str] = set()
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            skipped.append((dirpath, "symlink loop: folder already scanned"))
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        for d in list(dirnames):
+            if d.startswith("."):
+                skipped.append((os.path.join(dirpath, d), "hidden folder"))
+                dirnames.remove(d)
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if name.startswith("."):
+                skipped.append((str(p), "hidden file"))
+            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((str(p), f"not an image file extension ({p.suffix or 'none'})"))
+            elif not p.is_file():
+                skipped.append((str(p), "not a regular file (broken link?)"))
+            else:
+                found.append(p)
+    return found
+
+
+def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    out = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith("."):
+            skipped.append((str(p), "hidden " + ("folder" if p.is_dir() else "file")))
+        elif p.is_dir():
+            out.append(p)
+        else:
+            skipped.append((str(p), "not inside a class folder"))
+    return out
+
+
+def scan(root: str | os.PathLike, val_fraction: float = 0.2) -> Dataset:
+    """Scan DATA into a Dataset. Raises UprightError when DATA is missing or has no classes."""
+    root = Path(root)
+    if not root.exists():
+        raise UprightError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise UprightError(f"{root}: not a folder (expected one sub-folder per class)")
+    skipped: list[tuple[str, str]] = []
+    sub = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    explicit = "train" in sub and any(k in sub for k in SPLIT_DIRS if SPLIT_DIRS[k] in ("val", "test"))
+    groups: list[tuple[str | None, Path]] = (
+        [(SPLIT_DIRS[k], p) for k, p in sorted(sub.items()) if k in SPLIT_DIRS] if explicit else [(None, root)]
+    )
+    if explicit:
+        for k, p in sorted(sub.items()):
+            if k not in SPLIT_DIRS:
+                skipped.append((str(p), "folder beside train/val is not a split"))
+    labels: set[str] = set()
+    records: list[Record] = []
+    for split, base in groups:
+        for cls in _class_dirs(base, skipped):
+            labels.add(cls.name)
+            for p in _walk(cls, skipped):
+                digest = file_sha256(p)
+                records.append(
+                    Record(p, cls.name, split or hash_split(digest, val_fraction), digest, p.stat().st_size)
+                )
+    if not labels:
+        raise UprightError(f"{root}: no class folders found (expected DATA/<label>/<images>)")
+    return Dataset(root, records, sorted(labels), skipped, explicit)

@@ -1,0 +1,98 @@
+"""Per-file facts read from headers only (no pixel decode): what the audit reasons about."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UnreadableImage
+from .imaging import open_header, read_orientation
+
+MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
+#: Orientation values that swap width and height.
+SWAPS_AXES = {5, 6, 7, 8}
+
+
+@dataclass
+class FileFacts:
+    """What a file says about itself. `unreadable` is set (and the rest mostly empty) on failure."""
+
+    path: str
+    file_size: int = 0
+    format: str | None = None
+    mode: str | None = None
+    stored_size: tuple[int, int] | None = None  # (width, height) of the pixels as stored
+    upright_size: tuple[int, int] | None = None  # (width, height) as a viewer shows it
+    orientation_tag: int | None = None  # raw value found (EXIF/XMP/HEIF), None if absent
+    orientation: int = 1  # the transform upright applies (1-8; malformed values -> 1)
+    orientation_source: str | None = None
+    make: str | None = None
+    model: str | None = None
+    has_exif: bool = False
+    has_icc: bool = False
+    n_frames: int = 1
+    problem: str | None = None  # what was odd but survivable (malformed orientation, ...)
+    unreadable: str | None = None  # one-line reason when the header cannot be read
+
+    @property
+    def camera(self) -> str | None:
+        parts = [p for p in (self.make, self.model) if p]
+        if not parts:
+            return None
+        if self.make and self.model and self.model.lower().startswith(self.make.lower()):
+            return self.model
+        return " ".join(parts)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["camera"] = self.camera
+        return d
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = " ".join(str(value).replace("\x00", " ").split())
+    return text or None
+
+
+def describe(path: str | os.PathLike) -> FileFacts:
+    """Read a file's facts from its header. Never raises for bad files: sets `unreadable`."""
+    facts = FileFacts(path=os.fspath(path))
+    try:
+        facts.file_size = Path(path).stat().st_size
+    except OSError:
+        pass
+    try:
+        with open_header(path) as im:
+            facts.format = (im.format or "").upper() or None
+            facts.mode = im.mode
+            facts.stored_size = tuple(im.size)
+            facts.n_frames = int(getattr(im, "n_frames", 1) or 1)
+            facts.has_icc = bool(im.info.get("icc_profile"))
+            orient = read_orientation(im)
+            facts.orientation_tag = orient.tag
+            facts.orientation_source = orient.source
+            facts.problem = orient.problem
+            applied = orient.tag if orient.tag and 1 <= orient.tag <= 8 and not orient.problem else 1
+            facts.orientation = applied
+            try:
+                exif = im.getexif()
+                facts.has_exif = len(exif) > 0 or bool(im.info.get("exif"))
+                facts.make = _text(exif.get(MAKE_TAG))
+                facts.model = _text(exif.get(MODEL_TAG))
+            except Exception:
+                facts.has_exif = bool(im.info.get("exif"))
+            w, h = im.size
+            if facts.format == "HEIF":
+                # pillow-heif reports the size after its transform: that is the upright size.
+                facts.upright_size = (w, h)
+                facts.stored_size = (h, w) if applied in SWAPS_AXES else (w, h)
+            else:
+                facts.upright_size = (h, w) if applied in SWAPS_AXES else (w, h)
+    except UnreadableImage as exc:
+        facts.unreadable = exc.reason
+    return facts
