@@ -288,7 +288,10 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
             rgb = rgb.transpose(STORED_TRANSPOSE[orientation.tag])
         if size:
             w, h = rgb.size
-            target = _target_size(w, h, size)
+            fw, fh = stored_size  # plan from full resolution: DCT scaling rounds sizes up
+            if (w >= h) != (fw >= fh):
+                fw, fh = fh, fw
+            target = _target_size(fw, fh, size)
             if target != (w, h):
                 rgb = rgb.resize(target, Image.Resampling.BICUBIC)
         if orient and orientation.pending != 1:
