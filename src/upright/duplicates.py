@@ -1,0 +1,138 @@
+"""Duplicates: exact (same bytes, by sha256) and near (embedding cosine), grouped.
+
+A duplicate matters when it crosses labels (the same picture taught as two classes) or
+crosses train/val (the validation score counts pictures the model trained on). Duplicates
+inside one class and one split only weigh a picture twice: reported as info.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass
+class Item:
+    path: str
+    label: str
+    split: str
+    sha256: str
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def exact_groups(items: Sequence[Item]) -> list[list[int]]:
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        by_hash[it.sha256].append(i)
+    return [g for g in by_hash.values() if len(g) > 1]
+
+
+def near_pairs(vectors: np.ndarray, threshold: float, block: int = 2048) -> list[tuple[int, int, float]]:
+    """Pairs (i, j, cosine) with i < j and cosine >= threshold; rows with NaN are ignored."""
+    v = np.asarray(vectors, dtype=np.float32)
+    ok = np.isfinite(v).all(axis=1)
+    idx = np.flatnonzero(ok)
+    if len(idx) < 2:
+        return []
+    x = v[idx]
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    out = []
+    for s in range(0, len(x), block):
+        sims = x[s:s + block] @ x.T
+        rows, cols = np.nonzero(sims >= threshold)
+        for r, c in zip(rows, cols):
+            i, j = s + int(r), int(c)
+            if i < j:
+                out.append((int(idx[i]), int(idx[j]), float(sims[r, c])))
+    return out
+
+
+def _groups_from_pairs(n: int, pairs) -> list[list[int]]:
+    uf = _UnionFind(n)
+    for i, j, *_ in pairs:
+        uf.union(i, j)
+    groups: dict[int, list[int]] = defaultdict(list)
+    members = {i for p in pairs for i in p[:2]}
+    for i in sorted(members):
+        groups[uf.find(i)].append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _crossing(items: Sequence[Item], group: list[int]) -> tuple[bool, bool]:
+    labels = {items[i].label for i in group}
+    splits = {items[i].split for i in group}
+    return len(labels) > 1, len(splits) > 1
+
+
+def findings(items: Sequence[Item], vectors: np.ndarray | None = None, threshold: float = 0.95) -> list[dict]:
+    """Duplicate findings (DESIGN's finding shape plus `groups`): exact first, then near."""
+    out: list[dict] = []
+    exact = exact_groups(items)
+    exact_sets = [set(g) for g in exact]
+    out += _summarise(items, exact, "exact", None)
+    if vectors is not None:
+        pairs = near_pairs(vectors, threshold)
+        same_bytes = {(i, j) for g in exact for i in g for j in g}
+        pairs = [p for p in pairs if (p[0], p[1]) not in same_bytes]
+        near = _groups_from_pairs(len(items), pairs)
+        # a near group made only of one exact group adds nothing
+        near = [g for g in near if not any(set(g) <= s for s in exact_sets)]
+        best = {}
+        for i, j, sim in pairs:
+            for k in (i, j):
+                best[k] = max(best.get(k, 0.0), sim)
+        out += _summarise(items, near, "near", best)
+    return out
+
+
+def _summarise(items, groups, how: str, sims: dict | None) -> list[dict]:
+    buckets: dict[str, list[list[int]]] = {"labels": [], "split": [], "same": []}
+    for g in groups:
+        cross_label, cross_split = _crossing(items, g)
+        buckets["labels" if cross_label else "split" if cross_split else "same"].append(g)
+    out = []
+    what = "identical files" if how == "exact" else "near-identical pictures"
+    for key, gs in buckets.items():
+        if not gs:
+            continue
+        n_files = sum(len(g) for g in gs)
+        example = gs[0]
+        ex = ", ".join(f"{items[i].path} ({items[i].label}, {items[i].split})" for i in example[:3])
+        if key == "labels":
+            severity = "error" if how == "exact" else "warning"
+            msg = (f"{len(gs)} group(s) of {what} ({n_files} files) sit under different labels: the same picture "
+                   f"is taught as two classes. Keep one copy under the right label. Example: {ex}.")
+        elif key == "split":
+            severity = "warning"
+            msg = (f"{len(gs)} group(s) of {what} ({n_files} files) cross train and validation: the validation "
+                   f"score counts pictures the model trained on. Keep each group in one split. Example: {ex}.")
+        else:
+            severity = "info"
+            msg = (f"{len(gs)} group(s) of {what} ({n_files} files) within one class and split: harmless, "
+                   f"but each counts more than once. Example: {ex}.")
+        score = 1.0 if sims is None else max(sims.get(i, 0.0) for g in gs for i in g)
+        out.append({
+            "kind": "duplicate", "severity": severity, "attribute": None, "score": round(float(score), 4),
+            "message": msg, "paths": [items[i].path for g in gs for i in g],
+            "match": how, "crosses": key if key != "same" else None,
+            "groups": [[items[i].path for i in g] for g in gs],
+        })
+    return out

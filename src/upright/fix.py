@@ -1,0 +1,556 @@
+"""`upright fix`: write upright copies of photos, keeping every other piece of metadata.
+
+What a fixed file is: its pixels are stored the way the picture is meant to be seen, and its
+orientation says so (EXIF Orientation = 1, XMP tiff:Orientation = 1). Everything else is kept:
+EXIF (Make, Model, DateTime, GPS, ...), the ICC profile, XMP.
+
+How, per format:
+
+- JPEG: lossless, with libjpeg-turbo's `jpegtran -copy all -perfect` (the DCT coefficients are
+  moved, not re-quantised), then the orientation is patched to 1 in the EXIF and XMP bytes of
+  the output (same length, nothing else touched; EXIF's PixelX/YDimension are swapped when the
+  axes swap). When the width or height is not a multiple of the JPEG block (8 or 16 px) a
+  perfect transform is impossible (or jpegtran is missing): the file is re-encoded at quality
+  95 with the same chroma subsampling and metadata, and the per-file note says so.
+- PNG, TIFF, WebP: decoded and re-encoded losslessly (WebP as lossless WebP), same mode, ICC,
+  EXIF (patched) and text/XMP chunks.
+- AVIF: re-encoded at quality 95 (said per file). HEIF/HEIC: left as is; the rotation lives
+  in the container and every reader (pillow-heif, libheif, browsers, phones) applies it.
+- Files that need no change are copied byte for byte (`--out`) or left alone (`--in-place`).
+  Unreadable files are copied unchanged and reported.
+
+`--out OUT` mirrors the tree (non-image files are copied too; hidden files and folders are
+skipped). A destination that already holds the same bytes is not rewritten, so running fix
+twice changes nothing the second time; fixing a fixed tree copies every file byte for byte.
+
+`--in-place` replaces each file atomically (temp file beside it, fsync, rename: a crash at
+any moment leaves every file either old or new). The way back: before a file is replaced,
+its original is hard-linked (or copied) to DATA/.upright-originals/<same relative path>, and
+a line is appended to DATA/.upright-originals/manifest.jsonl. To undo everything:
+`cp -a DATA/.upright-originals/. DATA/` (then delete the manifest and the folder).
+
+Reads go through imaging.py (`open_header`, `describe`); jpegtran gets file paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .atomic import atomic_path
+from .console import progress as progress_bar
+from .errors import UnreadableImage, UprightError
+from .imaging import IMAGE_EXTENSIONS, UPRIGHT_TRANSPOSE, apply_orientation, open_header, read_orientation
+from .metadata import SWAPS_AXES, describe
+
+BACKUP_DIR = ".upright-originals"
+MANIFEST = "manifest.jsonl"
+JPEGTRAN_OPS = {
+    2: ["-flip", "horizontal"], 3: ["-rotate", "180"], 4: ["-flip", "vertical"], 5: ["-transpose"],
+    6: ["-rotate", "90"], 7: ["-transverse"], 8: ["-rotate", "270"],
+}
+#: The transform that undoes each orientation transform (6 and 8 are each other's inverse).
+INVERSE = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
+#: Extra rotation for a picture whose *content* is turned `r` degrees clockwise: turn it back.
+_TURN_BACK = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+JPEG_QUALITY = 95
+
+
+@dataclass
+class FileResult:
+    path: str
+    dest: str | None
+    action: str  # "rotated", "retagged", "copied", "unchanged", "skipped", "failed"
+    method: str | None = None  # "jpegtran-lossless", "reencode-jpeg-q95", "png-lossless", ...
+    orientation: int = 1  # the orientation transform applied to the stored pixels (1 = none)
+    turned: int = 0  # extra turn back for sideways content (degrees clockwise it looked turned)
+    note: str | None = None
+    changed: bool = False  # bytes written (or that would be, in a dry run)
+
+
+# --------------------------------------------------------------------------- transforms
+
+
+def compose(orientation: int, turned: int) -> int:
+    """One orientation value equal to: apply `orientation`, then turn back content turned `turned` deg cw."""
+    if not turned:
+        return orientation
+    probe = Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3), "L")
+    want = apply_orientation(probe, orientation).transpose(_TURN_BACK[turned])
+    for e in range(1, 9):
+        got = apply_orientation(probe, e)
+        if got.size == want.size and got.tobytes() == want.tobytes():
+            return e
+    raise AssertionError("dihedral group not closed")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- byte patches
+
+
+def _patch_tiff_orientation(buf: bytearray, start: int, swap: bool) -> bool:
+    """Set Orientation=1 in the TIFF/EXIF structure at buf[start:] (in place). True if found."""
+    head = bytes(buf[start:start + 8])
+    if head[:4] == b"II*\x00":
+        e = "<"
+    elif head[:4] == b"MM\x00*":
+        e = ">"
+    else:
+        return False
+    found = False
+
+    def ifd_entries(off):
+        pos = start + off
+        if off <= 0 or pos + 2 > len(buf):
+            return []
+        (n,) = struct.unpack_from(e + "H", buf, pos)
+        return [pos + 2 + 12 * i for i in range(n) if pos + 2 + 12 * i + 12 <= len(buf)]
+
+    (ifd0,) = struct.unpack_from(e + "I", buf, start + 4)
+    exif_ifd = None
+    for entry in ifd_entries(ifd0):
+        tag, typ, count = struct.unpack_from(e + "HHI", buf, entry)
+        if tag == 0x0112 and typ == 3 and count == 1:
+            struct.pack_into(e + "H", buf, entry + 8, 1)
+            found = True
+        elif tag == 0x8769 and count == 1:
+            (exif_ifd,) = struct.unpack_from(e + "I", buf, entry + 8)
+    if swap and exif_ifd:
+        dims = {}
+        for entry in ifd_entries(exif_ifd):
+            tag, typ, count = struct.unpack_from(e + "HHI", buf, entry)
+            if tag in (0xA002, 0xA003) and count == 1 and typ in (3, 4):
+                dims[tag] = (entry, typ)
+        if len(dims) == 2:
+            vals = {}
+            for tag, (entry, typ) in dims.items():
+                vals[tag] = struct.unpack_from(e + ("H" if typ == 3 else "I"), buf, entry + 8)[0]
+            for tag, other in ((0xA002, 0xA003), (0xA003, 0xA002)):
+                entry, typ = dims[tag]
+                if typ == 3 and vals[other] > 0xFFFF:
+                    continue
+                struct.pack_into(e + ("H" if typ == 3 else "I"), buf, entry + 8, vals[other])
+    return found
+
+
+_XMP_ATTR = re.compile(rb"(tiff:Orientation\s*=\s*[\"'])([0-9])([\"'])")
+_XMP_ELEM = re.compile(rb"(<tiff:Orientation>\s*)([0-9])(\s*</tiff:Orientation>)")
+
+
+def patch_xmp(data: bytes) -> bytes:
+    """XMP packet with tiff:Orientation set to 1 (same length)."""
+    data = _XMP_ATTR.sub(rb"\g<1>1\g<3>", data)
+    return _XMP_ELEM.sub(rb"\g<1>1\g<3>", data)
+
+
+def patch_exif_blob(blob: bytes, swap: bool = False) -> bytes:
+    """An EXIF blob (with or without the 'Exif\\0\\0' prefix) with Orientation set to 1."""
+    buf = bytearray(blob)
+    start = 6 if buf[:6] == b"Exif\x00\x00" else 0
+    try:
+        _patch_tiff_orientation(buf, start, swap)
+    except struct.error:
+        pass
+    return bytes(buf)
+
+
+def patch_jpeg_orientation(data: bytes, swap: bool = False) -> bytes:
+    """Set the orientation to 1 in every EXIF and XMP APP1 segment of a JPEG (same length)."""
+    buf = bytearray(data)
+    pos = 2
+    if buf[:2] != b"\xff\xd8":
+        return data
+    while pos + 4 <= len(buf):
+        if buf[pos] != 0xFF:
+            break
+        marker = buf[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD9, 0xDA):  # EOI, SOS: metadata is over
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        (length,) = struct.unpack_from(">H", buf, pos + 2)
+        seg_start, seg_end = pos + 4, pos + 2 + length
+        if marker == 0xE1:
+            seg = bytes(buf[seg_start:seg_end])
+            if seg.startswith(b"Exif\x00\x00"):
+                try:
+                    _patch_tiff_orientation(buf, seg_start + 6, swap)
+                except struct.error:
+                    pass
+            elif seg.startswith(b"http://ns.adobe.com/xap/1.0/"):
+                buf[seg_start:seg_end] = patch_xmp(seg)
+        pos = seg_end
+    return bytes(buf)
+
+
+# --------------------------------------------------------------------------- per format
+
+
+def _jpegtran() -> str | None:
+    return shutil.which("jpegtran")
+
+
+def _run_jpegtran(path: str, e: int) -> tuple[bytes | None, str | None]:
+    exe = _jpegtran()
+    if exe is None:
+        return None, "jpegtran not found (install libjpeg-turbo-progs)"
+    try:
+        r = subprocess.run([exe, "-copy", "all", "-perfect", *JPEGTRAN_OPS[e], path],
+                           capture_output=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"jpegtran failed ({exc})"
+    if r.returncode != 0 or not r.stdout:
+        why = " ".join(r.stderr.decode("utf-8", "replace").split()) or f"exit {r.returncode}"
+        if "not perfect" in why:
+            why = "width/height not a multiple of the JPEG block, so a lossless turn is impossible"
+        return None, why
+    return r.stdout, None
+
+
+def _save_kwargs(im: Image.Image, swap: bool) -> dict:
+    kw = {}
+    if im.info.get("icc_profile"):
+        kw["icc_profile"] = im.info["icc_profile"]
+    exif = im.info.get("exif")
+    if exif:
+        kw["exif"] = patch_exif_blob(exif, swap)
+    return kw
+
+
+def _xmp_of(im: Image.Image) -> bytes | None:
+    x = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+    if isinstance(x, str):
+        x = x.encode("utf-8")
+    return x or None
+
+
+def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]:
+    """Decode through the door (pixels as stored, no colour conversion) and re-encode upright."""
+    swap = e in SWAPS_AXES
+    with open_header(path) as im:
+        info = dict(im.info)
+        sampling = None
+        if fmt in ("JPEG", "MPO"):
+            from PIL import JpegImagePlugin
+
+            sampling = JpegImagePlugin.get_sampling(im)
+        text = dict(getattr(im, "text", {}) or {}) if fmt == "PNG" else {}
+        im.load()
+        # TIFF: Pillow applied the orientation on load (DECODER_ORIENTS) and dropped the tag.
+        if fmt == "TIFF":
+            pixels = im.transpose(_TURN_BACK[turned]) if turned else im
+        else:
+            pixels = apply_orientation(im, e)
+        if pixels is im:
+            pixels = im.copy()
+        pixels.info = info
+        kw = _save_kwargs(pixels, swap)
+        xmp = _xmp_of(pixels)
+        tiff_exif = im.getexif() if fmt == "TIFF" else None
+    buf = io.BytesIO()
+    if fmt in ("JPEG", "MPO"):
+        if sampling is not None and sampling >= 0:
+            kw["subsampling"] = sampling
+        if xmp:
+            kw["xmp"] = patch_xmp(xmp)
+        if pixels.mode not in ("RGB", "L", "CMYK"):
+            pixels = pixels.convert("RGB")
+        pixels.save(buf, "JPEG", quality=JPEG_QUALITY, **kw)
+        return buf.getvalue(), f"reencode-jpeg-q{JPEG_QUALITY}"
+    if fmt == "PNG":
+        from PIL import PngImagePlugin
+
+        pnginfo = PngImagePlugin.PngInfo()
+        for k, v in text.items():
+            if k == "XML:com.adobe.xmp":
+                v = patch_xmp(v.encode("utf-8") if isinstance(v, str) else v).decode("utf-8", "replace")
+                pnginfo.add_itxt(k, v)
+            elif k.startswith("Raw profile type"):
+                continue  # legacy EXIF text; the eXIf chunk carries it
+            else:
+                pnginfo.add_text(k, v if isinstance(v, str) else str(v))
+        for key in ("transparency", "dpi", "gamma"):
+            if key in info:
+                kw[key] = info[key]
+        pixels.save(buf, "PNG", pnginfo=pnginfo, **kw)
+        return buf.getvalue(), "png-lossless"
+    if fmt == "WEBP":
+        if xmp:
+            kw["xmp"] = patch_xmp(xmp)
+        pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
+        return buf.getvalue(), "webp-lossless"
+    if fmt == "TIFF":
+        exif = tiff_exif
+        if exif is not None and exif.get(0x0112) not in (None, 1):
+            exif[0x0112] = 1
+        tkw = {"compression": "tiff_lzw"}
+        if kw.get("icc_profile"):
+            tkw["icc_profile"] = kw["icc_profile"]
+        if exif is not None:
+            tkw["exif"] = exif
+        pixels.save(buf, "TIFF", **tkw)
+        return buf.getvalue(), "tiff-lossless"
+    if fmt == "AVIF":
+        pixels.save(buf, "AVIF", quality=JPEG_QUALITY, **kw)
+        return buf.getvalue(), f"reencode-avif-q{JPEG_QUALITY}"
+    raise UprightError(f"{path}: cannot rewrite {fmt} files")
+
+
+def _check_output(data: bytes, want_size: tuple[int, int]) -> None:
+    """The new bytes must read back upright with no pending orientation, at the upright size."""
+    with open_header(data) as im:
+        o = read_orientation(im)
+        if o.pending != 1 or tuple(im.size) != tuple(want_size):
+            raise UprightError(f"fixed copy failed its check (orientation {o.tag}, size {im.size})")
+
+
+def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileResult]:
+    """The bytes of the upright copy of `path` (None: copy as is) and what was done."""
+    res = FileResult(path, None, "copied")
+    if facts.unreadable:
+        res.action, res.note = "copied", f"unreadable ({facts.unreadable}); copied unchanged"
+        return None, res
+    fmt = facts.format or ""
+    if fmt == "HEIF":
+        if turned:
+            res.note = "HEIF: the sideways turn cannot be applied without re-encoding; left as is"
+        return None, res
+    e = compose(facts.orientation, turned)
+    tag = facts.orientation_tag
+    needs_retag = tag is not None and tag != 1 and not facts.problem
+    res.orientation, res.turned = facts.orientation, turned
+    if e == 1 and not needs_retag:
+        return None, res
+    if fmt not in ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "AVIF"):
+        res.note = f"{fmt} files carry no orientation to fix; copied unchanged"
+        return None, res
+    swap = e in SWAPS_AXES
+    # The size a viewer shows (Pillow reports TIFF sizes after its own orientation step).
+    shown = facts.stored_size if fmt == "TIFF" else facts.upright_size
+    want = (shown[1], shown[0]) if turned in (90, 270) else shown
+    data = None
+    if fmt in ("JPEG", "MPO"):
+        if e == 1:
+            data = patch_jpeg_orientation(Path(path).read_bytes(), False)
+            res.method, res.action = "retag", "retagged"
+        else:
+            data, why = _run_jpegtran(path, e)
+            if data is not None:
+                data = patch_jpeg_orientation(data, swap)
+                res.method, res.action = "jpegtran-lossless", "rotated"
+                if fmt == "MPO":
+                    res.note = "MPO: only the first picture is kept"
+            else:
+                data, res.method = _reencode(path, e, fmt, turned)
+                res.action = "rotated"
+                res.note = f"re-encoded at quality {JPEG_QUALITY}, not lossless: {why}"
+    else:
+        data, res.method = _reencode(path, e, fmt, turned)
+        res.action = "rotated" if e != 1 else "retagged"
+        if fmt == "AVIF":
+            res.note = f"AVIF re-encoded at quality {JPEG_QUALITY} (no lossless rotation available)"
+    _check_output(data, want)
+    return data, res
+
+
+# --------------------------------------------------------------------------- tree walking
+
+
+def _walk(root: Path, skip: set[Path]) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in skip)
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                out.append(d / name)
+    return out
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha(path: Path) -> str | None:
+    try:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
+    except OSError:
+        return None
+
+
+def _backup(root: Path, path: Path) -> str:
+    """Keep the original at root/.upright-originals/<rel> (hard link, else copy). Never overwrites."""
+    rel = path.relative_to(root)
+    dest = root / BACKUP_DIR / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists():
+        if _file_sha(dest) == _file_sha(path):
+            return str(dest)
+        n = 1
+        while (alt := dest.with_name(f"{dest.name}.{n}")).exists():
+            n += 1
+        dest = alt
+    try:
+        os.link(path, dest)
+    except OSError:
+        with atomic_path(dest) as tmp:
+            shutil.copy2(path, tmp)
+    return str(dest)
+
+
+def _append_manifest(root: Path, entry: dict) -> None:
+    m = root / BACKUP_DIR / MANIFEST
+    m.parent.mkdir(parents=True, exist_ok=True)
+    with open(m, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: bool = True) -> dict[str, int]:
+    """{path: degrees the content looks turned clockwise} from the audit's sideways check."""
+    from .audit import run_audit
+
+    result = run_audit(data, cache_dir=cache_dir, progress=progress, content=True, sideways_threshold=min_confidence)
+    turns = {}
+    for f in result["findings"]:
+        if f["kind"] == "sideways":
+            for it in f.get("items", []):
+                turns[os.path.realpath(it["path"])] = int(it["rotation"])
+    return turns
+
+
+def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, rotate_sideways: bool = False,
+            min_confidence: float = 0.9, cache_dir=None, progress: bool = True) -> dict:
+    """Fix a tree (see the module docstring). Returns {"files": [...], counts, "out", ...}."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UprightError(f"{root}: no such folder")
+    if bool(out) == bool(in_place):
+        raise UprightError("choose one of --out OUT (write upright copies) or --in-place (replace files)")
+    root_r = root.resolve()
+    out_root = Path(out) if out else None
+    if out_root is not None:
+        o = out_root.resolve()
+        if o == root_r or root_r in o.parents:
+            raise UprightError(f"--out {out_root} is inside {root}; choose a folder outside the data")
+        if o in root_r.parents:
+            raise UprightError(f"--out {out_root} contains {root}; choose a separate folder")
+    skip = {out_root.resolve()} if out_root is not None else set()
+    files = _walk(root, skip)
+    turns = sideways_turns(root, min_confidence=min_confidence, cache_dir=cache_dir, progress=progress) \
+        if rotate_sideways else {}
+    results: list[FileResult] = []
+    with progress_bar(len(files), "fixing" if not dry_run else "planning", progress) as advance:
+        for p in files:
+            results.append(_fix_one(root, p, out_root, in_place, dry_run, turns))
+            advance()
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.action] = counts.get(r.action, 0) + 1
+    return {
+        "data": str(root), "out": str(out_root) if out_root else None, "in_place": in_place, "dry_run": dry_run,
+        "files": [asdict(r) for r in results], "counts": counts,
+        "changed": sum(1 for r in results if r.changed),
+        "lossy": [r.path for r in results if r.method and r.method.startswith("reencode")],
+        "backup": str(root / BACKUP_DIR) if in_place else None,
+    }
+
+
+def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run: bool, turns) -> FileResult:
+    rel = p.relative_to(root)
+    dest = (out_root / rel) if out_root is not None else p
+    is_image = p.suffix.lower() in IMAGE_EXTENSIONS
+    if not is_image:
+        if in_place:
+            return FileResult(str(p), str(dest), "skipped", note="not an image")
+        return _copy(p, dest, dry_run, FileResult(str(p), str(dest), "copied", note="not an image"))
+    facts = describe(p)
+    try:
+        data, res = fixed_bytes(str(p), facts, turns.get(os.path.realpath(p), 0))
+    except (UprightError, UnreadableImage, OSError) as exc:
+        return FileResult(str(p), str(dest), "failed", note=" ".join(str(exc).split()))
+    except Exception as exc:  # one bad file never stops the run
+        return FileResult(str(p), str(dest), "failed", note=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    res.dest = str(dest)
+    if data is None:
+        if in_place:
+            res.action = "unchanged"
+            return res
+        return _copy(p, dest, dry_run, res)
+    if dest.exists() and _file_sha(dest) == _sha(data):
+        res.action, res.changed = "unchanged", False
+        return res
+    res.changed = True
+    if dry_run:
+        return res
+    if in_place:
+        before = _file_sha(p)
+        with atomic_path(p) as tmp:
+            tmp.write_bytes(data)
+            backup = _backup(root, p)
+            _append_manifest(root, {"path": str(rel), "backup": str(Path(backup).relative_to(root)),
+                                    "sha256_before": before, "sha256_after": _sha(data), "method": res.method,
+                                    "orientation": res.orientation, "turned": res.turned})
+    else:
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(data)
+            shutil.copystat(p, tmp)
+    return res
+
+
+def _copy(src: Path, dest: Path, dry_run: bool, res: FileResult) -> FileResult:
+    if dest.exists() and _file_sha(dest) == _file_sha(src):
+        res.action = "unchanged"
+        return res
+    res.changed = True
+    if not dry_run:
+        with atomic_path(dest) as tmp:
+            shutil.copy2(src, tmp)
+    return res
+
+
+def print_summary(result: dict, console=None) -> None:
+    from rich.table import Table
+
+    from .console import out
+
+    console = console or out
+    verb = "would change" if result["dry_run"] else "changed"
+    rows = [f for f in result["files"] if f["changed"] or f["note"] or f["action"] == "failed"]
+    if rows:
+        table = Table(expand=True)
+        for col in ("file", "action", "method", "note"):
+            table.add_column(col, ratio=2 if col in ("file", "note") else None)
+        for f in rows[:200]:
+            table.add_row(f["path"], f["action"], f["method"] or "", f["note"] or "")
+        console.print(table)
+        if len(rows) > 200:
+            console.print(f"... and {len(rows) - 200} more (use --json for all)")
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(result["counts"].items()))
+    where = f" into {result['out']}" if result["out"] else " in place"
+    console.print(f"upright fix: {result['changed']} file(s) {verb}{where} ({counts or 'no files'}).")
+    if result["lossy"]:
+        console.print(f"[yellow]{len(result['lossy'])} JPEG(s) could not be turned losslessly and were re-encoded "
+                      f"at quality {JPEG_QUALITY}[/yellow] (see the notes).")
+    if result["in_place"] and result["changed"] and not result["dry_run"]:
+        console.print(f"Originals kept in {result['backup']} (same relative paths, manifest.jsonl lists them). "
+                      f"To undo: cp -a {result['backup']}/. {result['data']}/")
