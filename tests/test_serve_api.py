@@ -1,0 +1,197 @@
+"""`upright serve`: the HTTP API against a real uvicorn on a free loopback port."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from PIL import Image
+
+from fixtures import asym_picture, encode, looks_upright
+from serve_fixtures import LiveServer, SlowModel, png_header_bomb, stripes_picture, trained_model_dir
+
+LIMIT = 400_000  # a small upload limit so the 413 paths are cheap to hit
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from upright.model import load_model
+
+    return load_model(trained_model_dir(tmp_path_factory))
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    from upright.serve import create_app
+
+    with LiveServer(create_app(model, max_bytes=LIMIT, model_name="stripes")) as live:
+        yield live
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        yield c
+
+
+def data_url_image(url: str) -> Image.Image:
+    head, b64 = url.split(",", 1)
+    assert head == "data:image/jpeg;base64"
+    im = Image.open(io.BytesIO(base64.b64decode(b64)))
+    assert im.getexif().get(0x0112) is None  # untagged: browsers show these pixels as they are
+    return im.convert("RGB")
+
+
+def post(client, data: bytes, name="photo.jpg", ctype="image/jpeg", **params):
+    return client.post("/api/predict", files={"file": (name, data, ctype)}, params=params)
+
+
+def test_healthz_and_model_info(client, model):
+    h = client.get("/healthz")
+    assert h.status_code == 200
+    body = h.json()
+    assert body["status"] == "ok" and body["model"] == "stripes" and body["labels"] == model.labels
+    info = client.get("/api/model").json()
+    assert info["labels"] == model.labels and info["backbone"] == model.backbone
+    assert info["max_bytes"] == LIMIT and info["orientation_policy"] == "upright"
+    assert 0 <= info["training"]["val_accuracy"] <= 1  # training figures from model.json
+
+
+def test_page_and_static_files_are_served(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'type="file"' in page.text and 'capture="environment"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # nothing external
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for path in ("/static/app.js", "/static/style.css"):
+        r = client.get(path)
+        assert r.status_code == 200 and "https://" not in r.text
+
+
+def test_sideways_photo_is_classified_upright(client):
+    """Vertical stripes stored sideways (EXIF 6): the stored pixels show horizontal stripes."""
+    data = encode(stripes_picture("vertical", 101), "JPEG", 6)
+    r = post(client, data, name="../../etc/passwd/sideways.jpg")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["path"] == "sideways.jpg"  # the name is echoed, never used as a path
+    assert body["orientation"] == 6
+    assert body["predictions"][0]["label"] == "vertical", body["predictions"]
+    assert abs(sum(p["score"] for p in body["predictions"]) - 1) < 1e-3
+    assert "EXIF 6" in body["orientation_note"] and "sideways" in body["orientation_note"]
+    view, stored = data_url_image(body["view"]), data_url_image(body["stored_view"])
+    assert view.width > view.height and stored.height > stored.width
+    assert body["stored_size"] == [120, 160] and body["ms"] > 0
+
+
+def test_view_is_upright_and_stored_view_is_rotated(client):
+    r = post(client, encode(asym_picture(), "JPEG", 6))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    view, stored = data_url_image(body["view"]), data_url_image(body["stored_view"])
+    assert looks_upright(view)
+    assert not looks_upright(stored)
+    assert looks_upright(stored.transpose(Image.Transpose.ROTATE_270))  # tag 6 = turn 90° clockwise
+
+
+def test_untagged_photo_has_no_stored_view(client):
+    r = post(client, encode(stripes_picture("horizontal", 102), "PNG"), name="h.png", ctype="image/png")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["orientation"] is None and body["stored_view"] is None
+    assert body["predictions"][0]["label"] == "horizontal"
+    assert r.json()["format"] == "PNG"
+
+
+def test_raw_body_and_top_k(client):
+    r = client.post("/api/predict", content=encode(stripes_picture("vertical", 103), "JPEG", 8),
+                    headers={"content-type": "image/jpeg"}, params={"top_k": 1})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["path"] is None and body["orientation"] == 8 and len(body["predictions"]) == 1
+    assert body["predictions"][0]["label"] == "vertical"
+
+
+def test_bad_requests_get_json_errors_and_the_server_keeps_serving(client):
+    good = encode(asym_picture(), "JPEG", 6)
+    cases = [
+        (post(client, b"hello, I am a text file\n", "notes.txt", "text/plain"), 415, "not an image"),
+        (post(client, b"\x00\x01\x02binary junk" * 50, "junk.jpg"), 415, "not an image"),
+        (post(client, good[: len(good) // 2], "cut.jpg"), 400, "trunc"),
+        (post(client, png_header_bomb(), "bomb.png", "image/png"), 400, "decompression bomb"),
+        (post(client, b"", "empty.jpg"), 400, "empty"),
+        (post(client, b"\xff\xd8\xff" + b"\x00" * (LIMIT + 1000), "big.jpg"), 413, "too large"),
+        (client.post("/api/predict", data={"note": "no file here"}), 400, "no file"),
+        (client.post("/api/predict", files={"other": ("x.jpg", good, "image/jpeg")}), 400, "no file"),
+    ]
+    for response, status, words in cases:
+        assert response.status_code == status, (status, response.text)
+        assert words in response.json()["error"].lower(), response.text
+    # a chunked body without Content-Length is counted as it streams
+    def chunks():
+        for _ in range(LIMIT // 10_000 + 5):
+            yield b"\xff" * 10_000
+
+    r = client.post("/api/predict", content=chunks(), headers={"content-type": "image/jpeg"})
+    assert r.status_code == 413 and "too large" in r.json()["error"]
+    assert client.get("/nowhere").json() == {"error": "Not Found"}
+    # still alive and still right
+    assert client.get("/healthz").json()["status"] == "ok"
+    r = post(client, encode(stripes_picture("vertical", 104), "JPEG", 6))
+    assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "vertical"
+
+
+def test_concurrent_requests_all_succeed(server):
+    uploads = [(d, encode(stripes_picture(d, 200 + i), "JPEG", (6, 8, 3, 1)[i % 4]))
+               for i, d in enumerate(["vertical", "horizontal"] * 6)]
+
+    def one(item):
+        want, data = item
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            r = post(c, data)
+        return want, r.status_code, r.json()
+
+    with ThreadPoolExecutor(len(uploads)) as pool:
+        results = list(pool.map(one, uploads))
+    assert all(status == 200 for _, status, _ in results), [r[2] for r in results if r[1] != 200]
+    right = sum(body["predictions"][0]["label"] == want for want, _, body in results)
+    assert right == len(results), [(w, b["predictions"]) for w, _, b in results]
+
+
+def test_health_answers_while_the_model_is_busy_and_queued_requests_batch():
+    """A slow stand-in model: /healthz must not wait for it, and requests that queue up
+    behind a running prediction are answered together in one batch."""
+    from upright.serve import create_app
+
+    slow = SlowModel(delay=1.0)
+    with LiveServer(create_app(slow)) as live, httpx.Client(base_url=live.url, timeout=30) as c:
+        data = encode(asym_picture(), "JPEG")
+        results = []
+
+        def fire():
+            with httpx.Client(base_url=live.url, timeout=30) as cc:
+                results.append(post(cc, data))
+
+        first = threading.Thread(target=fire)
+        first.start()
+        deadline = time.monotonic() + 10
+        while not c.get("/healthz").json()["busy"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        t0 = time.perf_counter()
+        h = c.get("/healthz")
+        assert h.status_code == 200 and time.perf_counter() - t0 < 0.5
+        rest = [threading.Thread(target=fire) for _ in range(5)]
+        for t in rest:
+            t.start()
+        for t in [first, *rest]:
+            t.join(30)
+        assert [r.status_code for r in results] == [200] * 6
+        assert slow.calls[0] == 1 and max(slow.calls) > 1, slow.calls  # the queue was batched
+        assert sum(slow.calls) == 6
+        assert max(r.json()["timings"]["batch"] for r in results) == max(slow.calls)
