@@ -65,6 +65,9 @@ INVERSE = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
 #: Extra rotation for a picture whose *content* is turned `r` degrees clockwise: turn it back.
 _TURN_BACK = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 JPEG_QUALITY = 95
+#: Descriptive TIFF tags carried over when a TIFF is rewritten (ImageDescription, Make, Model,
+#: Software, DateTime, Artist, Copyright).
+_TIFF_KEEP = (270, 271, 272, 305, 306, 315, 33432)
 
 
 @dataclass
@@ -294,9 +297,15 @@ def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]
         pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
         return buf.getvalue(), "webp-lossless"
     if fmt == "TIFF":
-        exif = tiff_exif
-        if exif is not None and exif.get(0x0112) not in (None, 1):
-            exif[0x0112] = 1
+        # Only descriptive tags: the structural ones (size, strips, compression) are the new file's.
+        exif = Image.Exif()
+        for tag in _TIFF_KEEP:
+            if tiff_exif is not None and tag in tiff_exif:
+                exif[tag] = tiff_exif[tag]
+        for ifd in (0x8769, 0x8825):
+            sub = tiff_exif.get_ifd(ifd) if tiff_exif is not None else {}
+            if sub:
+                exif.get_ifd(ifd).update(sub)
         tkw = {"compression": "tiff_lzw"}
         if kw.get("icc_profile"):
             tkw["icc_profile"] = kw["icc_profile"]

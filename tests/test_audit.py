@@ -1,0 +1,121 @@
+"""`upright audit`: leaks found where they are, not where they are not; broken files listed."""
+
+import json
+import re
+
+import pytest
+
+import audit_fixtures as af
+from upright.audit import fails, run_audit
+from upright.audit_report import write_report
+from upright.cli import main
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def leaks(result, attribute=None):
+    return [f for f in result["findings"] if f["kind"] == "label_leak" and (attribute is None or f["attribute"] == attribute)]
+
+
+def test_confounded_orientation_is_a_finding(tmp_path):
+    r = run_audit(af.confounded(tmp_path / "d"), content=False, progress=False)
+    (f,) = leaks(r, "exif_orientation")
+    assert f["severity"] in ("warning", "error")
+    assert "100% of 'diet' photos are stored sideways (tag 6) vs 0% of 'zero'" in f["message"]
+    assert "upright fix" in f["message"]
+    assert len(f["paths"]) == 20 and all("/diet/" in p for p in f["paths"])
+    assert r["n_images"] == 40 and r["classes"] == {"diet": 20, "zero": 20} and r["unreadable"] == []
+    for key in ("kind", "severity", "attribute", "score", "message", "paths"):
+        assert key in f
+
+
+def test_orientations_spread_evenly_give_no_finding(tmp_path):
+    r = run_audit(af.spread(tmp_path / "d"), content=False, progress=False)
+    assert leaks(r) == []
+    assert r["findings"] == []
+    # the report still shows the orientation mix
+    assert set(r["attributes"]["exif_orientation"]["values"]) == {"1", "3", "6", "8"}
+
+
+def test_camera_leak(tmp_path):
+    r = run_audit(af.camera_leak(tmp_path / "d"), content=False, progress=False)
+    (f,) = leaks(r, "camera")
+    assert f["severity"] == "error"
+    assert "iPhone 12" in f["message"] and "Canon" not in f["message"] or "EOS 80D" in f["message"]
+    assert not leaks(r, "exif_orientation")
+
+
+def test_messy_dataset_duplicates_and_unreadable(tmp_path):
+    root = af.messy(tmp_path / "d")
+    r = run_audit(root, content=False, progress=False)
+    reasons = {p.rsplit("/", 1)[1]: why for p, why in ((u["path"], u["reason"]) for u in r["unreadable"])}
+    assert set(reasons) == {"empty.jpg", "notes.jpg", "truncated.jpg"}
+    assert "0 bytes" in reasons["empty.jpg"] and "text" in reasons["notes.jpg"] and "truncated" in reasons["truncated.jpg"]
+    assert all("\n" not in why for why in reasons.values())
+    (dup,) = [f for f in r["findings"] if f["kind"] == "duplicate"]
+    assert dup["severity"] == "error" and dup["crosses"] == "labels"
+    assert sorted(p.rsplit("/", 1)[1] for p in dup["paths"]) == ["cat_000.jpg", "dup_of_cat_000.jpg"]
+    assert r["classes"] == {"cat": 12, "dog": 13}  # the audit went on past the broken files
+    assert r["findings"][0]["severity"] == "error"  # most severe first
+    assert fails(r, "error") and fails(r, "warning")
+
+
+def test_cli_json_and_fail_on(tmp_path, capsys):
+    root = af.confounded(tmp_path / "d")
+    code, out, _ = cli(capsys, "audit", root, "--metadata-only", "--json")
+    assert code == 0
+    r = json.loads(out)
+    assert {"n_images", "classes", "unreadable", "findings"} <= set(r)
+    assert cli(capsys, "audit", root, "--metadata-only", "--json", "--fail-on", "warning")[0] == 1
+    assert cli(capsys, "audit", root, "--metadata-only", "--json", "--fail-on", "error")[0] == 0
+    clean = af.spread(tmp_path / "clean")
+    assert cli(capsys, "audit", clean, "--metadata-only", "--fail-on", "warning")[0] == 0
+    code, out, _ = cli(capsys, "audit", tmp_path / "missing", "--metadata-only")
+    assert code == 2
+
+
+def test_terminal_summary_most_severe_first(tmp_path, capsys):
+    root = af.messy(tmp_path / "d")
+    code, out, _ = cli(capsys, "audit", root, "--metadata-only")
+    assert code == 0
+    assert out.index("error") < out.index("duplicate") or "error" in out
+    assert "3 file(s) cannot be read" in re.sub(r"\s+", " ", out.replace("│", " "))
+
+
+def test_report_html_has_plots_and_thumbnails(tmp_path, capsys):
+    root = af.confounded(tmp_path / "d")
+    report = tmp_path / "audit.html"
+    code, out, _ = cli(capsys, "audit", root, "--metadata-only", "--report", report)
+    assert code == 0 and report.exists()
+    html = report.read_text()
+    assert html.count("data:image/png;base64,") >= 3  # orientation bars, heat map, class counts
+    for alt in ('alt="orientation by class"', 'alt="attribute by label heat map"', 'alt="class counts"'):
+        assert alt in html
+    assert 'alt="as stored"' in html and 'alt="upright"' in html
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html  # self-contained
+
+
+def test_report_of_messy_dataset(tmp_path):
+    root = af.messy(tmp_path / "d")
+    r = run_audit(root, content=False, progress=False)
+    html = write_report(r, tmp_path / "r.html", data=root).read_text()
+    assert "empty file (0 bytes)" in html and "duplicate" in html
+
+
+@pytest.mark.slow
+def test_content_checks_on_a_small_dataset(tmp_path):
+    """The embedding pass finds undecodable files; the sideways head says it needs more images."""
+    root = af.messy(tmp_path / "d", n=6)
+    r = run_audit(root, content=True, progress=False)
+    assert {u["path"].rsplit("/", 1)[1] for u in r["unreadable"]} == {"empty.jpg", "notes.jpg", "truncated.jpg"}
+    (sw,) = [f for f in r["findings"] if f["kind"] == "sideways"]
+    assert sw["severity"] == "info" and "at least" in sw["message"] and sw["skipped"]
+    assert r["checks"]["near_duplicates"]
