@@ -71,9 +71,28 @@ def audit(
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report."),
     fail_on: Optional[FailOn] = typer.Option(None, "--fail-on", help="Exit 1 if a finding is this severe or worse."),
     cache: Optional[Path] = CACHE,
+    content: bool = typer.Option(True, "--content/--metadata-only",
+                                 help="Run the content checks (sideways, near duplicates) that need embeddings."),
 ) -> None:
     """Find unreadable files, duplicates, sideways photos and file attributes that predict the label."""
-    _not_yet("audit", 4)
+    import json as _json
+
+    from .audit import fails, print_summary, run_audit
+
+    result = run_audit(data, cache_dir=cache, progress=not json_out, content=content)
+    if report is not None:
+        from .audit_report import write_report
+
+        write_report(result, report, data=data)
+        result["report"] = str(report)
+    if json_out:
+        typer.echo(_json.dumps(result, indent=2))
+    else:
+        print_summary(result)
+        if report is not None:
+            typer.echo(f"report: {report}")
+    if fails(result, fail_on.value if fail_on else None):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -83,9 +102,29 @@ def fix(
     in_place: bool = typer.Option(False, "--in-place", help="Replace files atomically, keeping a way back."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change, write nothing."),
     json_out: bool = JSON,
+    rotate_sideways: bool = typer.Option(False, "--rotate-sideways",
+                                         help="Also turn back pictures the audit's sideways check flags."),
+    min_confidence: float = typer.Option(0.9, "--min-confidence", min=0.0, max=1.0,
+                                         help="Sideways probability needed to turn a picture (with --rotate-sideways)."),
+    cache: Optional[Path] = CACHE,
 ) -> None:
-    """Write upright copies of photos (lossless for JPEG where possible); never loses data."""
-    _not_yet("fix", 4)
+    """Write upright copies of photos (lossless for JPEG where possible); never loses data.
+
+    --in-place keeps every replaced original in DATA/.upright-originals/ (same relative
+    paths, listed in manifest.jsonl); undo with: cp -a DATA/.upright-originals/. DATA/
+    """
+    import json as _json
+
+    from .fix import print_summary, run_fix
+
+    result = run_fix(data, out=out, in_place=in_place, dry_run=dry_run, rotate_sideways=rotate_sideways,
+                     min_confidence=min_confidence, cache_dir=cache, progress=not json_out)
+    if json_out:
+        typer.echo(_json.dumps(result, indent=2))
+    else:
+        print_summary(result)
+    if any(f["action"] == "failed" for f in result["files"]):
+        raise typer.Exit(1)
 
 
 @app.command()
