@@ -195,3 +195,35 @@ def test_health_answers_while_the_model_is_busy_and_queued_requests_batch():
         assert slow.calls[0] == 1 and max(slow.calls) > 1, slow.calls  # the queue was batched
         assert sum(slow.calls) == 6
         assert max(r.json()["timings"]["batch"] for r in results) == max(slow.calls)
+
+
+def test_cli_serve_prints_its_url_and_serves(tmp_path_factory):
+    """`upright serve MODEL --port 0`: one line with the URL on stdout, then it answers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    model_dir = trained_model_dir(tmp_path_factory)
+    proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("upright serve: http://127.0.0.1:"), (line, proc.stderr.read() if proc.poll() else "")
+        url = line.split()[2].rstrip("/")
+        assert httpx.get(url + "/healthz", timeout=30).json()["labels"] == ["horizontal", "vertical"]
+        # the same port again: a one-line error, exit 2, no traceback
+        port = url.rsplit(":", 1)[1]
+        busy = subprocess.run([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", port],
+                              capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 2 and "already in use" in busy.stderr and "Traceback" not in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
+    assert proc.returncode in (0, -signal.SIGINT, 130), proc.stderr.read()
+    missing = subprocess.run([sys.executable, "-m", "upright.cli", "serve", os.fspath(model_dir) + "-nope"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr

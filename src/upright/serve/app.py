@@ -355,7 +355,7 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     *,
     top_k: int = DEFAULT_TOP_K,
-    max_batch: int = 16,
+    max_batch: int = 8,
     model_name: str | None = None,
     decode_size: int | None = None,
     decode_workers: int | None = None,

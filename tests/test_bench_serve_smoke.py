@@ -1,0 +1,20 @@
+"""The serving benchmark runs (tiny); speed itself is reported by bench/, never asserted."""
+
+import importlib.util
+from pathlib import Path
+
+from serve_fixtures import trained_model_dir
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "serve.py"
+
+
+def test_serve_bench_quick(tmp_path_factory, capsys):
+    spec = importlib.util.spec_from_file_location("bench_serve", BENCH)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main(["--quick", "--requests", "8", "--model", str(trained_model_dir(tmp_path_factory))])
+    assert [r["clients"] for r in out["serve"]] == [1, 4, 16]
+    assert all(r["failures"] == 0 and r["requests"] >= 8 and r["req_s"] > 0 for r in out["serve"])
+    assert out["predict"]["single_ms_p50"] > 0
+    text = capsys.readouterr().out
+    assert "req/s" in text and "p95 ms" in text and "Model.predict" in text and "machine:" in text
