@@ -20,7 +20,9 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = Path(os.environ.get("UPRIGHT_CHROMIUM", "/usr/bin/chromium"))
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync"]
+        "--disable-component-update", "--no-first-run", "--disable-sync",
+        # a synthetic camera (no device, no permission prompt) for the live-camera test
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
@@ -137,4 +139,49 @@ def test_page_fits_a_phone_screen(browser, server):
     assert width <= 390, f"horizontal scrolling on a phone: page is {width}px wide"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "serve-phone.png"), full_page=True)
+    ctx.close()
+
+
+def test_live_camera_sends_frames_at_a_steady_rate_one_at_a_time(browser, server):
+    import time
+
+    ctx = browser.new_context(viewport={"width": 1000, "height": 800}, permissions=["camera"])
+    page = ctx.new_page()
+    starts: list[float] = []
+    state = {"in_flight": 0, "max_in_flight": 0, "done": 0}
+
+    def started(req):
+        if "/api/predict" in req.url:
+            starts.append(time.monotonic())
+            state["in_flight"] += 1
+            state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+
+    def ended(req):
+        if "/api/predict" in req.url:
+            state["in_flight"] -= 1
+            state["done"] += 1
+
+    page.on("request", started)
+    page.on("requestfinished", ended)
+    page.on("requestfailed", ended)
+    page.goto(server.url + "/")
+    expect(page.locator("#model-info")).to_contain_text("labels")
+    page.click("#camera-btn")
+    expect(page.locator("#camera-controls")).to_be_visible()
+    deadline = time.monotonic() + 20
+    while state["done"] < 3:
+        assert time.monotonic() < deadline, (state, page.text_content("#error"))
+        page.wait_for_timeout(100)
+    expect(page.locator("#filename")).to_have_text("camera frame")
+    assert page.locator("#predictions li").count() == 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "serve-camera.png"))
+    page.click("#camera-stop")
+    page.wait_for_timeout(300)
+    sent = len(starts)
+    page.wait_for_timeout(1000)
+    assert len(starts) == sent, "frames kept coming after Stop camera"
+    assert state["max_in_flight"] == 1, state
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps and min(gaps) > 0.5, gaps  # about one frame every 700 ms, never a burst
     ctx.close()

@@ -95,7 +95,7 @@ function render(body, roundTripMs, isLive) {
   }
   $("plain-note").hidden = tagged || isLive;
   $("plain-note").textContent = tagged ? "" : body.orientation_note;
-  $("filename").textContent = body.path || (isLive ? "camera frame" : "");
+  $("filename").textContent = isLive ? "camera frame" : (body.path || "pasted or dropped image");
   renderPredictions(body.predictions);
   const t = body.timings || {};
   $("timing").textContent =
