@@ -227,3 +227,27 @@ def test_cli_serve_prints_its_url_and_serves(tmp_path_factory):
     missing = subprocess.run([sys.executable, "-m", "upright.cli", "serve", os.fspath(model_dir) + "-nope"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+
+
+def test_bad_query_parameter_is_a_json_400(client):
+    r = post(client, encode(asym_picture()), top_k="many")
+    assert r.status_code == 400 and "top_k" in r.json()["error"]
+    r = post(client, encode(stripes_picture("vertical", 105)), top_k=0)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 1  # clamped to 1..n_labels
+
+
+def test_real_world_orientation_examples_all_come_back_upright(client, shared_data):
+    """exif-orientation-examples: Landscape_0..8 must all give the same upright view."""
+    folder = shared_data / "exif-orientation-examples"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} not found")
+    import numpy as np
+
+    views = {}
+    for n in range(9):
+        body = post(client, (folder / f"Landscape_{n}.jpg").read_bytes(), f"Landscape_{n}.jpg").json()
+        assert (body["stored_view"] is not None) == (n >= 2), (n, body["orientation_note"])
+        views[n] = np.asarray(data_url_image(body["view"]), dtype=np.float32)
+    for n in range(9):
+        assert views[n].shape == views[1].shape, n
+        assert np.abs(views[n] - views[1]).mean() < 12, n  # same picture, only JPEG noise apart

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -394,6 +395,11 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_params(request: Request, exc: RequestValidationError):
+        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
+        return JSONResponse({"error": f"invalid request ({where})"[:300]}, status_code=400)
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception):  # pragma: no cover - safety net
