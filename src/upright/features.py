@@ -200,25 +200,24 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
                 stream = _decoded_stream(jobs, workers)  # forks before ORT starts its threads
                 first = next(stream, None)
                 run = runner or get_runner(backbone, cache_dir)
-                batch_rows: list[tuple[int, np.ndarray]] = []  # (file index, uint8 [V', S, S, 3])
+                # (file index, missing variants, uint8 [len(missing), S, S, 3])
+                batch_rows: list[tuple[int, list[str], np.ndarray]] = []
+
+                def finish(i):
+                    vectors[i] = np.stack([found[(shas[i], v)] for v in variants])
+                    ok[i] = True
 
                 def flush():
                     if not batch_rows:
                         return
-                    crops = np.concatenate([c for _, c in batch_rows])
-                    emb = run(to_input(crops))
+                    emb = run(to_input(np.concatenate([c for _, _, c in batch_rows])))
                     rows, pos = [], 0
-                    for i, c in batch_rows:
-                        k = len(c)
-                        vectors[i] = emb[pos:pos + k] if k == nv else vectors[i]
-                        if k != nv:  # only missing variants were computed
-                            miss = [v for v in variants if (shas[i], v) not in found]
-                            for v, e in zip(miss, emb[pos:pos + k]):
-                                found[(shas[i], v)] = e
-                            vectors[i] = np.stack([found[(shas[i], v)] for v in variants])
-                        ok[i] = True
-                        rows.extend((shas[i], v, vectors[i][j]) for j, v in enumerate(variants))
-                        pos += k
+                    for i, miss, c in batch_rows:
+                        for v, e in zip(miss, emb[pos:pos + len(c)]):
+                            found[(shas[i], v)] = e
+                            rows.append((shas[i], v, e))
+                        pos += len(c)
+                        finish(i)
                     if cache:
                         cache.put_many(rows, mkey, orient)
                     advance(len(batch_rows))
@@ -230,9 +229,15 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
                         errors[i] = err
                         advance(1)
                         return
+                    if any(shas[j] == shas[i] for j, _, _ in batch_rows):
+                        flush()  # an identical file is pending in this batch: let it land first
                     miss = [v for v in variants if (shas[i], v) not in found]
-                    batch_rows.append((i, np.stack([variant_array(crop, v) for v in miss])))
-                    if sum(len(c) for _, c in batch_rows) >= BATCH:
+                    if not miss:
+                        finish(i)
+                        advance(1)
+                        return
+                    batch_rows.append((i, miss, np.stack([variant_array(crop, v) for v in miss])))
+                    if sum(len(c) for _, _, c in batch_rows) >= BATCH:
                         flush()
 
                 if first is not None:

@@ -1,0 +1,76 @@
+"""`upright export MODEL --format onnx`: one ONNX graph, backbone + head (+ test views).
+
+Input "input": float32 [batch, 3, S, S], RGB, the upright picture with its short side
+resized (bicubic) to 256*S/224 and centre-cropped to S x S, scaled (x - 127) / 128
+(S = model.json "input_size": 224 for Lite0). Output "probabilities": [batch, n_labels]
+in the order of model.json "labels", averaged over the model's test views exactly as
+`upright predict` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UprightError
+
+
+def build_module(m):
+    """The whole model as a torch module: preprocessed input -> probabilities."""
+    import torch
+
+    from . import backbones
+    from .preprocess import VARIANT_OPS
+
+    sd = None
+    if m.backbone_state is not None:
+        sd = {k: torch.from_numpy(np.array(v)) for k, v in m.backbone_state.items()}
+    emb = backbones.torch_module(m.backbone, sd)
+    views = [VARIANT_OPS[v] for v in m.views]
+
+    class Whole(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = emb
+            self.head = torch.nn.Linear(m.weight.shape[1], m.weight.shape[0])
+            with torch.no_grad():
+                self.head.weight.copy_(torch.from_numpy(m.weight))
+                self.head.bias.copy_(torch.from_numpy(m.bias))
+
+        def forward(self, x):
+            probs = None
+            for flip, k in views:  # NCHW: width is dim 3; clockwise quarter turn = rot90(k=-1, dims=(2,3))
+                v = torch.flip(x, dims=[3]) if flip else x
+                if k:
+                    v = torch.rot90(v, k=-k, dims=(2, 3))
+                p = torch.softmax(self.head(self.backbone(v)), dim=1)
+                probs = p if probs is None else probs + p
+            return probs / len(views)
+
+    return Whole().eval()
+
+
+def export_onnx(model, output=None) -> Path:
+    from . import backbones
+    from .model import Model, load_model
+
+    m = model if isinstance(model, Model) else load_model(model)
+    out = Path(output) if output is not None else m.folder / "model.onnx"
+    if out.is_dir():
+        raise UprightError(f"{out}: is a folder; give a file name with -o")
+    try:
+        backbones.export_onnx(build_module(m), out, backbones.spec(m.backbone).size, output_name="probabilities")
+    except OSError as exc:
+        raise UprightError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def run_export(model, fmt: str = "onnx", output=None) -> Path:
+    if fmt != "onnx":
+        raise UprightError(f"unsupported export format '{fmt}' (onnx)")
+    out = export_onnx(model, output)
+    from .console import err
+
+    err.print(f"wrote {out} (input 'input' float32 NCHW preprocessed, output 'probabilities')")
+    return out
