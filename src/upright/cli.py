@@ -140,8 +140,25 @@ def train(
     cache: Optional[Path] = CACHE,
     json_out: bool = JSON,
 ) -> None:
-    """Train a classifier on an embedded, offline ImageNet backbone."""
-    _not_yet("train", 3)
+    """Train a classifier on an embedded, offline ImageNet backbone.
+
+    Embeddings (of every --augment variant) are cached by file content, so a re-train is
+    seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds
+    the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
+    """
+    from .train import train_dataset
+
+    result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
+                           fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
+                           progress=not json_out)
+    if json_out:
+        import json
+
+        typer.echo(json.dumps(result))
+    else:
+        from .train import print_summary
+
+        print_summary(result)
 
 
 @app.command()
@@ -151,8 +168,10 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", help="Labels per image."),
     json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one per image."),
 ) -> None:
-    """Classify images (read upright)."""
-    _not_yet("predict", 3)
+    """Classify images (read upright). Folders are searched for image files."""
+    from .predict import run_predict
+
+    raise typer.Exit(run_predict(model, images, top_k=top_k, json_out=json_out))
 
 
 @app.command(name="eval")
@@ -164,7 +183,9 @@ def evaluate(
     cache: Optional[Path] = CACHE,
 ) -> None:
     """Accuracy, per-class figures, confusion matrix and accuracy under 0/90/180/270 rotations."""
-    _not_yet("eval", 3)
+    from .evaluate import run_eval
+
+    run_eval(model, data, json_out=json_out, report=report, cache_dir=cache)
 
 
 @app.command()
@@ -194,8 +215,16 @@ def export(
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default MODEL/model.onnx)."),
 ) -> None:
-    """Export the whole model (backbone + head) to one ONNX file."""
-    _not_yet("export", 3)
+    """Export the whole model (backbone + head) to one ONNX file.
+
+    Input "input": float32 [batch, 3, S, S] RGB (S = model.json input_size, 224 for Lite0),
+    the upright picture resized (bicubic) so its short side is 256*S/224, centre-cropped to
+    S x S and scaled (x - 127) / 128. Output "probabilities": [batch, n_labels] in the order
+    of model.json "labels" (averaged over the model's test views, as `predict` does).
+    """
+    from .export import run_export
+
+    run_export(model, format.value, output)
 
 
 @app.command()
