@@ -1,0 +1,208 @@
+"""Benchmark `upright train` against the loader + forward a user would write, same weights, same head.
+
+    .venv/bin/python bench/train.py                 # flowers-500 (../shared/data), cold + warm + baseline
+    .venv/bin/python bench/train.py --quick         # tiny generated dataset: a smoke test
+    .venv/bin/python bench/train.py --folds 5       # + mean val accuracy over 5 hash folds
+
+Baseline (what `ImageFolder` + a pretrained net gives): Pillow `Image.open().convert("RGB")`
+with NO EXIF handling (that is the point), full decode, bicubic short side 256, centre crop
+224, (x-127)/128, torch eager forward at batch 32 for the same variants, then upright's own
+head selection on the same hash split. This file is in bench/, outside the one-door rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "flowers-500"
+
+
+def _rss_mb(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0
+
+
+def make_tiny(root: Path, classes=("red", "blue"), n=6) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for ci, lab in enumerate(classes):
+        (root / lab).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            base = np.zeros((120, 160, 3), np.float32)
+            base[..., ci % 3] = 200
+            arr = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / lab / f"{lab}{i}.jpg", quality=90)
+    return root
+
+
+# -- children (each measured in its own process for a clean peak RSS) -----------------------
+def child_upright(data: str, out: str, cache: str, augment: str) -> dict:
+    from upright.train import train_dataset
+
+    t = time.perf_counter()
+    r = train_dataset(data, out, augment=augment, cache_dir=cache, progress=False)
+    return {"seconds": time.perf_counter() - t, "val_accuracy": r["val_accuracy"], "n_train": r["n_train"],
+            "n_val": r["n_val"], "rss_mb": _rss_mb(), "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)}
+
+
+def child_baseline(data: str, augment: str) -> dict:
+    import torch
+    from PIL import Image
+
+    from upright import backbones
+    from upright.dataset import scan
+    from upright.features import AUGMENT_VARIANTS
+    from upright.preprocess import variant_array
+    from upright.train import select_head
+
+    t = time.perf_counter()
+    ds = scan(data, 0.2)
+    variants = tuple(dict.fromkeys(AUGMENT_VARIANTS[augment] + ("id", "flip")))
+    net = backbones.torch_module("efficientnet-lite0")
+    torch.set_num_threads(backbones.cpu_count())
+    emb = np.zeros((len(ds.records), len(variants), 1280), np.float32)
+    batch, where = [], []
+
+    def run():
+        with torch.no_grad():
+            x = torch.from_numpy(((np.stack(batch).astype(np.float32) - 127) / 128).transpose(0, 3, 1, 2).copy())
+            e = net(x).numpy()
+        for (i, j), v in zip(where, e):
+            emb[i, j] = v
+        batch.clear(), where.clear()
+
+    for i, r in enumerate(ds.records):
+        im = Image.open(r.path).convert("RGB")  # ImageFolder's pil_loader: no exif_transpose
+        w, h = im.size
+        s = 256 / min(w, h)
+        im = im.resize((max(224, round(w * s)), max(224, round(h * s))), Image.Resampling.BICUBIC)
+        w, h = im.size
+        a = np.asarray(im)[(h - 224) // 2:(h - 224) // 2 + 224, (w - 224) // 2:(w - 224) // 2 + 224]
+        for j, v in enumerate(variants):
+            batch.append(np.ascontiguousarray(variant_array(a, v)))
+            where.append((i, j))
+            if len(batch) == 32:
+                run()
+    if batch:
+        run()
+    labels = ds.labels
+    y = np.array([labels.index(r.label) for r in ds.records])
+    tr = np.array([i for i, r in enumerate(ds.records) if r.split == "train"])
+    va = np.array([i for i, r in enumerate(ds.records) if r.split != "train"])
+    choice = select_head(emb, y, len(labels), tr, va, variants, AUGMENT_VARIANTS[augment])
+    return {"seconds": time.perf_counter() - t, "val_accuracy": choice["accuracy"], "rss_mb": _rss_mb()}
+
+
+def child_folds(data: str, cache: str, augment: str, folds: int) -> dict:
+    """Val accuracy on `folds` disjoint hash folds (embeddings from the warm cache)."""
+    from upright.dataset import scan
+    from upright.features import AUGMENT_VARIANTS, embed_paths
+    from upright.train import select_head
+
+    ds = scan(data, 0.2)
+    variants = tuple(dict.fromkeys(AUGMENT_VARIANTS[augment] + ("id", "flip")))
+    emb = embed_paths([r.path for r in ds.records], variants=variants, cache_dir=cache, progress=False,
+                      hashes=[r.sha256 for r in ds.records])
+    y = np.array([ds.labels.index(r.label) for r in ds.records])
+    fold = np.array([int(r.sha256[12:24], 16) % folds for r in ds.records])
+    accs = []
+    for k in range(folds):
+        tr, va = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+        accs.append(select_head(emb.vectors, y, len(ds.labels), tr, va, variants, AUGMENT_VARIANTS[augment])["accuracy"])
+    return {"folds": accs, "mean": float(np.mean(accs))}
+
+
+def _child(kind: str, *args) -> dict:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--_child", kind, *map(str, args)],
+                       capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise SystemExit(f"bench child {kind} failed:\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    import onnxruntime
+    import torch
+
+    from upright.backbones import cpu_count, providers
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.machine()} {cpu_count()} cores, load {load:.1f}, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__} ({providers()[0]})")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--quick", action="store_true", help="tiny generated dataset (smoke test)")
+    ap.add_argument("--augment", default="flip", choices=["none", "flip", "rotate", "d4"])
+    ap.add_argument("--folds", type=int, default=0, help="also report mean val accuracy over N hash folds")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a._child:
+        kind, *rest = a._child
+        fn = {"upright": child_upright, "baseline": child_baseline, "folds": child_folds}[kind]
+        if kind == "folds":
+            rest[-1] = int(rest[-1])
+        print(json.dumps(fn(*rest)))
+        return {}
+    with tempfile.TemporaryDirectory(prefix="upright-bench-") as tmp:
+        tmp = Path(tmp)
+        data = a.data
+        if a.quick:
+            data = make_tiny(tmp / "data")
+        elif not data.is_dir():
+            print(f"SKIP: benchmark data not found at {data} (expected ../shared/data/flowers-500)")
+            return {"skipped": str(data)}
+        cache = tmp / "cache"  # cold: a fresh, empty embedding cache (ONNX export included)
+        res = {"machine": machine(), "data": str(data), "augment": a.augment}
+        res["cold"] = _child("upright", data, tmp / "m1", cache, a.augment)
+        res["warm"] = _child("upright", data, tmp / "m2", cache, a.augment)
+        if not a.no_baseline:
+            res["baseline"] = _child("baseline", data, a.augment)
+        if a.folds:
+            res["folds"] = _child("folds", data, cache, a.augment, a.folds)
+    if a.json:
+        print(json.dumps(res))
+        return res
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"upright train vs baseline on {res['data']} (augment {a.augment})")
+    for col in ("run", "seconds", "val acc", "peak RSS MB", "ratio vs baseline"):
+        t.add_column(col)
+    base = res.get("baseline")
+    for name in ("cold", "warm", "baseline"):
+        r = res.get(name)
+        if not r:
+            continue
+        ratio = f"{base['seconds'] / r['seconds']:.1f}x faster" if base and name != "baseline" else ""
+        rss = f"{r['rss_mb']:.0f}" + (f" (+workers {r['children_rss_mb']:.0f})" if r.get("children_rss_mb") else "")
+        t.add_row(name, f"{r['seconds']:.1f}", f"{r['val_accuracy']:.3f}", rss, ratio)
+    con = Console()
+    con.print(res["machine"])
+    con.print(t)
+    if "folds" in res:
+        con.print(f"val accuracy over {a.folds} hash folds: "
+                  f"{', '.join(f'{x:.3f}' for x in res['folds']['folds'])}; mean {res['folds']['mean']:.3f}")
+    return res
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    main()
