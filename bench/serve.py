@@ -136,8 +136,11 @@ def time_predict(model, uploads, rounds: int) -> dict:
             "batch16_ms": b16, "batch16_img_s": 16000 / b16}
 
 
-def start_server(model_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, max_batch: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`upright serve MODEL --port 0 [--max-batch N]`: the CLI as users run it."""
     cmd = [sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--host", "127.0.0.1", "--port", "0"]
+    if max_batch is not None:
+        cmd += ["--max-batch", str(max_batch)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = proc.stdout.readline()  # "upright serve: http://127.0.0.1:PORT/  (model ...)"
@@ -196,6 +199,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
     ap.add_argument("--requests", type=int, default=None, help="requests per concurrency level (default 64)")
     ap.add_argument("--levels", default="1,4,16", help="concurrent clients per level")
+    ap.add_argument("--no-unbatched", dest="compare_unbatched", action="store_false",
+                    help="skip the extra top-level row served with max_batch=1 (no batching)")
     ap.add_argument("--model", type=Path, default=None, help="model folder (default: train a small one here)")
     args = ap.parse_args(argv)
     n_requests = args.requests or (16 if args.quick else 64)
@@ -213,26 +218,34 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"uploads: {origin}")
         pred = time_predict(model, uploads, 5 if args.quick else 20)
         del model
-        proc, url = start_server(model_dir)
-        try:
-            asyncio.run(run_level(url, uploads, 2, 4))  # warm-up: ONNX session, thread pools
-            rows = [asyncio.run(run_level(url, uploads, c, max(n_requests, c))) for c in levels]
-        finally:
-            proc.terminate()
+        rows = []
+        # the CLI as users run it; then, for the top level, the same server without batching
+        for max_batch, these in ((None, levels), (1, levels[-1:] if args.compare_unbatched else [])):
+            if not these:
+                continue
+            proc, url = start_server(model_dir, max_batch)
             try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                proc.kill()
+                asyncio.run(run_level(url, uploads, 2, 4))  # warm-up: ONNX session, thread pools
+                for c in these:
+                    row = asyncio.run(run_level(url, uploads, c, max(n_requests, c)))
+                    row["label"] = f"clients={c}" + (", max_batch=1" if max_batch == 1 else "")
+                    rows.append(row)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:  # pragma: no cover
+                    proc.kill()
     print()
     print(f"Model.predict(bytes), 1 image, in-process: p50 {pred['single_ms_p50']:.1f} ms "
           f"(min {pred['single_ms_min']:.1f} ms) = {1000 / pred['single_ms_p50']:.1f} img/s")
     print(f"Model.predict_images, batch of 16 decoded images: {pred['batch16_ms']:.0f} ms "
           f"= {pred['batch16_img_s']:.1f} img/s")
     print()
-    print(f"{'serve (loopback)':<18}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'batch':>7}"
+    print(f"{'serve (loopback)':<22}{'requests':>9}{'req/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'batch':>7}"
           f"{'decode':>8}{'model':>8}{'failed':>8}")
     for r in rows:
-        print(f"{'clients=' + str(r['clients']):<18}{r['requests']:>9}{r['req_s']:>9.1f}{r['p50_ms']:>9.1f}"
+        print(f"{r['label']:<22}{r['requests']:>9}{r['req_s']:>9.1f}{r['p50_ms']:>9.1f}"
               f"{r['p95_ms']:>9.1f}{r['mean_batch']:>7.1f}{r['decode_ms']:>8.1f}{r['model_ms']:>8.1f}{r['failures']:>8}")
     print("(batch: mean images per model call; decode/model: server-side median ms per request)")
     print(f"\n{load()} at the end")

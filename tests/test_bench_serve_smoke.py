@@ -13,7 +13,7 @@ def test_serve_bench_quick(tmp_path_factory, capsys):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     out = bench.main(["--quick", "--requests", "8", "--model", str(trained_model_dir(tmp_path_factory))])
-    assert [r["clients"] for r in out["serve"]] == [1, 4, 16]
+    assert [r["clients"] for r in out["serve"]] == [1, 4, 16, 16]  # + the unbatched comparison
     assert all(r["failures"] == 0 and r["requests"] >= 8 and r["req_s"] > 0 for r in out["serve"])
     assert out["predict"]["single_ms_p50"] > 0
     text = capsys.readouterr().out

@@ -199,14 +199,15 @@ def serve(
     port: int = typer.Option(8000, "--port", help="Port to listen on (0 picks a free one)."),
     max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest upload accepted, in MB (413 beyond)."),
     top_k: int = typer.Option(5, "--top-k", help="Labels shown per image."),
+    max_batch: int = typer.Option(4, "--max-batch", help="Most queued uploads the model runs in one call (1 = no batching)."),
 ) -> None:
     """Start the web test app: upload, drag and drop or camera; shows what the model saw."""
-    if max_upload_mb <= 0 or top_k < 1:
-        raise UprightError("--max-upload-mb must be > 0 and --top-k at least 1")
+    if max_upload_mb <= 0 or top_k < 1 or max_batch < 1:
+        raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")
     from .serve import run as run_server
 
     run_server(model, host=host, port=port, max_bytes=int(max_upload_mb * 1_000_000), top_k=top_k,
-               echo=typer.echo)
+               max_batch=max_batch, echo=typer.echo)
 
 
 @app.command()

@@ -356,7 +356,7 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     *,
     top_k: int = DEFAULT_TOP_K,
-    max_batch: int = 8,
+    max_batch: int = 4,
     model_name: str | None = None,
     decode_size: int | None = None,
     decode_workers: int | None = None,
@@ -546,6 +546,7 @@ def run(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     top_k: int = DEFAULT_TOP_K,
+    max_batch: int = 4,
     log_level: str = "warning",
     echo: Callable[[str], None] = print,
 ) -> None:
@@ -558,7 +559,8 @@ def run(
     model = load_model(model_dir)  # UprightError with a one-line reason when it is not a model
     sock = bind_socket(host, port)
     actual_port = sock.getsockname()[1]
-    app = create_app(model, max_bytes=max_bytes, top_k=top_k, model_name=model_dir.resolve().name)
+    app = create_app(model, max_bytes=max_bytes, top_k=top_k, max_batch=max_batch,
+                     model_name=model_dir.resolve().name)
     url = url_for(host, actual_port)
     echo(f"upright serve: {url}  (model {model_dir}, labels: {', '.join(map(str, model.labels))})")
     if host in ("0.0.0.0", "", "::"):
