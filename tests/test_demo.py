@@ -87,3 +87,17 @@ def test_demo_refuses_a_non_empty_out(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "not empty" in capsys.readouterr().err
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_naive_view_is_what_exif_ignoring_loaders_see(tmp_path):
+    """The naive run's pixels are exactly torchvision's pil_loader / plain Pillow output."""
+    import numpy as np
+    from PIL import Image
+
+    data = build_dataset(tmp_path / "d", per_class=10, test_per_class=4, seed=2)
+    for p in sorted((data.train_dir / "warm").glob("*.jpg"))[:3]:
+        with open(p, "rb") as f:
+            plain = Image.open(f).convert("RGB")  # torchvision.datasets.folder.pil_loader
+        ours = open_image(p, orient=False).image
+        assert plain.size == ours.size
+        assert np.array_equal(np.asarray(plain), np.asarray(ours))
