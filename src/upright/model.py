@@ -9,10 +9,9 @@ head.safetensors holds `weight` [C, D] and `bias` [C] applied to the raw backbon
 
 from __future__ import annotations
 
-import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np

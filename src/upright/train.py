@@ -9,7 +9,6 @@ or "id" + "flip" averaged) are chosen on the same held-out data. Deterministic f
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
