@@ -213,11 +213,11 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
                              "paths": [], "items": [], "skipped": True})
         else:
             res = sideways.detect(v4)
-            sw_info = {"temperature": res.temperature, "prior_turned": round(float(1 - res.prior[0]), 4),
-                       "cv_accuracy": round(res.cv_accuracy, 4), "folds": res.folds,
+            sw_info = {"temperature": round(res.temperature, 4), "prior_turned": round(float(1 - res.prior[0]), 4),
+                       "cv_accuracy": round(res.cv_accuracy, 4), "folds": res.folds, "ridge": res.ridge,
                        "threshold": sideways_threshold}
-            checks["sideways"] = (f"cross-fitted rotation head ({res.folds} folds), out-of-fold accuracy on "
-                                  f"rotated copies {res.cv_accuracy:.0%}")
+            checks["sideways"] = (f"rotation head cross-fitted leave-one-image-out ({res.folds} folds), "
+                                  f"held-out accuracy on rotated copies {res.cv_accuracy:.0%}")
             order = np.argsort(-res.turned)
             for j in order:
                 if res.turned[j] >= sideways_threshold:

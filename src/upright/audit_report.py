@@ -113,18 +113,27 @@ def counts_plot(classes: dict) -> str | None:
     return figure_data_url(fig)
 
 
-def _thumb_pair(path: str, caption: str) -> str:
+def _figure(img, alt: str) -> str:
+    return (f'<figure style="margin:0"><img src="{image_data_url(img, 120)}" alt="{esc(alt)}">'
+            f"<figcaption>{esc(alt)}</figcaption></figure>")
+
+
+def _thumb_pair(path: str, caption: str, turned: int = 0) -> str:
+    """As stored | upright (| turned back, for sideways pictures)."""
+    from PIL import Image
+
     try:
         stored = open_image(path, size=160, orient=False).image
         upright = open_image(path, size=160).image
     except UnreadableImage as exc:
         return f'<div class="thumb"><b>{esc(os.path.basename(path))}</b><br>{esc(exc.reason)}</div>'
+    figs = _figure(stored, "as stored") + _figure(upright, "upright")
+    if turned:
+        back = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+        figs += _figure(upright.transpose(back[turned]), "turned back")
+    width = ' style="max-width:390px"' if turned else ""
     return (
-        '<div class="thumb"><div class="pair">'
-        f'<figure style="margin:0"><img src="{image_data_url(stored, 120)}" alt="as stored"><figcaption>as stored'
-        f'</figcaption></figure>'
-        f'<figure style="margin:0"><img src="{image_data_url(upright, 120)}" alt="upright"><figcaption>upright'
-        f'</figcaption></figure></div>'
+        f'<div class="thumb"{width}><div class="pair">{figs}</div>'
         f'<div title="{esc(path)}"><b>{esc(os.path.basename(path))}</b><br>{esc(caption)}</div></div>'
     )
 
@@ -154,7 +163,9 @@ def _finding_card(f: dict, root: str | None) -> str:
         paths = f["paths"]
         if f["kind"] == "duplicate" and f.get("groups"):
             paths = [p for g in f["groups"][:4] for p in g[:2]]
-        thumbs = [_thumb_pair(p, captions.get(p, _rel(os.path.dirname(p), root))) for p in paths[:MAX_THUMBS]]
+        turns = {it["path"]: it["rotation"] for it in f.get("items", [])} if f["kind"] == "sideways" else {}
+        thumbs = [_thumb_pair(p, captions.get(p, _rel(os.path.dirname(p), root)), turns.get(p, 0))
+                  for p in paths[:MAX_THUMBS]]
         more = f'<p class="sub">and {len(f["paths"]) - len(thumbs)} more</p>' if len(f["paths"]) > len(thumbs) else ""
         parts.append(f'<div class="grid">{"".join(thumbs)}</div>{more}')
     parts.append("</div>")
