@@ -50,8 +50,10 @@ def test_sized_decode_is_upright_with_exact_short_side(fmt, orientation):
     assert looks_upright(img)
 
 
-def test_stored_view_ignores_the_tag():
-    data = _encode("JPEG", 6)
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF", "HEIF"])
+def test_stored_view_ignores_the_tag(fmt):
+    data = _encode(fmt, 6)
+    assert open_image(data).stored_size == (64, 96)
     stored = open_stored(data)
     assert stored.size == (64, 96)  # portrait pixels for a landscape picture
     assert not looks_upright(stored)

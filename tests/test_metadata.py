@@ -48,3 +48,9 @@ def test_describe_bad_files_never_raise(tmp_path):
 def test_describe_malformed_orientation_recorded(tmp_path):
     facts = describe(write_photo(tmp_path / "a.jpg", asym_picture(), 9))
     assert facts.orientation_tag == 9 and facts.orientation == 1 and "9" in facts.problem
+
+
+def test_describe_tiff_sizes_follow_the_tag(tmp_path):
+    facts = describe(write_photo(tmp_path / "t.tif", asym_picture(96, 64), 6, fmt="TIFF"))
+    assert facts.orientation_tag == 6
+    assert facts.stored_size == (64, 96) and facts.upright_size == (96, 64)

@@ -263,10 +263,12 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
     """
     name = _name(source)
     with open_header(source) as im:
-        stored_size = im.size
         fmt = (im.format or "").upper()
         file_mode = im.mode
         orientation = read_orientation(im)
+        stored_size = im.size
+        if fmt in DECODER_ORIENTS and orientation.tag in (5, 6, 7, 8):
+            stored_size = stored_size[::-1]  # these decoders report the size after their transform
         notes = [orientation.problem] if orientation.problem else []
         if size and fmt in ("JPEG", "MPO") and getattr(im, "draft", None):
             im.draft("RGB" if im.mode == "RGB" else None, _target_size(*stored_size, size))

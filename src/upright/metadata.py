@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import UnreadableImage
-from .imaging import open_header, read_orientation
+from .imaging import DECODER_ORIENTS, open_header, read_orientation
 
 MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
 #: Orientation values that swap width and height.
@@ -87,8 +87,8 @@ def describe(path: str | os.PathLike) -> FileFacts:
             except Exception:
                 facts.has_exif = bool(im.info.get("exif"))
             w, h = im.size
-            if facts.format == "HEIF":
-                # pillow-heif reports the size after its transform: that is the upright size.
+            if facts.format in DECODER_ORIENTS:
+                # pillow-heif and Pillow's TIFF plugin report the size after their transform.
                 facts.upright_size = (w, h)
                 facts.stored_size = (h, w) if applied in SWAPS_AXES else (w, h)
             else:
