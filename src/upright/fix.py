@@ -348,8 +348,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
         res.note = f"{fmt} files carry no orientation to fix; copied unchanged"
         return None, res
     swap = e in SWAPS_AXES
-    # The size a viewer shows (Pillow reports TIFF sizes after its own orientation step).
-    shown = facts.stored_size if fmt == "TIFF" else facts.upright_size
+    shown = facts.upright_size  # the size a viewer shows
     want = (shown[1], shown[0]) if turned in (90, 270) else shown
     data = None
     if fmt in ("JPEG", "MPO"):
