@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -107,18 +108,37 @@ def run_one(path: Path, timeout: float) -> dict:
             "stderr": stderr, "code": code}
 
 
+HEADLINE = re.compile(r"\d+(\.\d+)?x (faster|slower)|[+-]\d+(\.\d+)? points|faster than|cold cache .* warm cache",
+                      re.IGNORECASE)
+
+
+def headlines(stdout: str, limit: int = 3) -> list[str]:
+    """The script's own summary lines (ratios, gaps), picked from its output: figures at a glance."""
+    found = []
+    for line in stdout.splitlines():
+        text = line.strip()
+        if not text or text[0] in "|│┃┏┡└{[\"" or not HEADLINE.search(text):
+            continue
+        found.append(text)
+    return found[:limit]
+
+
 def render(results: list[dict], started: dt.datetime, total_s: float, machine: list[str]) -> str:
     lines = ["# Benchmark results", "",
              f"Written by `make bench` (bench/run_all.py) on {started:%Y-%m-%d %H:%M} "
-             f"(local time), {total_s:.0f} s in all.", ""]
+             f"(local time), {total_s:.0f} s in all. Each script ran in its own process, one after "
+             "the other; every figure below was measured in that script's own run.", ""]
     lines += machine + [""]
-    lines += ["| script | status | wall time | note |", "|---|---|---:|---|"]
+    lines += ["| script | status | wall time | headline (the script's own summary) |", "|---|---|---:|---|"]
     for r in results:
-        note = r["reason"].replace("|", "\\|") if r["status"] != "ok" else ""
-        lines.append(f"| `bench/{r['name']}` | {r['status']} | {r['seconds']:.0f} s | {note} |")
+        if r["status"] == "ok":
+            note = "<br>".join(headlines(r["stdout"]))
+        else:
+            note = r["reason"]
+        lines.append(f"| `bench/{r['name']}` | {r['status']} | {r['seconds']:.0f} s | {note.replace('|', '/')} |")
     lines.append("")
     for r in results:
-        lines += [f"## bench/{r['name']}: {r['status']}", ""]
+        lines += [f"## bench/{r['name']}: {r['status']} ({r['seconds']:.0f} s)", ""]
         if r["status"] == "skipped":
             lines += [f"Skipped: {r['reason']}", ""]
             continue
@@ -132,35 +152,20 @@ def render(results: list[dict], started: dt.datetime, total_s: float, machine: l
 
 
 def _as_markdown(text: str) -> str:
-    """Keep markdown tables as tables; put fixed-width text in code blocks; '# ' titles -> '### '."""
-    out, block = [], []
-
-    def flush():
-        if block:
-            out.extend(["```", *block, "```"])
-            block.clear()
-
+    """Output with markdown tables stays markdown (titles demoted under the script's heading);
+    anything else (JSON, fixed-width or box-drawn tables) goes verbatim into one code block."""
+    if not any(line.startswith("|") for line in text.splitlines()):
+        return "\n".join(["```text", text, "```"])
+    out = []
     for line in text.splitlines():
-        if line.startswith("|"):
-            flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append("#" * min(6, level + 2) + line[level:])
+        elif line.startswith("|") or not line.strip():
             out.append(line)
-        elif line.startswith("# "):
-            flush()
-            out.append("### " + line[2:])
-        elif line.strip() == "":
-            flush()
-            out.append("")
-        elif _fixed_width(line):
-            block.append(line)
         else:
-            flush()
-            out.append(line + "  ")
-    flush()
+            out.append(line + "  ")  # a line break, as printed
     return "\n".join(out)
-
-
-def _fixed_width(line: str) -> bool:
-    return "   " in line.strip() or line.startswith("    ")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,6 +58,7 @@ def _prepare_out(out) -> tuple[Path, bool]:
 def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_class: int = 40,
              seed: int = 0, cache_dir=None, progress: bool | None = None) -> dict:
     """Run the whole story; returns the demo JSON. `out=None` works in a fresh temp folder (kept)."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .audit import run_audit
@@ -77,7 +78,7 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
     timings: dict[str, float] = {}
 
     say.rule("[bold]upright demo[/bold]: why a model must read photos upright")
-    say.print(f"Working folder: {root}" + ("  (a temp folder, kept so you can open the report and explore; "
+    say.print(f"Working folder: {escape(str(root))}" + ("  (a temp folder, kept so you can open the report and explore; "
                                             "pass --out DIR to choose)" if temp else ""))
 
     # 1. the data ---------------------------------------------------------------------------
@@ -86,8 +87,8 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
     data = build_dataset(root / "data", per_class=per_class, test_per_class=test_per_class, seed=seed)
     timings["dataset"] = time.perf_counter() - t
     for line in data.story():
-        say.print(f"  - {line}")
-    say.print(f"  Training photos: {data.train_dir}\n  Test photos:     {data.test_dir}")
+        say.print(f"  - {escape(line)}")
+    say.print(f"  Training photos: {escape(str(data.train_dir))}\n  Test photos:     {escape(str(data.test_dir))}")
 
     # 2. the audit --------------------------------------------------------------------------
     say.print(f"\n[bold]2. upright audit {data.train_dir.name}[/bold] (before training: does a file attribute "
@@ -102,7 +103,7 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
     for f in audit["findings"]:
         sev = f["severity"]
         what = f["kind"] + (f" ({f['attribute']})" if f.get("attribute") else "")
-        say.print(f"  [{colour.get(sev, 'white')}]{sev}[/] {what}: {f['message']}")
+        say.print(f"  [{colour.get(sev, 'white')}]{sev}[/] {what}: {escape(f['message'])}")
     if not audit["findings"]:
         say.print("  no findings")
     if finding is None:
@@ -193,11 +194,11 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
     result["timings"] = {k: round(v, 3) for k, v in timings.items()}
     (root / "demo.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
-    say.print(f"\n[bold]5. Report[/bold]: {report_path}")
+    say.print(f"\n[bold]5. Report[/bold]: {escape(str(report_path))}")
     say.print(f"Done in {result['seconds']:.0f}s. Explore the data with the other verbs:\n"
-              f"  upright audit {_short(data.train_dir)} --report audit.html\n"
-              f"  upright eval {_short(root / 'models' / 'naive')} {_short(data.test_dir)}\n"
-              f"  upright train {_short(data.train_dir)} -o model --augment d4")
+              f"  upright audit {escape(_short(data.train_dir))} --report audit.html\n"
+              f"  upright eval {escape(_short(root / 'models' / 'naive'))} {escape(_short(data.test_dir))}\n"
+              f"  upright train {escape(_short(data.train_dir))} -o model --augment d4")
     if json_out:
         print(json.dumps(result))
     return result
