@@ -216,11 +216,11 @@ def export(
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default MODEL/model.onnx)."),
 ) -> None:
-    """Export the whole model (backbone + head) to one ONNX file.
+    r"""Export the whole model (backbone + head) to one ONNX file.
 
-    Input "input": float32 [batch, 3, S, S] RGB (S = model.json input_size, 224 for Lite0),
+    Input "input": float32 \[batch, 3, S, S] RGB (S = model.json input_size, 224 for Lite0),
     the upright picture resized (bicubic) so its short side is 256*S/224, centre-cropped to
-    S x S and scaled (x - 127) / 128. Output "probabilities": [batch, n_labels] in the order
+    S x S and scaled (x - 127) / 128. Output "probabilities": \[batch, n_labels] in the order
     of model.json "labels" (averaged over the model's test views, as `predict` does).
     """
     from .export import run_export
