@@ -117,7 +117,9 @@ def headlines(stdout: str, limit: int = 3) -> list[str]:
     found = []
     for line in stdout.splitlines():
         text = line.strip()
-        if not text or text[0] in "|│┃┏┡└{[\"" or not HEADLINE.search(text):
+        if text.startswith("│"):  # a row of a box-drawn table: keep its cells
+            text = " · ".join(c.strip() for c in text.strip("│").split("│") if c.strip())
+        if not text or text[0] in "|┃┏┡└{[\"" or not HEADLINE.search(text):
             continue
         found.append(text)
     return found[:limit]

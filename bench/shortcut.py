@@ -196,15 +196,18 @@ def run_config(source: Path, origin: str, tmp: Path, classes: list[str] | None, 
     print()
     print("(* = stored sideways in training; val = held-out part of the confounded training split)")
     by = {(r["augment"], r["orient"]): r for r in rows}
+    parts = []
     for augment in dict.fromkeys(r["augment"] for r in rows):
         if (augment, False) in by and (augment, True) in by:
             g = by[(augment, True)]["accuracy"] - by[(augment, False)]["accuracy"]
-            print(f"augment {augment}: upright {100 * g:+.1f} points over naive on the upright test split")
+            parts.append(f"{100 * g:+.1f} points with --augment {augment}")
+    summary = f"{title}: upright vs naive on the upright test split " + ", ".join(parts)
     if ("flip", True) in by and ("d4", True) in by:
         f90 = min(by[("flip", True)]["rotations"][k] for k in ("90", "180", "270"))
         d90 = min(by[("d4", True)]["rotations"][k] for k in ("90", "180", "270"))
-        print(f"d4 vs flip (upright), worst accuracy on turned test photos: {d90:.3f} vs {f90:.3f} "
-              f"({100 * (d90 - f90):+.1f} points)")
+        summary += (f"; d4 vs flip (upright) on turned test photos, worst rotation {d90:.3f} vs {f90:.3f} "
+                    f"({100 * (d90 - f90):+.1f} points)")
+    print(summary)
     print(f"audit of the training split ({audit['seconds']:.0f} s): {verdict(audit)}")
     print(f"time: build {build_s:.0f} s, audit {audit_s:.0f} s, "
           + ", ".join(f"{r['augment']}/{'upright' if r['orient'] else 'naive'} {r['seconds']:.0f} s" for r in rows)
