@@ -3,11 +3,15 @@
     .venv/bin/python bench/train.py                 # flowers-500 (../shared/data), cold + warm + baseline
     .venv/bin/python bench/train.py --quick         # tiny generated dataset: a smoke test
     .venv/bin/python bench/train.py --folds 5       # + mean val accuracy over 5 hash folds
+    .venv/bin/python bench/train.py --backbone efficientnet-lite0   # the fast single-net backbone
 
+Backbone: upright's default (efficientnet-lite0+lite2: both nets on one 260-px crop, features
+concatenated) unless --backbone says otherwise; the baseline uses the same one.
 Baseline (what `ImageFolder` + a pretrained net gives): Pillow `Image.open().convert("RGB")`
-with NO EXIF handling (that is the point), full decode, bicubic short side 256, centre crop
-224, (x-127)/128, torch eager forward at batch 32 for the same variants, then upright's own
-head selection on the same hash split. This file is in bench/, outside the one-door rule.
+with NO EXIF handling (that is the point), full decode, bicubic short side to the backbone's
+resize (256 for Lite0, 297 for Lite0+Lite2), centre crop to its input size (224 / 260),
+(x-127)/128, torch eager forward at batch 32 for the same variants, then upright's own head
+selection on the same hash split. This file is in bench/, outside the one-door rule.
 """
 
 from __future__ import annotations
@@ -48,16 +52,16 @@ def make_tiny(root: Path, classes=("red", "blue"), n=6) -> Path:
 
 
 # -- children (each measured in its own process for a clean peak RSS) -----------------------
-def child_upright(data: str, out: str, cache: str, augment: str) -> dict:
+def child_upright(data: str, out: str, cache: str, augment: str, backbone: str) -> dict:
     from upright.train import train_dataset
 
     t = time.perf_counter()
-    r = train_dataset(data, out, augment=augment, cache_dir=cache, progress=False)
+    r = train_dataset(data, out, augment=augment, cache_dir=cache, progress=False, backbone=backbone)
     return {"seconds": time.perf_counter() - t, "val_accuracy": r["val_accuracy"], "n_train": r["n_train"],
             "n_val": r["n_val"], "rss_mb": _rss_mb(), "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)}
 
 
-def child_baseline(data: str, augment: str) -> dict:
+def child_baseline(data: str, augment: str, backbone: str) -> dict:
     import torch
     from PIL import Image
 
@@ -70,9 +74,11 @@ def child_baseline(data: str, augment: str) -> dict:
     t = time.perf_counter()
     ds = scan(data, 0.2)
     variants = tuple(dict.fromkeys(AUGMENT_VARIANTS[augment] + ("id", "flip")))
-    net = backbones.torch_module("efficientnet-lite0")
+    spec = backbones.spec(backbone)
+    net = backbones.torch_module(backbone)
     torch.set_num_threads(backbones.cpu_count())
-    emb = np.zeros((len(ds.records), len(variants), 1280), np.float32)
+    emb = np.zeros((len(ds.records), len(variants), spec.dim), np.float32)
+    S, R = spec.size, spec.resize
     batch, where = [], []
 
     def run():
@@ -86,10 +92,10 @@ def child_baseline(data: str, augment: str) -> dict:
     for i, r in enumerate(ds.records):
         im = Image.open(r.path).convert("RGB")  # ImageFolder's pil_loader: no exif_transpose
         w, h = im.size
-        s = 256 / min(w, h)
-        im = im.resize((max(224, round(w * s)), max(224, round(h * s))), Image.Resampling.BICUBIC)
+        s = R / min(w, h)
+        im = im.resize((max(S, round(w * s)), max(S, round(h * s))), Image.Resampling.BICUBIC)
         w, h = im.size
-        a = np.asarray(im)[(h - 224) // 2:(h - 224) // 2 + 224, (w - 224) // 2:(w - 224) // 2 + 224]
+        a = np.asarray(im)[(h - S) // 2:(h - S) // 2 + S, (w - S) // 2:(w - S) // 2 + S]
         for j, v in enumerate(variants):
             batch.append(np.ascontiguousarray(variant_array(a, v)))
             where.append((i, j))
@@ -105,7 +111,7 @@ def child_baseline(data: str, augment: str) -> dict:
     return {"seconds": time.perf_counter() - t, "val_accuracy": choice["accuracy"], "rss_mb": _rss_mb()}
 
 
-def child_folds(data: str, cache: str, augment: str, folds: int) -> dict:
+def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) -> dict:
     """Val accuracy on `folds` disjoint hash folds (embeddings from the warm cache)."""
     from upright.dataset import scan
     from upright.features import AUGMENT_VARIANTS, embed_paths
@@ -113,8 +119,8 @@ def child_folds(data: str, cache: str, augment: str, folds: int) -> dict:
 
     ds = scan(data, 0.2)
     variants = tuple(dict.fromkeys(AUGMENT_VARIANTS[augment] + ("id", "flip")))
-    emb = embed_paths([r.path for r in ds.records], variants=variants, cache_dir=cache, progress=False,
-                      hashes=[r.sha256 for r in ds.records])
+    emb = embed_paths([r.path for r in ds.records], backbone=backbone, variants=variants, cache_dir=cache,
+                      progress=False, hashes=[r.sha256 for r in ds.records])
     y = np.array([ds.labels.index(r.label) for r in ds.records])
     fold = np.array([int(r.sha256[12:24], 16) % folds for r in ds.records])
     accs = []
@@ -149,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--quick", action="store_true", help="tiny generated dataset (smoke test)")
     ap.add_argument("--augment", default="flip", choices=["none", "flip", "rotate", "d4"])
+    ap.add_argument("--backbone", default=None, help="backbone (default: upright's default)")
     ap.add_argument("--folds", type=int, default=0, help="also report mean val accuracy over N hash folds")
     ap.add_argument("--no-baseline", action="store_true")
     ap.add_argument("--json", action="store_true")
@@ -170,20 +177,23 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"SKIP: benchmark data not found at {data} (expected ../shared/data/flowers-500)")
             return {"skipped": str(data)}
         cache = tmp / "cache"  # cold: a fresh, empty embedding cache (ONNX export included)
-        res = {"machine": machine(), "data": str(data), "augment": a.augment}
-        res["cold"] = _child("upright", data, tmp / "m1", cache, a.augment)
-        res["warm"] = _child("upright", data, tmp / "m2", cache, a.augment)
+        from upright.backbones import DEFAULT
+
+        bb = a.backbone or DEFAULT
+        res = {"machine": machine(), "data": str(data), "augment": a.augment, "backbone": bb}
+        res["cold"] = _child("upright", data, tmp / "m1", cache, a.augment, bb)
+        res["warm"] = _child("upright", data, tmp / "m2", cache, a.augment, bb)
         if not a.no_baseline:
-            res["baseline"] = _child("baseline", data, a.augment)
+            res["baseline"] = _child("baseline", data, a.augment, bb)
         if a.folds:
-            res["folds"] = _child("folds", data, cache, a.augment, a.folds)
+            res["folds"] = _child("folds", data, cache, a.augment, bb, a.folds)
     if a.json:
         print(json.dumps(res))
         return res
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"upright train vs baseline on {res['data']} (augment {a.augment})")
+    t = Table(title=f"upright train vs baseline on {res['data']} ({bb}, augment {a.augment})")
     for col in ("run", "seconds", "val acc", "peak RSS MB", "ratio vs baseline"):
         t.add_column(col)
     base = res.get("baseline")

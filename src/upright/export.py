@@ -2,7 +2,7 @@
 
 Input "input": float32 [batch, 3, S, S], RGB, the upright picture with its short side
 resized (bicubic) to 256*S/224 and centre-cropped to S x S, scaled (x - 127) / 128
-(S = model.json "input_size": 224 for Lite0). Output "probabilities": [batch, n_labels]
+(S = model.json "input_size": 260 for the default Lite0+Lite2, 224 for Lite0). Output "probabilities": [batch, n_labels]
 in the order of model.json "labels", averaged over the model's test views exactly as
 `upright predict` does.
 """

@@ -98,6 +98,8 @@ def describe(backbone: str) -> dict:
     s = spec(backbone)
     return {
         "version": PREPROCESS_VERSION,
+        "features": (" + ".join(f"{p} global-average-pooled 1280-d" for p in s.components)
+                     + (f", concatenated ({s.dim}-d), all on the same input" if s.parts else "")),
         "resize_short_side": s.resize,
         "interpolation": "bicubic",
         "crop": "centre",

@@ -260,6 +260,7 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
     meta = {
         "labels": labels,
         "backbone": backbone,
+        "backbone_parts": list(spec.components),
         "weights_sha256": weights_hash,
         "embedding_dim": spec.dim,
         "input_size": spec.size,
