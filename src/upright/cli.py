@@ -223,8 +223,9 @@ def export(
 
     Input "input": float32 \[batch, 3, S, S] RGB (S = model.json input_size: 260 for the
     default Lite0+Lite2, 224 for Lite0), the upright picture resized (bicubic) so its short
-    side is 256*S/224, centre-cropped to S x S and scaled (x - 127) / 128. Output "probabilities": \[batch, n_labels] in the order
-    of model.json "labels" (averaged over the model's test views, as `predict` does).
+    side is 256*S/224, centre-cropped to S x S and scaled (x - 127) / 128. Output
+    "probabilities": \[batch, n_labels] in the order of model.json "labels" (averaged over
+    the model's test views, as `predict` does).
     """
     from .export import run_export
 
