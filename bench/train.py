@@ -3,10 +3,10 @@
     .venv/bin/python bench/train.py                 # flowers-500 (../shared/data), cold + warm + baseline
     .venv/bin/python bench/train.py --quick         # tiny generated dataset: a smoke test
     .venv/bin/python bench/train.py --folds 5       # + mean val accuracy over 5 hash folds
-    .venv/bin/python bench/train.py --backbone efficientnet-lite0   # the fast single-net backbone
+    .venv/bin/python bench/train.py --backbone efficientnet-lite0+lite2   # the accurate pair
 
-Backbone: upright's default (efficientnet-lite0+lite2: both nets on one 260-px crop, features
-concatenated) unless --backbone says otherwise; the baseline uses the same one.
+Backbone: upright's default (efficientnet-lite0) unless --backbone says otherwise; the
+baseline uses the same one.
 Baseline (what `ImageFolder` + a pretrained net gives): Pillow `Image.open().convert("RGB")`
 with NO EXIF handling (that is the point), full decode, bicubic short side to the backbone's
 resize (256 for Lite0, 297 for Lite0+Lite2), centre crop to its input size (224 / 260),

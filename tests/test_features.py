@@ -34,7 +34,7 @@ def test_embeddings_differ_by_variant_and_match_in_memory(tmp_path):
     data = make_dataset(tmp_path / "d", n_per_class=2, classes=("a", "b"))
     paths = sorted(data.rglob("*.jpg"))
     emb = embed_paths(paths, variants=("id", "r90", "flip"), progress=False, workers=0)
-    dim = backbones.spec(backbones.DEFAULT).dim  # 2560: Lite0 + Lite2 concatenated
+    dim = backbones.spec(backbones.DEFAULT).dim  # 1280 for the default Lite0
     assert emb.vectors.shape == (4, 3, dim) and emb.vectors.dtype == np.float32 and emb.ok.all()
     assert np.abs(emb.vectors[:, 0] - emb.vectors[:, 1]).mean() > 1e-3
     from upright.imaging import open_upright

