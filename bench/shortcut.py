@@ -170,7 +170,7 @@ def run_config(source: Path, origin: str, tmp: Path, classes: list[str] | None, 
             tr = train_dataset(train_dir, model, augment=augment, orient=orient, seed=args.seed,
                                cache_dir=args.cache, progress=False)
             ev = evaluate(model, test_dir, cache_dir=args.cache, progress=False)
-            rows.append({"augment": augment, "loader": name, "orient": orient,
+            rows.append({"augment": augment, "loader": name, "orient": orient, "backbone": tr["backbone"],
                          "val_accuracy": tr["val_accuracy"], "accuracy": ev["accuracy"],
                          "recall": {lab: ev["per_class"][lab]["recall"] for lab in ev["labels"]},
                          "rotations": ev["rotations"], "seconds": time.perf_counter() - t})
@@ -181,6 +181,7 @@ def run_config(source: Path, origin: str, tmp: Path, classes: list[str] | None, 
     short = {lab: lab[:9] for lab in labels}
     title = f"{len(labels)} classes ({', '.join(labels)})" if classes else f"all {len(labels)} classes"
     print(f"## {title}")
+    print(f"backbone: {', '.join(sorted({r['backbone'] for r in rows}))} (upright train's default)")
     tag_of = ", ".join(f"{lab} {6 if i % 2 == 0 else 8}" for i, lab in enumerate(sideways))
     print(f"training split ({n_train} photos): stored sideways with EXIF Orientation {tag_of}; the rest "
           f"upright; test split ({n_test} photos): all upright.")
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
             configs = [(c, s) for c, s in DEFAULT_CONFIGS if c is None or set(c) <= set(labels)]
         print(f"# shortcut benchmark: {origin}")
         print(f"machine: {machine()}")
-        print("Same files, backbone (EfficientNet-Lite0), head and seed in every row of a table; 'naive' reads "
+        print("Same files, backbone, head and seed in every row of a table; 'naive' reads "
               "the pixels as stored with the EXIF tag ignored (what Pillow's plain open, torchvision's "
               "ImageFolder, Keras and tf.io feed a model), 'upright' applies the tag.")
         print()

@@ -171,6 +171,7 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
         "naive_accuracy": naive_acc,
         "upright_accuracy": upright_acc,
         "gap": round(gap, 6),
+        "backbone": runs["upright"]["train"]["backbone"],
         "findings": audit["findings"],
         "report": str(report_path),
         "orientation_finding": finding is not None,

@@ -87,7 +87,7 @@ def render(result: dict, audit: dict, data) -> str:
         f'<div class="card"><div class="sub">upright</div><div class="big good">{upright["accuracy"]:.1%}</div>'
         f'<div class="sub">on the same test photos</div></div>'
         f'<div class="card"><div class="sub">Difference</div><div class="big">{gap * 100:+.1f} points</div>'
-        '<div class="sub">same files, same backbone (EfficientNet-Lite0), same head, same seed; only the '
+        f'<div class="sub">same files, same backbone ({esc(result.get("backbone", "?"))}), same head, same seed; only the '
         'way the pixels are read differs</div></div></div>')
 
     body.append("<h2>1. How the photos were made</h2><ul>"
@@ -130,7 +130,7 @@ def render(result: dict, audit: dict, data) -> str:
     body.append(
         "<h2>4. Two models, one difference</h2>"
         "<p>Both models were trained by <code>upright train</code>'s own code on the same files: frozen "
-        "EfficientNet-Lite0 embeddings, a regularised softmax head chosen on a validation split, flip "
+        f"{esc(result.get('backbone', ''))} embeddings, a regularised softmax head chosen on a validation split, flip "
         "augmentation. The naive run reads every photo with the tag ignored, exactly as Pillow's plain "
         "<code>Image.open</code>, torchvision's <code>ImageFolder</code>, Keras and <code>tf.io</code> do; "
         "its model folder records that policy, so it also predicts that way. The test photos are stored "
