@@ -15,8 +15,6 @@ Usage: python bench/decode.py [--files N] [--rounds R] [--quick]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -30,20 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from upright import open_upright  # noqa: E402
 from upright.imaging import store_as  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
+
 FLOWERS = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers-500"
 SIZE = 256
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, Pillow {Image.__version__}"
 
 
 def make_files(folder: Path, n: int, size: tuple[int, int]) -> tuple[list[Path], str]:
@@ -158,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         results = run(files, rounds)
     base, ours, floor = results["naive-pillow"]["ms"], results["upright"]["ms"], results["floor-1/8"]["ms"]
     print(f"# decode benchmark ({n} files x {rounds} rounds, median ms/image)")
-    print(f"machine: {machine()}")
+    print(f"machine: {machine('pillow')}")
     print(f"files: {origin}; target: upright RGB, short side {SIZE}")
     print("| method | ms/image | vs naive-pillow | shows upright |")
     print("|---|---:|---:|---:|")

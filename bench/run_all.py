@@ -21,13 +21,14 @@ import re
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import cpu_model, version  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SKIP = 77
-NOT_BENCHES = {"run_all.py"}
+NOT_BENCHES = {"run_all.py", "features.py"}  # features.py: a study with sub-commands (extract, cv), run by hand
 
 
 def scripts(only: list[str] | None = None) -> list[Path]:
@@ -38,16 +39,6 @@ def scripts(only: list[str] | None = None) -> list[Path]:
     return found
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def ram_gib() -> str:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -56,13 +47,6 @@ def ram_gib() -> str:
     except (OSError, ValueError, IndexError):
         pass
     return "unknown"
-
-
-def version(dist: str) -> str:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def machine_lines() -> list[str]:

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import io
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,26 +35,10 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 from upright.imaging import open_upright, store_as  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
 
 FLOWERS = ROOT.parent / "shared" / "data" / "flowers-500"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import onnxruntime
-
-        ort = f", onnxruntime {onnxruntime.__version__}"
-    except ImportError:  # pragma: no cover
-        ort = ""
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}{ort}"
 
 
 def load() -> str:
@@ -212,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_dir, uploads, origin = prepare(Path(tmp), 4 if args.quick else 16, 4 if args.quick else 20, args.model)
         prep_s = time.perf_counter() - t0
         model = load_model(model_dir)
-        print(f"machine: {machine()}; {load()} (shared machines: compare rows of one run only)")
+        print(f"machine: {machine('onnxruntime')}; {load()} (shared machines: compare rows of one run only)")
         print(f"model: {model.backbone}, {len(model.labels)} labels"
               + (f" (trained here in {prep_s:.1f} s)" if args.model is None else f" ({model_dir})"))
         print(f"uploads: {origin}")
@@ -249,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['p95_ms']:>9.1f}{r['mean_batch']:>7.1f}{r['decode_ms']:>8.1f}{r['model_ms']:>8.1f}{r['failures']:>8}")
     print("(batch: mean images per model call; decode/model: server-side median ms per request)")
     print(f"\n{load()} at the end")
-    return {"machine": machine(), "uploads": origin, "predict": pred, "serve": rows}
+    return {"machine": machine('onnxruntime'), "uploads": origin, "predict": pred, "serve": rows}
 
 
 if __name__ == "__main__":

@@ -25,37 +25,19 @@ Exit status 77 (skipped) with a one-line reason when the dataset is absent.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
-import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers-500"
 SKIP = 77  # the conventional "skipped" exit status (automake, pytest plugins)
 TEST_FRACTION = 0.3
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import onnxruntime
-        ort = f", onnxruntime {onnxruntime.__version__}"
-    except ImportError:  # pragma: no cover
-        ort = ""
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}{ort}"
 
 
 def _encode(picture, orientation: int) -> bytes:
@@ -262,7 +244,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             configs = [(c, s) for c, s in DEFAULT_CONFIGS if c is None or set(c) <= set(labels)]
         print(f"# shortcut benchmark: {origin}")
-        print(f"machine: {machine()}")
+        print(f"machine: {machine('onnxruntime')}")
         print("Same files, backbone, head and seed in every row of a table; 'naive' reads "
               "the pixels as stored with the EXIF tag ignored (what Pillow's plain open, torchvision's "
               "ImageFolder, Keras and tf.io feed a model), 'upright' applies the tag.")
@@ -272,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
             results.append(run_config(source, origin, tmp / f"run{i}", classes, sideways, args))
     first = results[0]
     print(f"total {time.perf_counter() - t_start:.0f} s")
-    return {**first, "configs": results, "machine": machine()}
+    return {**first, "configs": results, "machine": machine('onnxruntime')}
 
 
 if __name__ == "__main__":

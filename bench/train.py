@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine  # noqa: E402
 
 import numpy as np
 
@@ -139,17 +140,6 @@ def _child(kind: str, *args) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def machine() -> str:
-    import onnxruntime
-    import torch
-
-    from upright.backbones import cpu_count, providers
-
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{platform.machine()} {cpu_count()} cores, load {load:.1f}, Python {platform.python_version()}, "
-            f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__} ({providers()[0]})")
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=DATA)
@@ -180,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         from upright.backbones import DEFAULT
 
         bb = a.backbone or DEFAULT
-        res = {"machine": machine(), "data": str(data), "augment": a.augment, "backbone": bb}
+        res = {"machine": machine("torch", "onnxruntime"), "data": str(data), "augment": a.augment, "backbone": bb}
         res["cold"] = _child("upright", data, tmp / "m1", cache, a.augment, bb)
         res["warm"] = _child("upright", data, tmp / "m2", cache, a.augment, bb)
         if not a.no_baseline:
