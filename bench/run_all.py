@@ -92,7 +92,7 @@ def run_one(path: Path, timeout: float) -> dict:
             "stderr": stderr, "code": code}
 
 
-HEADLINE = re.compile(r"\d+(\.\d+)?x (faster|slower)|[+-]\d+(\.\d+)? points|faster than|cold cache .* warm cache",
+HEADLINE = re.compile(r"^summary:|\d+(\.\d+)?x (faster|slower)|[+-]\d+(\.\d+)? points|faster than|cold cache .* warm cache",
                       re.IGNORECASE)
 
 

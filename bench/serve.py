@@ -231,6 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{r['label']:<22}{r['requests']:>9}{r['req_s']:>9.1f}{r['p50_ms']:>9.1f}"
               f"{r['p95_ms']:>9.1f}{r['mean_batch']:>7.1f}{r['decode_ms']:>8.1f}{r['model_ms']:>8.1f}{r['failures']:>8}")
     print("(batch: mean images per model call; decode/model: server-side median ms per request)")
+    top = max(rows, key=lambda r: r["req_s"])
+    one = rows[0]
+    print(f"summary: {top['req_s']:.1f} req/s at best ({top['label']}), {top['req_s'] * pred['single_ms_p50'] / 1000:.2f}x "
+          f"the rate of sequential in-process predicts; 1 client p50 {one['p50_ms']:.0f} ms vs "
+          f"predict p50 {pred['single_ms_p50']:.0f} ms")
     print(f"\n{load()} at the end")
     return {"machine": machine('onnxruntime'), "uploads": origin, "predict": pred, "serve": rows}
 
