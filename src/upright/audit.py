@@ -22,14 +22,13 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from . import duplicates, leakage, sideways
 from .console import progress as progress_bar
 from .dataset import scan
-from .errors import UnreadableImage
+from .errors import UnreadableImage, one_line
 from .imaging import open_image
 from .metadata import describe
 
@@ -94,7 +93,7 @@ def _decode_check(paths, show: bool) -> dict[str, str]:
             except UnreadableImage as exc:
                 bad[p] = exc.reason
             except Exception as exc:  # never let one file stop the audit
-                bad[p] = f"cannot decode: {' '.join(str(exc).split())[:160] or type(exc).__name__}"
+                bad[p] = f"cannot decode: {one_line(exc, 160)}"
             advance()
     return bad
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UprightError
+from .errors import UprightError, one_line
 
 #: Bump when the exported graph changes in a way that makes old cached ONNX files stale.
 EXPORT_VERSION = 1
@@ -145,7 +145,7 @@ def load_state_dict(name: str) -> dict:
     except UprightError:
         raise
     except Exception as exc:
-        raise UprightError(f"backbone '{name}': cannot load weights ({' '.join(str(exc).split())[:160]})") from exc
+        raise UprightError(f"backbone '{name}': cannot load weights ({one_line(exc, 160)})") from exc
 
 
 def torch_module(name: str, state_dict: dict | None = None):
@@ -185,7 +185,7 @@ def torch_module(name: str, state_dict: dict | None = None):
         net.load_state_dict(sd, strict=True)
     except RuntimeError as exc:
         raise UprightError(f"backbone '{name}': weights do not match the architecture "
-                           f"({' '.join(str(exc).split())[:160]})") from exc
+                           f"({one_line(exc, 160)})") from exc
     net.eval()
     m = (Concat(dict(net.items())) if s.parts else Embedder(net)).eval()
     m.spec = s  # type: ignore[attr-defined]

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line (cut at `limit`), or its type name if it has none."""
+    text = " ".join(str(exc).split())[:limit]
+    return text or type(exc).__name__
+
+
 class UprightError(Exception):
     """A problem the user can act on; the CLI prints it on one line and exits 2."""
 

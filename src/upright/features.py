@@ -17,7 +17,6 @@ import os
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -26,7 +25,7 @@ from . import backbones
 from .cache import EmbeddingCache, model_key
 from .console import progress as progress_bar
 from .dataset import file_sha256
-from .errors import UnreadableImage, UprightError
+from .errors import UnreadableImage, UprightError, one_line
 from .preprocess import (PREPROCESS_VERSION, image_crop, load_crop, to_input, variant_array,
                          variant_pil)
 
@@ -92,7 +91,7 @@ def _decode_chunk(job):
         except UnreadableImage as exc:
             out.append((idx, None, exc.reason))
         except Exception as exc:  # never let one file kill the run
-            out.append((idx, None, f"cannot decode: {' '.join(str(exc).split())[:160] or type(exc).__name__}"))
+            out.append((idx, None, f"cannot decode: {one_line(exc, 160)}"))
     return out
 
 

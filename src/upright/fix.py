@@ -42,7 +42,7 @@ import re
 import shutil
 import struct
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ from PIL import Image
 from .atomic import atomic_path
 from .console import progress as progress_bar
 from .errors import UnreadableImage, UprightError
-from .imaging import IMAGE_EXTENSIONS, UPRIGHT_TRANSPOSE, apply_orientation, open_header, read_orientation
+from .imaging import IMAGE_EXTENSIONS, apply_orientation, open_header, read_orientation
 from .metadata import SWAPS_AXES, describe
 
 BACKUP_DIR = ".upright-originals"

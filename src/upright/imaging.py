@@ -23,7 +23,7 @@ from typing import BinaryIO, Iterator, Union
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from .errors import UnreadableImage
+from .errors import UnreadableImage, one_line
 
 try:  # HEIC/HEIF from iPhones; pillow-heif applies the container transform on open.
     import pillow_heif
@@ -100,11 +100,6 @@ def _name(source: Source) -> str | None:
     return getattr(source, "name", None) if hasattr(source, "read") else None
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:200] if text else type(exc).__name__
-
-
 def _reason_for_unidentified(data_head: bytes) -> str:
     if not data_head:
         return "empty file (0 bytes)"
@@ -140,7 +135,7 @@ def open_header(source: Source) -> Iterator[Image.Image]:
                 raise UnreadableImage(name, "is a folder, not an image file")
             fp, close = open(path, "rb"), True
     except OSError as exc:
-        raise UnreadableImage(name, f"cannot read file: {_one_line(exc)}") from exc
+        raise UnreadableImage(name, f"cannot read file: {one_line(exc)}") from exc
     try:
         head = fp.read(512)
         fp.seek(0)
@@ -157,7 +152,7 @@ def open_header(source: Source) -> Iterator[Image.Image]:
             except UnreadableImage:
                 raise
             except Exception as exc:  # Pillow raises many types on hostile headers
-                raise UnreadableImage(name, f"corrupt image header: {_one_line(exc)}") from exc
+                raise UnreadableImage(name, f"corrupt image header: {one_line(exc)}") from exc
         w, h = im.size
         if w <= 0 or h <= 0:
             raise UnreadableImage(name, f"invalid image size {w}x{h}")
@@ -173,7 +168,7 @@ def open_header(source: Source) -> Iterator[Image.Image]:
 
 
 def _bomb_reason(size: tuple[int, int] | None, exc: BaseException | None) -> str:
-    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else _one_line(exc)
+    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else one_line(exc)
     return (
         f"decompression bomb guard: {what} exceeds the limit of {_max_pixels:,} pixels "
         "(raise it with UPRIGHT_MAX_PIXELS or upright.imaging.set_max_pixels)"
@@ -194,7 +189,7 @@ def read_orientation(im: Image.Image) -> Orientation:
     try:
         value = im.getexif().get(ORIENTATION_TAG)
     except Exception as exc:  # broken IFD, bad offsets, recursion
-        return Orientation(problem=f"malformed EXIF ignored ({_one_line(exc)})")
+        return Orientation(problem=f"malformed EXIF ignored ({one_line(exc)})")
     if value is None:
         return Orientation()
     has_exif_block = bool(im.info.get("exif")) or "Raw profile type exif" in im.info or fmt == "TIFF"
@@ -244,7 +239,7 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
                 return im if mode == "RGB" else im.convert("RGB")
             return ImageCms.applyTransform(im, transform)
         except Exception as exc:
-            notes.append(f"embedded colour profile ignored ({_one_line(exc)})")
+            notes.append(f"embedded colour profile ignored ({one_line(exc)})")
     return im if mode == "RGB" else im.convert("RGB")
 
 
@@ -304,7 +299,7 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
 
 
 def _decode_reason(exc: BaseException) -> str:
-    text = _one_line(exc)
+    text = one_line(exc)
     if "truncated" in text.lower():
         return f"truncated image data ({text})"
     return f"corrupt image data: {text}"

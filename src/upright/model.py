@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import __version__, backbones
 from .atomic import atomic_path, atomic_write_text
-from .errors import UnreadableImage, UprightError
+from .errors import UnreadableImage, UprightError, one_line
 
 FORMAT = "upright-model"
 FORMAT_VERSION = 1
@@ -209,7 +209,7 @@ def load_model(model_dir, cache_dir=None) -> Model:
         if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
             raise ValueError("labels must be a list of strings")
     except (ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise UprightError(f"{mpath}: corrupt model.json ({' '.join(str(exc).split())[:120]})") from exc
+        raise UprightError(f"{mpath}: corrupt model.json ({one_line(exc, 120)})") from exc
     backbones.spec(name)
     try:
         from safetensors.numpy import load_file
@@ -217,7 +217,7 @@ def load_model(model_dir, cache_dir=None) -> Model:
         tensors = load_file(str(hpath))
         weight, bias = tensors.pop("weight").astype(np.float32), tensors.pop("bias").astype(np.float32)
     except Exception as exc:
-        raise UprightError(f"{hpath}: corrupt head weights ({' '.join(str(exc).split())[:120]})") from exc
+        raise UprightError(f"{hpath}: corrupt head weights ({one_line(exc, 120)})") from exc
     dim = backbones.spec(name).dim
     if weight.shape != (len(labels), dim) or bias.shape != (len(labels),):
         raise UprightError(f"{hpath}: head shape {weight.shape} does not match {len(labels)} labels x {dim}")

@@ -18,9 +18,7 @@ decodes or runs the model, so /healthz answers while predictions run.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import io
 import os
 import queue
 import socket
@@ -41,6 +39,7 @@ from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
 from ..errors import UnreadableImage, UprightError
+from ..htmlreport import image_data_url
 from ..imaging import open_image, store_as
 
 DEFAULT_MAX_BYTES = 25_000_000
@@ -89,12 +88,6 @@ def _status_for(reason: str) -> int:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _data_url(img: Image.Image, quality: int = 85) -> str:
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=quality)  # no EXIF: the browser shows exactly these pixels
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _safe_name(name: str | None) -> str | None:
@@ -158,10 +151,10 @@ def prepare(data: bytes, decode_size: int, orient: bool = True) -> Prepared:
     elif turned:
         # The pixels as the file stores them = the inverse transform of the upright view
         # (identical to imaging.open_stored, without decoding the file a second time).
-        stored_view = _data_url(store_as(view, o.tag))
+        stored_view = image_data_url(store_as(view, o.tag), VIEW_LONG_SIDE)
     return Prepared(
         image=d.image, tag=o.tag, note=note,
-        view=_data_url(view), view_size=view.size, stored_view=stored_view,
+        view=image_data_url(view, VIEW_LONG_SIDE), view_size=view.size, stored_view=stored_view,
         stored_size=d.stored_size, format=d.format, notes=list(d.notes),
         decode_ms=(time.perf_counter() - t0) * 1000,
     )
