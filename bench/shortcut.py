@@ -95,7 +95,7 @@ def quick_source(folder: Path) -> Path:
     """A tiny generated dataset (the demo's bundled-photo generator, stored upright)."""
     import numpy as np
 
-    from upright.demo_data import LABELS, _shot, load_sources
+    from upright.demo.data import LABELS, _shot, load_sources
 
     sources = load_sources()
     rng = np.random.default_rng(0)

@@ -7,7 +7,7 @@ import pytest
 
 import audit_fixtures as af
 from upright.audit import fails, run_audit
-from upright.audit_report import write_report
+from upright.audit.report import write_report
 from upright.cli import main
 
 

@@ -1,4 +1,4 @@
-"""The CLI contract: every DESIGN verb exists with --help; usage errors exit 2 in one line."""
+"""The CLI contract: every verb in docs/contracts.md exists with --help; usage errors exit 2 in one line."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ import re
 import pytest
 
 from upright.cli import main
-from upright.demo import orientation_finding
-from upright.demo_data import build_dataset
+from upright.demo.story import orientation_finding
+from upright.demo.data import build_dataset
 from upright.imaging import open_image
 
 

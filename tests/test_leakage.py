@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from upright.leakage import assess_attribute, find_leaks, loo_accuracy, severity_for
+from upright.audit.leakage import assess_attribute, find_leaks, loo_accuracy, severity_for
 
 
 def test_loo_accuracy_closed_form_matches_brute_force():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from upright import sideways
-from upright.sideways import MIN_IMAGES, _loo_group_scores, detect, describe_turn
+from upright.audit import sideways
+from upright.audit.sideways import MIN_IMAGES, _loo_group_scores, detect, describe_turn
 
 
 def synthetic(n=80, d=24, turned=(), seed=0, noise=0.3):

@@ -1,4 +1,4 @@
-"""The only command-line entry point: `upright VERB ...` (see ../shared/DESIGN.md).
+"""The only command-line entry point: `upright VERB ...` (contracts: docs/contracts.md).
 
 Each verb parses its options here and hands over to the module that does the work.
 Exit codes: 0 ok, 1 findings/failed checks where noted, 2 usage or input error (one line).
@@ -81,7 +81,7 @@ def audit(
 
     result = run_audit(data, cache_dir=cache, progress=not json_out, content=content)
     if report is not None:
-        from .audit_report import write_report
+        from .audit.report import write_report
 
         write_report(result, report, data=data)
         result["report"] = str(report)

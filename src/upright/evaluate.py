@@ -35,7 +35,7 @@ def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
 
 def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: bool = True, report=None,
              workers: int | None = None) -> dict:
-    """Evaluate a model (folder or Model) on DATA; returns DESIGN's eval JSON (plus extra keys).
+    """Evaluate a model (folder or Model) on DATA; returns the contracts' eval JSON (plus extra keys).
 
     DATA with train/ and val|test/ folders is evaluated on its held-out split; a plain
     folder-per-class tree is evaluated on every image.
@@ -91,9 +91,9 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
 def write_report(result: dict, path) -> None:
     """A self-contained HTML page: summary, confusion matrix, rotation bars, mistakes shown upright."""
     from .atomic import atomic_write_text
-    from .htmlreport import esc, figure_data_url, image_data_url, page
+    from .report.html import esc, figure_data_url, image_data_url, page
     from .imaging import open_upright
-    from .plots import confusion_figure, rotation_figure
+    from .report.plots import confusion_figure, rotation_figure
 
     labels = result["labels"]
     body = [f'<div class="card"><span class="big">{result["accuracy"]:.3f}</span> accuracy on '

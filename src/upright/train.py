@@ -199,7 +199,7 @@ def select_head(emb: np.ndarray, y: np.ndarray, n_classes: int, train_idx, val_i
 def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str = DEFAULT_AUGMENT,
                   epochs: int | None = None, fine_tune: bool = False, val_split: float = 0.2, seed: int = 0,
                   orient: bool = True, cache_dir=None, progress: bool = True, workers: int | None = None) -> dict:
-    """Train a model folder at `out` from DATA; returns DESIGN's train JSON (plus extra keys)."""
+    """Train a model folder at `out` from DATA; returns the contracts' train JSON (plus extra keys)."""
     t0 = time.perf_counter()
     if augment not in AUGMENT_VARIANTS:
         raise UprightError(f"unknown --augment '{augment}' (none, flip, rotate, d4)")

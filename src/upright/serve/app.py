@@ -1,4 +1,4 @@
-"""The server behind `upright serve MODEL` (HTTP contract: DESIGN.md, "HTTP (serve)").
+"""The server behind `upright serve MODEL` (HTTP contract: docs/contracts.md, "HTTP (serve)").
 
 Request path for POST /api/predict:
 
@@ -39,7 +39,7 @@ from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
 from ..errors import UnreadableImage, UprightError
-from ..htmlreport import image_data_url
+from ..report.html import image_data_url
 from ..imaging import open_image, store_as
 
 DEFAULT_MAX_BYTES = 25_000_000

@@ -13,7 +13,7 @@ Checks, cheapest first:
 - content (embeddings, cached by content hash): sideways pictures (sideways.py) and near
   duplicates (duplicates.py).
 
-`run_audit` returns DESIGN's audit JSON (plus extra keys); `print_summary` writes the terminal
+`run_audit` returns the contracts' audit JSON (plus extra keys); `print_summary` writes the terminal
 summary, most severe first.
 """
 
@@ -26,11 +26,11 @@ from collections import Counter
 import numpy as np
 
 from . import duplicates, leakage, sideways
-from .console import progress as progress_bar
-from .dataset import scan
-from .errors import UnreadableImage, one_line
-from .imaging import open_image
-from .metadata import describe
+from ..console import progress as progress_bar
+from ..dataset import scan
+from ..errors import UnreadableImage, one_line
+from ..imaging import open_image
+from ..metadata import describe
 
 SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 TINY_SHORT_SIDE = 96  # pixels: upscaled more than 2.3x to reach a 224 input
@@ -121,7 +121,7 @@ def _attribute_tables(tested, rows) -> dict:
 def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = True, val_split: float = 0.2,
               backbone: str = "efficientnet-lite0", sideways_threshold: float = sideways.DEFAULT_THRESHOLD,
               near_duplicate_threshold: float = NEAR_DUP_THRESHOLD, workers: int | None = None) -> dict:
-    """Audit a folder-per-class dataset. Returns DESIGN's audit JSON (with extra keys)."""
+    """Audit a folder-per-class dataset. Returns the contracts' audit JSON (with extra keys)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     ds = scan(data, val_split)
@@ -147,7 +147,7 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
     header_ok = [i for i, f in enumerate(facts) if not f.unreadable]
     t = time.perf_counter()
     if content:
-        from .features import embed_paths
+        from ..features import embed_paths
 
         idx = header_ok
         emb = embed_paths([paths[i] for i in idx], backbone=backbone, variants=sideways.VARIANTS,
@@ -284,7 +284,7 @@ def print_summary(result: dict, console=None) -> None:
     """A rich summary of the audit: counts, then findings, most severe first."""
     from rich.table import Table
 
-    from .console import out
+    from ..console import out
 
     console = console or out
     n, ok = result["n_images"], result["n_readable"]

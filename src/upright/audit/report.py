@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_text
-from .errors import UnreadableImage
-from .htmlreport import esc, figure_data_url, image_data_url, page
-from .imaging import open_image
+from ..atomic import atomic_write_text
+from ..errors import UnreadableImage
+from ..report.html import esc, figure_data_url, image_data_url, page
+from ..imaging import open_image
 from .leakage import ATTRIBUTE_WORDS
 
 MAX_THUMBS = 8

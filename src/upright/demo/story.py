@@ -1,13 +1,13 @@
 """`upright demo`: the soda-can story on bundled photos, offline, measured.
 
-1. build a phone-shot dataset from photos that ship inside installed packages (demo_data.py);
+1. build a phone-shot dataset from photos that ship inside installed packages (data.py);
 2. audit the training photos (the product's own audit) and show the orientation finding;
 3. train twice on the same files with the product's own train code, same backbone, same head:
    once reading the pixels as stored with the tag ignored (a faithful imitation of
    EXIF-ignoring loaders: Pillow's plain Image.open, torchvision's ImageFolder, Keras,
    tf.io), once upright;
 4. evaluate both on new upright test photos (the product's own eval, with its rotation check);
-5. write one self-contained HTML report (demo_report.py).
+5. write one self-contained HTML report (report.py).
 
 The only difference between the two models is `orient=False` vs `orient=True`.
 """
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import UprightError
+from ..errors import UprightError
 
 NAIVE_NAME = "naive (tag ignored)"
 UPRIGHT_NAME = "upright"
@@ -61,13 +61,13 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
     from rich.markup import escape
     from rich.table import Table
 
-    from .audit import run_audit
-    from .console import err
-    from .console import out as stdout
-    from .demo_data import build_dataset
-    from .demo_report import write_report
-    from .evaluate import evaluate
-    from .train import train_dataset
+    from ..audit import run_audit
+    from ..console import err
+    from ..console import out as stdout
+    from .data import build_dataset
+    from .report import write_report
+    from ..evaluate import evaluate
+    from ..train import train_dataset
 
     if per_class < 10 or test_per_class < 4:
         raise UprightError("the demo needs at least 10 training and 4 test photos per class")

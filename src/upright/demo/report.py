@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .atomic import atomic_write_text
-from .errors import UnreadableImage, UprightError
-from .htmlreport import esc, figure_data_url, image_data_url, page
-from .imaging import open_image
+from ..atomic import atomic_write_text
+from ..errors import UnreadableImage, UprightError
+from ..report.html import esc, figure_data_url, image_data_url, page
+from ..imaging import open_image
 
 EXTRA_CSS = """<style>
 .duo{display:flex;gap:16px;flex-wrap:wrap}.duo>.card{flex:1 1 320px}
@@ -54,7 +54,7 @@ def _finding(f: dict) -> str:
 
 
 def _model_card(key: str, r: dict, labels: list[str]) -> str:
-    from .plots import confusion_figure, rotation_figure
+    from ..report.plots import confusion_figure, rotation_figure
 
     cls = "bad" if key == "naive" else "good"
     title = "Naive: pixels as stored, tag ignored" if key == "naive" else "upright: photos read upright"
@@ -73,7 +73,7 @@ def _drop(rotations: dict) -> float:
 
 
 def render(result: dict, audit: dict, data) -> str:
-    from .audit_report import orientation_plot
+    from ..audit.report import orientation_plot
 
     labels = list(data.labels)
     naive, upright = result["naive"], result["upright"]
@@ -108,7 +108,7 @@ def render(result: dict, audit: dict, data) -> str:
     body.append("<h2>3. The audit, before any training</h2>"
                 f"<p><code>upright audit</code> read the headers of the {audit['n_images']} training photos and "
                 "asked whether a file attribute alone predicts the class.</p>")
-    from .demo import orientation_finding
+    from .story import orientation_finding
 
     main = orientation_finding(audit["findings"])
     if main is not None:

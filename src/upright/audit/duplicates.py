@@ -83,7 +83,7 @@ def _crossing(items: Sequence[Item], group: list[int]) -> tuple[bool, bool]:
 
 
 def findings(items: Sequence[Item], vectors: np.ndarray | None = None, threshold: float = 0.95) -> list[dict]:
-    """Duplicate findings (DESIGN's finding shape plus `groups`): exact first, then near."""
+    """Duplicate findings (the contracts' finding shape plus `groups`): exact first, then near."""
     out: list[dict] = []
     exact = exact_groups(items)
     exact_sets = [set(g) for g in exact]

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from .errors import UprightError
-from .imaging import open_upright, store_as
+from ..errors import UprightError
+from ..imaging import open_upright, store_as
 
 PICTURE_SIZE = (480, 360)  # the upright picture every simulated phone takes (landscape 4:3)
 LIGHT_STRENGTH = 0.25  # white-balance gain offset: warm = R x1.25, B x0.75; cool the opposite

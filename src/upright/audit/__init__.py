@@ -1,0 +1,14 @@
+"""`upright audit`: the checks that find shortcuts and broken files before anyone trains on them.
+
+    run.py         the audit run: scan, headers, embeddings, every check, the JSON result
+    leakage.py     does a file attribute predict the class? (label_leak)
+    sideways.py    pictures whose content looks turned whatever the tag says
+    duplicates.py  exact and near duplicates across splits or labels
+    report.py      the self-contained HTML report
+"""
+
+from __future__ import annotations
+
+from .run import SEVERITY_RANK, fails, print_summary, run_audit, worst_severity
+
+__all__ = ["SEVERITY_RANK", "fails", "print_summary", "run_audit", "worst_severity"]

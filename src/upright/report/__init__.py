@@ -1,0 +1,1 @@
+"""Self-contained HTML reports (audit, eval, demo): page scaffolding, data URLs and plots."""
