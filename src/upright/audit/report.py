@@ -17,14 +17,12 @@ from ..atomic import atomic_write_text
 from ..errors import UnreadableImage
 from ..report.html import esc, figure_data_url, image_data_url, page
 from ..imaging import open_image
+from ..orientation import EXIF_UPRIGHT, STORED_WORDS, turn_back
 from .leakage import ATTRIBUTE_WORDS
 
 MAX_THUMBS = 8
-ORIENTATION_NAMES = {
-    "1": "1 upright", "2": "2 mirrored", "3": "3 upside down", "4": "4 mirrored upside down",
-    "5": "5 sideways mirrored", "6": "6 sideways (turn 90° cw)", "7": "7 sideways mirrored",
-    "8": "8 sideways (turn 90° ccw)",
-}
+_VIEWER_TURN = {"r90": " (turn 90° cw)", "r270": " (turn 90° ccw)"}
+ORIENTATION_NAMES = {str(e): f"{e} {words}{_VIEWER_TURN.get(EXIF_UPRIGHT[e], '')}" for e, words in STORED_WORDS.items()}
 
 
 def _plt():
@@ -120,8 +118,6 @@ def _figure(img, alt: str) -> str:
 
 def _thumb_pair(path: str, caption: str, turned: int = 0) -> str:
     """As stored | upright (| turned back, for sideways pictures)."""
-    from PIL import Image
-
     try:
         stored = open_image(path, size=160, orient=False).image
         upright = open_image(path, size=160).image
@@ -129,8 +125,7 @@ def _thumb_pair(path: str, caption: str, turned: int = 0) -> str:
         return f'<div class="thumb"><b>{esc(os.path.basename(path))}</b><br>{esc(exc.reason)}</div>'
     figs = _figure(stored, "as stored") + _figure(upright, "upright")
     if turned:
-        back = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
-        figs += _figure(upright.transpose(back[turned]), "turned back")
+        figs += _figure(turn_back(upright, turned), "turned back")
     width = ' style="max-width:390px"' if turned else ""
     return (
         f'<div class="thumb"{width}><div class="pair">{figs}</div>'
