@@ -23,6 +23,7 @@ a busy 2-core machine: threaded BLAS on tiny matrices is 20x slower there.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -48,6 +49,8 @@ def extract(name: str, configs: list[str]) -> None:
     from upright.dataset import scan
     from upright.imaging import open_image
     from upright.preprocess import centre_crop, to_input
+
+    base = backbones.spec(name)
 
     OUT.mkdir(parents=True, exist_ok=True)
     ds = scan(DATA, 0.2)
@@ -84,7 +87,7 @@ def extract(name: str, configs: list[str]) -> None:
         def crop(im):
             if cfg.startswith("c"):
                 r, c = map(int, cfg[1:].split("_"))
-                return centre_crop(im, r, c)
+                return centre_crop(im, dataclasses.replace(base, resize=r, size=c))
             s = int(cfg[2:])
             return np.asarray(im.resize((s, s), Image.Resampling.BICUBIC))
 
@@ -92,7 +95,7 @@ def extract(name: str, configs: list[str]) -> None:
         feats: dict[str, list] = {o: [] for o in OUTPUTS}
         for s in range(0, len(imgs), 16):
             cr = np.stack([crop(im) for im in imgs[s:s + 16]])
-            res = sess.run(None, {"input": to_input(np.concatenate([cr, cr[:, :, ::-1]]))})
+            res = sess.run(None, {"input": to_input(np.concatenate([cr, cr[:, :, ::-1]]), name)})
             for o, v in zip(OUTPUTS, res):
                 feats[o].append(np.stack([v[:len(cr)], v[len(cr):]], 1))
         for o in OUTPUTS:
@@ -117,7 +120,8 @@ def load(spec: str) -> np.ndarray:
 
 
 def fit_path(E, y, tr, te, l2s, train_views, test_views, n_classes):
-    from upright.train import Standardiser, _proba, fit_softmax
+    from upright.numerics import softmax
+    from upright.train import Standardiser, fit_softmax
 
     X = E[tr][:, list(train_views)].reshape(-1, E.shape[-1])
     yy = np.repeat(y[tr], len(train_views))
@@ -129,7 +133,7 @@ def fit_path(E, y, tr, te, l2s, train_views, test_views, n_classes):
     for l2 in sorted(l2s, reverse=True):  # warm-started path
         W, b = fit_softmax(Z, yy, n_classes, l2, init=init)
         init = (W, b)
-        out[l2] = np.mean([_proba(W, b, z) for z in Zte], 0)
+        out[l2] = np.mean([softmax(z @ W.T + b) for z in Zte], 0)
     return out
 
 

@@ -10,7 +10,7 @@ baseline uses the same one.
 Baseline (what `ImageFolder` + a pretrained net gives): Pillow `Image.open().convert("RGB")`
 with NO EXIF handling (that is the point), full decode, bicubic short side to the backbone's
 resize (256 for Lite0, 297 for Lite0+Lite2), centre crop to its input size (224 / 260),
-(x-127)/128, torch eager forward at batch 32 for the same variants, then upright's own head
+the spec's (x - mean) / std, torch eager forward at batch 32 for the same variants, then upright's own head
 selection on the same hash split. This file is in bench/, outside the one-door rule.
 """
 
@@ -69,7 +69,7 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
     from upright import backbones
     from upright.dataset import scan
     from upright.features import AUGMENT_VARIANTS
-    from upright.preprocess import variant_array
+    from upright.orientation import variant_array
     from upright.train import select_head
 
     t = time.perf_counter()
@@ -84,7 +84,8 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
 
     def run():
         with torch.no_grad():
-            x = torch.from_numpy(((np.stack(batch).astype(np.float32) - 127) / 128).transpose(0, 3, 1, 2).copy())
+            x = (np.stack(batch).astype(np.float32) - spec.mean) / spec.std
+            x = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
             e = net(x).numpy()
         for (i, j), v in zip(where, e):
             emb[i, j] = v

@@ -1,10 +1,10 @@
+"""Shared pytest fixtures. Builders (pictures, datasets, a live server) are in fixtures.py."""
+
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
+from fixtures import make_dataset, make_stripes_dataset, upright_photos
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -21,3 +21,45 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def cli(capsys):
+    """`upright ARGS...` run in this process -> (exit code, stdout, stderr)."""
+    from upright.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        cap = capsys.readouterr()
+        return code, cap.out, cap.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A model trained on a tiny dataset (cat, dog, owl x 6) whose 'dog' photos are all stored
+    sideways (tag 6), plus fresh upright test photos of each class."""
+    from upright.train import train_dataset
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_dataset(root / "data", 6, ("cat", "dog", "owl"), orientation={"dog": 6})
+    result = train_dataset(data, root / "model", progress=False)
+    tests = upright_photos(root / "upright-tests")
+    return {"root": root, "data": data, "model": root / "model", "result": result, "tests": tests}
+
+
+@pytest.fixture(scope="session")
+def stripes_model_dir(tmp_path_factory) -> Path:
+    """A real upright model (2 classes x 8 generated photos) whose classes differ ONLY in
+    stripe direction (fixtures.stripes_picture): right answers need upright reading."""
+    from upright.train import train_dataset
+
+    root = tmp_path_factory.mktemp("serve-model")
+    data = make_stripes_dataset(root / "data", 8)
+    train_dataset(data, root / "model", progress=False)
+    return root / "model"

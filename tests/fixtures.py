@@ -1,11 +1,18 @@
-"""Test fixtures made in code: asymmetric pictures, phone-like orientation, datasets.
+"""Test fixtures made in code: asymmetric pictures, phone-like orientation, datasets, a live server.
 
-Nothing here downloads anything. Every fixture writes real files with real encoders.
+Nothing here downloads anything. Every fixture writes real files with real encoders. These are
+plain builders that tests import; the shared pytest fixtures (a trained model per session)
+are in conftest.py and build on them.
 """
 
 from __future__ import annotations
 
 import io
+import shutil
+import struct
+import threading
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +107,138 @@ def make_dataset(root: Path, n_per_class: int = 8, classes=("cat", "dog"), orien
         for i in range(n_per_class):
             write_photo(root / label / f"{label}_{i:03d}.jpg", class_picture(ci, i, w, h), o)
     return root
+
+
+def upright_photos(root: Path, classes=("cat", "dog", "owl"), start: int = 100, n: int = 2) -> dict[str, list[Path]]:
+    """Fresh upright test photos (no tag) of make_dataset's classes, variants not used in training."""
+    out = {}
+    for ci, lab in enumerate(classes):
+        out[lab] = [write_photo(root / lab / f"t{i}.jpg", class_picture(ci, start + i)) for i in range(n)]
+    return out
+
+
+# -- audit datasets (a few KB per file) ---------------------------------------------------------
+def confounded(root: Path, n: int = 20) -> Path:
+    """'diet' shot on a phone that tags Orientation 6, 'zero' on one that stores pixels upright."""
+    return make_dataset(root, n, ("diet", "zero"), orientation={"diet": 6, "zero": None})
+
+
+def spread(root: Path, n: int = 20) -> Path:
+    """Orientation tags 1, 3, 6, 8 spread evenly across both classes."""
+    tags = (1, 3, 6, 8)
+    for ci, label in enumerate(("diet", "zero")):
+        for i in range(n):
+            write_photo(root / label / f"{label}_{i:03d}.jpg", class_picture(ci, i), tags[i % 4])
+    return root
+
+
+def camera_leak(root: Path, n: int = 20) -> Path:
+    """'cat' shot on an iPhone 12, 'dog' on a Canon EOS 80D (EXIF Make/Model), all upright."""
+    for ci, (label, (make, model)) in enumerate({"cat": ("Apple", "iPhone 12"), "dog": ("Canon", "EOS 80D")}.items()):
+        for i in range(n):
+            write_photo(root / label / f"{label}_{i:03d}.jpg", class_picture(ci, i), 1, make=make, model=model)
+    return root
+
+
+def messy(root: Path, n: int = 12) -> Path:
+    """Balanced classes plus the usual mess: an exact duplicate across labels and unreadable files."""
+    make_dataset(root, n, ("cat", "dog"))
+    shutil.copy(root / "cat" / "cat_000.jpg", root / "dog" / "dup_of_cat_000.jpg")
+    (root / "cat" / "empty.jpg").write_bytes(b"")
+    (root / "cat" / "notes.jpg").write_text("this is not a photo\n")
+    data = (root / "dog" / "dog_001.jpg").read_bytes()
+    (root / "dog" / "truncated.jpg").write_bytes(data[: len(data) // 2])
+    return root
+
+
+# -- serving ---------------------------------------------------------------------------------
+STRIPES = ("horizontal", "vertical")
+
+
+def stripes_picture(direction: str, variant: int, w: int = 160, h: int = 120) -> Image.Image:
+    """Dark/light stripes, vertical or horizontal; period, phase, colour and noise vary.
+
+    A photo of vertical stripes stored sideways with EXIF Orientation 6 has horizontal stripes
+    in its stored pixels, so a model of the two directions is right only if it reads upright.
+    """
+    rng = np.random.default_rng(7919 * (direction == "vertical") + variant)
+    period = int(rng.integers(12, 22))
+    phase = int(rng.integers(0, period))
+    y, x = np.mgrid[0:h, 0:w]
+    coord = x if direction == "vertical" else y
+    on = ((coord + phase) // (period // 2)) % 2 == 1
+    base = rng.integers(40, 215, size=3)
+    arr = np.where(on[..., None], base, 255 - base).astype(np.float64)
+    arr += rng.normal(0, 10, arr.shape)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+
+
+def make_stripes_dataset(root: Path, n_per_class: int = 8) -> Path:
+    for label in STRIPES:
+        for i in range(n_per_class):
+            write_photo(root / label / f"{label}_{i:03d}.jpg", stripes_picture(label, i))
+    return root
+
+
+class LiveServer:
+    """A real uvicorn serving `app` on a free 127.0.0.1 port, in a background thread."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from upright.serve.app import bind_socket
+
+        self.sock = bind_socket("127.0.0.1", 0)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="uvicorn-test", daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+def png_header_bomb(w: int = 40_000, h: int = 40_000) -> bytes:
+    """A tiny PNG whose header claims w x h pixels (the decompression-bomb shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+class SlowModel:
+    """A stand-in with the Model interface whose predictions take `delay` seconds, or wait
+    until `gate` (a threading.Event) is set: lets the tests prove /healthz answers while the
+    model is busy and that queued requests batch."""
+
+    labels = ["a", "b"]
+    backbone = "slow-fake"
+    meta = {"labels": ["a", "b"]}
+
+    def __init__(self, delay: float = 1.0, gate: threading.Event | None = None):
+        self.delay = delay
+        self.gate = gate
+        self.calls: list[int] = []
+
+    def predict_images(self, images, top_k=5):
+        self.calls.append(len(images))
+        if self.gate is not None:
+            self.gate.wait(60)
+        else:
+            time.sleep(self.delay)
+        return [[("a", 0.75), ("b", 0.25)][:top_k] for _ in images]

@@ -2,27 +2,35 @@
 
 import json
 import re
+import shutil
 
 import pytest
 
-import audit_fixtures as af
-from upright.audit import fails, run_audit
+import fixtures as af
+from upright.audit import SEVERITY_RANK, fails, run_audit, worst_severity
 from upright.audit.report import write_report
-from upright.cli import main
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def leaks(result, attribute=None):
     return [f for f in result["findings"] if f["kind"] == "label_leak" and (attribute is None or f["attribute"] == attribute)]
+
+
+def mixed(root):
+    """Findings of every severity: an unreadable file (error), the orientation shortcut and a
+    tiny picture (warnings), an exact duplicate within one class and split (info)."""
+    af.confounded(root)
+    shutil.copy(root / "diet" / "diet_000.jpg", root / "diet" / "copy_of_000.jpg")
+    (root / "zero" / "empty.jpg").write_bytes(b"")
+    af.write_photo(root / "zero" / "tiny.jpg", af.class_picture(1, 99, 40, 30))
+    return root
+
+
+def assert_most_severe_first(severities, scores=None):
+    ranks = [SEVERITY_RANK[s] for s in severities]
+    assert ranks == sorted(ranks), severities
+    if scores is not None:  # within one severity, the highest score first
+        for (r1, s1), (r2, s2) in zip(zip(ranks, scores), zip(ranks[1:], scores[1:])):
+            assert r1 < r2 or s1 >= s2, (severities, scores)
 
 
 def test_confounded_orientation_is_a_finding(tmp_path):
@@ -49,7 +57,13 @@ def test_camera_leak(tmp_path):
     r = run_audit(af.camera_leak(tmp_path / "d"), content=False, progress=False)
     (f,) = leaks(r, "camera")
     assert f["severity"] == "error"
-    assert "iPhone 12" in f["message"] and "Canon" not in f["message"] or "EOS 80D" in f["message"]
+    # the message names one camera, with the class it was used for, and flags that class's files
+    cameras = (("Apple iPhone 12", "cat"), ("Canon EOS 80D", "dog"))
+    named = [(cam, lab) for cam, lab in cameras if f"'{cam}'" in f["message"]]
+    assert len(named) == 1, f["message"]
+    cam, lab = named[0]
+    assert f"'{lab}'" in f["message"]
+    assert len(f["paths"]) == 20 and all(f"/{lab}/" in p for p in f["paths"])
     assert not leaks(r, "exif_orientation")
 
 
@@ -64,36 +78,51 @@ def test_messy_dataset_duplicates_and_unreadable(tmp_path):
     assert dup["severity"] == "error" and dup["crosses"] == "labels"
     assert sorted(p.rsplit("/", 1)[1] for p in dup["paths"]) == ["cat_000.jpg", "dup_of_cat_000.jpg"]
     assert r["classes"] == {"cat": 12, "dog": 13}  # the audit went on past the broken files
-    assert r["findings"][0]["severity"] == "error"  # most severe first
-    assert fails(r, "error") and fails(r, "warning")
+    assert fails(r, "error") and fails(r, "warning") and not fails(r, None)
 
 
-def test_cli_json_and_fail_on(tmp_path, capsys):
+def test_findings_most_severe_first(tmp_path):
+    r = run_audit(mixed(tmp_path / "d"), content=False, progress=False)
+    sevs = [f["severity"] for f in r["findings"]]
+    assert set(sevs) == {"error", "warning", "info"}  # the order below is not checked on one severity
+    assert_most_severe_first(sevs, [f["score"] for f in r["findings"]])
+    assert [f["kind"] for f in r["findings"]][0] == "unreadable" and r["findings"][-1]["kind"] == "duplicate"
+    assert r["counts"] == {"error": 1, "warning": 2, "info": 1} and worst_severity(r) == "error"
+    info_only = {"findings": [f for f in r["findings"] if f["severity"] == "info"]}
+    assert worst_severity(info_only) == "info" and fails(info_only, "info") and not fails(info_only, "warning")
+
+
+def test_cli_json_and_fail_on(tmp_path, cli):
     root = af.confounded(tmp_path / "d")
-    code, out, _ = cli(capsys, "audit", root, "--metadata-only", "--json")
+    code, out, _ = cli("audit", root, "--metadata-only", "--json")
     assert code == 0
     r = json.loads(out)
     assert {"n_images", "classes", "unreadable", "findings"} <= set(r)
-    assert cli(capsys, "audit", root, "--metadata-only", "--json", "--fail-on", "warning")[0] == 1
-    assert cli(capsys, "audit", root, "--metadata-only", "--json", "--fail-on", "error")[0] == 0
+    assert cli("audit", root, "--metadata-only", "--json", "--fail-on", "warning")[0] == 1
+    assert cli("audit", root, "--metadata-only", "--json", "--fail-on", "error")[0] == 0
     clean = af.spread(tmp_path / "clean")
-    assert cli(capsys, "audit", clean, "--metadata-only", "--fail-on", "warning")[0] == 0
-    code, out, _ = cli(capsys, "audit", tmp_path / "missing", "--metadata-only")
+    assert cli("audit", clean, "--metadata-only", "--fail-on", "warning")[0] == 0
+    code, out, _ = cli("audit", tmp_path / "missing", "--metadata-only")
     assert code == 2
 
 
-def test_terminal_summary_most_severe_first(tmp_path, capsys):
+def test_terminal_summary_most_severe_first(tmp_path, cli):
     root = af.messy(tmp_path / "d")
-    code, out, _ = cli(capsys, "audit", root, "--metadata-only")
+    code, out, _ = cli("audit", root, "--metadata-only")
     assert code == 0
-    assert out.index("error") < out.index("duplicate") or "error" in out
     assert "3 file(s) cannot be read" in re.sub(r"\s+", " ", out.replace("│", " "))
+    code, out, _ = cli("audit", mixed(tmp_path / "m"), "--metadata-only")
+    rows = re.findall(r"^│ (error|warning|info)\s+│ (\w+)", out, flags=re.M)  # severity and kind, row by row
+    assert [s for s, _ in rows] == ["error", "warning", "warning", "info"], out
+    assert rows[0][1] == "unreadable" and rows[-1][1] == "duplicate"
+    assert "1 error(s), 2 warning(s), 1 info." in out
 
 
-def test_report_html_has_plots_and_thumbnails(tmp_path, capsys):
+@pytest.mark.slow
+def test_report_html_has_plots_and_thumbnails(tmp_path, cli):
     root = af.confounded(tmp_path / "d")
     report = tmp_path / "audit.html"
-    code, out, _ = cli(capsys, "audit", root, "--metadata-only", "--report", report)
+    code, out, _ = cli("audit", root, "--metadata-only", "--report", report)
     assert code == 0 and report.exists()
     html = report.read_text()
     assert html.count("data:image/png;base64,") >= 3  # orientation bars, heat map, class counts

@@ -19,6 +19,7 @@ def test_registry_and_strict_load():
         backbones.torch_module("efficientnet-lite0", bad)
 
 
+@pytest.mark.slow
 def test_onnx_cached_matches_torch_and_reexports_when_broken(tmp_path):
     import torch
 
@@ -40,6 +41,7 @@ def test_onnx_cached_matches_torch_and_reexports_when_broken(tmp_path):
     assert not list((tmp_path / "onnx").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_composite_concatenates_its_parts_on_one_input(tmp_path):
     import torch
 
@@ -63,3 +65,24 @@ def test_composite_concatenates_its_parts_on_one_input(tmp_path):
     r = backbones.Runner(s.name, tmp_path)
     assert h[:16] in r.path.name
     assert np.abs(r(x) - got).max() < 1e-3
+
+
+def test_input_contract_is_read_from_the_spec(monkeypatch):
+    """preprocess.py and model.json take size, resize, interpolation and scaling from the spec."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from upright import preprocess
+
+    s = backbones.spec("efficientnet-lite0")
+    assert preprocess.describe(s.name)["scaling"] == s.scaling == "(x - 127) / 128"
+    odd = replace(s, name="odd", mean=0.0, std=2.0, size=32, resize=40, interpolation="nearest")
+    monkeypatch.setitem(backbones.REGISTRY, "odd", odd)
+    assert np.allclose(preprocess.to_input(np.full((1, 32, 32, 3), 200, np.uint8), "odd"), 100.0)
+    stripes = Image.fromarray(np.tile(np.arange(80, dtype=np.uint8) * 3, (60, 1)).repeat(3).reshape(60, 80, 3))
+    crop = preprocess.image_crop(stripes, "odd")  # 80x60 -> nearest 53x40 -> centre 32x32
+    assert crop.shape == (32, 32, 3) and set(np.unique(crop)) <= set(np.arange(80) * 3)  # nearest: no new values
+    d = preprocess.describe("odd")
+    assert (d["scaling"], d["interpolation"], d["resize_short_side"], d["input_size"]) == ("(x - 0) / 2", "nearest",
+                                                                                           40, 32)

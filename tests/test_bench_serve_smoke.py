@@ -3,16 +3,17 @@
 import importlib.util
 from pathlib import Path
 
-from serve_fixtures import trained_model_dir
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "serve.py"
 
 
-def test_serve_bench_quick(tmp_path_factory, capsys):
+@pytest.mark.slow
+def test_serve_bench_quick(stripes_model_dir, capsys):
     spec = importlib.util.spec_from_file_location("bench_serve", BENCH)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    out = bench.main(["--quick", "--requests", "8", "--model", str(trained_model_dir(tmp_path_factory))])
+    out = bench.main(["--quick", "--requests", "8", "--model", str(stripes_model_dir)])
     assert [r["clients"] for r in out["serve"]] == [1, 4, 16, 16]  # + the unbatched comparison
     assert all(r["failures"] == 0 and r["requests"] >= 8 and r["req_s"] > 0 for r in out["serve"])
     assert out["predict"]["single_ms_p50"] > 0

@@ -1,6 +1,5 @@
 """The shortcut benchmark and the bench runner work (tiny runs); figures are never asserted."""
 
-import subprocess
 import sys
 from pathlib import Path
 

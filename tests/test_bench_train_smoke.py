@@ -1,7 +1,10 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_bench_train_quick():
     path = Path(__file__).resolve().parents[1] / "bench" / "train.py"
     spec = importlib.util.spec_from_file_location("bench_train", path)

@@ -1,10 +1,10 @@
+import pytest
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -75,6 +75,7 @@ print('done', flush=True)
 """
 
 
+@pytest.mark.slow
 def test_kill_midway_keeps_finished_batches(tmp_path):
     data = make_dataset(tmp_path / "d", n_per_class=10, classes=("a", "b"))
     paths = [str(p) for p in sorted(data.rglob("*.jpg"))]

@@ -1,7 +1,6 @@
 """`upright fix`: upright copies, lossless where possible, metadata kept, atomic in place."""
 
 import hashlib
-import io
 import os
 import shutil
 import signal
@@ -15,9 +14,10 @@ import pytest
 from PIL import Image, ImageCms
 
 from fixtures import asym_picture, class_picture, encode, looks_upright, write_photo
-from upright.fix import BACKUP_DIR, INVERSE, JPEGTRAN_OPS, run_fix
+from upright.fix import BACKUP_DIR, JPEGTRAN_OPS, fixed_bytes, run_fix
 from upright.imaging import open_header, open_image, open_upright
 from upright.metadata import describe
+from upright.orientation import EXIF_UPRIGHT, ROTATIONS, exif_orientation, inverse, store_as, variant_image
 
 needs_jpegtran = pytest.mark.skipif(shutil.which("jpegtran") is None, reason="jpegtran not installed")
 
@@ -37,8 +37,6 @@ def pixels(img) -> np.ndarray:
 def rich_jpeg(path: Path, orientation: int, size=(160, 128)) -> Path:
     """A camera-like JPEG: Make/Model/DateTime/GPS in EXIF, an ICC profile, XMP with the orientation."""
     img = asym_picture(*size)
-    from upright.imaging import store_as
-
     stored = store_as(img, orientation)
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -72,7 +70,8 @@ def test_jpeg_lossless_rotation(tmp_path, orientation):
     diff = np.abs(pixels(d.image) - pixels(open_upright(src)))
     assert diff.max() <= 4 and diff.mean() < 0.5
     # lossless: turning the fixed file back with jpegtran gives the original pixels exactly
-    back = subprocess.run(["jpegtran", "-perfect", *JPEGTRAN_OPS[INVERSE[orientation]], str(out)],
+    undo = exif_orientation(inverse(EXIF_UPRIGHT[orientation]))
+    back = subprocess.run(["jpegtran", "-perfect", *JPEGTRAN_OPS[undo], str(out)],
                           capture_output=True, check=True).stdout
     assert np.array_equal(pixels(open_image(back, orient=False).image), pixels(open_image(src, orient=False).image))
 
@@ -121,6 +120,23 @@ def test_other_formats_lossless(tmp_path, fmt, ext):
     assert np.array_equal(pixels(open_image(out, orient=False).image), pixels(open_upright(src)))
     facts = describe(out)
     assert facts.orientation == 1 and facts.make == "Canon" and facts.model == "EOS"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+@pytest.mark.parametrize("tag", [1, 3, 5, 6, 8])
+@pytest.mark.parametrize("turned", [90, 180, 270])
+def test_sideways_content_is_turned_back_in_one_transform(tmp_path, fmt, tag, turned):
+    """`--rotate-sideways`: a picture whose content looks turned `turned` degrees clockwise,
+    stored with any tag, comes out upright (the tag's transform and the turn back as one)."""
+    if fmt == "JPEG" and shutil.which("jpegtran") is None:
+        pytest.skip("jpegtran not installed")
+    looks_turned = variant_image(asym_picture(160, 128), ROTATIONS[turned])
+    src = tmp_path / f"x.{fmt.lower()}"
+    src.write_bytes(encode(looks_turned, fmt, tag))
+    data, res = fixed_bytes(str(src), describe(src), turned)
+    assert res.turned == turned and res.orientation == tag
+    assert open_image(data).orientation.pending == 1
+    assert looks_upright(open_image(data, orient=False).image)
 
 
 def test_upright_files_copied_byte_for_byte_and_tree_mirrored(tmp_path):

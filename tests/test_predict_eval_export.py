@@ -4,29 +4,17 @@ import shutil
 import numpy as np
 import pytest
 
-from upright import load_model
-from upright.cli import main
+from upright import backbones, load_model
 from upright.errors import UprightError
 from upright.evaluate import evaluate
-from train_fixtures import trained  # noqa: F401
 from fixtures import class_picture, encode, make_dataset
 
 
-def run_cli(capsys, *argv):
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
-
-
-def test_predict_json_lines(trained, capsys, tmp_path):  # noqa: F811
+def test_predict_json_lines(trained, cli, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     folder = trained["tests"]["cat"][0].parent
-    code, out, err = run_cli(capsys, "predict", str(trained["model"]), str(folder), str(bad), "--json", "--top-k", "2")
+    code, out, err = cli("predict", str(trained["model"]), str(folder), str(bad), "--json", "--top-k", "2")
     assert code == 0
     lines = [json.loads(x) for x in out.strip().splitlines()]
     assert len(lines) == len(trained["tests"]["cat"]) + 1
@@ -46,10 +34,10 @@ def test_predict_json_lines(trained, capsys, tmp_path):  # noqa: F811
         m.predict([bad])
 
 
-def test_eval_json_and_report(trained, capsys, tmp_path):  # noqa: F811
+def test_eval_json_and_report(trained, cli, tmp_path):
     test_root = trained["tests"]["cat"][0].parent.parent
     report = tmp_path / "eval.html"
-    code, out, err = run_cli(capsys, "eval", str(trained["model"]), str(test_root), "--json", "--report", str(report))
+    code, out, err = cli("eval", str(trained["model"]), str(test_root), "--json", "--report", str(report))
     assert code == 0
     d = json.loads(out)
     for key in ("accuracy", "n", "per_class", "confusion", "labels", "rotations"):
@@ -63,24 +51,32 @@ def test_eval_json_and_report(trained, capsys, tmp_path):  # noqa: F811
     assert same["rotations"] == d["rotations"]
 
 
-def test_export_matches_predict(trained, tmp_path, capsys):  # noqa: F811
+def test_export_matches_predict(trained, tmp_path, cli):
+    import onnx
     import onnxruntime as ort
 
     from upright.preprocess import load_crop, to_input
 
     out = tmp_path / "whole.onnx"
-    code, _, err = run_cli(capsys, "export", str(trained["model"]), "--format", "onnx", "-o", str(out))
+    code, _, err = cli("export", str(trained["model"]), "--format", "onnx", "-o", str(out))
     assert code == 0 and out.is_file()
     m = load_model(trained["model"])
     paths = [p for ps in trained["tests"].values() for p in ps]
-    x = to_input(np.stack([load_crop(p, m.backbone)[0] for p in paths]))
-    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    x = to_input(np.stack([load_crop(p, m.backbone)[0] for p in paths]), m.backbone)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x})[0]
     want = np.stack([[dict(p.predictions)[lab] for lab in m.labels] for p in m.predict(paths, top_k=99)])
     assert got.shape == (len(paths), 3)
     assert np.abs(got - want).max() < 1e-4
+    # the input contract travels with the graph and with model.json, from the backbone spec
+    spec = backbones.spec(m.backbone)
+    doc = onnx.load(str(out)).graph.input[0].doc_string
+    assert doc == spec.describe_input() and spec.scaling in doc and f"short side is {spec.resize}" in doc
+    assert m.meta["preprocessing"]["scaling"] == spec.scaling == m.meta["onnx_input"]["scaling"]
+    assert m.meta["preprocessing"]["input_size"] == spec.size == session.get_inputs()[0].shape[2]
 
 
-def test_error_cases_exit_2_with_one_line(trained, capsys, tmp_path):  # noqa: F811
+def test_error_cases_exit_2_with_one_line(trained, cli, tmp_path):
     one = make_dataset(tmp_path / "one", n_per_class=2, classes=("solo",))
     empty = make_dataset(tmp_path / "empty", n_per_class=2, classes=("a",))
     (empty / "b").mkdir()
@@ -103,7 +99,7 @@ def test_error_cases_exit_2_with_one_line(trained, capsys, tmp_path):  # noqa: F
         ("export", str(tmp_path / "nomodel")),
     ]
     for argv in cases:
-        code, out, err = run_cli(capsys, *argv)
+        code, out, err = cli(*argv)
         assert code == 2, (argv, code, err)
         lines = err.strip().splitlines()
         assert "Traceback" not in err and lines[-1].startswith("upright: error:"), (argv, err)

@@ -12,17 +12,16 @@ import httpx
 import pytest
 from PIL import Image
 
-from fixtures import asym_picture, encode, looks_upright
-from serve_fixtures import LiveServer, SlowModel, png_header_bomb, stripes_picture, trained_model_dir
+from fixtures import LiveServer, SlowModel, asym_picture, encode, looks_upright, png_header_bomb, stripes_picture
 
 LIMIT = 400_000  # a small upload limit so the 413 paths are cheap to hit
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def model(stripes_model_dir):
     from upright.model import load_model
 
-    return load_model(trained_model_dir(tmp_path_factory))
+    return load_model(stripes_model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -163,49 +162,55 @@ def test_concurrent_requests_all_succeed(server):
     assert right == len(results), [(w, b["predictions"]) for w, _, b in results]
 
 
+def wait_until(check, what: str, seconds: float = 30.0):
+    """Poll `check()` until true; fail (not hang) when it never becomes true."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
 def test_health_answers_while_the_model_is_busy_and_queued_requests_batch():
-    """A slow stand-in model: /healthz must not wait for it, and requests that queue up
-    behind a running prediction are answered together in one batch."""
+    """A stand-in model held inside its first prediction: /healthz answers meanwhile, and the
+    requests that queue up behind it run together, at most --max-batch (4) per model call."""
     from upright.serve import create_app
 
-    slow = SlowModel(delay=1.0)
+    gate = threading.Event()
+    slow = SlowModel(gate=gate)
     with LiveServer(create_app(slow)) as live, httpx.Client(base_url=live.url, timeout=30) as c:
         data = encode(asym_picture(), "JPEG")
         results = []
 
         def fire():
-            with httpx.Client(base_url=live.url, timeout=30) as cc:
+            with httpx.Client(base_url=live.url, timeout=60) as cc:
                 results.append(post(cc, data))
 
         first = threading.Thread(target=fire)
         first.start()
-        deadline = time.monotonic() + 10
-        while not c.get("/healthz").json()["busy"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        t0 = time.perf_counter()
-        h = c.get("/healthz")
-        assert h.status_code == 200 and time.perf_counter() - t0 < 0.5
+        wait_until(lambda: slow.calls == [1], "the first prediction started")
+        h = c.get("/healthz")  # the model is held: an answer now proves health does not wait for it
+        assert h.status_code == 200 and h.json()["busy"] is True and h.json()["images"] == 0
         rest = [threading.Thread(target=fire) for _ in range(5)]
         for t in rest:
             t.start()
+        wait_until(lambda: c.get("/healthz").json()["queue"] == 5, "five requests queued")
+        gate.set()
         for t in [first, *rest]:
-            t.join(30)
+            t.join(60)
         assert [r.status_code for r in results] == [200] * 6
-        assert slow.calls[0] == 1 and max(slow.calls) > 1, slow.calls  # the queue was batched
-        assert sum(slow.calls) == 6
-        assert max(r.json()["timings"]["batch"] for r in results) == max(slow.calls)
+        assert slow.calls == [1, 4, 1]  # the queue was batched, 4 at most per call
+        assert sorted(r.json()["timings"]["batch"] for r in results) == [1, 1, 4, 4, 4, 4]
 
 
-def test_cli_serve_prints_its_url_and_serves(tmp_path_factory):
+@pytest.mark.slow
+def test_cli_serve_prints_its_url_and_serves(stripes_model_dir):
     """`upright serve MODEL --port 0`: one line with the URL on stdout, then it answers."""
     import os
     import signal
     import subprocess
     import sys
 
-    model_dir = trained_model_dir(tmp_path_factory)
-    proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(stripes_model_dir), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -214,7 +219,7 @@ def test_cli_serve_prints_its_url_and_serves(tmp_path_factory):
         assert httpx.get(url + "/healthz", timeout=30).json()["labels"] == ["horizontal", "vertical"]
         # the same port again: a one-line error, exit 2, no traceback
         port = url.rsplit(":", 1)[1]
-        busy = subprocess.run([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", port],
+        busy = subprocess.run([sys.executable, "-m", "upright.cli", "serve", str(stripes_model_dir), "--port", port],
                               capture_output=True, text=True, timeout=120)
         assert busy.returncode == 2 and "already in use" in busy.stderr and "Traceback" not in busy.stderr
     finally:
@@ -224,7 +229,7 @@ def test_cli_serve_prints_its_url_and_serves(tmp_path_factory):
         except subprocess.TimeoutExpired:  # pragma: no cover
             proc.kill()
     assert proc.returncode in (0, -signal.SIGINT, 130), proc.stderr.read()
-    missing = subprocess.run([sys.executable, "-m", "upright.cli", "serve", os.fspath(model_dir) + "-nope"],
+    missing = subprocess.run([sys.executable, "-m", "upright.cli", "serve", os.fspath(stripes_model_dir) + "-nope"],
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import BLUE, GREEN, RED, YELLOW, asym_picture, encode, same_colour
-from serve_fixtures import LiveServer, stripes_picture, trained_model_dir
+from fixtures import BLUE, GREEN, RED, YELLOW, LiveServer, asym_picture, encode, same_colour, stripes_picture
 
 pytestmark = pytest.mark.browser
 
@@ -47,11 +46,11 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(stripes_model_dir):
     from upright.model import load_model
     from upright.serve import create_app
 
-    model = load_model(trained_model_dir(tmp_path_factory))
+    model = load_model(stripes_model_dir)
     with LiveServer(create_app(model, model_name="stripes")) as live:
         yield live
 
@@ -142,9 +141,11 @@ def test_page_fits_a_phone_screen(browser, server):
     ctx.close()
 
 
-def test_live_camera_sends_frames_at_a_steady_rate_one_at_a_time(browser, server):
-    """Timings come from the browser itself (Request.timing), not from when Python hears
-    about the events, so a loaded CI machine cannot fake a burst or an overlap."""
+@pytest.mark.slow
+def test_live_camera_sends_frames_one_at_a_time(browser, server):
+    """The order of requests comes from the browser itself (Request.timing), not from when
+    Python hears about the events, so a loaded CI machine cannot fake an overlap. The rate
+    (one frame per LIVE_INTERVAL_MS) is not asserted: no timing assertions in tests."""
     import time
 
     ctx = browser.new_context(viewport={"width": 1000, "height": 800}, permissions=["camera"])
@@ -179,7 +180,6 @@ def test_live_camera_sends_frames_at_a_steady_rate_one_at_a_time(browser, server
     assert not failed, failed
     spans.sort()
     assert all(e > s for s, e in spans), spans  # the browser reported when each answer ended
-    for (s0, e0), (s1, _) in zip(spans, spans[1:]):
+    for (_, e0), (s1, _) in zip(spans, spans[1:]):
         assert s1 >= e0 - 1, f"a frame was sent before the previous answer arrived: {spans}"
-        assert s1 - s0 > 500, f"frames closer than the steady rate allows: {spans}"
     ctx.close()

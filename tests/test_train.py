@@ -5,10 +5,10 @@ from safetensors.numpy import load_file
 
 from upright import load_model
 from upright.train import train_dataset
-from train_fixtures import tiny_dataset, trained  # noqa: F401
+from fixtures import make_dataset
 
 
-def test_train_json_and_model_folder(trained):  # noqa: F811
+def test_train_json_and_model_folder(trained):
     r = trained["result"]
     for key, typ in {"model": str, "labels": list, "val_accuracy": float, "n_train": int, "n_val": int,
                      "seconds": float, "backbone": str, "augment": str}.items():
@@ -22,14 +22,14 @@ def test_train_json_and_model_folder(trained):  # noqa: F811
     assert not list(trained["model"].glob("*.pkl"))
 
 
-def test_sideways_stored_class_predicted_on_upright_photos(trained):  # noqa: F811
+def test_sideways_stored_class_predicted_on_upright_photos(trained):
     m = load_model(trained["model"])
     for label, paths in trained["tests"].items():
         for p in m.predict(paths, top_k=1):
             assert p.predictions[0][0] == label, (p.path, p.predictions)
 
 
-def test_reproducible_and_warm(tmp_path, trained):  # noqa: F811
+def test_reproducible_and_warm(tmp_path, trained):
     again = train_dataset(trained["data"], tmp_path / "m2", progress=False, seed=0)
     assert again["cache_hits"] == again["n_train"] + again["n_val"] and again["decoded"] == 0
     a = load_file(str(trained["model"] / "head.safetensors"))
@@ -37,7 +37,8 @@ def test_reproducible_and_warm(tmp_path, trained):  # noqa: F811
     assert (a["weight"] == b["weight"]).all()
 
 
-def test_naive_policy_recorded(tmp_path, trained):  # noqa: F811
+@pytest.mark.slow
+def test_naive_policy_recorded(tmp_path, trained):
     r = train_dataset(trained["data"], tmp_path / "naive", orient=False, augment="none", progress=False)
     assert r["orientation_policy"] == "stored"
     m = load_model(tmp_path / "naive")
@@ -46,7 +47,7 @@ def test_naive_policy_recorded(tmp_path, trained):  # noqa: F811
 
 @pytest.mark.slow
 def test_fine_tune_runs_and_is_recorded(tmp_path):
-    data = tiny_dataset(tmp_path / "d", n=2, classes=("a", "b"))
+    data = make_dataset(tmp_path / "d", 2, ("a", "b"))
     r = train_dataset(data, tmp_path / "ft", fine_tune=True, epochs=1, progress=False)
     m = load_model(tmp_path / "ft")
     assert r["fine_tuned"] and m.meta["fine_tuned"] and m.meta["fine_tune"]["epochs"] == 1

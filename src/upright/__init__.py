@@ -8,13 +8,7 @@ from .dataset import Dataset, Record, scan
 from .errors import UnreadableImage, UprightError
 from .imaging import open_image, open_stored, open_upright
 from .metadata import FileFacts, describe
-
-
-def load_model(model_dir):
-    """Load a trained model folder (model.json + head.safetensors) -> Model."""
-    from .model import load_model as _load
-
-    return _load(model_dir)
+from .model import load_model
 
 
 __all__ = [

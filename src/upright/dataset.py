@@ -10,15 +10,16 @@ any order), so exact duplicates never straddle train and val.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UprightError
-from .imaging import IMAGE_EXTENSIONS
+from .files import file_sha256, image_files
 
+#: Share of the images held out for validation when DATA has no val/ or test/ folder.
+DEFAULT_VAL_FRACTION = 0.2
 SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
@@ -29,10 +30,6 @@ class Record:
     split: str  # "train", "val" or "test"
     sha256: str
     size: int
-
-    @property
-    def rel(self) -> str:
-        return self.path.as_posix()
 
 
 @dataclass
@@ -61,46 +58,9 @@ class Dataset:
         return {label: c.get(label, 0) for label in self.labels}
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def hash_split(sha256: str, val_fraction: float) -> str:
     """'val' for a stable `val_fraction` of content hashes, else 'train'."""
     return "val" if int(sha256[:12], 16) / float(1 << 48) < val_fraction else "train"
-
-
-def _walk(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
-    """Image files under folder, following symlinks once (no loops), hidden files reported."""
-    seen: set[str] = set()
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            skipped.append((dirpath, "symlink loop: folder already scanned"))
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        for d in list(dirnames):
-            if d.startswith("."):
-                skipped.append((os.path.join(dirpath, d), "hidden folder"))
-                dirnames.remove(d)
-        dirnames.sort()
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if name.startswith("."):
-                skipped.append((str(p), "hidden file"))
-            elif p.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append((str(p), f"not an image file extension ({p.suffix or 'none'})"))
-            elif not p.is_file():
-                skipped.append((str(p), "not a regular file (broken link?)"))
-            else:
-                found.append(p)
-    return found
 
 
 def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
@@ -115,7 +75,7 @@ def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     return out
 
 
-def scan(root: str | os.PathLike, val_fraction: float = 0.2) -> Dataset:
+def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION) -> Dataset:
     """Scan DATA into a Dataset. Raises UprightError when DATA is missing or has no classes."""
     root = Path(root)
     if not root.exists():
@@ -137,7 +97,7 @@ def scan(root: str | os.PathLike, val_fraction: float = 0.2) -> Dataset:
     for split, base in groups:
         for cls in _class_dirs(base, skipped):
             labels.add(cls.name)
-            for p in _walk(cls, skipped):
+            for p in image_files(cls, skipped):
                 digest = file_sha256(p)
                 records.append(
                     Record(p, cls.name, split or hash_split(digest, val_fraction), digest, p.stat().st_size)

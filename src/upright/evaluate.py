@@ -14,9 +14,9 @@ import numpy as np
 
 from .dataset import scan
 from .errors import UprightError
-from .preprocess import compose
+from .orientation import ROTATIONS as TURNS, compose
 
-ROTATIONS = {"0": "id", "90": "r90", "180": "r180", "270": "r270"}
+ROTATIONS = {str(deg): variant for deg, variant in TURNS.items()}  # JSON keys "0", "90", "180", "270"
 MAX_MISTAKES_SHOWN = 48
 
 

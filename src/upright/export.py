@@ -1,10 +1,10 @@
 """`upright export MODEL --format onnx`: one ONNX graph, backbone + head (+ test views).
 
-Input "input": float32 [batch, 3, S, S], RGB, the upright picture with its short side
-resized (bicubic) to 256*S/224 and centre-cropped to S x S, scaled (x - 127) / 128
-(S = model.json "input_size": 260 for the default Lite0+Lite2, 224 for Lite0). Output "probabilities": [batch, n_labels]
-in the order of model.json "labels", averaged over the model's test views exactly as
-`upright predict` does.
+Input "input": the backbone's input contract (backbones.BackboneSpec.describe_input, also
+written into the graph as the input's description and into model.json "preprocessing"):
+float32 [batch, 3, S, S] RGB, the upright picture resized so its short side is `resize`,
+centre-cropped to S x S and scaled. Output "probabilities": [batch, n_labels] in the order of
+model.json "labels", averaged over the model's test views exactly as `upright predict` does.
 """
 
 from __future__ import annotations
@@ -13,21 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from . import backbones
+from .console import err
 from .errors import UprightError
+from .model import Model, load_model
+from .orientation import VARIANTS
 
 
 def build_module(m):
     """The whole model as a torch module: preprocessed input -> probabilities."""
     import torch
 
-    from . import backbones
-    from .preprocess import VARIANT_OPS
-
     sd = None
     if m.backbone_state is not None:
         sd = {k: torch.from_numpy(np.array(v)) for k, v in m.backbone_state.items()}
     emb = backbones.torch_module(m.backbone, sd)
-    views = [VARIANT_OPS[v] for v in m.views]
+    views = [VARIANTS[v] for v in m.views]
 
     class Whole(torch.nn.Module):
         def __init__(self):
@@ -52,15 +53,12 @@ def build_module(m):
 
 
 def export_onnx(model, output=None) -> Path:
-    from . import backbones
-    from .model import Model, load_model
-
     m = model if isinstance(model, Model) else load_model(model)
     out = Path(output) if output is not None else m.folder / "model.onnx"
     if out.is_dir():
         raise UprightError(f"{out}: is a folder; give a file name with -o")
     try:
-        backbones.export_onnx(build_module(m), out, backbones.spec(m.backbone).size, output_name="probabilities")
+        backbones.export_onnx(build_module(m), out, backbones.spec(m.backbone), output_name="probabilities")
     except OSError as exc:
         raise UprightError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return out
@@ -70,7 +68,5 @@ def run_export(model, fmt: str = "onnx", output=None) -> Path:
     if fmt != "onnx":
         raise UprightError(f"unsupported export format '{fmt}' (onnx)")
     out = export_onnx(model, output)
-    from .console import err
-
     err.print(f"wrote {out} (input 'input' float32 NCHW preprocessed, output 'probabilities')")
     return out

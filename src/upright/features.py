@@ -7,13 +7,15 @@ Pipeline of `embed_paths`:
      at the size the network needs) while the main process runs ONNX Runtime on batches;
   3. each finished batch is committed to the cache (a killed run keeps its finished work).
 
-Variants (the dihedral group): "rN" is the upright picture rotated N degrees clockwise,
-"flip" its left-right mirror, "flip_rN" the mirror rotated N degrees clockwise.
+Variants (the dihedral group, named in orientation.py): "rN" is the upright picture rotated N
+degrees clockwise, "flip" its left-right mirror, "flip_rN" the mirror rotated N degrees clockwise.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import signal
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,26 +23,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import backbones
-from .cache import EmbeddingCache, model_key
+from . import backbones, orientation
+from .cache import EmbeddingCache, model_key, resolve_cache_dir
 from .console import progress as progress_bar
-from .dataset import file_sha256
 from .errors import UnreadableImage, UprightError, one_line
-from .preprocess import (PREPROCESS_VERSION, image_crop, load_crop, to_input, variant_array,
-                         variant_pil)
+from .files import file_sha256
+from .orientation import variant_array
+from .preprocess import PREPROCESS_VERSION, image_crop, load_crop, to_input
 
-VARIANTS = ("id", "flip", "r90", "r180", "r270", "flip_r90", "flip_r180", "flip_r270")
+VARIANTS = tuple(orientation.VARIANTS)  # "id", "flip", "r90", ... (see upright.orientation)
 AUGMENT_VARIANTS = {"none": ("id",), "flip": ("id", "flip"), "rotate": ("id", "r90", "r180", "r270"),
                     "d4": VARIANTS}
 BATCH = 32
 CHUNK = 8  # files per worker task
-
-
-def variant_image(img: Image.Image, variant: str) -> Image.Image:
-    """The `variant` of an (upright) PIL image; see the module docstring for the names."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
-    return variant_pil(img, variant)
 
 
 @dataclass
@@ -60,8 +55,6 @@ _runners_lock = threading.Lock()
 def get_runner(backbone: str = backbones.DEFAULT, cache_dir=None, state_dict: dict | None = None,
                key: str | None = None) -> backbones.Runner:
     """A memoised ONNX Runtime runner for these weights (one session per process)."""
-    from .cache import resolve_cache_dir
-
     if key is None:
         key = backbones.weights_sha256(backbone) if state_dict is None else backbones.state_dict_sha256(state_dict)
     k = (backbone, key, str(resolve_cache_dir(cache_dir)))
@@ -96,15 +89,11 @@ def _decode_chunk(job):
 
 
 def _worker_init():
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     os.environ["OMP_NUM_THREADS"] = "1"
 
 
 def _pool(workers: int):
-    import multiprocessing as mp
-
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     return mp.get_context(method).Pool(workers, initializer=_worker_init)
 
@@ -140,7 +129,7 @@ def default_workers(n_todo: int) -> int:
 def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), orient: bool = True,
                 cache_dir=None, progress: bool = True, workers: int | None = None,
                 hashes: list[str] | None = None, runner: backbones.Runner | None = None,
-                use_cache: bool = True, description: str = "embedding") -> Embeddings:
+                description: str = "embedding") -> Embeddings:
     """Embeddings [N, V, D] of image files, through the cache.
 
     orient=False embeds the pixels as stored (the naive EXIF-ignoring view); it is part of
@@ -175,9 +164,9 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
 
     key = runner.key if runner is not None else backbones.weights_sha256(backbone)
     mkey = model_key(backbone, key, PREPROCESS_VERSION)
-    cache = EmbeddingCache(cache_dir) if use_cache else None
+    cache = EmbeddingCache(cache_dir)
     try:
-        found = cache.get_many([s for s in shas if s], mkey, variants, orient) if cache else {}
+        found = cache.get_many([s for s in shas if s], mkey, variants, orient)
         todo: list[int] = []
         hits = 0
         for i, sha in enumerate(shas):
@@ -209,7 +198,7 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
                 def flush():
                     if not batch_rows:
                         return
-                    emb = run(to_input(np.concatenate([c for _, _, c in batch_rows])))
+                    emb = run(to_input(np.concatenate([c for _, _, c in batch_rows]), backbone))
                     rows, pos = [], 0
                     for i, miss, c in batch_rows:
                         for v, e in zip(miss, emb[pos:pos + len(c)]):
@@ -217,8 +206,7 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
                             rows.append((shas[i], v, e))
                         pos += len(c)
                         finish(i)
-                    if cache:
-                        cache.put_many(rows, mkey, orient)
+                    cache.put_many(rows, mkey, orient)
                     advance(len(batch_rows))
                     batch_rows.clear()
 
@@ -245,8 +233,7 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
                     consume(res)
                 flush()
     finally:
-        if cache:
-            cache.close()
+        cache.close()
     decoded = len([i for i in range(n) if ok[i]]) - hits
     return Embeddings(vectors, ok, errors, variants, hits=hits, decoded=decoded)
 
@@ -261,7 +248,7 @@ def embed_crops(crops: np.ndarray, *, backbone: str = backbones.DEFAULT, variant
     flat = [(i, j, v) for i in range(n) for j, v in enumerate(variants)]
     for s in range(0, len(flat), BATCH):
         part = flat[s:s + BATCH]
-        emb = run(to_input(np.stack([variant_array(crops[i], v) for i, _, v in part])))
+        emb = run(to_input(np.stack([variant_array(crops[i], v) for i, _, v in part]), run.name))
         for (i, j, _), e in zip(part, emb):
             out[i, j] = e
     return out
@@ -277,4 +264,4 @@ def embed_images(images: list[Image.Image], *, backbone: str = backbones.DEFAULT
 
 
 __all__ = ["AUGMENT_VARIANTS", "Embeddings", "VARIANTS", "embed_crops", "embed_images", "embed_paths",
-           "get_runner", "variant_image"]
+           "get_runner"]

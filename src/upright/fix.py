@@ -45,14 +45,17 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from .atomic import atomic_path
+from .audit import run_audit
 from .console import progress as progress_bar
 from .errors import UnreadableImage, UprightError
-from .imaging import IMAGE_EXTENSIONS, apply_orientation, open_header, read_orientation
-from .metadata import SWAPS_AXES, describe
+from .files import file_sha256, is_image_name, walk_files
+from .imaging import open_header, read_orientation
+from .metadata import describe
+from .orientation import (EXIF_UPRIGHT, ROTATIONS, SWAPS_AXES, apply_orientation, compose, exif_orientation,
+                          inverse, turn_back)
 
 BACKUP_DIR = ".upright-originals"
 MANIFEST = "manifest.jsonl"
@@ -60,11 +63,9 @@ JPEGTRAN_OPS = {
     2: ["-flip", "horizontal"], 3: ["-rotate", "180"], 4: ["-flip", "vertical"], 5: ["-transpose"],
     6: ["-rotate", "90"], 7: ["-transverse"], 8: ["-rotate", "270"],
 }
-#: The transform that undoes each orientation transform (6 and 8 are each other's inverse).
-INVERSE = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
-#: Extra rotation for a picture whose *content* is turned `r` degrees clockwise: turn it back.
-_TURN_BACK = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
 JPEG_QUALITY = 95
+#: `--rotate-sideways`: the sideways probability needed to turn a picture back.
+ROTATE_MIN_CONFIDENCE = 0.9
 #: Descriptive TIFF tags carried over when a TIFF is rewritten (ImageDescription, Make, Model,
 #: Software, DateTime, Artist, Copyright).
 _TIFF_KEEP = (270, 271, 272, 305, 306, 315, 33432)
@@ -80,22 +81,6 @@ class FileResult:
     turned: int = 0  # extra turn back for sideways content (degrees clockwise it looked turned)
     note: str | None = None
     changed: bool = False  # bytes written (or that would be, in a dry run)
-
-
-# --------------------------------------------------------------------------- transforms
-
-
-def compose(orientation: int, turned: int) -> int:
-    """One orientation value equal to: apply `orientation`, then turn back content turned `turned` deg cw."""
-    if not turned:
-        return orientation
-    probe = Image.fromarray(np.arange(6, dtype=np.uint8).reshape(2, 3), "L")
-    want = apply_orientation(probe, orientation).transpose(_TURN_BACK[turned])
-    for e in range(1, 9):
-        got = apply_orientation(probe, e)
-        if got.size == want.size and got.tobytes() == want.tobytes():
-            return e
-    raise AssertionError("dihedral group not closed")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------- byte patches
@@ -255,7 +240,7 @@ def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]
         im.load()
         # TIFF: Pillow applied the orientation on load (DECODER_ORIENTS) and dropped the tag.
         if fmt == "TIFF":
-            pixels = im.transpose(_TURN_BACK[turned]) if turned else im
+            pixels = turn_back(im, turned) if turned else im
         else:
             pixels = apply_orientation(im, e)
         if pixels is im:
@@ -338,7 +323,8 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
         if turned:
             res.note = "HEIF: the sideways turn cannot be applied without re-encoding; left as is"
         return None, res
-    e = compose(facts.orientation, turned)
+    # one transform: turn the stored pixels upright, then turn content that looks turned back
+    e = exif_orientation(compose(EXIF_UPRIGHT[facts.orientation], inverse(ROTATIONS[turned])))
     tag = facts.orientation_tag
     needs_retag = tag is not None and tag != 1 and not facts.problem
     res.orientation, res.turned = facts.orientation, turned
@@ -378,28 +364,14 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
 # --------------------------------------------------------------------------- tree walking
 
 
-def _walk(root: Path, skip: set[Path]) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        d = Path(dirpath)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in skip)
-        for name in sorted(filenames):
-            if not name.startswith("."):
-                out.append(d / name)
-    return out
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def _file_sha(path: Path) -> str | None:
+    """The file's sha256, or None when it cannot be read."""
     try:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        return h.hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
 
@@ -435,8 +407,6 @@ def _append_manifest(root: Path, entry: dict) -> None:
 
 def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: bool = True) -> dict[str, int]:
     """{path: degrees the content looks turned clockwise} from the audit's sideways check."""
-    from .audit import run_audit
-
     result = run_audit(data, cache_dir=cache_dir, progress=progress, content=True, sideways_threshold=min_confidence)
     turns = {}
     for f in result["findings"]:
@@ -447,7 +417,7 @@ def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: boo
 
 
 def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, rotate_sideways: bool = False,
-            min_confidence: float = 0.9, cache_dir=None, progress: bool = True) -> dict:
+            min_confidence: float = ROTATE_MIN_CONFIDENCE, cache_dir=None, progress: bool = True) -> dict:
     """Fix a tree (see the module docstring). Returns {"files": [...], counts, "out", ...}."""
     root = Path(data)
     if not root.is_dir():
@@ -462,8 +432,7 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
             raise UprightError(f"--out {out_root} is inside {root}; choose a folder outside the data")
         if o in root_r.parents:
             raise UprightError(f"--out {out_root} contains {root}; choose a separate folder")
-    skip = {out_root.resolve()} if out_root is not None else set()
-    files = _walk(root, skip)
+    files = walk_files(root, exclude=(out_root,) if out_root is not None else ())
     turns = sideways_turns(root, min_confidence=min_confidence, cache_dir=cache_dir, progress=progress) \
         if rotate_sideways else {}
     results: list[FileResult] = []
@@ -486,7 +455,7 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
 def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run: bool, turns) -> FileResult:
     rel = p.relative_to(root)
     dest = (out_root / rel) if out_root is not None else p
-    is_image = p.suffix.lower() in IMAGE_EXTENSIONS
+    is_image = is_image_name(p)
     if not is_image:
         if in_place:
             return FileResult(str(p), str(dest), "skipped", note="not an image")

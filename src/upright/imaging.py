@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from .errors import UnreadableImage, one_line
+from .orientation import apply_orientation, store_as
 
 try:  # HEIC/HEIF from iPhones; pillow-heif applies the container transform on open.
     import pillow_heif
@@ -36,18 +37,6 @@ except ImportError:  # pragma: no cover - pillow-heif is a core dependency
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
 ORIENTATION_TAG = 0x0112
-#: Transpose that turns stored pixels into the upright picture, per EXIF Orientation.
-UPRIGHT_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-#: The inverse: upright picture -> pixels as a camera would store them with that tag.
-STORED_TRANSPOSE = {**UPRIGHT_TRANSPOSE, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 #: Formats whose decoder applies the orientation itself (we must not apply it again).
 DECODER_ORIENTS = {"TIFF", "HEIF"}
 
@@ -282,7 +271,7 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
             raise UnreadableImage(name, _decode_reason(exc)) from exc
         if fmt in DECODER_ORIENTS and not orient and orientation.tag and orientation.tag != 1:
             # The decoder already turned it upright; "as stored" means undoing that.
-            rgb = rgb.transpose(STORED_TRANSPOSE[orientation.tag])
+            rgb = store_as(rgb, orientation.tag)
         if size:
             w, h = rgb.size
             fw, fh = stored_size  # plan from full resolution: DCT scaling rounds sizes up
@@ -292,7 +281,7 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
             if target != (w, h):
                 rgb = rgb.resize(target, Image.Resampling.BICUBIC)
         if orient and orientation.pending != 1:
-            rgb = rgb.transpose(UPRIGHT_TRANSPOSE[orientation.pending])
+            rgb = apply_orientation(rgb, orientation.pending)
         if rgb is im:
             rgb = rgb.copy()  # detach from the file before it closes
         return Decoded(rgb, orientation, stored_size, fmt, file_mode, notes)
@@ -313,18 +302,3 @@ def open_upright(source: Source, size: int | None = None) -> Image.Image:
 def open_stored(source: Source, size: int | None = None) -> Image.Image:
     """The pixels as stored, orientation ignored: the view of EXIF-ignoring loaders."""
     return open_image(source, size, orient=False).image
-
-
-def apply_orientation(image: Image.Image, orientation: int) -> Image.Image:
-    """Turn stored pixels upright for an EXIF Orientation value (1-8). Pure pixel transform."""
-    return image if orientation == 1 else image.transpose(UPRIGHT_TRANSPOSE[orientation])
-
-
-def store_as(image: Image.Image, orientation: int) -> Image.Image:
-    """Inverse of apply_orientation: the pixels a camera stores with this tag for this picture."""
-    return image if orientation == 1 else image.transpose(STORED_TRANSPOSE[orientation])
-
-
-IMAGE_EXTENSIONS = frozenset(
-    ".jpg .jpeg .jpe .jfif .png .webp .tif .tiff .heic .heif .hif .avif .bmp .gif .mpo".split()
-)

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from .errors import UnreadableImage
 from .imaging import DECODER_ORIENTS, open_header, read_orientation
+from .orientation import SWAPS_AXES
 
 MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
-#: Orientation values that swap width and height.
-SWAPS_AXES = {5, 6, 7, 8}
 
 
 @dataclass

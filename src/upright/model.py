@@ -20,11 +20,14 @@ from PIL import Image
 from . import __version__, backbones
 from .atomic import atomic_path, atomic_write_text
 from .errors import UnreadableImage, UprightError, one_line
+from .numerics import softmax
 
 FORMAT = "upright-model"
 FORMAT_VERSION = 1
 HEAD_FILE = "head.safetensors"
 META_FILE = "model.json"
+#: Labels per prediction unless asked otherwise (predict, serve, the Python API).
+DEFAULT_TOP_K = 5
 
 
 @dataclass
@@ -40,12 +43,6 @@ class Prediction:
         if self.error is not None:
             d["error"] = self.error
         return d
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.ndarray,
@@ -121,14 +118,14 @@ class Model:
         return [(self.labels[i], float(p[i])) for i in order]
 
     # -- public API -------------------------------------------------------------------
-    def predict_images(self, images: list[Image.Image], top_k: int = 5) -> list[list[tuple[str, float]]]:
+    def predict_images(self, images: list[Image.Image], top_k: int = DEFAULT_TOP_K) -> list[list[tuple[str, float]]]:
         """Top-k (label, score) per in-memory image, taken as already upright."""
         from .features import embed_images
 
         emb = embed_images(list(images), backbone=self.backbone, variants=self.views, runner=self.runner)
         return [self._top(p, top_k) for p in self.proba_from_embeddings(emb)] if len(emb) else []
 
-    def predict(self, items, top_k: int = 5, *, errors: str = "raise", progress: bool = False
+    def predict(self, items, top_k: int = DEFAULT_TOP_K, *, errors: str = "raise", progress: bool = False
                 ) -> list[Prediction]:
         """Predict paths, bytes or upright PIL images (mixed).
 

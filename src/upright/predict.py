@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from .errors import UprightError
-from .imaging import IMAGE_EXTENSIONS
+from .files import image_files
+from .model import DEFAULT_TOP_K
 
 
 def expand(images) -> list[str]:
@@ -16,16 +16,13 @@ def expand(images) -> list[str]:
     for item in images:
         p = Path(item)
         if p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p, followlinks=True):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                out.extend(str(Path(dirpath) / f) for f in sorted(filenames)
-                           if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+            out.extend(str(f) for f in image_files(p))
         else:
             out.append(str(p))
     return out
 
 
-def run_predict(model_dir, images, *, top_k: int = 3, json_out: bool = False, cache_dir=None) -> int:
+def run_predict(model_dir, images, *, top_k: int = DEFAULT_TOP_K, json_out: bool = False, cache_dir=None) -> int:
     """Print predictions; returns the exit code (0 when at least one image was read)."""
     from .model import load_model
 

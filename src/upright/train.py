@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones
-from .dataset import Dataset, scan
+from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
 from .features import AUGMENT_VARIANTS, embed_paths
 from .model import save_model
+from .numerics import softmax
 from .preprocess import describe as describe_preprocessing
 
 L2_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
@@ -115,10 +116,7 @@ def _lbfgs(fg, x, max_iter: int, m: int = 10, gtol: float = 1e-5, ftol: float = 
 
 
 def _proba(W, b, X):
-    z = X @ W.T + b
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
+    return softmax(X @ W.T + b)
 
 
 class Standardiser:
@@ -197,8 +195,9 @@ def select_head(emb: np.ndarray, y: np.ndarray, n_classes: int, train_idx, val_i
 
 # -- the whole run ------------------------------------------------------------------------
 def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str = DEFAULT_AUGMENT,
-                  epochs: int | None = None, fine_tune: bool = False, val_split: float = 0.2, seed: int = 0,
-                  orient: bool = True, cache_dir=None, progress: bool = True, workers: int | None = None) -> dict:
+                  epochs: int | None = None, fine_tune: bool = False, val_split: float = DEFAULT_VAL_FRACTION,
+                  seed: int = 0, orient: bool = True, cache_dir=None, progress: bool = True,
+                  workers: int | None = None) -> dict:
     """Train a model folder at `out` from DATA; returns the contracts' train JSON (plus extra keys)."""
     t0 = time.perf_counter()
     if augment not in AUGMENT_VARIANTS:
@@ -274,7 +273,7 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
                  "solver": "L-BFGS", "max_iter": max_iter, "final_fit": "train+val",
                  "applies_to": "raw embedding (standardisation folded into weight and bias)"},
         "onnx_input": {"name": "input", "shape": ["batch", 3, spec.size, spec.size], "dtype": "float32",
-                       "layout": "NCHW RGB", "scaling": "(x - 127) / 128",
+                       "layout": "NCHW RGB", "scaling": spec.scaling,
                        "output": "probabilities [batch, n_labels], averaged over test_views"},
         "training": {"val_accuracy": round(val_acc, 6), "n_train": n_train, "n_val": n_val,
                      "classes": {lab: int(((y == i) & ok).sum()) for i, lab in enumerate(labels)},
@@ -320,7 +319,8 @@ def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head
     when present. Returns the new head (on raw embeddings), the backbone state and figures."""
     import torch
 
-    from .preprocess import to_input, variant_array
+    from .orientation import variant_array
+    from .preprocess import to_input
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -351,7 +351,8 @@ def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head
             for s in range(0, len(order), batch_size):
                 idx = order[s:s + batch_size]
                 views = rng.choice(len(aug_views), len(idx))
-                xb = to_input(np.stack([variant_array(crops[i], aug_views[v]) for i, v in zip(idx, views)]))
+                xb = np.stack([variant_array(crops[i], aug_views[v]) for i, v in zip(idx, views)])
+                xb = to_input(xb, backbone)
                 xb = torch.from_numpy(xb).to(device)
                 loss = torch.nn.functional.cross_entropy(lin(net(xb)), torch.from_numpy(ytr[idx]).to(device))
                 opt.zero_grad()
@@ -365,7 +366,7 @@ def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head
         preds = []
         with torch.no_grad():
             for s in range(0, len(vcrops), 32):
-                xb = torch.from_numpy(to_input(vcrops[s:s + 32])).to(device)
+                xb = torch.from_numpy(to_input(vcrops[s:s + 32], backbone)).to(device)
                 preds.append(lin(net(xb)).argmax(1).cpu().numpy())
         val_acc = float((np.concatenate(preds) == yva).mean())
     state = {k: v.detach().cpu().contiguous() for k, v in net.net.state_dict().items()}

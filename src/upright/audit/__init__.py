@@ -4,11 +4,13 @@
     leakage.py     does a file attribute predict the class? (label_leak)
     sideways.py    pictures whose content looks turned whatever the tag says
     duplicates.py  exact and near duplicates across splits or labels
+    severity.py    how bad a finding is: error, warning, info (ranks, --fail-on)
     report.py      the self-contained HTML report
 """
 
 from __future__ import annotations
 
-from .run import SEVERITY_RANK, fails, print_summary, run_audit, worst_severity
+from .run import print_summary, run_audit
+from .severity import SEVERITY_RANK, fails, worst_severity
 
 __all__ = ["SEVERITY_RANK", "fails", "print_summary", "run_audit", "worst_severity"]

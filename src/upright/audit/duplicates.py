@@ -13,6 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
+#: Cosine similarity of two embeddings at or above which two pictures count as near-identical.
+NEAR_THRESHOLD = 0.96
+
 
 @dataclass
 class Item:
@@ -82,7 +85,8 @@ def _crossing(items: Sequence[Item], group: list[int]) -> tuple[bool, bool]:
     return len(labels) > 1, len(splits) > 1
 
 
-def findings(items: Sequence[Item], vectors: np.ndarray | None = None, threshold: float = 0.95) -> list[dict]:
+def findings(items: Sequence[Item], vectors: np.ndarray | None = None,
+             threshold: float = NEAR_THRESHOLD) -> list[dict]:
     """Duplicate findings (the contracts' finding shape plus `groups`): exact first, then near."""
     out: list[dict] = []
     exact = exact_groups(items)

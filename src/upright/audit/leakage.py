@@ -35,6 +35,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..orientation import STORED_WORDS, stored_words
+from .severity import SEVERITY_RANK
+
 ATTRIBUTES = (
     "exif_orientation",
     "camera",
@@ -102,9 +105,7 @@ def describe_value(attribute: str, value: str) -> str:
     if attribute == "exif_orientation":
         if value == "1":
             return "stored upright (no tag or tag 1)"
-        words = {"1": "tagged upright", "2": "mirrored", "3": "stored upside down", "4": "mirrored upside down",
-                 "5": "stored sideways and mirrored", "6": "stored sideways", "7": "stored sideways and mirrored",
-                 "8": "stored sideways"}.get(value, "tagged")
+        words = stored_words(int(value)) if value in {str(v) for v in STORED_WORDS} else "tagged"
         return f"{words} (tag {value})"
     if attribute == "camera":
         return "from an unknown camera" if value == "none" else f"from camera '{value}'"
@@ -202,12 +203,9 @@ def severity_for(score: float, p: float, attribute: str) -> str | None:
     else:
         return None
     cap = SEVERITY_CAP.get(attribute)
-    if cap and _RANK[sev] < _RANK[cap]:
+    if cap and SEVERITY_RANK[sev] < SEVERITY_RANK[cap]:
         sev = cap
     return sev
-
-
-_RANK = {"error": 0, "warning": 1, "info": 2}
 
 
 def assess_attribute(

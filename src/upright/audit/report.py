@@ -19,14 +19,12 @@ from ..errors import UnreadableImage
 from ..report.html import figure_data_url, image_data_url
 from ..report.templating import render as render_template
 from ..imaging import open_image
+from ..orientation import EXIF_UPRIGHT, STORED_WORDS, turn_back
 from .leakage import ATTRIBUTE_WORDS
 
 MAX_THUMBS = 8
-ORIENTATION_NAMES = {
-    "1": "1 upright", "2": "2 mirrored", "3": "3 upside down", "4": "4 mirrored upside down",
-    "5": "5 sideways mirrored", "6": "6 sideways (turn 90° cw)", "7": "7 sideways mirrored",
-    "8": "8 sideways (turn 90° ccw)",
-}
+_VIEWER_TURN = {"r90": " (turn 90° cw)", "r270": " (turn 90° ccw)"}
+ORIENTATION_NAMES = {str(e): f"{e} {words}{_VIEWER_TURN.get(EXIF_UPRIGHT[e], '')}" for e, words in STORED_WORDS.items()}
 
 
 def _plt():
@@ -117,8 +115,6 @@ def counts_plot(classes: dict) -> str | None:
 
 def _thumb(path: str, caption: str, turned: int = 0) -> dict:
     """As stored | upright (| turned back, for sideways pictures), for macros.thumb_pair."""
-    from PIL import Image
-
     view = {"name": os.path.basename(path), "path": path, "caption": caption, "error": None,
             "stored": None, "seen": None, "turned": None}
     try:
@@ -129,8 +125,7 @@ def _thumb(path: str, caption: str, turned: int = 0) -> dict:
         return view
     view["stored"], view["seen"] = image_data_url(stored, 120), image_data_url(upright, 120)
     if turned:
-        back = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
-        view["turned"] = image_data_url(upright.transpose(back[turned]), 120)
+        view["turned"] = image_data_url(turn_back(upright, turned), 120)
     return view
 
 

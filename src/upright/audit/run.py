@@ -26,15 +26,15 @@ from collections import Counter
 import numpy as np
 
 from . import duplicates, leakage, sideways
+from .severity import SEVERITY_RANK
+from .. import backbones
 from ..console import progress as progress_bar
-from ..dataset import scan
+from ..dataset import DEFAULT_VAL_FRACTION, scan
 from ..errors import UnreadableImage, one_line
 from ..imaging import open_image
 from ..metadata import describe
 
-SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
 TINY_SHORT_SIDE = 96  # pixels: upscaled more than 2.3x to reach a 224 input
-NEAR_DUP_THRESHOLD = 0.96
 
 
 def _imbalance(classes: dict[str, int]) -> dict | None:
@@ -118,9 +118,10 @@ def _attribute_tables(tested, rows) -> dict:
     return out
 
 
-def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = True, val_split: float = 0.2,
-              backbone: str = "efficientnet-lite0", sideways_threshold: float = sideways.DEFAULT_THRESHOLD,
-              near_duplicate_threshold: float = NEAR_DUP_THRESHOLD, workers: int | None = None) -> dict:
+def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = True,
+              val_split: float = DEFAULT_VAL_FRACTION,
+              backbone: str = backbones.DEFAULT, sideways_threshold: float = sideways.DEFAULT_THRESHOLD,
+              near_duplicate_threshold: float = duplicates.NEAR_THRESHOLD, workers: int | None = None) -> dict:
     """Audit a folder-per-class dataset. Returns the contracts' audit JSON (with extra keys)."""
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -263,21 +264,6 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
     if emb is not None:
         result["cache_hits"] = int(getattr(emb, "hits", 0))
     return result
-
-
-def worst_severity(result: dict) -> str | None:
-    sevs = [f["severity"] for f in result["findings"]]
-    for s in ("error", "warning", "info"):
-        if s in sevs:
-            return s
-    return None
-
-
-def fails(result: dict, fail_on: str | None) -> bool:
-    if not fail_on:
-        return False
-    limit = SEVERITY_RANK[fail_on]
-    return any(SEVERITY_RANK.get(f["severity"], 3) <= limit for f in result["findings"])
 
 
 def print_summary(result: dict, console=None) -> None:

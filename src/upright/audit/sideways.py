@@ -27,7 +27,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VARIANTS = ("id", "r90", "r180", "r270")
+from ..numerics import log_softmax as _log_softmax
+from ..orientation import ROTATIONS
+
+VARIANTS = tuple(ROTATIONS.values())  # "id", "r90", "r180", "r270"
 MIN_IMAGES = 40  # below this the head has too few examples of "upright" to learn it
 DEFAULT_THRESHOLD = 0.5  # audit flags for review; `fix --rotate-sideways` turns at 0.9 by default
 PRIOR_FLOOR = 0.01
@@ -44,11 +47,6 @@ class SidewaysResult:
     cv_accuracy: float  # held-out accuracy of the 4-view rule on rotated copies
     folds: int  # cross-fitting folds (one per image: leave-one-image-out)
     ridge: float = 0.0  # chosen ridge strength (relative to the mean eigenvalue)
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
 def view_scores(logp: np.ndarray) -> np.ndarray:

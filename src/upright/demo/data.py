@@ -36,6 +36,12 @@ LIGHT_STRENGTH = 0.25  # white-balance gain offset: warm = R x1.25, B x0.75; coo
 LIGHT_JITTER = 0.03  # per-photo white-balance wobble, so the light is not a constant
 
 LABELS = ("cool", "warm")
+DEFAULT_PHOTOS = 60  # training photos per class
+
+
+def test_photos_for(per_class: int) -> int:
+    """Test photos per class for `per_class` training photos: two thirds as many, at least 4."""
+    return max(4, per_class * 2 // 3)
 
 
 @dataclass(frozen=True)
@@ -180,10 +186,11 @@ class DemoData:
         return lines
 
 
-def build_dataset(root, *, per_class: int = 60, test_per_class: int = 40, seed: int = 0,
+def build_dataset(root, *, per_class: int = DEFAULT_PHOTOS, test_per_class: int | None = None, seed: int = 0,
                   strength: float = LIGHT_STRENGTH) -> DemoData:
     """Write root/photos/<label>/*.jpg (phone-shot) and root/test-photos/<label>/*.jpg (upright)."""
     root = Path(root)
+    test_per_class = test_photos_for(per_class) if test_per_class is None else test_per_class
     train_dir, test_dir = root / "photos", root / "test-photos"
     for d in (train_dir, test_dir):
         if d.exists() and any(d.rglob("*")):

@@ -20,7 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from rich.markup import escape
+from rich.table import Table
+
+from ..audit import run_audit
+from ..audit.severity import SEVERITY_COLOUR
+from ..console import err
+from ..console import out as stdout
 from ..errors import UprightError
+from ..evaluate import evaluate
+from ..train import train_dataset
+from .data import DEFAULT_PHOTOS, build_dataset, test_photos_for
+from .report import write_report
 
 NAIVE_NAME = "naive (tag ignored)"
 UPRIGHT_NAME = "upright"
@@ -55,20 +66,10 @@ def _prepare_out(out) -> tuple[Path, bool]:
     return out, False
 
 
-def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_class: int = 40,
-             seed: int = 0, cache_dir=None, progress: bool | None = None) -> dict:
+def run_demo(out=None, *, json_out: bool = False, per_class: int = DEFAULT_PHOTOS,
+             test_per_class: int | None = None, seed: int = 0, cache_dir=None, progress: bool | None = None) -> dict:
     """Run the whole story; returns the demo JSON. `out=None` works in a fresh temp folder (kept)."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ..audit import run_audit
-    from ..console import err
-    from ..console import out as stdout
-    from .data import build_dataset
-    from .report import write_report
-    from ..evaluate import evaluate
-    from ..train import train_dataset
-
+    test_per_class = test_photos_for(per_class) if test_per_class is None else test_per_class
     if per_class < 10 or test_per_class < 4:
         raise UprightError("the demo needs at least 10 training and 4 test photos per class")
     t0 = time.perf_counter()
@@ -99,11 +100,10 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
     audit = run_audit(data.train_dir, cache_dir=cache_dir, progress=show, content=False)
     timings["audit"] = time.perf_counter() - t
     finding = orientation_finding(audit["findings"])
-    colour = {"error": "red", "warning": "yellow", "info": "blue"}
     for f in audit["findings"]:
         sev = f["severity"]
         what = f["kind"] + (f" ({f['attribute']})" if f.get("attribute") else "")
-        say.print(f"  [{colour.get(sev, 'white')}]{sev}[/] {what}: {escape(f['message'])}")
+        say.print(f"  [{SEVERITY_COLOUR.get(sev, 'white')}]{sev}[/] {what}: {escape(f['message'])}")
     if not audit["findings"]:
         say.print("  no findings")
     if finding is None:

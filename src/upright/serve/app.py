@@ -41,9 +41,10 @@ from starlette.staticfiles import StaticFiles
 from ..errors import UnreadableImage, UprightError
 from ..report.html import image_data_url
 from ..imaging import open_image, store_as
+from ..model import DEFAULT_TOP_K
+from ..orientation import orientation_note
+from .defaults import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
 
-DEFAULT_MAX_BYTES = 25_000_000
-DEFAULT_TOP_K = 5
 VIEW_LONG_SIDE = 512  # the "view" data URL is at most this many pixels on its long side
 DEFAULT_DECODE_SIZE = 256  # short side fed to the model when model.json does not say
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -54,30 +55,6 @@ CSP = (
     "style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-
-_HOW = {
-    2: ("stored mirrored", "flipped it left to right"),
-    3: ("stored upside down", "turned it 180°"),
-    4: ("stored mirrored upside down", "flipped it top to bottom"),
-    5: ("stored sideways and mirrored", "turned and flipped it"),
-    6: ("stored sideways", "turned it 90° clockwise"),
-    7: ("stored sideways and mirrored", "turned and flipped it"),
-    8: ("stored sideways", "turned it 90° counter-clockwise"),
-}
-
-
-def orientation_note(tag: int | None, source: str | None = None, problem: str | None = None) -> str:
-    """One sentence on what the file said about its orientation and what upright did."""
-    if problem:
-        return f"{problem}; the pixels were used as stored"
-    if tag is None:
-        return "no orientation tag: the pixels are used as stored"
-    if tag == 1:
-        return "orientation tag 1 (upright): nothing to turn"
-    what, did = _HOW[tag]
-    src = {"exif": "EXIF", "xmp": "XMP", "heif": "HEIF"}.get(source or "", "EXIF")
-    return f"{what} ({src} {tag}); upright {did} before the model saw it"
-
 
 def _status_for(reason: str) -> int:
     r = reason.lower()
@@ -175,7 +152,7 @@ class Batcher:
     in one `predict_images` call (up to max_batch), so load raises throughput instead of
     latency, and the event loop never waits on a lock."""
 
-    def __init__(self, model: Any, max_batch: int = 16):
+    def __init__(self, model: Any, max_batch: int = DEFAULT_MAX_BATCH):
         self.model = model
         self.max_batch = max(1, int(max_batch))
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -349,7 +326,7 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     *,
     top_k: int = DEFAULT_TOP_K,
-    max_batch: int = 4,
+    max_batch: int = DEFAULT_MAX_BATCH,
     model_name: str | None = None,
     decode_size: int | None = None,
     decode_workers: int | None = None,
@@ -370,7 +347,6 @@ def create_app(
     batcher = Batcher(model, max_batch=max_batch)
     workers = decode_workers or max(2, min(4, (os.cpu_count() or 2)))
     decode_pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode")
-    counters = {"requests": 0, "errors": 0}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -396,7 +372,6 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, exc: Exception):  # pragma: no cover - safety net
-        counters["errors"] += 1
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"[:300]}, status_code=500)
 
     @app.get("/", include_in_schema=False)
@@ -427,7 +402,6 @@ def create_app(
     @app.post("/api/predict")
     async def predict(request: Request, top_k: int | None = None):
         t0 = time.perf_counter()
-        counters["requests"] += 1
         k = default_k if top_k is None else max(1, min(int(top_k), len(labels)))
         body = _Body(request, max_bytes)
         too_large = f"upload too large: the limit is {_mb(max_bytes)}"
@@ -534,12 +508,12 @@ def url_for(host: str, port: int) -> str:
 
 def run(
     model_dir: str | os.PathLike,
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     top_k: int = DEFAULT_TOP_K,
-    max_batch: int = 4,
+    max_batch: int = DEFAULT_MAX_BATCH,
     log_level: str = "warning",
     echo: Callable[[str], None] = print,
 ) -> None:

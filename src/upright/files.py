@@ -1,0 +1,104 @@
+"""Files on disk: which names are images, what lies under a folder, a file's content hash.
+
+One walking rule for every verb (scan, fix, predict), so they agree on what a folder holds:
+
+- hidden files and folders (a leading dot) are left out and reported;
+- symlinked folders are followed, except one that leads back inside the folder being walked
+  (a loop, or a folder that is read where it really is) or to a folder already walked
+  through another link: no folder is read twice and no walk can loop;
+- links that lead nowhere are reported, not crashed on;
+- the order is sorted, so results do not depend on the file system.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset(
+    ".jpg .jpeg .jpe .jfif .png .webp .tif .tiff .heic .heif .hif .avif .bmp .gif .mpo".split()
+)
+
+Skipped = list[tuple[str, str]]  # (path, one-line reason)
+
+
+def is_image_name(path: str | os.PathLike) -> bool:
+    """True when the file name ends with an image extension (case-insensitive)."""
+    return os.path.splitext(os.fspath(path))[1].lower() in IMAGE_EXTENSIONS
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (hex digest)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def walk_files(folder: str | os.PathLike, skipped: Skipped | None = None, *,
+               exclude: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
+    """Every visible regular file under `folder` (see the module docstring for the rules).
+
+    What is left out is appended to `skipped` as (path, reason). `exclude`: folders never
+    entered (e.g. an output folder that a link inside the data points to).
+    """
+    skipped = skipped if skipped is not None else []
+    top = os.path.realpath(folder)
+    barred = [os.path.realpath(e) for e in exclude]
+    seen: set[str] = set()  # real paths of the folders walked so far
+    linked: list[str] = []  # real paths of the symlinked folders followed
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        here = os.path.realpath(dirpath)
+        seen.add(here)
+        keep = []
+        for name in sorted(dirnames):
+            path = os.path.join(dirpath, name)
+            real = os.path.realpath(path)
+            link = os.path.islink(path)
+            why = None
+            if name.startswith("."):
+                why = "hidden folder"
+            elif link and _inside(here, real):
+                why = "symlink loop: links to a folder above it"
+            elif link and _inside(real, top):
+                why = "symlink to a folder inside the tree (read where it is)"
+            elif real in seen or (link and any(_inside(real, t) for t in linked)):
+                why = "folder already scanned through another link"
+            elif any(_inside(real, b) for b in barred):
+                why = "excluded folder"
+            if why is None:
+                seen.add(real)
+                if link:
+                    linked.append(real)
+                keep.append(name)
+            else:
+                skipped.append((path, why))
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if name.startswith("."):
+                skipped.append((str(p), "hidden file"))
+            elif not p.is_file():
+                skipped.append((str(p), "not a regular file (broken link?)"))
+            else:
+                found.append(p)
+    return found
+
+
+def image_files(folder: str | os.PathLike, skipped: Skipped | None = None) -> list[Path]:
+    """The image files under `folder` (by extension); other files are reported in `skipped`."""
+    skipped = skipped if skipped is not None else []
+    out = []
+    for p in walk_files(folder, skipped):
+        if is_image_name(p):
+            out.append(p)
+        else:
+            skipped.append((str(p), f"not an image file extension ({p.suffix or 'none'})"))
+    return out
