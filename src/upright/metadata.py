@@ -82,6 +82,7 @@ def describe(path: str | os.PathLike) -> FileFacts:
             facts.stored_size = tuple(im.size)
             facts.n_frames = int(getattr(im, "n_frames", 1) or 1)
             facts.has_icc = bool(im.info.get("icc_profile"))
+            _capture_facts(im, facts)  # before any getexif(): Pillow loads PNG pixels to look for eXIf
             orient = read_orientation(im)
             facts.orientation_tag = orient.tag
             facts.orientation_source = orient.source
@@ -95,7 +96,6 @@ def describe(path: str | os.PathLike) -> FileFacts:
                 facts.model = _text(exif.get(MODEL_TAG))
             except Exception:
                 facts.has_exif = bool(im.info.get("exif"))
-            _capture_facts(im, facts)
             w, h = im.size
             if facts.format in DECODER_ORIENTS:
                 # pillow-heif and Pillow's TIFF plugin report the size after their transform.
@@ -207,19 +207,22 @@ def _capture_facts(im, facts: FileFacts) -> None:
     def profile():
         icc = im.info.get("icc_profile")
         if icc:
-            return icc_description(bytes(icc)) or "ICC (no description)"
+            try:
+                return icc_description(bytes(icc)) or "ICC (no description)"
+            except Exception:  # LittleCMS refuses it; the decoder will ignore it too
+                return "ICC (unreadable)"
         nclx = im.info.get("nclx_profile")
         if isinstance(nclx, dict):
             return _NCLX_PRIMARIES.get(nclx.get("color_primaries"))
         return None
 
-    readers = {
+    readers = {  # bit depth first: it reads the tile, which a PNG getexif() consumes
+        "bit_depth": lambda: _bit_depth(im),
         "jpeg_quality": lambda: estimate_jpeg_quality(im.quantization) if getattr(im, "quantization", None) else None,
         "capture_date": lambda: _capture_date(exif()),
         "software": lambda: (_text(exif().get(SOFTWARE_TAG)) or "")[:80] or None,
         "gps": lambda: bool(exif().get_ifd(GPS_IFD)),
         "color_profile": profile,
-        "bit_depth": lambda: _bit_depth(im),
     }
     for name, read in readers.items():
         try:

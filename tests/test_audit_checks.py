@@ -1,0 +1,191 @@
+"""The audit as a registry of checks, the seed's confound in 3 to 20 classes, and the small things."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import audit_fixtures as af
+from fixtures import make_dataset
+from upright.audit import checks, run_audit
+from upright.audit.checks import DEFAULT_CHECKS, Finding, select
+from upright.cli import main
+from upright.errors import UprightError
+
+CONTRACT_KEYS = {"kind", "severity", "attribute", "score", "message", "paths"}
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main([str(a) for a in args])
+    except SystemExit as exc:
+        code = exc.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def leaks(result, attribute=None):
+    return [f for f in result["findings"] if f["kind"] == "label_leak" and (attribute is None or f["attribute"] == attribute)]
+
+
+# ---- the registry --------------------------------------------------------------------------
+
+def test_every_check_has_a_name_needs_and_words():
+    names = [c.name for c in DEFAULT_CHECKS]
+    assert len(set(names)) == len(names)
+    assert set(names) == {"unreadable", "classes", "label_leak", "tiny", "duplicates", "near_duplicates", "sideways"}
+    for c in DEFAULT_CHECKS:
+        assert c.needs <= set(checks.NEEDS) and "facts" in c.needs and c.summary
+        assert isinstance(c.params(), dict)
+    assert {c.name for c in DEFAULT_CHECKS if c.needs & {"embeddings", "rotations"}} == {"near_duplicates", "sideways"}
+
+
+def test_select_and_unknown_names():
+    assert [c.name for c in select("label_leak, tiny")] == ["label_leak", "tiny"]
+    assert "sideways" not in [c.name for c in select(None, "sideways,near_duplicates")]
+    assert [c.name for c in select(["label_leak", "tiny"], ["tiny"])] == ["label_leak"]
+    with pytest.raises(UprightError, match="unknown check 'nope'.*unreadable, classes, label_leak"):
+        select("label_leak,nope")
+
+
+def test_finding_to_dict_is_the_contract():
+    f = Finding("tiny", "warning", "small", paths=["a.jpg"], score=0.123456, details={"extra": 1})
+    d = f.to_dict()
+    assert list(d)[:6] == ["kind", "severity", "attribute", "score", "message", "paths"]
+    assert d["score"] == 0.1235 and d["extra"] == 1 and Finding.from_dict(d) == Finding(
+        "tiny", "warning", "small", None, 0.1235, ["a.jpg"], {"extra": 1})
+
+
+def test_cli_checks_and_skip(tmp_path, capsys):
+    root = af.confounded(tmp_path / "d")
+    code, out, _ = cli(capsys, "audit", root, "--metadata-only", "--json", "--checks", "label_leak")
+    r = json.loads(out)
+    assert code == 0 and r["checks_run"] == ["label_leak"] and {f["kind"] for f in r["findings"]} == {"label_leak"}
+    assert r["checks"]["unreadable"] is None and r["checks"]["decode"] is None  # no decode pass was needed
+    code, out, _ = cli(capsys, "audit", root, "--metadata-only", "--json", "--skip", "label_leak,tiny")
+    r = json.loads(out)
+    assert code == 0 and not leaks(r) and "label_leak" not in r["checks_run"]
+    assert r["checks_not_run"]["label_leak"] == "left out by --checks/--skip"
+    assert r["checks_not_run"]["sideways"] == "--metadata-only: needs embeddings"
+    code, _, err = cli(capsys, "audit", root, "--checks", "label_leak,bogus")
+    assert code == 2 and "unknown check 'bogus'" in err and "near_duplicates, sideways" in err
+    code, _, err = cli(capsys, "audit", root, "--metadata-only", "--checks", "sideways")
+    assert code == 2 and "needs the picture embeddings" in err
+
+
+def test_help_names_every_check(capsys):
+    code, out, _ = cli(capsys, "audit", "--help")
+    text = " ".join(out.split())
+    assert code == 0 and "--checks" in text and "--skip" in text
+    for c in DEFAULT_CHECKS:
+        assert c.name in text
+
+
+class FakeEmbeddings:
+    """Stands in for features.embed_paths: records the views asked for, returns random vectors."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, paths, *, variants=("id",), **kw):
+        from upright.features import Embeddings
+
+        self.calls.append(tuple(variants))
+        rng = np.random.default_rng(0)
+        v = rng.normal(size=(len(paths), len(variants), 16)).astype(np.float32)
+        return Embeddings(v, np.ones(len(paths), bool), {}, tuple(variants))
+
+
+def test_only_the_views_a_check_needs_are_embedded(tmp_path, monkeypatch):
+    import upright.features as features
+
+    fake = FakeEmbeddings()
+    monkeypatch.setattr(features, "embed_paths", fake)
+    root = make_dataset(tmp_path / "d", 22, ("a", "b"))
+    r = run_audit(root, progress=False, checks="near_duplicates")
+    assert fake.calls == [("id",)] and r["checks_run"] == ["near_duplicates"]
+    r = run_audit(root, progress=False, checks=["sideways"])
+    assert fake.calls[-1] == ("id", "r90", "r180", "r270") and r["checks_run"] == ["sideways"]
+    assert r["sideways"]["folds"] == 44  # the sideways check ran on the fake views
+
+
+def test_fix_rotate_sideways_runs_the_sideways_check_alone(tmp_path, monkeypatch):
+    import upright.audit as audit_pkg
+    import upright.features as features
+    from upright.fix import run_fix
+
+    monkeypatch.setattr(features, "embed_paths", FakeEmbeddings())
+    seen = []
+    real = audit_pkg.run_audit
+
+    def spy(*a, **kw):
+        res = real(*a, **kw)
+        seen.append(res)
+        return res
+
+    monkeypatch.setattr(audit_pkg, "run_audit", spy)
+    root = af.confounded(tmp_path / "d")
+    run_fix(root, out=tmp_path / "out", rotate_sideways=True, progress=False)
+    (res,) = seen
+    assert res["checks_run"] == ["sideways"] and not leaks(res)
+    assert res["timings"].keys() >= {"sideways"} and "label_leak" not in res["timings"]
+
+
+# ---- the seed's confound, in any number of classes ----------------------------------------
+
+@pytest.mark.parametrize("n_classes", [3, 10, 20])
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_seed_confound_is_a_warning_in_3_10_20_classes(tmp_path, n_classes, share):
+    root = af.one_class_tagged(tmp_path / "d", n_classes, 15, share)
+    r = run_audit(root, content=False, progress=False, checks="label_leak")
+    (f,) = leaks(r)
+    assert f["attribute"] == "exif_orientation" and f["severity"] in ("warning", "error")
+    assert set(f["also"]) >= {"stored_aspect"}  # the stored shape follows from the tag
+    pct = f"{round(share * 15) / 15:.0%}"
+    assert f"{pct} of 'class_00' photos are stored sideways (tag 6) vs 0% of the other {n_classes - 1} classes" \
+        in f["message"]
+    assert f["class"] == "class_00" and f["value"] == "6"
+    assert len(f["paths"]) == round(share * 15) and all("/class_00/" in p for p in f["paths"])
+    assert r["attributes"]["stored_aspect"]["folded_into"] == "exif_orientation"
+
+
+@pytest.mark.parametrize("n_classes", [3, 10])
+def test_random_tags_stay_quiet(tmp_path, n_classes):
+    for seed in range(3):
+        root = af.random_tags(tmp_path / f"d{seed}", n_classes, 15, seed)
+        r = run_audit(root, content=False, progress=False, checks="label_leak")
+        assert all(f["severity"] == "info" for f in leaks(r)), [f["message"] for f in leaks(r)]
+
+
+# ---- small things ------------------------------------------------------------------------------
+
+def test_unreadable_message_says_how_many_more(tmp_path):
+    root = make_dataset(tmp_path / "d", 6, ("a", "b"))
+    for i in range(5):
+        (root / "a" / f"broken_{i}.jpg").write_bytes(b"")
+    r = run_audit(root, content=False, progress=False)
+    (f,) = [f for f in r["findings"] if f["kind"] == "unreadable"]
+    assert f["message"].startswith("5 file(s) cannot be read") and "; and 2 more." in f["message"]
+    assert len(f["paths"]) == 5
+
+
+def test_every_empty_class_is_reported(tmp_path):
+    root = make_dataset(tmp_path / "d", 12, ("a", "b"))
+    for name in ("c", "d"):
+        (root / name).mkdir()
+        (root / name / "x.jpg").write_bytes(b"")
+    r = run_audit(root, content=False, progress=False)
+    (f,) = [f for f in r["findings"] if f["kind"] == "class_imbalance" and f["severity"] == "error"]
+    assert "'c'" in f["message"] and "'d'" in f["message"] and f["empty"] == ["c", "d"]
+
+
+def test_one_class_is_a_warning_not_no_findings(tmp_path, capsys):
+    root = make_dataset(tmp_path / "d", 12, ("only",))
+    code, out, _ = cli(capsys, "audit", root, "--metadata-only", "--json", "--fail-on", "warning")
+    r = json.loads(out)
+    (f,) = r["findings"]
+    assert code == 1 and f["kind"] == "too_few_classes" and f["severity"] == "warning"
+    assert "needs at least two" in f["message"]
