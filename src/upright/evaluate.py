@@ -91,49 +91,37 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
 def write_report(result: dict, path) -> None:
     """A self-contained HTML page: summary, confusion matrix, rotation bars, mistakes shown upright."""
     from .atomic import atomic_write_text
-    from .report.html import esc, figure_data_url, image_data_url, page
     from .imaging import open_upright
+    from .report.html import figure_data_url, image_data_url
     from .report.plots import confusion_figure, rotation_figure
+    from .report.templating import render
 
-    labels = result["labels"]
-    body = [f'<div class="card"><span class="big">{result["accuracy"]:.3f}</span> accuracy on '
-            f'{result["n"]} images ({esc(result["split"])} split of <code>{esc(result["data"])}</code>), '
-            f'model <code>{esc(result["model"])}</code>, photos read {esc(result["orientation_policy"])}.</div>']
-    rows = "".join(f"<tr><td>{esc(lab)}</td><td>{v['precision']:.3f}</td><td>{v['recall']:.3f}</td><td>{v['n']}</td></tr>"
-                   for lab, v in result["per_class"].items())
-    body.append(f"<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>n</th></tr>{rows}</table>")
-    body.append("<h2>Confusion matrix</h2>"
-                f'<img class="plot" alt="confusion matrix" src="{figure_data_url(confusion_figure(result["confusion"], labels))}">')
     rot = result["rotations"]
     spread = max(rot.values()) - min(rot.values())
     verdict = ("accuracy barely changes with rotation: the model does not rely on which way is up"
                if spread < 0.05 else
                "accuracy drops on rotated photos: the model relies on the upright view (expected for "
                "a model trained without rotation augmentation; a problem only if your photos arrive sideways)")
-    body.append("<h2>Rotation check</h2>"
-                f'<img class="plot" alt="accuracy per rotation" src="{figure_data_url(rotation_figure(rot))}">'
-                f'<p class="sub">{esc(verdict)}.</p>')
     mistakes = result.get("mistakes", [])
-    body.append(f"<h2>Mistakes ({len(mistakes)})</h2>")
-    if mistakes:
-        cells = []
-        for mk in mistakes[:MAX_MISTAKES_SHOWN]:
-            try:
-                src = image_data_url(open_upright(mk["path"], size=160), max_side=160)
-                img = f'<img alt="" src="{src}">'
-            except Exception:
-                img = "<em>unreadable</em>"
-            cells.append(f'<div class="thumb">{img}<div><b>{esc(mk["label"])}</b> &rarr; {esc(mk["predicted"])} '
-                         f'({mk["score"]:.2f})</div><div class="sub">{esc(os.path.basename(mk["path"]))}</div></div>')
-        more = f'<p class="sub">and {len(mistakes) - MAX_MISTAKES_SHOWN} more.</p>' if len(mistakes) > MAX_MISTAKES_SHOWN else ""
-        body.append(f'<div class="grid">{"".join(cells)}</div>{more}')
-    else:
-        body.append("<p>None.</p>")
-    if result.get("unreadable"):
-        items = "".join(f"<li><code>{esc(u['path'])}</code>: {esc(u['reason'])}</li>" for u in result["unreadable"])
-        body.append(f"<h2>Unreadable (skipped)</h2><ul>{items}</ul>")
+    shown = []
+    for mk in mistakes[:MAX_MISTAKES_SHOWN]:
+        try:
+            src = image_data_url(open_upright(mk["path"], size=160), max_side=160)
+        except Exception:
+            src = None
+        shown.append({"src": src, "label": mk["label"], "predicted": mk["predicted"], "score": mk["score"],
+                      "name": os.path.basename(mk["path"])})
+    html = render(
+        "eval.html", title="upright eval", subtitle="thumbnails are shown upright, as the model read them",
+        accuracy=result["accuracy"], n=result["n"], split=result["split"], data=result["data"],
+        model=result["model"], orientation_policy=result["orientation_policy"],
+        per_class=[{"label": lab, **v} for lab, v in result["per_class"].items()],
+        confusion_plot=figure_data_url(confusion_figure(result["confusion"], result["labels"])),
+        rotation_plot=figure_data_url(rotation_figure(rot)), verdict=verdict,
+        n_mistakes=len(mistakes), mistakes=shown, more=len(mistakes) - len(shown),
+        unreadable=result.get("unreadable") or [])
     try:
-        atomic_write_text(path, page("upright eval", body, "thumbnails are shown upright, as the model read them"))
+        atomic_write_text(path, html)
     except OSError as exc:
         raise UprightError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
 
