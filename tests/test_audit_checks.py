@@ -189,3 +189,56 @@ def test_one_class_is_a_warning_not_no_findings(tmp_path, capsys):
     (f,) = r["findings"]
     assert code == 1 and f["kind"] == "too_few_classes" and f["severity"] == "warning"
     assert "needs at least two" in f["message"]
+
+
+# ---- the report agrees with the finding ------------------------------------------------------
+
+def test_report_table_heat_map_and_chart_agree_with_the_finding(tmp_path):
+    import re
+
+    from upright.audit.report import attribute_rows, flagged_cells, write_report
+
+    root = af.one_class_tagged(tmp_path / "d", 3, 15, 0.5)
+    r = run_audit(root, content=False, progress=False)
+    (f,) = leaks(r)
+    cells = flagged_cells(r)
+    assert ("exif_orientation", "class_00", "6") in cells and ("stored_aspect", "class_00", "portrait") in cells
+    rows = {row["attribute"]: row for row in attribute_rows(r)}
+    assert rows["exif_orientation"]["verdict"] == f["severity"]
+    assert rows["exif_orientation"]["contrast"] == "53% of 'class_00' stored sideways (tag 6) vs 0% elsewhere"
+    assert rows["exif_orientation"]["identifiable"] == "53%"
+    assert rows["stored_aspect"]["verdict"] == "in the EXIF orientation tag finding"
+    assert all(not row["identifiable"].startswith("-") for row in rows.values())  # no negative scores
+    html = write_report(r, tmp_path / "audit.html", data=root).read_text()
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert "53% of &#39;class_00&#39; identifiable by it" in html
+    assert re.search(r'<td class="n hot">8 \(53%\)</td>', html)  # the named cell, marked in the finding's table
+    assert "exif_orientation =" not in text and "stored_aspect" not in text  # words, not raw keys
+    assert "label leak · EXIF orientation tag" in text
+    # stored = upright for untagged files: one picture, not two identical ones
+    r2 = run_audit(make_dataset(tmp_path / "plain", 12, ("a", "b"), w=60, h=40), content=False, progress=False)
+    html2 = write_report(r2, tmp_path / "plain.html").read_text()
+    assert 'alt="stored upright"' in html2 and 'alt="as stored"' not in html2
+
+
+@pytest.mark.browser
+def test_report_renders_in_a_browser(tmp_path):
+    """The page as a user opens it: Chromium loads it offline, the plots are decoded images."""
+    import shutil
+
+    if shutil.which("chromium") is None and not __import__("os").path.exists("/usr/bin/chromium"):
+        pytest.skip("Debian chromium is not installed")
+    playwright = pytest.importorskip("playwright.sync_api")
+    from upright.audit.report import write_report
+
+    root = af.one_class_tagged(tmp_path / "d", 3, 15, 0.5)
+    path = write_report(run_audit(root, content=False, progress=False), tmp_path / "audit.html", data=root)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto(path.as_uri())
+        widths = page.eval_on_selector_all("img.plot", "els => els.map(e => e.naturalWidth)")
+        hot = page.inner_text("td.hot")
+        browser.close()
+    assert len(widths) == 3 and min(widths) > 100
+    assert hot == "8 (53%)"

@@ -364,6 +364,7 @@ class LeakResult:
                 "accuracy": round(self.accuracy, 4), "baseline": round(self.prior_accuracy, 4),
                 "score": round(self.overall_score, 4), "p_value": float(f"{self.overall_p:.4g}"),
                 "q_value": None if self.overall_q is None else float(f"{self.overall_q:.4g}"),
+                "attribute_q": None if self.attribute_q is None else float(f"{self.attribute_q:.4g}"),
                 "best": b.to_dict() if b is not None else None,
                 "flagged": [[c.label, c.value] for c in self.flagged],
                 "severity": self.severity, "folded_into": self.folded_into, "tested": True}
