@@ -277,7 +277,7 @@ class LeakResult:
     overall_p: float  # permutation p of the overall test
     n: int
     n_perm: int = 0
-    cells: list[Cell] = field(default_factory=list)  # every class x value cell
+    cells: list[Cell] = field(default_factory=list)  # every class x value cell holding a file
     overall_q: float | None = None
     overall_severity: str | None = None
     severity: str | None = None
@@ -288,6 +288,7 @@ class LeakResult:
     n_tests: int = 0  # tests in the whole family (every attribute)
     n_attributes: int = 0  # attributes tested (level-1 family)
     attribute_q: float | None = None  # BH-adjusted Simes p of the attribute (level 1)
+    empty_min_p: np.ndarray | None = None  # smallest attainable p of each empty cell (p = 1 there)
 
     @property
     def flagged(self) -> list[Cell]:
@@ -414,8 +415,14 @@ def assess_attribute(attribute: str, values: Sequence[str], labels: Sequence[str
     k_v = table.sum(axis=1)
     n_c = table.sum(axis=0)
     p = stats.hypergeom_sf(table, k_v[:, None], n_c[None, :], n)
+    # Cells with no file (p = 1, nothing to name) stay numbers: only their smallest possible p
+    # matters, for the size of the family (a capture day x 200 classes is mostly empty cells).
+    rs, cs = np.nonzero(table)
     cells = [Cell(attribute, lab_names[c], val_names[r], int(table[r, c]), int(n_c[c]), int(k_v[r]), n,
-                  float(p[r, c])) for r in range(nv) for c in range(nc) if n_c[c]]
+                  float(p[r, c])) for r, c in zip(rs.tolist(), cs.tolist())]
+    empty = table == 0
+    empty_min_p = stats.hypergeom_min_p(np.broadcast_to(k_v[:, None], table.shape)[empty],
+                                        np.broadcast_to(n_c[None, :], table.shape)[empty], n)
     # overall
     if perms is None:
         perms = stats.shuffled_labels(y, default_permutations(n) if n_perm is None else n_perm, seed)
@@ -430,7 +437,7 @@ def assess_attribute(attribute: str, values: Sequence[str], labels: Sequence[str
     score = (acc - null_mean) / (1 - null_mean) if null_mean < 1 else 0.0
     prior = float(n_c.max() / n)
     return LeakResult(attribute, val_names, lab_names, table, float(acc), prior, null_mean, float(score),
-                      overall_p, n, n_perm, cells)
+                      overall_p, n, n_perm, cells, empty_min_p=empty_min_p)
 
 
 def adjust(results: Sequence[LeakResult], fdr: float = FDR) -> int:
@@ -449,6 +456,8 @@ def adjust(results: Sequence[LeakResult], fdr: float = FDR) -> int:
         if r.cells:
             min_p = stats.hypergeom_min_p([c.n_value for c in r.cells], [c.n_class for c in r.cells], r.n)
             tests += [(c, c.p_value) for c, mp in zip(r.cells, min_p) if mp <= fdr]
+        if r.empty_min_p is not None:  # empty testable cells: p = 1, they only count
+            tests += [(None, 1.0)] * int(np.sum(r.empty_min_p <= fdr))
         if 1.0 / (1 + r.n_perm) <= fdr:
             tests.append((r, r.overall_p))
         families.append(tests)
@@ -463,7 +472,7 @@ def adjust(results: Sequence[LeakResult], fdr: float = FDR) -> int:
             for (obj, _), qv in zip(tests, q):
                 if isinstance(obj, Cell):
                     obj.q_value = float(qv)
-                else:
+                elif obj is not None:
                     obj.overall_q = float(qv)
         for c in r.cells:
             sig = c.q_value is not None and c.q_value <= fdr
