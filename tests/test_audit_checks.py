@@ -242,3 +242,18 @@ def test_report_renders_in_a_browser(tmp_path):
         browser.close()
     assert len(widths) == 3 and min(widths) > 100
     assert hot == "8 (53%)"
+
+
+def test_sideways_thumbnails_of_untagged_files_show_no_copy(tmp_path):
+    """An untagged file flagged as sideways: as stored (= upright) and turned back, not three views."""
+    from upright.audit.report import write_report
+
+    root = make_dataset(tmp_path / "d", 4, ("a", "b"))
+    paths = [str(p) for p in sorted((root / "a").iterdir())[:2]]
+    result = run_audit(root, content=False, progress=False)
+    result["findings"].append({"kind": "sideways", "severity": "warning", "score": 0.9, "message": "turned",
+                               "attribute": None, "paths": paths,
+                               "items": [{"path": p, "rotation": 90, "confidence": 0.9} for p in paths]})
+    html = write_report(result, tmp_path / "r.html").read_text()
+    assert html.count('alt="turned back"') == 2 and html.count('alt="as stored"') == 2
+    assert 'alt="upright"' not in html

@@ -207,7 +207,7 @@ def _thumb(path: str, caption: str, turned: int = 0) -> dict:
         view["single"] = image_data_url(upright, 120)
         return view
     view["stored"] = image_data_url(stored if stored is not None else upright, 120)
-    view["seen"] = image_data_url(upright, 120)
+    view["seen"] = image_data_url(upright, 120) if stored is not None else None  # else: as stored = upright
     if turned:
         back = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
         view["turned"] = image_data_url(upright.transpose(back[turned]), 120)
