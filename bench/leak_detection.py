@@ -27,7 +27,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]

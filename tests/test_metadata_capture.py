@@ -3,7 +3,6 @@ read from headers only, each from files made here, each with plain words in the 
 
 from __future__ import annotations
 
-import io
 import struct
 
 import numpy as np
