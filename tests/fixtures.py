@@ -242,3 +242,27 @@ class SlowModel:
         else:
             time.sleep(self.delay)
         return [[("a", 0.75), ("b", 0.25)][:top_k] for _ in images]
+
+
+def one_class_tagged(root: Path, n_classes: int, per: int = 15, share: float = 1.0, tag: int = 6) -> Path:
+    """The seed's confound in any number of classes: `share` of class_00's photos stored sideways
+    with EXIF `tag` (as a phone does), every other photo stored upright without a tag."""
+    for ci in range(n_classes):
+        label = f"class_{ci:02d}"
+        k = round(share * per) if ci == 0 else 0
+        for i in range(per):
+            write_photo(root / label / f"{label}_{i:03d}.jpg", class_picture(ci, i, 48, 32), tag if i < k else None)
+    return root
+
+
+def random_tags(root: Path, n_classes: int, per: int = 15, seed: int = 0) -> Path:
+    """A control: orientation tags (none, 6, 8, 3) drawn at random for every photo of every class."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for ci in range(n_classes):
+        label = f"class_{ci:02d}"
+        for i in range(per):
+            tag = [None, None, 6, 8, 3][int(rng.integers(0, 5))]
+            write_photo(root / label / f"{label}_{i:03d}.jpg", class_picture(ci, i, 48, 32), tag)
+    return root

@@ -1,72 +1,166 @@
-"""The attribute-predicts-label statistics (no files: pure numbers)."""
+"""The attribute-predicts-label statistics (no files: pure numbers), checked against brute force."""
+
+from itertools import combinations, permutations
 
 import numpy as np
+import pytest
 
-from upright.audit.leakage import assess_attribute, find_leaks, loo_accuracy, severity_for
+from upright.audit import stats
+from upright.audit.leakage import ATTRIBUTES, assess_attribute, find_leaks
 
 
 def test_loo_accuracy_closed_form_matches_brute_force():
     rng = np.random.default_rng(3)
-    vals = rng.integers(0, 4, 37)
-    labs = rng.integers(0, 3, 37)
-    table = np.zeros((4, 3))
-    np.add.at(table, (vals, labs), 1)
+    for _ in range(40):
+        n_v, n_c, n = rng.integers(1, 5), rng.integers(2, 5), rng.integers(2, 40)
+        vals, labs = rng.integers(0, n_v, n), rng.integers(0, n_c, n)
+        table = np.zeros((n_v, n_c))
+        np.add.at(table, (vals, labs), 1)
 
-    def brute():
-        total = 0.0
-        for i in range(len(vals)):
-            t = table.copy()
-            t[vals[i], labs[i]] -= 1
-            row = t[vals[i]] if t[vals[i]].sum() > 0 else t.sum(axis=0)
-            best = np.flatnonzero(row == row.max())
-            total += (labs[i] in best) / len(best)
-        return total / len(vals)
+        def brute():
+            total = 0.0
+            for i in range(len(vals)):
+                t = table.copy()
+                t[vals[i], labs[i]] -= 1
+                row = t[vals[i]] if t[vals[i]].sum() > 0 else t.sum(axis=0)
+                best = np.flatnonzero(row == row.max())
+                total += (labs[i] in best) / len(best)
+            return total / len(vals)
 
-    assert abs(loo_accuracy(table) - brute()) < 1e-12
-    stack = np.stack([table, table])
-    assert np.allclose(loo_accuracy(stack), brute())
-
-
-def test_perfect_confound_at_20_per_class_is_significant():
-    labels = ["diet"] * 20 + ["zero"] * 20
-    r = assess_attribute("exif_orientation", ["6"] * 20 + ["1"] * 20, labels)
-    assert r.accuracy == 1.0 and r.score > 0.9 and r.p_value <= 0.001
-    assert severity_for(r.score, r.p_value, "camera") == "error"
-    assert severity_for(r.score, r.p_value, "exif_orientation") == "warning"  # upright neutralises it
+        assert abs(stats.loo_accuracy(table) - brute()) < 1e-12
+        assert np.allclose(stats.loo_accuracy(np.stack([table, table])), brute())
 
 
-def test_even_spread_and_noise_give_no_finding():
-    labels = ["a"] * 20 + ["b"] * 20
-    vals = [str(t) for t in (1, 3, 6, 8)] * 10
-    r = assess_attribute("exif_orientation", vals, labels)
-    assert severity_for(r.score, r.p_value, r.attribute) is None
+def test_hypergeometric_tail_is_the_permutation_p_value():
+    """P(X >= a) equals the share of all label assignments with at least a marked files in the class."""
+    n, n_class = 11, 4
+    marked = [1, 1, 1, 0, 1, 0, 0, 1, 0, 0, 0]  # K = 5 files carry the value
+    K = sum(marked)
+    assignments = list(combinations(range(n), n_class))  # every way to pick the class's files
+    for a in range(0, n_class + 2):
+        brute = sum(sum(marked[i] for i in pick) >= a for pick in assignments) / len(assignments)
+        assert stats.hypergeom_sf(a, K, n_class, n) == pytest.approx(brute, abs=1e-12)
+    assert stats.hypergeom_min_p(K, n_class, n) == pytest.approx(
+        sum(sum(marked[i] for i in pick) == n_class for pick in assignments) / len(assignments))
+    # tiny tails keep their precision: 1 / C(30, 15)
+    assert stats.hypergeom_sf(15, 15, 15, 30) == pytest.approx(1 / 155117520, rel=1e-9)
+
+
+def test_per_class_cells_match_an_enumeration_of_every_labelling():
+    """Three classes, nine files: every distinct relabelling enumerated (1680 of them)."""
+    values = ["6", "6", "6", "1", "6", "1", "1", "1", "8"]
+    labels = ["a", "a", "a", "b", "b", "b", "c", "c", "c"]
+    res = assess_attribute("exif_orientation", values, labels, n_perm=99)
+    relabellings = set(permutations(labels))
+    assert len(relabellings) == 1680
+    for cell in res.cells:
+        obs = cell.count
+        hits = sum(sum(1 for v, lab in zip(values, perm) if v == cell.value and lab == cell.label) >= obs
+                   for perm in relabellings)
+        assert cell.p_value == pytest.approx(hits / len(relabellings), abs=1e-12), (cell.label, cell.value)
+    best = max(res.cells, key=lambda c: c.identifiable)
+    assert (best.label, best.value) == ("a", "6")
+    # identifiable share: 3/3 of 'a' carry 6, P(a | 6) = 3/4, prior 1/3
+    assert best.identifiable == pytest.approx(1.0 * (3 / 4 - 1 / 3) / (2 / 3))
+
+
+def test_benjamini_hochberg_and_simes_match_their_definitions():
     rng = np.random.default_rng(0)
-    hits = 0
-    for seed in range(30):
-        v = list(rng.choice(["x", "y", "z"], 40))
-        r = assess_attribute("camera", v, labels, seed=seed)
-        hits += severity_for(r.score, r.p_value, "camera") is not None
-    assert hits <= 1  # thresholds are strict: random attributes almost never flag
+    for _ in range(50):
+        p = np.round(rng.random(rng.integers(1, 12)) ** 3, 3)
+        q = stats.benjamini_hochberg(p)
+        m = len(p)
+        for i in range(m):  # q_i = min over p_j >= p_i of p_j m / rank_j
+            ranks = {j: 1 + sum(p[k] < p[j] or (p[k] == p[j] and k < j) for k in range(m)) for j in range(m)}
+            brute = min(min(1.0, p[j] * m / ranks[j]) for j in range(m) if p[j] >= p[i])
+            assert q[i] == pytest.approx(brute)
+        for level in (0.01, 0.05, 0.2):  # the step-up rule: reject the k smallest, k the largest with p_(k) <= k a / m
+            srt = np.sort(p)
+            k = max([j + 1 for j in range(m) if srt[j] <= (j + 1) * level / m], default=0)
+            assert int(np.sum(q <= level + 1e-15)) == k
+        assert stats.simes(p) == pytest.approx(min(np.sort(p)[j] * m / (j + 1) for j in range(m)))
+
+
+def _rows(n_classes, per, confound=None, share=1.0, noise_seed=None, tag="6"):
+    """Attribute rows: one class (index `confound`) has `share` of its files tagged; noise optional."""
+    rng = np.random.default_rng(noise_seed) if noise_seed is not None else None
+    rows = []
+    for c in range(n_classes):
+        for i in range(per):
+            a = {k: "x" for k in ATTRIBUTES}
+            if rng is not None:
+                a["exif_orientation"] = str(rng.choice(["1", "1", "1", "3", "8"]))
+                a["camera"] = str(rng.choice(["A", "B", "C", "D"]))
+                a["resolution"] = str(rng.choice(["0.3-1 MP", "1-3 MP", "3-8 MP"]))
+                a["capture_date"] = f"2023-01-{rng.integers(1, 29):02d}"
+                a["jpeg_quality"] = str(rng.choice(["q86-90", "q91-95", "q96-100"]))
+                a["upright_aspect"] = str(rng.choice(["landscape", "landscape", "portrait"]))
+            tagged = c == confound and i < round(share * per)
+            if confound is not None:
+                a["exif_orientation"] = tag if tagged else a["exif_orientation"] if rng is not None else "1"
+                a["stored_aspect"] = "portrait" if tagged else "landscape"
+                a["has_exif"] = "yes" if tagged else "no"
+            rows.append((f"c{c}/{i}", f"class{c:03d}", a))
+    return rows
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 10, 20, 200])
+@pytest.mark.parametrize("share", [1.0, 0.5])
+def test_one_class_tagged_is_a_warning_in_any_number_of_classes(n_classes, share):
+    found, _ = find_leaks(_rows(n_classes, 15, confound=0, share=share, noise_seed=n_classes))
+    (f,) = [r for r in found if r.attribute == "exif_orientation"]
+    assert f.severity == "warning"  # capped: upright applies the tag itself
+    assert set(f.also) >= {"stored_aspect", "has_exif"}  # one cause, named once
+    assert f.best.label == "class000" and f.best.value == "6"
+    others = "'class001'" if n_classes == 2 else f"the other {n_classes - 1} classes"
+    assert f"{round(share * 15) / 15:.0%} of 'class000' photos are stored sideways (tag 6) vs 0% of {others}" \
+        in f.message
+    assert [r.attribute for r in found] == ["exif_orientation"]  # the random attributes stay quiet
+
+
+def test_an_attribute_upright_does_not_neutralise_is_an_error():
+    rows = _rows(3, 15)
+    for path, lab, a in rows:
+        a["camera"] = "iPhone 12" if lab == "class000" else "Pixel 7"
+    found, _ = find_leaks(rows)
+    (f,) = found
+    assert f.attribute == "camera" and f.severity == "error"
+    assert "100% of 'class000' photos are from camera 'iPhone 12' vs 0% of the other 2 classes" in f.message
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 10, 20])
+def test_random_attributes_give_nothing_above_info(n_classes):
+    for seed in range(6):
+        found, tested = find_leaks(_rows(n_classes, 15, noise_seed=1000 * n_classes + seed), seed=seed)
+        assert not [f for f in found if f.severity in ("warning", "error")], [f.message for f in found]
+        assert tested  # the noise attributes were tested, not skipped
 
 
 def test_unique_values_per_file_predict_nothing():
     labels = ["a"] * 15 + ["b"] * 15
-    r = assess_attribute("resolution", [str(i) for i in range(30)], labels)
-    assert r.score <= 0 and severity_for(r.score, r.p_value, "resolution") is None
+    rows = [(str(i), lab, {**{k: "x" for k in ATTRIBUTES}, "resolution": str(i)}) for i, lab in enumerate(labels)]
+    found, (res,) = find_leaks(rows)
+    assert found == [] and res.overall_score <= 0
+    assert all(c.q_value is None for c in res.cells)  # no cell of one file can reach significance
+
+
+def test_two_classes_one_camera_each_on_half_a_class():
+    """Half of one class from a camera no other class has: a warning from 15 photos per class."""
+    rows = _rows(2, 15)
+    for path, lab, a in rows:
+        a["camera"] = "Lumix" if lab == "class000" and int(path.split("/")[1]) < 8 else "none"
+    found, _ = find_leaks(rows)
+    (f,) = found
+    assert f.attribute == "camera" and f.severity == "warning"
+    assert f.best.value == "Lumix" and f.best.identifiable == pytest.approx(8 / 15)
 
 
 def test_aliased_neutral_attributes_fold_into_one_finding():
-    rows = []
-    for i in range(20):
-        rows.append((f"d{i}", "diet", {"exif_orientation": "6", "camera": "none", "stored_aspect": "portrait",
-                                       "upright_aspect": "landscape", "resolution": "<0.05 MP", "format": "JPEG",
-                                       "has_exif": "yes", "color_mode": "RGB"}))
-        rows.append((f"z{i}", "zero", {"exif_orientation": "1", "camera": "none", "stored_aspect": "landscape",
-                                       "upright_aspect": "landscape", "resolution": "<0.05 MP", "format": "JPEG",
-                                       "has_exif": "no", "color_mode": "RGB"}))
-    found, tested = find_leaks(rows)
+    found, tested = find_leaks(_rows(2, 20, confound=0))
     assert [f.attribute for f in found] == ["exif_orientation"]
     assert set(found[0].also) == {"stored_aspect", "has_exif"}
     assert len(tested) == 3
-    assert "96%" not in found[0].message and "100% of 'diet' photos are stored sideways (tag 6)" in found[0].message
-    assert sorted(found[0].paths) == sorted(f"d{i}" for i in range(20))
+    assert "100% of 'class000' photos are stored sideways (tag 6)" in found[0].message
+    assert sorted(found[0].paths) == sorted(f"c0/{i}" for i in range(20))
+    folded = {r.attribute: r.folded_into for r in tested}
+    assert folded == {"exif_orientation": None, "stored_aspect": "exif_orientation", "has_exif": "exif_orientation"}

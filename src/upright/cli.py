@@ -89,9 +89,16 @@ def audit(
     cache: Optional[Path] = CACHE,
     content: bool = typer.Option(True, "--content/--metadata-only",
                                  help="Run the content checks (sideways, near duplicates) that need embeddings."),
+    checks: Optional[str] = typer.Option(
+        None, "--checks", metavar="A,B",
+        help="Run only these checks (comma-separated; default all). Unknown names exit 2 with the list."),
+    skip: Optional[str] = typer.Option(None, "--skip", metavar="C", help="Leave these checks out (comma-separated)."),
 ) -> None:
-    """Find unreadable files, duplicates, sideways photos and file attributes that predict the label."""
-    result = run_audit(data, cache_dir=cache, progress=not json_out, content=content)
+    """Find unreadable files, duplicates, sideways photos and file attributes that predict the label.
+
+    Checks (names for --checks/--skip): unreadable, classes (empty, single, imbalanced), label_leak (orientation tag, camera, shapes, resolution, format, EXIF, colour mode, JPEG quality, capture day, software, GPS, colour profile, bit depth: per class and overall, exact tests, false alarms held to 5% by Benjamini-Hochberg), tiny, duplicates (same bytes), near_duplicates and sideways (these two need embeddings, so not with --metadata-only).
+    """
+    result = run_audit(data, cache_dir=cache, progress=not json_out, content=content, checks=checks, skip=skip)
     if report is not None:
         write_audit_report(result, report, data=data)
         result["report"] = str(report)

@@ -406,8 +406,9 @@ def _append_manifest(root: Path, entry: dict) -> None:
 
 
 def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: bool = True) -> dict[str, int]:
-    """{path: degrees the content looks turned clockwise} from the audit's sideways check."""
-    result = run_audit(data, cache_dir=cache_dir, progress=progress, content=True, sideways_threshold=min_confidence)
+    """{path: degrees the content looks turned clockwise} from the audit's sideways check (run alone)."""
+    result = run_audit(data, cache_dir=cache_dir, progress=progress, checks=["sideways"],
+                       sideways_threshold=min_confidence)
     turns = {}
     for f in result["findings"]:
         if f["kind"] == "sideways":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from .errors import UnreadableImage
@@ -31,6 +33,13 @@ class FileFacts:
     has_exif: bool = False
     has_icc: bool = False
     n_frames: int = 1
+    # what phones and editors write (read by `_capture_facts`; None/False when absent or malformed)
+    jpeg_quality: int | None = None  # IJG-equivalent quality 1-100, estimated from the quantisation tables
+    capture_date: str | None = None  # YYYY-MM-DD, from EXIF DateTimeOriginal
+    software: str | None = None  # EXIF Software (phone firmware version or editor)
+    gps: bool = False  # a GPS IFD with at least one entry
+    color_profile: str | None = None  # ICC profile description ("Display P3", "sRGB IEC61966-2.1"), or nclx
+    bit_depth: int | None = None  # bits per channel as stored (1, 8, 10, 12, 16...)
     problem: str | None = None  # what was odd but survivable (malformed orientation, ...)
     unreadable: str | None = None  # one-line reason when the header cannot be read
 
@@ -72,6 +81,7 @@ def describe(path: str | os.PathLike) -> FileFacts:
             facts.stored_size = tuple(im.size)
             facts.n_frames = int(getattr(im, "n_frames", 1) or 1)
             facts.has_icc = bool(im.info.get("icc_profile"))
+            _capture_facts(im, facts)  # before any getexif(): Pillow loads PNG pixels to look for eXIf
             orient = read_orientation(im)
             facts.orientation_tag = orient.tag
             facts.orientation_source = orient.source
@@ -95,3 +105,126 @@ def describe(path: str | os.PathLike) -> FileFacts:
     except UnreadableImage as exc:
         facts.unreadable = exc.reason
     return facts
+
+
+# ---- what phones and editors write: header-only, each fact on its own, never raising ----------
+
+SOFTWARE_TAG, EXIF_IFD, GPS_IFD, DATETIME_ORIGINAL = 0x0131, 0x8769, 0x8825, 0x9003
+# The IJG (libjpeg) base tables in natural order; quality q scales them (jpeg_set_quality).
+_IJG_LUMA = (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+             14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+             49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99)
+_IJG_CHROMA = (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+               47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32
+#: nclx colour primaries (ISO/IEC 23091-2) of HEIF files without an ICC profile
+_NCLX_PRIMARIES = {1: "sRGB (nclx)", 9: "BT.2020 (nclx)", 11: "DCI-P3 (nclx)", 12: "Display P3 (nclx)"}
+
+
+@lru_cache(maxsize=1)
+def _ijg_tables():
+    import numpy as np
+
+    q = np.arange(1, 101)
+    scale = np.where(q < 50, 5000 // q, 200 - 2 * q)[:, None]
+    luma = np.clip((np.array(_IJG_LUMA)[None] * scale + 50) // 100, 1, 255)
+    chroma = np.clip((np.array(_IJG_CHROMA)[None] * scale + 50) // 100, 1, 255)
+    return luma, chroma
+
+
+def estimate_jpeg_quality(tables: dict) -> int | None:
+    """The IJG quality (1-100) whose tables are nearest the file's (Pillow's `im.quantization`).
+
+    Exact for files written by libjpeg-based encoders (Pillow, OpenCV, GIMP...); for phones and
+    editors with their own tables, the nearest equivalent, stable per device and setting.
+    """
+    luma_t, chroma_t = tables.get(0), tables.get(1)
+    return _nearest_quality(tuple(luma_t) if luma_t is not None else None,
+                            tuple(chroma_t) if chroma_t is not None else None)
+
+
+@lru_cache(maxsize=256)
+def _nearest_quality(luma_t: tuple | None, chroma_t: tuple | None) -> int | None:
+    import numpy as np
+
+    if luma_t is None or len(luma_t) != 64:
+        return None
+    luma, chroma = _ijg_tables()
+    err = np.abs(luma - np.asarray(luma_t, dtype=np.int64)[None]).sum(axis=1)
+    if chroma_t is not None and len(chroma_t) == 64:
+        err = err + np.abs(chroma - np.asarray(chroma_t, dtype=np.int64)[None]).sum(axis=1)
+    return int(np.argmin(err)) + 1
+
+
+@lru_cache(maxsize=64)
+def icc_description(profile: bytes) -> str | None:
+    """The ICC profile's description ('Display P3'), read by Pillow's LittleCMS binding."""
+    from PIL import ImageCms
+
+    desc = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile)))
+    return _text(desc)[:80] if _text(desc) else None
+
+
+def _capture_date(exif) -> str | None:
+    raw = _text(exif.get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL))
+    if not raw or len(raw) < 10:
+        return None
+    y, m, d = raw[0:4], raw[5:7], raw[8:10]
+    if not (y.isdigit() and m.isdigit() and d.isdigit()) or not (1 <= int(m) <= 12 and 1 <= int(d) <= 31):
+        return None  # "0000:00:00 00:00:00" and other placeholders
+    if int(y) < 1900:
+        return None
+    return f"{y}-{m}-{d}"
+
+
+def _bit_depth(im) -> int | None:
+    fmt = (im.format or "").upper()
+    if fmt in ("JPEG", "MPO"):
+        return int(getattr(im, "bits", 8) or 8)
+    if fmt == "HEIF" and im.info.get("bit_depth"):
+        return int(im.info["bit_depth"])
+    if fmt == "TIFF":
+        bits = im.tag_v2.get(258)
+        if bits:
+            return int(max(bits) if isinstance(bits, (tuple, list)) else bits)
+    tile = getattr(im, "tile", None) or []
+    raw = tile[0].args if tile and isinstance(tile[0].args, str) else None
+    if raw and ";" in raw:
+        digits = "".join(ch for ch in raw.split(";", 1)[1] if ch.isdigit())
+        if digits:
+            return int(digits)
+    return {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}.get(im.mode, 8)
+
+
+def _capture_facts(im, facts: FileFacts) -> None:
+    """JPEG quality, capture day, software, GPS, colour profile, bit depth: headers only, no decode.
+
+    Each fact is read on its own: a malformed block leaves that one empty and the rest intact.
+    """
+    def exif():
+        return im.getexif()
+
+    def profile():
+        icc = im.info.get("icc_profile")
+        if icc:
+            try:
+                return icc_description(bytes(icc)) or "ICC (no description)"
+            except Exception:  # LittleCMS refuses it; the decoder will ignore it too
+                return "ICC (unreadable)"
+        nclx = im.info.get("nclx_profile")
+        if isinstance(nclx, dict):
+            return _NCLX_PRIMARIES.get(nclx.get("color_primaries"))
+        return None
+
+    readers = {  # bit depth first: it reads the tile, which a PNG getexif() consumes
+        "bit_depth": lambda: _bit_depth(im),
+        "jpeg_quality": lambda: estimate_jpeg_quality(im.quantization) if getattr(im, "quantization", None) else None,
+        "capture_date": lambda: _capture_date(exif()),
+        "software": lambda: (_text(exif().get(SOFTWARE_TAG)) or "")[:80] or None,
+        "gps": lambda: bool(exif().get_ifd(GPS_IFD)),
+        "color_profile": profile,
+    }
+    for name, read in readers.items():
+        try:
+            setattr(facts, name, read())
+        except Exception:  # malformed EXIF/ICC: this fact stays empty
+            pass

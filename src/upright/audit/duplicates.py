@@ -88,23 +88,27 @@ def _crossing(items: Sequence[Item], group: list[int]) -> tuple[bool, bool]:
 def findings(items: Sequence[Item], vectors: np.ndarray | None = None,
              threshold: float = NEAR_THRESHOLD) -> list[dict]:
     """Duplicate findings (the contracts' finding shape plus `groups`): exact first, then near."""
-    out: list[dict] = []
+    out = _summarise(items, exact_groups(items), "exact", None)
+    if vectors is not None:
+        out += near_findings(items, vectors, threshold)
+    return out
+
+
+def near_findings(items: Sequence[Item], vectors: np.ndarray, threshold: float = 0.95) -> list[dict]:
+    """Near-duplicate findings only; groups that are nothing but one set of identical files are left out."""
     exact = exact_groups(items)
     exact_sets = [set(g) for g in exact]
-    out += _summarise(items, exact, "exact", None)
-    if vectors is not None:
-        pairs = near_pairs(vectors, threshold)
-        same_bytes = {(i, j) for g in exact for i in g for j in g}
-        pairs = [p for p in pairs if (p[0], p[1]) not in same_bytes]
-        near = _groups_from_pairs(len(items), pairs)
-        # a near group made only of one exact group adds nothing
-        near = [g for g in near if not any(set(g) <= s for s in exact_sets)]
-        best = {}
-        for i, j, sim in pairs:
-            for k in (i, j):
-                best[k] = max(best.get(k, 0.0), sim)
-        out += _summarise(items, near, "near", best)
-    return out
+    pairs = near_pairs(vectors, threshold)
+    same_bytes = {(i, j) for g in exact for i in g for j in g}
+    pairs = [p for p in pairs if (p[0], p[1]) not in same_bytes]
+    near = _groups_from_pairs(len(items), pairs)
+    # a near group made only of one exact group adds nothing
+    near = [g for g in near if not any(set(g) <= s for s in exact_sets)]
+    best: dict[int, float] = {}
+    for i, j, sim in pairs:
+        for k in (i, j):
+            best[k] = max(best.get(k, 0.0), sim)
+    return _summarise(items, near, "near", best)
 
 
 def _summarise(items, groups, how: str, sims: dict | None) -> list[dict]:

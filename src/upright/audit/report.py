@@ -1,9 +1,12 @@
 """The audit as one self-contained HTML page: findings, plots, thumbnails (stored vs upright).
 
-Plots (matplotlib, inlined as PNG data URLs): orientation by class (stacked bars), an
-attribute-by-label heat map (share of each class with each attribute value), class counts.
-Flagged files are shown twice: the pixels as stored (what EXIF-ignoring tools see) and the
-upright picture (what upright sees). Pixels are read through imaging.py only.
+Plots (matplotlib, inlined as PNG data URLs): orientation by class (stacked bars, the classes a
+finding names marked), an attribute-by-class heat map in plain words (share of each class with
+each value, the cells a finding stands on boxed in red), class counts; past a couple of dozen
+classes the ones a finding names are shown and the rest summed. Every number in the page's
+tables comes from the same cells the findings do. Flagged files are shown twice, the pixels
+as stored (what EXIF-ignoring tools see) and the upright picture, or once when the two are
+the same. Pixels are read through imaging.py only.
 The page is the template report/templates/audit.html; this module prepares its data.
 """
 
@@ -20,7 +23,7 @@ from ..report.html import figure_data_url, image_data_url
 from ..report.templating import render as render_template
 from ..imaging import open_image
 from ..orientation import EXIF_UPRIGHT, STORED_WORDS, turn_back
-from .leakage import ATTRIBUTE_WORDS
+from .leakage import ATTRIBUTE_WORDS, describe_value, pct, short_words
 
 MAX_THUMBS = 8
 _VIEWER_TURN = {"r90": " (turn 90° cw)", "r270": " (turn 90° ccw)"}
@@ -36,14 +39,35 @@ def _plt():
     return plt
 
 
-def orientation_plot(table: dict) -> str | None:
-    """Stacked horizontal bars: for each class, the share of files per orientation."""
+MAX_BARS, MAX_HEAT, MAX_TABLE = 24, 16, 8  # classes shown one by one; the rest are summed in one column
+
+
+def _columns(labels: list[str], counts: np.ndarray, keep: set[str], limit: int = MAX_BARS
+             ) -> tuple[list[str], np.ndarray]:
+    """At most `limit` classes: the flagged ones first, then the rest in order, then one
+    'other N classes' column summing what did not fit. counts: [values, classes]."""
+    if len(labels) <= limit:
+        return list(labels), counts
+    shown = [lab for lab in labels if lab in keep][:limit - 1]
+    shown += [lab for lab in labels if lab not in shown][:limit - 1 - len(shown)]
+    idx = [labels.index(lab) for lab in shown]
+    rest = [i for i in range(len(labels)) if i not in idx]
+    out = np.concatenate([counts[:, idx], counts[:, rest].sum(axis=1, keepdims=True)], axis=1)
+    return shown + [f"other {len(rest)} classes"], out
+
+
+def orientation_plot(table: dict, flagged: set[str] | None = None) -> str | None:
+    """Stacked horizontal bars: for each class, the share of files per orientation.
+    Classes a finding names are marked with an arrow."""
     if not table or not table["labels"]:
         return None
     plt = _plt()
-    values, labels = table["values"], table["labels"]
-    counts = np.array(table["counts"], dtype=float).reshape(len(values), len(labels))
+    flagged = flagged or set()
+    values = table["values"]
+    counts = np.array(table["counts"], dtype=float).reshape(len(values), len(table["labels"]))
+    labels, counts = _columns(list(table["labels"]), counts, flagged)
     shares = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
+    names = [f"{lab} ◀" if lab in flagged else lab for lab in labels]
     order = sorted(range(len(values)), key=lambda i: int(values[i]) if values[i].isdigit() else 99)
     colours = {"1": "#9aa5b1", "2": "#8e6c8a", "3": "#c62828", "4": "#6d4c41", "5": "#00897b",
                "6": "#ef8f00", "7": "#5e35b1", "8": "#1e88e5"}
@@ -51,50 +75,94 @@ def orientation_plot(table: dict) -> str | None:
     left = np.zeros(len(labels))
     for i in order:
         v = values[i]
-        ax.barh(labels, shares[i], left=left, color=colours.get(v, "#444"), label=ORIENTATION_NAMES.get(v, v))
+        ax.barh(names, shares[i], left=left, color=colours.get(v, "#444"), label=ORIENTATION_NAMES.get(v, v))
         for j, s in enumerate(shares[i]):
             if s >= 0.08:
                 ax.text(left[j] + s / 2, j, f"{s:.0%}", ha="center", va="center", fontsize=8, color="white")
         left += shares[i]
+    for tick, lab in zip(ax.get_yticklabels(), labels):
+        if lab in flagged:
+            tick.set_fontweight("bold")
+            tick.set_color("#c62828")
     ax.set_xlim(0, 1)
+    ax.margins(y=0.01)
     ax.invert_yaxis()
     ax.set_xlabel("share of the class's files")
-    ax.set_title("Orientation by class (the transform a viewer applies)")
+    ax.set_title("Orientation by class (the transform a viewer applies; ◀ = named by a finding)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 if len(labels) < 4 else -0.12), ncol=4,
               fontsize=8, frameon=False)
     return figure_data_url(fig)
 
 
-def heatmap_plot(attributes: dict, flagged: set[str], max_values: int = 6) -> str | None:
-    """Rows: attribute = value; columns: labels; colour: share of the class with that value."""
-    rows, names = [], []
+def _short_value(attribute: str, value: str) -> str:
+    """A value in few words for a heat-map row (the attribute's own words come first there)."""
+    if attribute == "jpeg_quality" and value.startswith("q"):
+        text = value[1:].replace("<=", "at most ")
+    elif attribute in ("color_profile", "software", "capture_date", "camera"):
+        text = "none" if value == "none" else value
+    else:
+        text = describe_value(attribute, value)
+    return text if len(text) <= 38 else text[:37] + "…"
+
+
+def flagged_cells(result: dict) -> set[tuple[str, str, str]]:
+    """(attribute, class, value) of every cell the findings stand on, folded attributes included."""
+    attrs = result.get("attributes") or {}
+    cells = set()
+    for f in result["findings"]:
+        if f["kind"] != "label_leak":
+            continue
+        for c in f.get("classes") or []:
+            cells.add((f["attribute"], c["class"], c["value"]))
+        for a in f.get("also") or []:
+            for lab, value in (attrs.get(a) or {}).get("flagged") or []:
+                cells.add((a, lab, value))
+    return cells
+
+
+def heatmap_plot(attributes: dict, flagged: set, max_values: int = 5) -> str | None:
+    """Rows: attribute: value (plain words); columns: classes; colour: share of the class with that
+    value. Cells a finding stands on are outlined in red, their rows marked ◀.
+    `flagged`: (attribute, class, value) cells, or attribute names (whole rows marked)."""
+    cells = {c for c in flagged if isinstance(c, tuple)}
+    whole = {a for a in flagged if isinstance(a, str)}
+    keep = {lab for _, lab, _ in cells}
+    rows, names, marks = [], [], []
     labels = None
     for attr in ATTRIBUTE_WORDS:
         t = attributes.get(attr)
         if not t or len(t["values"]) < 2:
             continue
-        labels = t["labels"]
-        counts = np.array(t["counts"], dtype=float).reshape(len(t["values"]), len(labels))
+        counts = np.array(t["counts"], dtype=float).reshape(len(t["values"]), len(t["labels"]))
+        labels, counts = _columns(list(t["labels"]), counts, keep, MAX_HEAT)
         shares = counts / np.maximum(counts.sum(axis=0, keepdims=True), 1)
-        order = np.argsort(-counts.sum(axis=1))[:max_values]
-        for i in order:
+        hot = [i for i, v in enumerate(t["values"]) if any((attr, lab, v) in cells for lab in t["labels"])]
+        order = hot + [int(i) for i in np.argsort(-counts.sum(axis=1)) if int(i) not in hot]
+        for i in order[:max(max_values, len(hot))]:
+            value = t["values"][i]
             rows.append(shares[i])
-            mark = " ◀" if attr in flagged else ""
-            names.append(f"{attr} = {t['values'][i]}{mark}")
+            row_hot = [j for j, lab in enumerate(labels) if (attr, lab, value) in cells]
+            marks.append(row_hot)
+            mark = " ◀" if row_hot or attr in whole else ""
+            names.append(f"{short_words(attr)}: {_short_value(attr, value)}{mark}")
     if not rows or labels is None:
         return None
     plt = _plt()
     data = np.array(rows)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) + 3.5), 0.32 * len(rows) + 1.6))
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.9 * len(labels) + 5.0)), 0.32 * len(rows) + 1.8))
     im = ax.imshow(data, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    if len(labels) * len(names) <= 400:
+    for r, cols in enumerate(marks):
+        for c in cols:
+            ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#ff1744", linewidth=2.2))
+    if len(labels) * len(names) <= 600:
         for r in range(data.shape[0]):
             for c in range(data.shape[1]):
                 ax.text(c, r, f"{data[r, c]:.0%}", ha="center", va="center", fontsize=7,
                         color="black" if data[r, c] > 0.6 else "white")
-    ax.set_title("Attribute values by class (share of each class; ◀ = predicts the label)")
+    ax.set_title("File attributes by class (share of each class with the value; red box = the shortcut a finding names)",
+                 fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     return figure_data_url(fig)
 
@@ -104,9 +172,13 @@ def counts_plot(classes: dict) -> str | None:
         return None
     plt = _plt()
     labels = list(classes)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.8 * len(labels) + 2), 2.8))
+    fig, ax = plt.subplots(figsize=(min(24.0, max(4.0, 0.8 * len(labels) + 2)), 2.8))
     bars = ax.bar(labels, [classes[k] for k in labels], color="#1e88e5")
-    ax.bar_label(bars, fontsize=8)
+    if len(labels) <= 40:
+        ax.bar_label(bars, fontsize=8)
+    else:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{len(labels)} classes")
     ax.set_ylabel("readable images")
     ax.set_title("Images per class")
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
@@ -114,32 +186,64 @@ def counts_plot(classes: dict) -> str | None:
 
 
 def _thumb(path: str, caption: str, turned: int = 0) -> dict:
-    """As stored | upright (| turned back, for sideways pictures), for macros.thumb_pair."""
+    """As stored | upright (| turned back, for sideways pictures), for macros.thumb_pair.
+    A file whose stored pixels are already upright is shown once (`single`)."""
     view = {"name": os.path.basename(path), "path": path, "caption": caption, "error": None,
-            "stored": None, "seen": None, "turned": None}
+            "stored": None, "seen": None, "turned": None, "single": None}
     try:
-        stored = open_image(path, size=160, orient=False).image
-        upright = open_image(path, size=160).image
+        seen = open_image(path, size=160)
+        upright = seen.image
+        o = seen.orientation
+        as_stored = o.tag in (None, 1) or bool(o.problem)
+        stored = None if as_stored else open_image(path, size=160, orient=False).image
     except UnreadableImage as exc:
         view["error"] = exc.reason
         return view
-    view["stored"], view["seen"] = image_data_url(stored, 120), image_data_url(upright, 120)
+    if stored is None and not turned:
+        view["single"] = image_data_url(upright, 120)
+        return view
+    view["stored"] = image_data_url(stored if stored is not None else upright, 120)
+    view["seen"] = image_data_url(upright, 120) if stored is not None else None  # else: as stored = upright
     if turned:
         view["turned"] = image_data_url(turn_back(upright, turned), 120)
     return view
 
 
+def _leak_table(f: dict) -> dict:
+    """The finding's value x class table in words: counts with shares, the named cells marked."""
+    t = f["table"]
+    attr = f["attribute"]
+    hot = {(c["class"], c["value"]) for c in f.get("classes") or []}
+    counts = np.array(t["counts"], dtype=float).reshape(len(t["values"]), len(t["labels"]))
+    labels, counts = _columns(list(t["labels"]), counts, {lab for lab, _ in hot}, MAX_TABLE)
+    totals = counts.sum(axis=0)
+    rows = []
+    for i, value in enumerate(t["values"]):
+        cells = [{"count": int(counts[i, j]), "share": counts[i, j] / totals[j] if totals[j] else 0.0,
+                  "hot": (lab, value) in hot} for j, lab in enumerate(labels)]
+        rows.append({"value": describe_value(attr, value), "cells": cells})
+    return {"words": short_words(attr), "labels": labels, "rows": rows[:12], "more": max(0, len(rows) - 12)}
+
+
 def _finding(f: dict, root: str | None) -> dict:
     """One finding as plain data for its card: text, unreadable rows, leak table, thumbnails."""
     kind = f["kind"]
-    view = {"severity": f["severity"], "title": kind + (f" · {f['attribute']}" if f.get("attribute") else ""),
-            "message": f["message"], "score": f.get("score", 0), "n_files": len(f["paths"]),
-            "attribute": f.get("attribute") or "", "unreadable": [], "table": None, "thumbs": [], "more": 0}
+    view = {"severity": f["severity"], "title": kind.replace("_", " ") + (
+                f" · {short_words(f['attribute'])}" if f.get("attribute") else ""),
+            "message": f["message"], "note": f"score {f.get('score', 0):.2f} · {len(f['paths'])} file(s)",
+            "unreadable": [], "table": None, "thumbs": [], "more": 0}
+    if kind == "label_leak":
+        if f.get("class") is not None:
+            q = f.get("q_value")
+            view["note"] = (f"{pct(f.get('score') or 0)} of '{f['class']}' identifiable by it"
+                            + (f" · q={q:.2g}" if q is not None else "") + f" · {len(f['paths'])} file(s)")
+        else:
+            view["note"] = f"overall: alone it guesses {pct(f.get('accuracy') or 0)} right · {len(f['paths'])} file(s)"
     if kind == "unreadable":
         view["unreadable"] = [{"file": _rel(it["path"], root), "reason": it["reason"]}
                               for it in f.get("items", [])[:50]]
     elif kind == "label_leak" and f.get("table"):
-        view["table"] = f["table"]
+        view["table"] = _leak_table(f)
     if f["paths"] and kind in ("label_leak", "sideways", "duplicate", "tiny"):
         items = f.get("items", []) if kind == "sideways" else []
         captions = {it["path"]: f"looks turned {it['rotation']}° cw · p={it['confidence']:.2f}" for it in items}
@@ -151,6 +255,40 @@ def _finding(f: dict, root: str | None) -> dict:
                           for p in paths[:MAX_THUMBS]]
         view["more"] = max(len(f["paths"]) - len(view["thumbs"]), 0)
     return view
+
+
+def attribute_rows(result: dict) -> list[dict]:
+    """The 'how each attribute splits the classes' table: one row per tested attribute, in words.
+
+    It reads the same numbers the findings do (the most uneven class and value, its identifiable
+    share, the adjusted p), so the table cannot contradict a finding."""
+    attrs = result.get("attributes") or {}
+    by_attr = {f["attribute"]: f for f in result["findings"] if f["kind"] == "label_leak"}
+    rows = []
+    for attr, t in attrs.items():
+        if not t.get("tested"):
+            continue
+        b = t.get("best") or {}
+        f = by_attr.get(attr)
+        if f is not None:
+            verdict = f["severity"]
+        elif t.get("folded_into"):
+            verdict = f"in the {short_words(t['folded_into'])} finding"
+        else:
+            verdict = "no finding"
+        q = b.get("q_value")
+        aq = t.get("attribute_q")
+        rows.append({
+            "name": short_words(attr), "attribute": attr,
+            "contrast": (f"{pct(b['share_in_class'])} of '{b['class']}' {describe_value(attr, b['value'])} "
+                         f"vs {pct(b['share_elsewhere'])} elsewhere") if b else "",
+            "identifiable": pct(max(b.get("score") or 0.0, 0.0)) if b else "0%",
+            "q": f"{q:.2g}" if q is not None else (f"n.s. ({aq:.2g})" if aq is not None else "–"),
+            "verdict": verdict, "severity": f["severity"] if f is not None else "",
+        })
+    rank = {"error": 0, "warning": 1, "info": 2, "": 3}
+    rows.sort(key=lambda r: (rank[r["severity"]], r["verdict"] == "no finding"))
+    return rows
 
 
 def _rel(path: str, root: str | None) -> str:
@@ -166,22 +304,21 @@ def render(result: dict, data=None) -> str:
     root = os.fspath(data) if data is not None else result.get("data")
     c = result.get("counts", {})
     attrs = result.get("attributes") or {}
-    flagged = {f["attribute"] for f in result["findings"] if f["kind"] == "label_leak"}
-    for f in result["findings"]:
-        flagged.update(f.get("also") or [])
-    scores = [{"name": ATTRIBUTE_WORDS.get(attr, attr), "accuracy": t["accuracy"], "baseline": t["baseline"],
-               "score": t["score"], "p_value": t["p_value"]}
-              for attr, t in attrs.items() if t.get("accuracy") is not None]
-    checks = [{"name": k, "value": v if v is not None else "not run"} for k, v in (result.get("checks") or {}).items()]
+    cells = flagged_cells(result)
+    leak_classes = {lab for a, lab, _ in cells if a == "exif_orientation"}
+    checks = [{"name": k, "value": v if v is not None else "not run: " + (result.get("checks_not_run") or {}).get(
+        k, "not needed")} for k, v in (result.get("checks") or {}).items()]
+    run = result.get("checks_run") or []
     return render_template(
         "audit.html", title="upright audit", subtitle=f"{root}",
         n_images=result["n_images"], n_readable=result.get("n_readable", result["n_images"]),
         n_classes=len(result["classes"]),
         counts={sev: c.get(sev, 0) for sev in ("error", "warning", "info")},
         findings=[_finding(f, root) for f in result["findings"]],
-        orientation_plot=orientation_plot(attrs.get("exif_orientation")),
-        heatmap_plot=heatmap_plot(attrs, flagged),
-        attribute_scores=scores,
+        no_findings=f"No findings from the {len(run)} check(s) run ({', '.join(run)})." if run else "No checks run.",
+        orientation_plot=orientation_plot(attrs.get("exif_orientation"), leak_classes),
+        heatmap_plot=heatmap_plot(attrs, cells),
+        attribute_rows=attribute_rows(result),
         counts_plot=counts_plot(result["classes"]),
         checks=checks, seconds=result.get("seconds", 0), n_skipped=len(result.get("skipped") or []),
     )
