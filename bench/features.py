@@ -117,7 +117,7 @@ def load(spec: str) -> np.ndarray:
 
 
 def fit_path(E, y, tr, te, l2s, train_views, test_views, n_classes):
-    from upright.train import Standardiser, _proba, fit_softmax
+    from upright.head import Standardiser, fit_softmax, softmax
 
     X = E[tr][:, list(train_views)].reshape(-1, E.shape[-1])
     yy = np.repeat(y[tr], len(train_views))
@@ -129,7 +129,7 @@ def fit_path(E, y, tr, te, l2s, train_views, test_views, n_classes):
     for l2 in sorted(l2s, reverse=True):  # warm-started path
         W, b = fit_softmax(Z, yy, n_classes, l2, init=init)
         init = (W, b)
-        out[l2] = np.mean([_proba(W, b, z) for z in Zte], 0)
+        out[l2] = np.mean([softmax(z @ W.T + b) for z in Zte], 0)
     return out
 
 

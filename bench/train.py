@@ -70,7 +70,7 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
     from upright.dataset import scan
     from upright.features import AUGMENT_VARIANTS
     from upright.preprocess import variant_array
-    from upright.train import select_head
+    from upright.head import select_head
 
     t = time.perf_counter()
     ds = scan(data, 0.2)
@@ -116,7 +116,7 @@ def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) 
     """Val accuracy on `folds` disjoint hash folds (embeddings from the warm cache)."""
     from upright.dataset import scan
     from upright.features import AUGMENT_VARIANTS, embed_paths
-    from upright.train import select_head
+    from upright.head import select_head
 
     ds = scan(data, 0.2)
     variants = tuple(dict.fromkeys(AUGMENT_VARIANTS[augment] + ("id", "flip")))

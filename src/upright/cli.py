@@ -47,6 +47,19 @@ class ExportFormat(str, Enum):
     onnx = "onnx"
 
 
+def emit(result, json_out: bool, human) -> None:
+    """The one place `--json` is handled: JSON on stdout (a list: JSON Lines, one per item),
+    else `human(result)`. Typed results print their to_dict()."""
+    import json
+
+    if not json_out:
+        human(result)
+        return
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        typer.echo(json.dumps(item.to_dict() if hasattr(item, "to_dict") else item))
+
+
 def _not_yet(verb: str, issue: int) -> None:
     raise UprightError(f"'upright {verb}' is not implemented yet (tracked in issue {issue})")
 
@@ -75,8 +88,6 @@ def audit(
                                  help="Run the content checks (sideways, near duplicates) that need embeddings."),
 ) -> None:
     """Find unreadable files, duplicates, sideways photos and file attributes that predict the label."""
-    import json as _json
-
     from .audit import fails, print_summary, run_audit
 
     result = run_audit(data, cache_dir=cache, progress=not json_out, content=content)
@@ -85,12 +96,13 @@ def audit(
 
         write_report(result, report, data=data)
         result["report"] = str(report)
-    if json_out:
-        typer.echo(_json.dumps(result, indent=2))
-    else:
-        print_summary(result)
+
+    def human(r):
+        print_summary(r)
         if report is not None:
             typer.echo(f"report: {report}")
+
+    emit(result, json_out, human)
     if fails(result, fail_on.value if fail_on else None):
         raise typer.Exit(1)
 
@@ -106,6 +118,7 @@ def fix(
                                          help="Also turn back pictures the audit's sideways check flags."),
     min_confidence: float = typer.Option(0.9, "--min-confidence", min=0.0, max=1.0,
                                          help="Sideways probability needed to turn a picture (with --rotate-sideways)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="One row per file (default: a summary)."),
     cache: Optional[Path] = CACHE,
 ) -> None:
     """Write upright copies of photos (lossless for JPEG where possible); never loses data.
@@ -113,16 +126,11 @@ def fix(
     --in-place keeps every replaced original in DATA/.upright-originals/ (same relative
     paths, listed in manifest.jsonl); undo with: cp -a DATA/.upright-originals/. DATA/
     """
-    import json as _json
-
     from .fix import print_summary, run_fix
 
     result = run_fix(data, out=out, in_place=in_place, dry_run=dry_run, rotate_sideways=rotate_sideways,
                      min_confidence=min_confidence, cache_dir=cache, progress=not json_out)
-    if json_out:
-        typer.echo(_json.dumps(result, indent=2))
-    else:
-        print_summary(result)
+    emit(result, json_out, lambda r: print_summary(r, verbose=verbose))
     if any(f["action"] == "failed" for f in result["files"]):
         raise typer.Exit(1)
 
@@ -130,7 +138,10 @@ def fix(
 @app.command()
 def train(
     data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/ and val/)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Model folder to write."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder to write (a new folder; see --force)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Replace an existing model folder (atomically: a crash leaves the old model "
+                               "or the new one). Without it, an existing model is never overwritten (exit 2)."),
     backbone: str = typer.Option(
         "efficientnet-lite0", "--backbone",
         help="Backbone name: efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
@@ -146,23 +157,23 @@ def train(
 ) -> None:
     """Train a classifier on an embedded, offline ImageNet backbone.
 
+    Reads DATA/train and DATA/val (or hash-splits a plain folder-per-class tree); DATA/test
+    is never read: it is for `upright eval`. The head's regularisation is chosen on the val
+    photos, then fitted on train + val, and the model records the fingerprints of every
+    photo it was fitted on, so `eval` can say when it scores them. Writes MODEL/model.json,
+    MODEL/head.safetensors and MODEL/report.html (held-out accuracy, per-class figures,
+    confusion matrix, the worst mistakes, the audit's warnings on the training photos).
+
     Embeddings (of every --augment variant) are cached by file content, so a re-train is
     seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds
     the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
     """
-    from .train import train_dataset
+    from .train import print_summary, train_dataset
 
     result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
                            fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
-                           progress=not json_out)
-    if json_out:
-        import json
-
-        typer.echo(json.dumps(result))
-    else:
-        from .train import print_summary
-
-        print_summary(result)
+                           progress=not json_out, force=force)
+    emit(result, json_out, print_summary)
 
 
 @app.command()
@@ -171,11 +182,30 @@ def predict(
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
     top_k: int = typer.Option(3, "--top-k", help="Labels per image."),
     json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one per image."),
+    csv: Optional[Path] = typer.Option(None, "--csv",
+                                       help="Also write one CSV row per image: path, orientation, label, score, top, error."),
+    output: Optional[Path] = typer.Option(None, "--output",
+                                          help="Also write the JSON Lines (one per image) to this file."),
+    cache: Optional[Path] = CACHE,
 ) -> None:
-    """Classify images (read upright). Folders are searched for image files."""
-    from .predict import run_predict
+    """Classify images (read upright). Folders are searched for image files.
 
-    raise typer.Exit(run_predict(model, images, top_k=top_k, json_out=json_out))
+    Exit code 0 when every image was read, 1 when any input could not be read (each one is
+    listed with its reason; the others are still predicted), 2 on a usage error (no model,
+    no image files found).
+    """
+    from .predict import print_table, run_predict, write_csv, write_jsonl
+
+    preds = run_predict(model, images, top_k=top_k, cache_dir=cache, progress=not json_out)
+    if csv is not None:
+        write_csv(preds, csv)
+    if output is not None:
+        write_jsonl(preds, output)
+    emit(preds, json_out, print_table)
+    failed = sum(1 for p in preds if p.error)
+    if failed:
+        typer.echo(f"upright: {failed} of {len(preds)} input(s) could not be read", err=True)
+        raise typer.Exit(1)
 
 
 @app.command(name="eval")
@@ -184,12 +214,22 @@ def evaluate(
     data: Path = typer.Argument(..., help="Folder with one sub-folder per class."),
     json_out: bool = JSON,
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per photo: path, label, predicted, "
+                                       "score, seen_in_training, correct, top, error."),
     cache: Optional[Path] = CACHE,
 ) -> None:
-    """Accuracy, per-class figures, confusion matrix and accuracy under 0/90/180/270 rotations."""
-    from .evaluate import run_eval
+    """Accuracy, per-class precision/recall/F1, macro-F1, top-k accuracy, confusion matrix and
+    accuracy under 0/90/180/270 rotations, and how many scored photos the model was fitted on.
 
-    run_eval(model, data, json_out=json_out, report=report, cache_dir=cache)
+    DATA with a test/ folder is scored on test/ only (train never reads it); else on val/,
+    else on every photo. "seen_in_training" counts scored photos whose content the model
+    was fitted on: when it is not 0, the figures are not a test, and eval says so.
+    """
+    from .evaluate import evaluate as run_eval
+    from .evaluate import print_summary
+
+    result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
+    emit(result, json_out, print_summary)
 
 
 @app.command()
@@ -254,8 +294,9 @@ def demo(
     """
     from .demo import run_demo
 
-    run_demo(out, json_out=json_out, per_class=photos, test_per_class=max(4, photos * 2 // 3), seed=seed,
-             cache_dir=cache)
+    result = run_demo(out, json_out=json_out, per_class=photos, test_per_class=max(4, photos * 2 // 3), seed=seed,
+                      cache_dir=cache)
+    emit(result, json_out, lambda r: None)  # the human story was told as it ran
 
 
 def main(argv: list[str] | None = None) -> None:

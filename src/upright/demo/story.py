@@ -200,8 +200,6 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = 60, test_per_
               f"  upright audit {escape(_short(data.train_dir))} --report audit.html\n"
               f"  upright eval {escape(_short(root / 'models' / 'naive'))} {escape(_short(data.test_dir))}\n"
               f"  upright train {escape(_short(data.train_dir))} -o model --augment d4")
-    if json_out:
-        print(json.dumps(result))
     return result
 
 
