@@ -172,47 +172,37 @@ def seen_sentence(result) -> tuple[str, str]:
 
 
 def write_report(result, path) -> None:
-    """A self-contained HTML page: whether this was a test, summary, confusion matrix, rotation
-    bars, and the mistakes shown upright, large, with their top-3 scores."""
+    """A self-contained HTML page: whether this was a test, accuracy, per-class figures,
+    confusion matrix, rotation bars, and the mistakes shown upright, large, with their top-3."""
     from .atomic import atomic_write_text
-    from .report.html import esc, figure_data_url, page
+    from .report.html import figure_data_url
     from .report.plots import confusion_figure, rotation_figure
-    from .train_report import EXTRA_CSS, mistake_cards
+    from .report.templating import render
+    from .train_report import mistake_views
 
-    labels = result["labels"]
-    level, sentence = seen_sentence(result)
-    css = {"error": "card error", "unknown": "card warning", "ok": "card info"}[level]
-    body = [f"<style>{EXTRA_CSS}</style>",
-            f'<div class="{css}"><b>{esc(sentence[0].upper() + sentence[1:])}</b></div>',
-            f'<div class="card"><span class="big">{result["accuracy"]:.3f}</span> accuracy on '
-            f'{result["n"]} images ({esc(result["split"])} split of <code>{esc(result["data"])}</code>), '
-            f'macro-F1 {_num(result["macro_f1"])}, '
-            + ", ".join(f"top-{k} {a:.3f}" for k, a in result["top_k_accuracy"].items() if k != "1")
-            + f'; model <code>{esc(result["model"])}</code>, photos read {esc(result["orientation_policy"])}.</div>']
-    rows = "".join(f"<tr><td>{esc(lab)}</td><td>{_num(v['precision'])}</td><td>{_num(v['recall'])}</td>"
-                   f"<td>{_num(v.get('f1'))}</td><td>{v['n']}</td></tr>" for lab, v in result["per_class"].items())
-    body.append("<h2>Per class</h2><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>n</th>"
-                f'</tr>{rows}</table><p class="sub">n/a: the class is absent from these photos, or nothing was '
-                "predicted as it.</p>")
-    body.append("<h2>Confusion matrix</h2>"
-                f'<img class="plot" alt="confusion matrix" src="{figure_data_url(confusion_figure(result["confusion"], labels))}">')
+    result = {"seen_in_training": None, "macro_f1": None, "top_k_accuracy": {},
+              **(result.to_dict() if hasattr(result, "to_dict") else result)}
     rot = result["rotations"]
     spread = max(rot.values()) - min(rot.values())
     verdict = ("accuracy barely changes with rotation: the model does not rely on which way is up"
                if spread < 0.05 else
                "accuracy drops on rotated photos: the model relies on the upright view (expected for "
                "a model trained without rotation augmentation; a problem only if your photos arrive sideways)")
-    body.append("<h2>Rotation check</h2>"
-                f'<img class="plot" alt="accuracy per rotation" src="{figure_data_url(rotation_figure(rot))}">'
-                f'<p class="sub">{esc(verdict)}.</p>')
-    body.append(f"<h2>Mistakes ({result['n_mistakes']})</h2>"
-                '<p class="sub">Surest first; bars: the top-3 scores (green: the true label).</p>'
-                + mistake_cards(result["mistakes"], MAX_MISTAKES_SHOWN))
-    if result.get("unreadable"):
-        items = "".join(f"<li><code>{esc(u['path'])}</code>: {esc(u['reason'])}</li>" for u in result["unreadable"])
-        body.append(f"<h2>Unreadable (skipped)</h2><ul>{items}</ul>")
+    mistakes = result.get("mistakes", [])
+    level, sentence = seen_sentence(result)
+    html = render(
+        "eval.html", title="upright eval", subtitle="thumbnails are shown upright, as the model read them",
+        seen_level=level, seen_sentence=sentence[0].upper() + sentence[1:],
+        accuracy=result["accuracy"], n=result["n"], split=result["split"], data=result["data"],
+        model=result["model"], orientation_policy=result["orientation_policy"], macro_f1=result["macro_f1"],
+        top_k=[(k, a) for k, a in result["top_k_accuracy"].items() if k != "1"],
+        per_class=[{"label": lab, "f1": None, **v} for lab, v in result["per_class"].items()],
+        confusion_plot=figure_data_url(confusion_figure(result["confusion"], result["labels"])),
+        rotation_plot=figure_data_url(rotation_figure(rot)), verdict=verdict,
+        n_mistakes=result.get("n_mistakes", len(mistakes)), mistakes=mistake_views(mistakes[:MAX_MISTAKES_SHOWN]),
+        unreadable=result.get("unreadable") or [])
     try:
-        atomic_write_text(path, page("upright eval", body, "thumbnails are shown upright, as the model read them"))
+        atomic_write_text(path, html)
     except OSError as exc:
         raise UprightError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
 

@@ -314,9 +314,9 @@ def print_summary(result) -> None:
         t.add_row(lab, str(n))
     t.add_section()
     t.add_row("train / val", f"{result['n_train']} / {result['n_val']}")
-    t.add_row("fitted on", f"{result['n_fitted']} photos (train + val; their fingerprints are in the model)")
+    t.add_row("fitted on (train + val)", str(result["n_fitted"]))
     if result.get("test_not_read"):
-        t.add_row("test photos", f"not read: {result['test_not_read']} is for upright eval")
+        t.add_row("test photos", "not read (eval's)")
     t.add_row("val accuracy", f"{result['val_accuracy']:.3f} ({result['val_method']})")
     t.add_row("backbone", f"{result['backbone']}{' (fine-tuned)' if result['fine_tuned'] else ''}")
     t.add_row("augment / test views", f"{result['augment']} / {'+'.join(result['test_views'])}")

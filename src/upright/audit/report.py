@@ -4,6 +4,7 @@ Plots (matplotlib, inlined as PNG data URLs): orientation by class (stacked bars
 attribute-by-label heat map (share of each class with each attribute value), class counts.
 Flagged files are shown twice: the pixels as stored (what EXIF-ignoring tools see) and the
 upright picture (what upright sees). Pixels are read through imaging.py only.
+The page is the template report/templates/audit.html; this module prepares its data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..errors import UnreadableImage
-from ..report.html import esc, figure_data_url, image_data_url, page
+from ..report.html import figure_data_url, image_data_url
+from ..report.templating import render as render_template
 from ..imaging import open_image
 from .leakage import ATTRIBUTE_WORDS
 
@@ -113,63 +115,47 @@ def counts_plot(classes: dict) -> str | None:
     return figure_data_url(fig)
 
 
-def _figure(img, alt: str) -> str:
-    return (f'<figure style="margin:0"><img src="{image_data_url(img, 120)}" alt="{esc(alt)}">'
-            f"<figcaption>{esc(alt)}</figcaption></figure>")
-
-
-def _thumb_pair(path: str, caption: str, turned: int = 0) -> str:
-    """As stored | upright (| turned back, for sideways pictures)."""
+def _thumb(path: str, caption: str, turned: int = 0) -> dict:
+    """As stored | upright (| turned back, for sideways pictures), for macros.thumb_pair."""
     from PIL import Image
 
+    view = {"name": os.path.basename(path), "path": path, "caption": caption, "error": None,
+            "stored": None, "seen": None, "turned": None}
     try:
         stored = open_image(path, size=160, orient=False).image
         upright = open_image(path, size=160).image
     except UnreadableImage as exc:
-        return f'<div class="thumb"><b>{esc(os.path.basename(path))}</b><br>{esc(exc.reason)}</div>'
-    figs = _figure(stored, "as stored") + _figure(upright, "upright")
+        view["error"] = exc.reason
+        return view
+    view["stored"], view["seen"] = image_data_url(stored, 120), image_data_url(upright, 120)
     if turned:
         back = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
-        figs += _figure(upright.transpose(back[turned]), "turned back")
-    width = ' style="max-width:390px"' if turned else ""
-    return (
-        f'<div class="thumb"{width}><div class="pair">{figs}</div>'
-        f'<div title="{esc(path)}"><b>{esc(os.path.basename(path))}</b><br>{esc(caption)}</div></div>'
-    )
+        view["turned"] = image_data_url(upright.transpose(back[turned]), 120)
+    return view
 
 
-def _finding_card(f: dict, root: str | None) -> str:
-    sev = f["severity"]
-    title = f["kind"] + (f" · {f['attribute']}" if f.get("attribute") else "")
-    parts = [f'<div class="card {sev}"><span class="badge {sev}">{esc(sev)}</span><b>{esc(title)}</b>'
-             f' <span class="sub">score {f.get("score", 0):.2f} · {len(f["paths"])} file(s)</span>'
-             f'<p>{esc(f["message"])}</p>']
-    if f["kind"] == "unreadable":
-        parts.append("<table><tr><th>file</th><th>reason</th></tr>" + "".join(
-            f"<tr><td>{esc(_rel(it['path'], root))}</td><td>{esc(it['reason'])}</td></tr>"
-            for it in f.get("items", [])[:50]) + "</table>")
-    elif f["kind"] == "label_leak" and f.get("table"):
-        t = f["table"]
-        head = "".join(f"<th>{esc(lab)}</th>" for lab in t["labels"])
-        body = "".join(
-            f"<tr><th>{esc(v)}</th>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
-            for v, row in zip(t["values"], t["counts"]))
-        parts.append(f"<table><tr><th>{esc(f['attribute'])} \\ class</th>{head}</tr>{body}</table>")
-    if f["paths"] and f["kind"] in ("label_leak", "sideways", "duplicate", "tiny"):
-        captions = {}
-        if f["kind"] == "sideways":
-            captions = {it["path"]: f"looks turned {it['rotation']}° cw · p={it['confidence']:.2f}"
-                        for it in f.get("items", [])}
+def _finding(f: dict, root: str | None) -> dict:
+    """One finding as plain data for its card: text, unreadable rows, leak table, thumbnails."""
+    kind = f["kind"]
+    view = {"severity": f["severity"], "title": kind + (f" · {f['attribute']}" if f.get("attribute") else ""),
+            "message": f["message"], "score": f.get("score", 0), "n_files": len(f["paths"]),
+            "attribute": f.get("attribute") or "", "unreadable": [], "table": None, "thumbs": [], "more": 0}
+    if kind == "unreadable":
+        view["unreadable"] = [{"file": _rel(it["path"], root), "reason": it["reason"]}
+                              for it in f.get("items", [])[:50]]
+    elif kind == "label_leak" and f.get("table"):
+        view["table"] = f["table"]
+    if f["paths"] and kind in ("label_leak", "sideways", "duplicate", "tiny"):
+        items = f.get("items", []) if kind == "sideways" else []
+        captions = {it["path"]: f"looks turned {it['rotation']}° cw · p={it['confidence']:.2f}" for it in items}
+        turns = {it["path"]: it["rotation"] for it in items}
         paths = f["paths"]
-        if f["kind"] == "duplicate" and f.get("groups"):
+        if kind == "duplicate" and f.get("groups"):
             paths = [p for g in f["groups"][:4] for p in g[:2]]
-        turns = {it["path"]: it["rotation"] for it in f.get("items", [])} if f["kind"] == "sideways" else {}
-        thumbs = [_thumb_pair(p, captions.get(p, _rel(os.path.dirname(p), root)), turns.get(p, 0))
-                  for p in paths[:MAX_THUMBS]]
-        more = f'<p class="sub">and {len(f["paths"]) - len(thumbs)} more</p>' if len(f["paths"]) > len(thumbs) else ""
-        parts.append(f'<div class="grid">{"".join(thumbs)}</div>{more}')
-    parts.append("</div>")
-    return "".join(parts)
+        view["thumbs"] = [_thumb(p, captions.get(p, _rel(os.path.dirname(p), root)), turns.get(p, 0))
+                          for p in paths[:MAX_THUMBS]]
+        view["more"] = max(len(f["paths"]) - len(view["thumbs"]), 0)
+    return view
 
 
 def _rel(path: str, root: str | None) -> str:
@@ -184,53 +170,26 @@ def _rel(path: str, root: str | None) -> str:
 def render(result: dict, data=None) -> str:
     root = os.fspath(data) if data is not None else result.get("data")
     c = result.get("counts", {})
-    body = [
-        '<div class="card"><span class="big">{}</span> images · {} readable · {} classes · '
-        '<b style="color:#c62828">{} error(s)</b> · <b style="color:#ef8f00">{} warning(s)</b> · {} info'
-        '</div>'.format(result["n_images"], result.get("n_readable", result["n_images"]), len(result["classes"]),
-                        c.get("error", 0), c.get("warning", 0), c.get("info", 0)),
-        "<h2>Findings</h2>",
-    ]
-    if result["findings"]:
-        body += [_finding_card(f, root) for f in result["findings"]]
-    else:
-        body.append('<div class="card">No findings: no file attribute predicts the label, no duplicates, '
-                    'nothing unreadable.</div>')
     attrs = result.get("attributes") or {}
     flagged = {f["attribute"] for f in result["findings"] if f["kind"] == "label_leak"}
     for f in result["findings"]:
         flagged.update(f.get("also") or [])
-    body.append("<h2>Orientation by class</h2>")
-    op = orientation_plot(attrs.get("exif_orientation"))
-    body.append(f'<img class="plot" src="{op}" alt="orientation by class">' if op else
-                '<p class="sub">No readable images.</p>')
-    body.append("<h2>File attributes by class</h2>")
-    hp = heatmap_plot(attrs, flagged)
-    body.append(f'<img class="plot" src="{hp}" alt="attribute by label heat map">' if hp else
-                '<p class="sub">Every attribute has a single value across the dataset: nothing to predict from.</p>')
-    rows = []
-    for attr, t in attrs.items():
-        if t.get("accuracy") is None:
-            continue
-        rows.append(f"<tr><td>{esc(ATTRIBUTE_WORDS.get(attr, attr))}</td><td>{t['accuracy']:.0%}</td>"
-                    f"<td>{t['baseline']:.0%}</td><td>{t['score']:.2f}</td><td>{t['p_value']:.3g}</td></tr>")
-    if rows:
-        body.append('<p class="sub">How well each attribute alone guesses the class (leave-one-out), against '
-                    "always guessing the biggest class; score 0 = no information, 1 = perfect; p from 1999 "
-                    "label permutations.</p><table><tr><th>attribute</th><th>accuracy</th><th>baseline</th>"
-                    "<th>score</th><th>p</th></tr>" + "".join(rows) + "</table>")
-    body.append("<h2>Class counts</h2>")
-    cp = counts_plot(result["classes"])
-    if cp:
-        body.append(f'<img class="plot" src="{cp}" alt="class counts">')
-    checks = result.get("checks") or {}
-    body.append("<h2>Checks run</h2><table>" + "".join(
-        f"<tr><th>{esc(k)}</th><td>{esc(v if v is not None else 'not run')}</td></tr>" for k, v in checks.items())
-        + f"<tr><th>time</th><td>{result.get('seconds', 0):.1f} s</td></tr></table>")
-    if result.get("skipped"):
-        body.append(f'<p class="sub">{len(result["skipped"])} path(s) skipped by the scan (hidden, not images, '
-                    "outside class folders).</p>")
-    return page("upright audit", body, subtitle=f"{root}")
+    scores = [{"name": ATTRIBUTE_WORDS.get(attr, attr), "accuracy": t["accuracy"], "baseline": t["baseline"],
+               "score": t["score"], "p_value": t["p_value"]}
+              for attr, t in attrs.items() if t.get("accuracy") is not None]
+    checks = [{"name": k, "value": v if v is not None else "not run"} for k, v in (result.get("checks") or {}).items()]
+    return render_template(
+        "audit.html", title="upright audit", subtitle=f"{root}",
+        n_images=result["n_images"], n_readable=result.get("n_readable", result["n_images"]),
+        n_classes=len(result["classes"]),
+        counts={sev: c.get(sev, 0) for sev in ("error", "warning", "info")},
+        findings=[_finding(f, root) for f in result["findings"]],
+        orientation_plot=orientation_plot(attrs.get("exif_orientation")),
+        heatmap_plot=heatmap_plot(attrs, flagged),
+        attribute_scores=scores,
+        counts_plot=counts_plot(result["classes"]),
+        checks=checks, seconds=result.get("seconds", 0), n_skipped=len(result.get("skipped") or []),
+    )
 
 
 def write_report(result: dict, path, data=None) -> Path:
