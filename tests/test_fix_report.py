@@ -59,7 +59,7 @@ def test_in_place_dry_run_and_rerun(data, capsys):
     code, text, _ = run_cli(capsys, "fix", data, "--in-place", "--dry-run")
     assert "(dry run: nothing written): 3 to fix (3 rotated), 5 left as is (1 unreadable), 1 skipped" in text
     code, text, _ = run_cli(capsys, "fix", data, "--in-place")
-    assert f"upright fix in place: 3 fixed (3 rotated), 5 left as is" in text and "To undo" in text
+    assert "upright fix in place: 3 fixed (3 rotated), 5 left as is" in text and "To undo" in text
     code, text, _ = run_cli(capsys, "fix", data, "--in-place", "--verbose")
     assert "nothing written; 8 left as is (1 unreadable), 1 skipped (1 not an image)." in text
     assert text.count("left as is") == 9  # 8 rows + the summary

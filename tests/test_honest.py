@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import load_file
 
 import upright
-from fixtures import class_picture, make_dataset, write_photo
+from fixtures import class_picture, write_photo
 from upright import provenance
 from upright.cli import main
 from upright.dataset import file_sha256

@@ -191,7 +191,9 @@ def write_report(result, path) -> None:
     mistakes = result.get("mistakes", [])
     level, sentence = seen_sentence(result)
     html = render(
-        "eval.html", title="upright eval", subtitle="thumbnails are shown upright, as the model read them",
+        "eval.html", title="upright eval",
+        subtitle="thumbnails are shown upright" + (", as the model read them" if result["orientation_policy"] == "upright"
+                                                   else "; this model reads the pixels as stored (tag ignored)"),
         seen_level=level, seen_sentence=sentence[0].upper() + sentence[1:],
         accuracy=result["accuracy"], n=result["n"], split=result["split"], data=result["data"],
         model=result["model"], orientation_policy=result["orientation_policy"], macro_f1=result["macro_f1"],
@@ -231,7 +233,7 @@ def print_summary(result) -> None:
     out.print(t)
     out.print(f"macro-F1 {_num(result['macro_f1'])}; "
               + ", ".join(f"top-{k} accuracy {a:.3f}" for k, a in result["top_k_accuracy"].items()) + "; "
-              f"accuracy with the photos turned 0/90/180/270°: "
+              "accuracy with the photos turned 0/90/180/270°: "
               + " / ".join(f"{a:.2f}" for a in result["rotations"].values()))
     level, sentence = seen_sentence(result)
     if level == "error":

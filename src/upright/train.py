@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from . import backbones, provenance
+from .atomic import stage_folder, swap_folder
 from .dataset import Dataset, scan
 from .errors import UprightError
 from .features import AUGMENT_VARIANTS, embed_paths
-from .head import (DEFAULT_HEAD_ITERS, L2_GRID, TTA_CHOICES, SoftmaxRegression, Standardiser,  # noqa: F401
-                   _rows, fit_softmax, select_head)  # (re-exported: bench and older callers import them from here)
-from .atomic import stage_folder, swap_folder
+from .head import DEFAULT_HEAD_ITERS, SoftmaxRegression, _rows, select_head
 from .model import META_FILE, save_model
 from .preprocess import describe as describe_preprocessing
 from .results import TrainResult
