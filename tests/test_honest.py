@@ -247,3 +247,17 @@ def test_typed_results_match_the_cli_json(layouts, capsys, tmp_path):
     from upright.train import train_dataset  # the module stays importable beside the function
 
     assert callable(upright.train) and callable(train_dataset)
+
+
+def test_scan_layouts(tmp_path):
+    from upright import scan
+
+    data = _layout(tmp_path / "a", "train+test")
+    ds = scan(data, 0.3, read=("train", "val"))
+    assert ds.explicit_split and ds.not_read == {"test": str(data / "test")}
+    assert {r.split for r in ds.records} == {"train", "val"}  # train/ hash-split: there is no val/
+    assert not [r for r in ds.records if "test" in r.path.parts]
+    assert len(scan(data, 0.3).split("test")) == 6  # eval's scan reads it
+    only = _layout(tmp_path / "b", "train")
+    ds = scan(only, 0.3)
+    assert ds.explicit_split and ds.labels == list(CLASSES) and ds.read_folders == [str(only / "train")]

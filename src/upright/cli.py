@@ -137,7 +137,7 @@ def fix(
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/ and val/)."),
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/, val/; a test/ beside them is never read)."),
     out: Path = typer.Option(..., "-o", "--out", help="Model folder to write (a new folder; see --force)."),
     force: bool = typer.Option(False, "--force",
                                help="Replace an existing model folder (atomically: a crash leaves the old model "
@@ -157,16 +157,9 @@ def train(
 ) -> None:
     """Train a classifier on an embedded, offline ImageNet backbone.
 
-    Reads DATA/train and DATA/val (or hash-splits a plain folder-per-class tree); DATA/test
-    is never read: it is for `upright eval`. The head's regularisation is chosen on the val
-    photos, then fitted on train + val, and the model records the fingerprints of every
-    photo it was fitted on, so `eval` can say when it scores them. Writes MODEL/model.json,
-    MODEL/head.safetensors and MODEL/report.html (held-out accuracy, per-class figures,
-    confusion matrix, the worst mistakes, the audit's warnings on the training photos).
+Reads DATA/train and DATA/val (or hash-splits a plain folder-per-class tree); DATA/test is never read: it is for `upright eval`. The head's regularisation is chosen on the val photos, then fitted on train + val, and the model records the fingerprints of every photo it was fitted on, so `eval` can say when it scores them. Writes MODEL/model.json, MODEL/head.safetensors and MODEL/report.html (held-out accuracy, per-class figures, confusion matrix, the worst mistakes, the audit's warnings on the training photos).
 
-    Embeddings (of every --augment variant) are cached by file content, so a re-train is
-    seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds
-    the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
+Embeddings (of every --augment variant) are cached by file content, so a re-train is seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
     """
     from .train import print_summary, train_dataset
 
@@ -190,9 +183,7 @@ def predict(
 ) -> None:
     """Classify images (read upright). Folders are searched for image files.
 
-    Exit code 0 when every image was read, 1 when any input could not be read (each one is
-    listed with its reason; the others are still predicted), 2 on a usage error (no model,
-    no image files found).
+Exit code 0 when every image was read, 1 when any input could not be read (each one is listed with its reason; the others are still predicted), 2 on a usage error (no model, no image files found).
     """
     from .predict import print_table, run_predict, write_csv, write_jsonl
 
@@ -211,19 +202,16 @@ def predict(
 @app.command(name="eval")
 def evaluate(
     model: Path = typer.Argument(..., help="Model folder."),
-    data: Path = typer.Argument(..., help="Folder with one sub-folder per class."),
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/, val/, test/: test/ is scored)."),
     json_out: bool = JSON,
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per photo: path, label, predicted, "
                                        "score, seen_in_training, correct, top, error."),
     cache: Optional[Path] = CACHE,
 ) -> None:
-    """Accuracy, per-class precision/recall/F1, macro-F1, top-k accuracy, confusion matrix and
-    accuracy under 0/90/180/270 rotations, and how many scored photos the model was fitted on.
+    """Accuracy, per-class precision/recall/F1, macro-F1, top-k accuracy, confusion matrix and accuracy under 0/90/180/270 rotations, and how many scored photos the model was fitted on.
 
-    DATA with a test/ folder is scored on test/ only (train never reads it); else on val/,
-    else on every photo. "seen_in_training" counts scored photos whose content the model
-    was fitted on: when it is not 0, the figures are not a test, and eval says so.
+DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so.
     """
     from .evaluate import evaluate as run_eval
     from .evaluate import print_summary
