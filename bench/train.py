@@ -69,8 +69,8 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
     from upright import backbones
     from upright.dataset import scan
     from upright.features import AUGMENT_VARIANTS
+    from upright.head import select_head
     from upright.orientation import variant_array
-    from upright.train import select_head
 
     t = time.perf_counter()
     ds = scan(data, 0.2)
@@ -117,7 +117,7 @@ def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) 
     """Val accuracy on `folds` disjoint hash folds (embeddings from the warm cache)."""
     from upright.dataset import scan
     from upright.features import AUGMENT_VARIANTS, embed_paths
-    from upright.train import select_head
+    from upright.head import select_head
 
     ds = scan(data, 0.2)
     variants = tuple(dict.fromkeys(AUGMENT_VARIANTS[augment] + ("id", "flip")))

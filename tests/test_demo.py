@@ -25,6 +25,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert exit_info.value.code in (0, None)
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # stdout holds the JSON only
+    assert result["cpu_seconds"] > 0 and result["seconds"] > 0  # the time it prints is measured
     for key in ("naive_accuracy", "upright_accuracy", "findings", "report", "gap", "naive", "upright"):
         assert key in result
     # the gap is real and large, and goes the right way

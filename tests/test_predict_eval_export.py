@@ -15,7 +15,7 @@ def test_predict_json_lines(trained, cli, tmp_path):
     bad.write_bytes(b"\xff\xd8 truncated")
     folder = trained["tests"]["cat"][0].parent
     code, out, err = cli("predict", str(trained["model"]), str(folder), str(bad), "--json", "--top-k", "2")
-    assert code == 0
+    assert code == 1 and "1 of 3 input(s) could not be read" in err  # the others are still predicted
     lines = [json.loads(x) for x in out.strip().splitlines()]
     assert len(lines) == len(trained["tests"]["cat"]) + 1
     for d in lines[:-1]:
@@ -94,7 +94,6 @@ def test_error_cases_exit_2_with_one_line(trained, cli, tmp_path):
         ("train", str(junk), "-o", str(tmp_path / "m")),
         ("predict", str(tmp_path / "nomodel"), str(one)),
         ("predict", str(corrupt), str(one)),
-        ("predict", str(trained["model"]), str(tmp_path / "nothing.jpg")),
         ("eval", str(trained["model"]), str(tmp_path / "missing")),
         ("export", str(tmp_path / "nomodel")),
     ]
@@ -104,6 +103,9 @@ def test_error_cases_exit_2_with_one_line(trained, cli, tmp_path):
         lines = err.strip().splitlines()
         assert "Traceback" not in err and lines[-1].startswith("upright: error:"), (argv, err)
         assert sum("error" in x for x in lines) == 1, (argv, err)  # progress bars may precede it
+    # an input that cannot be read is not a usage error: exit 1, the reason on one line
+    code, out, err = cli("predict", str(trained["model"]), str(tmp_path / "nothing.jpg"))
+    assert code == 1 and "Traceback" not in err and "nothing.jpg" in err
 
 
 def test_unreadable_files_skipped_and_listed(tmp_path):
@@ -114,3 +116,76 @@ def test_unreadable_files_skipped_and_listed(tmp_path):
     r = train_dataset(data, tmp_path / "m", progress=False, augment="none")
     assert [u["path"].endswith("broken.jpg") for u in r["unreadable"]] == [True]
     assert r["n_train"] + r["n_val"] == 8
+
+
+def test_predict_csv_output_file_and_exit_codes(trained, cli, tmp_path):
+    import csv
+    import io
+
+    folder = trained["tests"]["dog"][0].parent
+    csv_path, jsonl = tmp_path / "p.csv", tmp_path / "p.jsonl"
+    code, out, err = cli("predict", str(trained["model"]), str(folder), "--csv", str(csv_path),
+                             "--output", str(jsonl), "--top-k", "2")
+    assert code == 0 and "dog" in out
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [r["label"] for r in rows] == ["dog", "dog"] and list(rows[0]) == ["path", "orientation", "label",
+                                                                              "score", "top", "error"]
+    assert 0.5 < float(rows[0]["score"]) <= 1 and rows[0]["top"].count(";") == 1 and rows[0]["error"] == ""
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert [d["predictions"][0]["label"] for d in lines] == ["dog", "dog"]
+    bad = tmp_path / "empty.jpg"
+    bad.write_bytes(b"")
+    code, out, err = cli("predict", str(trained["model"]), str(bad), str(folder), "--csv", str(csv_path))
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert code == 1 and len(rows) == 3 and rows[0]["error"] and rows[0]["label"] == ""
+
+
+def test_a_lone_file_object_or_memoryview_is_one_image(trained):
+    import io
+
+    m = load_model(trained["model"])
+    data = encode(class_picture(2, 170))
+    for item in (io.BytesIO(data), memoryview(data), data):
+        preds = m.predict(item, top_k=1)
+        assert len(preds) == 1 and preds[0].predictions[0][0] == "owl", type(item)
+
+
+def test_eval_csv_macro_f1_top_k_and_absent_classes(trained, cli, tmp_path):
+    import csv
+    import io
+
+    two = tmp_path / "two"  # the model knows cat, dog, owl; these photos hold no owl
+    for lab, paths in trained["tests"].items():
+        if lab != "owl":
+            for p in paths:
+                (two / lab).mkdir(parents=True, exist_ok=True)
+                shutil.copy(p, two / lab / p.name)
+    (two / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 nope")
+    out_csv = tmp_path / "rows.csv"
+    code, out, err = cli("eval", str(trained["model"]), str(two), "--json", "--csv", str(out_csv))
+    d = json.loads(out)
+    assert code == 0 and d["n"] == 4 and d["seen_in_training"] == 0 and d["csv"] == str(out_csv)
+    assert d["per_class"]["owl"]["recall"] is None and d["per_class"]["owl"]["f1"] is None
+    assert d["per_class"]["owl"]["n"] == 0 and d["macro_f1"] == 1.0  # over the classes present
+    assert d["top_k_accuracy"] == {"1": 1.0, "2": 1.0}
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert list(rows[0])[:5] == ["path", "label", "predicted", "score", "seen_in_training"]
+    assert len(rows) == 5 and sum(bool(r["error"]) for r in rows) == 1
+    assert {r["seen_in_training"] for r in rows if not r["error"]} == {"false"}
+    code, out, err = cli("eval", str(trained["model"]), str(two))
+    owl = [line for line in out.splitlines() if line.strip("│ ").startswith("owl")][0]
+    assert owl.count("n/a") == 3 and "a fair test" in " ".join(out.split())
+
+
+def test_eval_precision_recall_f1_by_hand():
+    from upright.evaluate import _metrics
+
+    y = np.array([0, 0, 0, 1, 1, 2])
+    p = np.array([0, 0, 1, 1, 0, 1])
+    m = _metrics(y, p, ["a", "b", "c", "d"])
+    # a: predicted 3 times, 2 right, 3 photos; b: predicted 3 times, 1 right, 2 photos
+    assert m["per_class"]["a"] == {"precision": round(2 / 3, 6), "recall": round(2 / 3, 6), "f1": round(4 / 6, 6), "n": 3}
+    assert m["per_class"]["b"] == {"precision": round(1 / 3, 6), "recall": 0.5, "f1": 0.4, "n": 2}
+    assert m["per_class"]["c"] == {"precision": None, "recall": 0.0, "f1": 0.0, "n": 1}  # never predicted
+    assert m["per_class"]["d"] == {"precision": None, "recall": None, "f1": None, "n": 0}  # absent
+    assert abs(m["macro_f1"] - np.mean([4 / 6, 0.4, 0.0])) < 1e-6  # over a, b, c: the classes present

@@ -18,7 +18,9 @@ def test_train_json_and_model_folder(trained):
     assert meta["orientation_policy"] == "upright" and meta["weights_sha256"] and meta["input_size"] == 224
     assert meta["embedding_dim"] == 1280
     assert meta["preprocessing"]["scaling"] == "(x - 127) / 128"
-    assert set(load_file(str(trained["model"] / "head.safetensors"))) == {"weight", "bias"}
+    tensors = load_file(str(trained["model"] / "head.safetensors"))
+    assert set(tensors) == {"weight", "bias", "fitted_sha256"}
+    assert tensors["fitted_sha256"].shape == (r["n_fitted"], 8) and r["n_fitted"] == r["n_train"] + r["n_val"]
     assert not list(trained["model"].glob("*.pkl"))
 
 

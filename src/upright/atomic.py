@@ -1,8 +1,10 @@
-"""Atomic writes: temp file in the same folder + fsync + rename. A crash leaves old or new."""
+"""Atomic writes: temp file (or folder) in the same folder + fsync + rename. A crash leaves old or new."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,3 +58,86 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+# -- whole folders (a model folder): build beside, then swap ---------------------------------
+_STAGE, _OLD = ".upright-new-", ".upright-old-"
+
+
+def stage_folder(target: str | os.PathLike) -> Path:
+    """A fresh empty folder beside `target` (same filesystem) to build its replacement in.
+
+    Leftovers of killed runs (their pid is gone) are removed first, and a model left aside by
+    an interrupted fallback swap is put back.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for p in sorted(target.parent.iterdir()):
+        if p.name.startswith(f".{target.name}{_OLD}") and not target.exists() and not _alive(p.name):
+            os.replace(p, target)
+        elif p.name.startswith(f".{target.name}{_STAGE}") and not _alive(p.name):
+            shutil.rmtree(p, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}{_STAGE}{os.getpid()}-", dir=target.parent))
+    os.chmod(stage, target.stat().st_mode & 0o7777 if target.is_dir() else 0o777 & ~_umask())
+    return stage
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _alive(name: str) -> bool:
+    try:
+        pid = int(name.rsplit("-", 2)[-2])
+        os.kill(pid, 0)
+    except (ValueError, IndexError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def swap_folder(stage: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the finished `stage` at `target` atomically: a crash leaves the old folder or the new.
+
+    On Linux an existing target is exchanged with renameat2(RENAME_EXCHANGE) and the old copy
+    removed; elsewhere the old folder is renamed aside first (a crash in between leaves it
+    there, and the next stage_folder puts it back).
+    """
+    stage, target = Path(stage), Path(target)
+    _fsync_tree(stage)
+    if not target.exists() or (target.is_dir() and not any(target.iterdir())):
+        os.replace(stage, target)  # rename(2) may replace an empty folder
+    elif _exchange(stage, target):
+        shutil.rmtree(stage, ignore_errors=True)  # stage now holds the old folder
+    else:
+        aside = Path(tempfile.mkdtemp(prefix=f".{target.name}{_OLD}{os.getpid()}-", dir=target.parent))
+        os.replace(target, aside)
+        os.replace(stage, target)
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(target.parent)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.iterdir():
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """renameat2(a, b, RENAME_EXCHANGE): both names stay valid, swapped in one step (Linux 3.15+)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0

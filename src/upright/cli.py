@@ -26,12 +26,13 @@ from .dataset import DEFAULT_VAL_FRACTION
 from .demo import run_demo
 from .demo.data import DEFAULT_PHOTOS
 from .errors import UprightError
-from .evaluate import run_eval
+from .evaluate import evaluate as run_eval
+from .evaluate import print_summary as print_eval_summary
 from .export import run_export
 from .fix import ROTATE_MIN_CONFIDENCE, run_fix
 from .fix import print_summary as print_fix_summary
 from .model import DEFAULT_TOP_K
-from .predict import run_predict
+from .predict import print_table, run_predict, write_csv, write_jsonl
 from .serve.defaults import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
 from .train import DEFAULT_AUGMENT, train_dataset
 from .train import print_summary as print_train_summary
@@ -65,6 +66,17 @@ class FailOn(str, Enum):
 
 class ExportFormat(str, Enum):
     onnx = "onnx"
+
+
+def emit(result, json_out: bool, human) -> None:
+    """The one place `--json` is handled: JSON on stdout (a list: JSON Lines, one per item),
+    else `human(result)`. Typed results print their to_dict()."""
+    if not json_out:
+        human(result)
+        return
+    items = result if isinstance(result, list) else [result]
+    for item in items:
+        typer.echo(json.dumps(item.to_dict() if hasattr(item, "to_dict") else item))
 
 
 def _version(value: bool) -> None:
@@ -102,12 +114,13 @@ def audit(
     if report is not None:
         write_audit_report(result, report, data=data)
         result["report"] = str(report)
-    if json_out:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        print_audit_summary(result)
+
+    def human(r):
+        print_audit_summary(r)
         if report is not None:
             typer.echo(f"report: {report}")
+
+    emit(result, json_out, human)
     if fails(result, fail_on.value if fail_on else None):
         raise typer.Exit(1)
 
@@ -123,6 +136,7 @@ def fix(
                                          help="Also turn back pictures the audit's sideways check flags."),
     min_confidence: float = typer.Option(ROTATE_MIN_CONFIDENCE, "--min-confidence", min=0.0, max=1.0,
                                          help="Sideways probability needed to turn a picture (with --rotate-sideways)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="One row per file (default: a summary)."),
     cache: Optional[Path] = CACHE,
 ) -> None:
     """Write upright copies of photos (lossless for JPEG where possible); never loses data.
@@ -132,18 +146,18 @@ def fix(
     """
     result = run_fix(data, out=out, in_place=in_place, dry_run=dry_run, rotate_sideways=rotate_sideways,
                      min_confidence=min_confidence, cache_dir=cache, progress=not json_out)
-    if json_out:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        print_fix_summary(result)
+    emit(result, json_out, lambda r: print_fix_summary(r, verbose=verbose))
     if any(f["action"] == "failed" for f in result["files"]):
         raise typer.Exit(1)
 
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/ and val/)."),
-    out: Path = typer.Option(..., "-o", "--out", help="Model folder to write."),
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/, val/; a test/ beside them is never read)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Model folder to write (a new folder; see --force)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Replace an existing model folder (atomically: a crash leaves the old model "
+                               "or the new one). Without it, an existing model is never overwritten (exit 2)."),
     backbone: str = typer.Option(
         backbones.DEFAULT, "--backbone",
         help="Backbone name: efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
@@ -159,17 +173,14 @@ def train(
 ) -> None:
     """Train a classifier on an embedded, offline ImageNet backbone.
 
-    Embeddings (of every --augment variant) are cached by file content, so a re-train is
-    seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds
-    the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
+Reads DATA/train and DATA/val (or hash-splits a plain folder-per-class tree); DATA/test is never read: it is for `upright eval`. The head's regularisation is chosen on the val photos, then fitted on train + val, and the model records the fingerprints of every photo it was fitted on, so `eval` can say when it scores them. Writes MODEL/model.json, MODEL/head.safetensors and MODEL/report.html (held-out accuracy, per-class figures, confusion matrix, the worst mistakes, the audit's warnings on the training photos).
+
+Embeddings (of every --augment variant) are cached by file content, so a re-train is seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
     """
     result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
                            fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
-                           progress=not json_out)
-    if json_out:
-        typer.echo(json.dumps(result))
-    else:
-        print_train_summary(result)
+                           progress=not json_out, force=force)
+    emit(result, json_out, print_train_summary)
 
 
 @app.command()
@@ -178,22 +189,44 @@ def predict(
     images: List[Path] = typer.Argument(..., help="Image files or folders."),
     top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", help="Labels per image."),
     json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one per image."),
+    csv: Optional[Path] = typer.Option(None, "--csv",
+                                       help="Also write one CSV row per image: path, orientation, label, score, top, error."),
+    output: Optional[Path] = typer.Option(None, "--output",
+                                          help="Also write the JSON Lines (one per image) to this file."),
     cache: Optional[Path] = CACHE,
 ) -> None:
-    """Classify images (read upright). Folders are searched for image files."""
-    raise typer.Exit(run_predict(model, images, top_k=top_k, json_out=json_out, cache_dir=cache))
+    """Classify images (read upright). Folders are searched for image files.
+
+Exit code 0 when every image was read, 1 when any input could not be read (each one is listed with its reason; the others are still predicted), 2 on a usage error (no model, no image files found).
+    """
+    preds = run_predict(model, images, top_k=top_k, cache_dir=cache, progress=not json_out)
+    if csv is not None:
+        write_csv(preds, csv)
+    if output is not None:
+        write_jsonl(preds, output)
+    emit(preds, json_out, print_table)
+    failed = sum(1 for p in preds if p.error)
+    if failed:
+        typer.echo(f"upright: {failed} of {len(preds)} input(s) could not be read", err=True)
+        raise typer.Exit(1)
 
 
 @app.command(name="eval")
 def evaluate(
     model: Path = typer.Argument(..., help="Model folder."),
-    data: Path = typer.Argument(..., help="Folder with one sub-folder per class."),
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/, val/, test/: test/ is scored)."),
     json_out: bool = JSON,
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per photo: path, label, predicted, "
+                                       "score, seen_in_training, correct, top, error."),
     cache: Optional[Path] = CACHE,
 ) -> None:
-    """Accuracy, per-class figures, confusion matrix and accuracy under 0/90/180/270 rotations."""
-    run_eval(model, data, json_out=json_out, report=report, cache_dir=cache)
+    """Accuracy, per-class precision/recall/F1, macro-F1, top-k accuracy, confusion matrix and accuracy under 0/90/180/270 rotations, and how many scored photos the model was fitted on.
+
+DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so.
+    """
+    result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
+    emit(result, json_out, print_eval_summary)
 
 
 @app.command()
@@ -252,10 +285,11 @@ def demo(
 ) -> None:
     """The whole story offline: a phone-shot dataset, the audit, naive vs upright training.
 
-    Makes photos from pictures bundled with scikit-image and matplotlib (no network), stores one class sideways with EXIF Orientation 6 as most phones do, audits them, trains the same model twice (tag ignored, like most tools, vs upright), evaluates both on upright test photos and writes an HTML report. About half a minute on 2 idle CPU cores (README).
+    Makes photos from pictures bundled with scikit-image and matplotlib (no network), stores one class sideways with EXIF Orientation 6 as most phones do, audits them, trains the same model twice (tag ignored, like most tools, vs upright), evaluates both on upright test photos and writes an HTML report. About 50 s of CPU time on a first run, 10 s once the embeddings are cached; it prints its own wall-clock and CPU time.
     """
-    run_demo(out, json_out=json_out, per_class=photos, seed=seed,
-             cache_dir=cache)
+    result = run_demo(out, json_out=json_out, per_class=photos, test_per_class=max(4, photos * 2 // 3), seed=seed,
+                      cache_dir=cache)
+    emit(result, json_out, lambda r: None)  # the human story was told as it ran
 
 
 def main(argv: list[str] | None = None) -> None:

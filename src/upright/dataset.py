@@ -3,6 +3,9 @@
 Layouts:
     DATA/<label>/**/<image>                    -> stable hash split into train/val
     DATA/train/<label>/..., DATA/val|test/<label>/...   -> the given split
+    DATA/train/ alone, or train/ + test/ without val/   -> train/ hash-split into train/val
+
+`test/` is for `eval` only: training scans with read=("train", "val") and never opens it.
 
 The split of a file depends only on its bytes (same file, same split, on any machine, in
 any order), so exact duplicates never straddle train and val.
@@ -39,6 +42,8 @@ class Dataset:
     labels: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     explicit_split: bool = False
+    not_read: dict[str, str] = field(default_factory=dict)  # split -> folder left unread (scan's `read`)
+    read_folders: list[str] = field(default_factory=list)  # the folder-per-class trees scanned
 
     def split(self, name: str) -> list[Record]:
         return [r for r in self.records if r.split == name]
@@ -49,9 +54,8 @@ class Dataset:
 
     @property
     def val(self) -> list[Record]:
-        """Held-out records: 'val', or 'test' when the tree only has a test split."""
-        val = self.split("val")
-        return val if val else self.split("test")
+        """Model-selection records: val/ (explicit) or the hash split's val part."""
+        return self.split("val")
 
     def counts(self, split: str | None = None) -> dict[str, int]:
         c = Counter(r.label for r in self.records if split is None or r.split == split)
@@ -75,8 +79,12 @@ def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     return out
 
 
-def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION) -> Dataset:
-    """Scan DATA into a Dataset. Raises UprightError when DATA is missing or has no classes."""
+def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, read=("train", "val", "test")) -> Dataset:
+    """Scan DATA into a Dataset. Raises UprightError when DATA is missing or has no classes.
+
+    read: the explicit split folders to open; the others are listed in `not_read`, untouched
+    (train passes ("train", "val") so that test/ photos are never read, hashed or fitted).
+    """
     root = Path(root)
     if not root.exists():
         raise UprightError(f"{root}: no such folder")
@@ -84,10 +92,14 @@ def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION) ->
         raise UprightError(f"{root}: not a folder (expected one sub-folder per class)")
     skipped: list[tuple[str, str]] = []
     sub = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    explicit = "train" in sub and any(k in sub for k in SPLIT_DIRS if SPLIT_DIRS[k] in ("val", "test"))
+    visible = {k for k in sub if not k.startswith(".")}
+    explicit = "train" in sub and (any(SPLIT_DIRS.get(k) in ("val", "test") for k in sub) or visible == {"train"})
     groups: list[tuple[str | None, Path]] = (
         [(SPLIT_DIRS[k], p) for k, p in sorted(sub.items()) if k in SPLIT_DIRS] if explicit else [(None, root)]
     )
+    has_val = any(split == "val" for split, _ in groups)
+    not_read = {split: str(p) for split, p in groups if split is not None and split not in read}
+    groups = [(split, p) for split, p in groups if split is None or split in read]
     if explicit:
         for k, p in sorted(sub.items()):
             if k not in SPLIT_DIRS:
@@ -99,9 +111,11 @@ def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION) ->
             labels.add(cls.name)
             for p in image_files(cls, skipped):
                 digest = file_sha256(p)
+                hashed = split is None or (split == "train" and not has_val)
                 records.append(
-                    Record(p, cls.name, split or hash_split(digest, val_fraction), digest, p.stat().st_size)
+                    Record(p, cls.name, hash_split(digest, val_fraction) if hashed else split, digest,
+                           p.stat().st_size)
                 )
     if not labels:
         raise UprightError(f"{root}: no class folders found (expected DATA/<label>/<images>)")
-    return Dataset(root, records, sorted(labels), skipped, explicit)
+    return Dataset(root, records, sorted(labels), skipped, explicit, not_read, [str(p) for _, p in groups])

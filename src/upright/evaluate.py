@@ -7,38 +7,63 @@ up" as a feature loses accuracy on the rotated copies; one trained with --augmen
 
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 
+from . import provenance
 from .dataset import scan
 from .errors import UprightError
 from .orientation import ROTATIONS as TURNS, compose
+from .results import EvalResult
 
 ROTATIONS = {str(deg): variant for deg, variant in TURNS.items()}  # JSON keys "0", "90", "180", "270"
 MAX_MISTAKES_SHOWN = 48
 
 
+TOP_K = (1, 2, 3, 5)  # reported where k < the number of labels
+MAX_MISTAKES_JSON = 100
+CSV_COLUMNS = ("path", "label", "predicted", "score", "seen_in_training", "correct", "top", "error")
+
+
 def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy, per-class precision/recall/F1 (None where undefined), macro-F1, confusion matrix.
+
+    Precision is undefined (None) for a class nothing was predicted as, recall and F1 for a
+    class absent from the data; macro-F1 averages the classes present in the data.
+    """
     n_cls = len(labels)
     cm = np.zeros((n_cls, n_cls), int)
     np.add.at(cm, (y_true, y_pred), 1)
     per = {}
+    f1s = []
     for i, lab in enumerate(labels):
         tp, col, row = cm[i, i], cm[:, i].sum(), cm[i].sum()
-        per[lab] = {"precision": round(float(tp / col), 6) if col else 0.0,
-                    "recall": round(float(tp / row), 6) if row else 0.0, "n": int(row)}
+        f1 = round(float(2 * tp / (row + col)), 6) if row else None
+        per[lab] = {"precision": round(float(tp / col), 6) if col else None,
+                    "recall": round(float(tp / row), 6) if row else None, "f1": f1, "n": int(row)}
+        if f1 is not None:
+            f1s.append(f1)
     return {"accuracy": round(float((y_true == y_pred).mean()), 6) if len(y_true) else 0.0,
-            "per_class": per, "confusion": cm.tolist()}
+            "per_class": per, "confusion": cm.tolist(),
+            "macro_f1": round(float(np.mean(f1s)), 6) if f1s else None}
+
+
+def held_out_records(ds):
+    """What eval scores: test/ when DATA has one, else val/, else every photo (-> records, split name)."""
+    if ds.explicit_split:
+        for split in ("test", "val", "train"):
+            if ds.split(split):
+                return ds.split(split), split
+    return ds.records, "all"
 
 
 def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: bool = True, report=None,
-             workers: int | None = None) -> dict:
-    """Evaluate a model (folder or Model) on DATA; returns the contracts' eval JSON (plus extra keys).
+             csv=None, workers: int | None = None) -> EvalResult:
+    """Evaluate a model (folder or Model) on DATA -> EvalResult (to_dict() is the eval JSON).
 
-    DATA with train/ and val|test/ folders is evaluated on its held-out split; a plain
-    folder-per-class tree is evaluated on every image.
+    DATA with a test/ folder is scored on test/ only (else val/, else everything); a plain
+    folder-per-class tree on every photo. `seen_in_training` counts the scored photos the
+    model was fitted on (by content), so scoring training photos never passes for a test.
     """
     from .model import Model, load_model
 
@@ -46,8 +71,7 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     if cache_dir is not None:
         m.cache_dir = cache_dir
     ds = scan(data, 0.0)
-    records = (ds.val if ds.explicit_split else ds.records)
-    split = ("test" if not ds.split("val") else "val") if ds.explicit_split else "all"
+    records, split = held_out_records(ds)
     known = [r for r in records if r.label in m.labels]
     unknown = sorted({r.label for r in records if r.label not in m.labels})
     if not known:
@@ -68,34 +92,96 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     y = np.array([m.labels.index(r.label) for r in known])[ok]
     X = emb.vectors[ok]
     probs = {deg: m.proba_from_embeddings(X[:, [vidx[compose(rot, v)] for v in views]]) for deg, rot in rots.items()}
-    pred = probs["0"].argmax(1)
-    result = {**_metrics(y, pred, m.labels), "n": int(len(y)), "labels": list(m.labels)}
-    result = {"accuracy": result["accuracy"], "n": result["n"], "per_class": result["per_class"],
-              "confusion": result["confusion"], "labels": result["labels"],
-              "rotations": {deg: round(float((p.argmax(1) == y).mean()), 6) for deg, p in probs.items()},
-              "split": split, "model": str(m.folder), "data": str(ds.root),
-              "orientation_policy": "upright" if m.orient else "stored",
-              "unreadable": [{"path": str(known[i].path), "reason": why} for i, why in sorted(emb.errors.items())],
-              "unknown_labels": unknown}
+    p0 = probs["0"]
+    pred = p0.argmax(1)
+    order = np.argsort(-p0, axis=1, kind="stable")
     ok_records = [r for r, good in zip(known, ok) if good]
-    mistakes = [{"path": str(r.path), "label": r.label, "predicted": m.labels[int(p)],
-                 "score": round(float(probs["0"][i, int(p)]), 4)}
-                for i, (r, p) in enumerate(zip(ok_records, pred)) if m.labels[int(p)] != r.label]
-    result["mistakes"] = mistakes
+    seen = provenance.seen(m.fitted, [r.sha256 for r in ok_records])
+    metrics = _metrics(y, pred, m.labels)
+    top_k = {str(k): round(float((order[:, :k] == y[:, None]).any(1).mean()), 6)
+             for k in TOP_K if k == 1 or k < len(m.labels)}
+    photos, j = [], 0
+    for i, r in enumerate(known):
+        if not ok[i]:
+            photos.append({"path": str(r.path), "label": r.label, "predicted": None, "score": None,
+                           "seen_in_training": None, "correct": None, "top": [], "error": emb.errors.get(i)})
+            continue
+        top = [{"label": m.labels[int(c)], "score": round(float(p0[j, c]), 4)} for c in order[j, :3]]
+        photos.append({"path": str(r.path), "label": r.label, "predicted": m.labels[int(pred[j])],
+                       "score": round(float(p0[j, pred[j]]), 4),
+                       "seen_in_training": None if seen is None else bool(seen[j]),
+                       "correct": bool(pred[j] == y[j]), "top": top, "error": None})
+        j += 1
+    mistakes = sorted((p for p in photos if p["correct"] is False), key=lambda p: -p["score"])
+    result = EvalResult(
+        accuracy=metrics["accuracy"], n=int(len(y)), per_class=metrics["per_class"], confusion=metrics["confusion"],
+        labels=list(m.labels),
+        rotations={deg: round(float((p.argmax(1) == y).mean()), 6) for deg, p in probs.items()},
+        seen_in_training=None if seen is None else int(seen.sum()), macro_f1=metrics["macro_f1"],
+        top_k_accuracy=top_k, split=split, model=str(m.folder), data=str(ds.root),
+        orientation_policy="upright" if m.orient else "stored",
+        unreadable=[{"path": str(known[i].path), "reason": why} for i, why in sorted(emb.errors.items())],
+        unknown_labels=unknown, n_mistakes=len(mistakes),
+        mistakes=[{k: mk[k] for k in ("path", "label", "predicted", "score", "top", "seen_in_training")}
+                  for mk in mistakes[:MAX_MISTAKES_JSON]],
+        photos=photos)
+    if csv is not None:
+        write_csv(result, csv)
+        result.csv = str(csv)
     if report is not None:
         write_report(result, report)
-        result["report"] = str(report)
+        result.report = str(report)
     return result
 
 
-def write_report(result: dict, path) -> None:
-    """A self-contained HTML page: summary, confusion matrix, rotation bars, mistakes shown upright."""
+def write_csv(result: EvalResult, path) -> None:
+    """One row per photo: path, label, predicted, score, seen_in_training, correct, top, error."""
+    import csv as _csv
+    import io
+
     from .atomic import atomic_write_text
-    from .imaging import open_upright
-    from .report.html import figure_data_url, image_data_url
+
+    buf = io.StringIO()
+    w = _csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for p in result.photos:
+        w.writerow([p["path"], p["label"], p["predicted"] or "", "" if p["score"] is None else f"{p['score']:.4f}",
+                    _csv_bool(p["seen_in_training"]), _csv_bool(p["correct"]),
+                    "; ".join(f"{t['label']} {t['score']:.4f}" for t in p["top"]), p["error"] or ""])
+    try:
+        atomic_write_text(path, buf.getvalue())
+    except OSError as exc:
+        raise UprightError(f"cannot write the CSV {path}: {exc.strerror or exc}") from exc
+
+
+def _csv_bool(value) -> str:
+    return "" if value is None else str(bool(value)).lower()
+
+
+def seen_sentence(result) -> tuple[str, str]:
+    """(severity, sentence) about whether the scored photos were held out: "error", "ok" or "unknown"."""
+    n, seen = result["n"], result["seen_in_training"]
+    if seen is None:
+        return "unknown", ("this model does not record which photos it was fitted on (trained by an older "
+                           "upright): nothing says these photos are new to it.")
+    if seen:
+        return "error", (f"{seen} of {n} photos were used in training: this is not a test"
+                         + ("" if seen == n else f"; only {n - seen} are new to the model")
+                         + ". Keep test photos in DATA/test/: train never reads it.")
+    return "ok", f"none of the {n} photos was used in training: a fair test."
+
+
+def write_report(result, path) -> None:
+    """A self-contained HTML page: whether this was a test, accuracy, per-class figures,
+    confusion matrix, rotation bars, and the mistakes shown upright, large, with their top-3."""
+    from .atomic import atomic_write_text
+    from .report.html import figure_data_url
     from .report.plots import confusion_figure, rotation_figure
     from .report.templating import render
+    from .train_report import mistake_views
 
+    result = {"seen_in_training": None, "macro_f1": None, "top_k_accuracy": {},
+              **(result.to_dict() if hasattr(result, "to_dict") else result)}
     rot = result["rotations"]
     spread = max(rot.values()) - min(rot.values())
     verdict = ("accuracy barely changes with rotation: the model does not rely on which way is up"
@@ -103,22 +189,19 @@ def write_report(result: dict, path) -> None:
                "accuracy drops on rotated photos: the model relies on the upright view (expected for "
                "a model trained without rotation augmentation; a problem only if your photos arrive sideways)")
     mistakes = result.get("mistakes", [])
-    shown = []
-    for mk in mistakes[:MAX_MISTAKES_SHOWN]:
-        try:
-            src = image_data_url(open_upright(mk["path"], size=160), max_side=160)
-        except Exception:
-            src = None
-        shown.append({"src": src, "label": mk["label"], "predicted": mk["predicted"], "score": mk["score"],
-                      "name": os.path.basename(mk["path"])})
+    level, sentence = seen_sentence(result)
     html = render(
-        "eval.html", title="upright eval", subtitle="thumbnails are shown upright, as the model read them",
+        "eval.html", title="upright eval",
+        subtitle="thumbnails are shown upright" + (", as the model read them" if result["orientation_policy"] == "upright"
+                                                   else "; this model reads the pixels as stored (tag ignored)"),
+        seen_level=level, seen_sentence=sentence[0].upper() + sentence[1:],
         accuracy=result["accuracy"], n=result["n"], split=result["split"], data=result["data"],
-        model=result["model"], orientation_policy=result["orientation_policy"],
-        per_class=[{"label": lab, **v} for lab, v in result["per_class"].items()],
+        model=result["model"], orientation_policy=result["orientation_policy"], macro_f1=result["macro_f1"],
+        top_k=[(k, a) for k, a in result["top_k_accuracy"].items() if k != "1"],
+        per_class=[{"label": lab, "f1": None, **v} for lab, v in result["per_class"].items()],
         confusion_plot=figure_data_url(confusion_figure(result["confusion"], result["labels"])),
         rotation_plot=figure_data_url(rotation_figure(rot)), verdict=verdict,
-        n_mistakes=len(mistakes), mistakes=shown, more=len(mistakes) - len(shown),
+        n_mistakes=result.get("n_mistakes", len(mistakes)), mistakes=mistake_views(mistakes[:MAX_MISTAKES_SHOWN]),
         unreadable=result.get("unreadable") or [])
     try:
         atomic_write_text(path, html)
@@ -126,31 +209,40 @@ def write_report(result: dict, path) -> None:
         raise UprightError(f"cannot write the report {path}: {exc.strerror or exc}") from exc
 
 
-def run_eval(model, data, *, json_out: bool = False, report=None, cache_dir=None) -> dict:
-    result = evaluate(model, data, cache_dir=cache_dir, progress=not json_out, report=report)
-    if json_out:
-        out = {k: v for k, v in result.items() if k != "mistakes"}
-        out["mistakes"] = result["mistakes"][:100]
-        print(json.dumps(out))
-        return result
+def _num(value, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_summary(result) -> None:
+    """Human output: per-class table, macro-F1, top-k, rotations, and loudly whether this was a test."""
+    from rich.markup import escape
+    from rich.panel import Panel
     from rich.table import Table
 
     from .console import err, out
 
     for u in result["unreadable"]:
-        err.print(f"[yellow]skipped unreadable[/] {u['path']}: {u['reason']}")
+        err.print(f"[yellow]skipped unreadable[/] {escape(u['path'])}: {escape(u['reason'])}")
     if result["unknown_labels"]:
-        err.print(f"[yellow]skipped classes the model does not know:[/] {', '.join(result['unknown_labels'])}")
-    t = Table(title=f"upright eval: accuracy {result['accuracy']:.3f} on {result['n']} images ({result['split']})")
-    t.add_column("class")
-    t.add_column("precision", justify="right")
-    t.add_column("recall", justify="right")
-    t.add_column("n", justify="right")
+        err.print(f"[yellow]skipped classes the model does not know:[/] {escape(', '.join(result['unknown_labels']))}")
+    t = Table(title=f"upright eval: accuracy {result['accuracy']:.3f} on {result['n']} images ({result['split']})", min_width=60)
+    for col in ("class", "precision", "recall", "F1", "n"):
+        t.add_column(col, justify="left" if col == "class" else "right")
     for lab, v in result["per_class"].items():
-        t.add_row(lab, f"{v['precision']:.3f}", f"{v['recall']:.3f}", str(v["n"]))
-    t.add_section()
-    t.add_row("rotated 0/90/180/270", " / ".join(f"{a:.2f}" for a in result["rotations"].values()), "", "")
+        t.add_row(escape(lab), _num(v["precision"]), _num(v["recall"]), _num(v.get("f1")), str(v["n"]))
     out.print(t)
-    if report is not None:
-        err.print(f"report written to {report}")
-    return result
+    out.print(f"macro-F1 {_num(result['macro_f1'])}; "
+              + ", ".join(f"top-{k} accuracy {a:.3f}" for k, a in result["top_k_accuracy"].items()) + "; "
+              "accuracy with the photos turned 0/90/180/270°: "
+              + " / ".join(f"{a:.2f}" for a in result["rotations"].values()))
+    level, sentence = seen_sentence(result)
+    if level == "error":
+        out.print(Panel(f"[bold]{escape(sentence)}[/bold]", title="[bold]NOT A TEST[/bold]", border_style="red",
+                        style="red", expand=False))
+    elif level == "unknown":
+        out.print(f"[yellow]{escape(sentence)}[/yellow]")
+    else:
+        out.print(f"[green]{escape(sentence)}[/green]")
+    for key, what in (("csv", "per-photo rows"), ("report", "report")):
+        if result.get(key):
+            err.print(f"{what} written to {escape(result[key])}")

@@ -19,6 +19,11 @@ How, per format:
 - Files that need no change are copied byte for byte (`--out`) or left alone (`--in-place`).
   Unreadable files are copied unchanged and reported.
 
+Reporting: each file gets one outcome (OUTCOMES: "fixed", "already fixed", "copied as is",
+"already copied", "left as is", "skipped", "failed"); the summary counts exactly those, and
+`--verbose` rows show the same words, so a copy is never called a fix and a re-run says
+"already fixed" in its rows and its summary alike.
+
 `--out OUT` mirrors the tree (non-image files are copied too; hidden files and folders are
 skipped). A destination that already holds the same bytes is not rewritten, so running fix
 twice changes nothing the second time; fixing a fixed tree copies every file byte for byte.
@@ -81,6 +86,8 @@ class FileResult:
     turned: int = 0  # extra turn back for sideways content (degrees clockwise it looked turned)
     note: str | None = None
     changed: bool = False  # bytes written (or that would be, in a dry run)
+    need: str | None = None  # what the file needed: "rotate", "retag", "none", "unreadable", "not an image"
+    outcome: str | None = None  # the words rows and summary share (see OUTCOMES)
 
 
 # --------------------------------------------------------------------------- byte patches
@@ -314,9 +321,9 @@ def _check_output(data: bytes, want_size: tuple[int, int]) -> None:
 
 def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileResult]:
     """The bytes of the upright copy of `path` (None: copy as is) and what was done."""
-    res = FileResult(path, None, "copied")
+    res = FileResult(path, None, "copied", need="none")
     if facts.unreadable:
-        res.action, res.note = "copied", f"unreadable ({facts.unreadable}); copied unchanged"
+        res.action, res.note, res.need = "copied", f"unreadable ({facts.unreadable})", "unreadable"
         return None, res
     fmt = facts.format or ""
     if fmt == "HEIF":
@@ -331,7 +338,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
     if e == 1 and not needs_retag:
         return None, res
     if fmt not in ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "AVIF"):
-        res.note = f"{fmt} files carry no orientation to fix; copied unchanged"
+        res.note = f"{fmt} files carry no orientation to fix"
         return None, res
     swap = e in SWAPS_AXES
     shown = facts.upright_size  # the size a viewer shows
@@ -340,21 +347,22 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
     if fmt in ("JPEG", "MPO"):
         if e == 1:
             data = patch_jpeg_orientation(Path(path).read_bytes(), False)
-            res.method, res.action = "retag", "retagged"
+            res.method, res.action, res.need = "retag", "retagged", "retag"
         else:
             data, why = _run_jpegtran(path, e)
             if data is not None:
                 data = patch_jpeg_orientation(data, swap)
-                res.method, res.action = "jpegtran-lossless", "rotated"
+                res.method, res.action, res.need = "jpegtran-lossless", "rotated", "rotate"
                 if fmt == "MPO":
                     res.note = "MPO: only the first picture is kept"
             else:
                 data, res.method = _reencode(path, e, fmt, turned)
-                res.action = "rotated"
+                res.action, res.need = "rotated", "rotate"
                 res.note = f"re-encoded at quality {JPEG_QUALITY}, not lossless: {why}"
     else:
         data, res.method = _reencode(path, e, fmt, turned)
         res.action = "rotated" if e != 1 else "retagged"
+        res.need = "rotate" if e != 1 else "retag"
         if fmt == "AVIF":
             res.note = f"AVIF re-encoded at quality {JPEG_QUALITY} (no lossless rotation available)"
     _check_output(data, want)
@@ -442,12 +450,16 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
             results.append(_fix_one(root, p, out_root, in_place, dry_run, turns))
             advance()
     counts: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
     for r in results:
         counts[r.action] = counts.get(r.action, 0) + 1
+        r.outcome = outcome(r, in_place)
+        outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
     return {
         "data": str(root), "out": str(out_root) if out_root else None, "in_place": in_place, "dry_run": dry_run,
         "files": [asdict(r) for r in results], "counts": counts,
-        "changed": sum(1 for r in results if r.changed),
+        "changed": sum(1 for r in results if r.changed),  # files written (or that would be, dry run)
+        "outcomes": {k: outcomes[k] for k in OUTCOMES if k in outcomes},
         "lossy": [r.path for r in results if r.method and r.method.startswith("reencode")],
         "backup": str(root / BACKUP_DIR) if in_place else None,
     }
@@ -459,8 +471,9 @@ def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run
     is_image = is_image_name(p)
     if not is_image:
         if in_place:
-            return FileResult(str(p), str(dest), "skipped", note="not an image")
-        return _copy(p, dest, dry_run, FileResult(str(p), str(dest), "copied", note="not an image"))
+            return FileResult(str(p), str(dest), "skipped", note="not an image", need="not an image")
+        return _copy(p, dest, dry_run, FileResult(str(p), str(dest), "copied", note="not an image",
+                                                  need="not an image"))
     facts = describe(p)
     try:
         data, res = fixed_bytes(str(p), facts, turns.get(os.path.realpath(p), 0))
@@ -506,29 +519,75 @@ def _copy(src: Path, dest: Path, dry_run: bool, res: FileResult) -> FileResult:
     return res
 
 
-def print_summary(result: dict, console=None) -> None:
+#: What happened to a file, in the words both the rows (--verbose) and the summary use.
+OUTCOMES = ("fixed", "already fixed", "copied as is", "already copied", "left as is", "skipped", "failed")
+_DRY = {"fixed": "to fix", "copied as is": "to copy as is"}
+
+
+def outcome(r: FileResult, in_place: bool) -> str:
+    """One of OUTCOMES: a fixed picture is never counted as copied, a copy never as a fix."""
+    if r.action in ("failed", "skipped"):
+        return r.action
+    if r.need in ("rotate", "retag"):
+        return "fixed" if r.changed else "already fixed"
+    if in_place:
+        return "left as is"
+    return "copied as is" if r.changed else "already copied"
+
+
+def _details(files: list[dict], name: str) -> str:
+    """(2 rotated, 1 retagged) / (1 unreadable, 2 not images) for one outcome."""
+    mine = [f for f in files if f["outcome"] == name]
+    parts: dict[str, int] = {}
+    for f in mine:
+        key = {"rotate": "rotated", "retag": "retagged", "unreadable": "unreadable",
+               "not an image": "not an image"}.get(f["need"] or "")
+        if key:
+            parts[key] = parts.get(key, 0) + 1
+    lossy = sum(1 for f in mine if (f["method"] or "").startswith("reencode"))
+    if lossy:
+        parts["re-encoded, not lossless"] = lossy
+    order = ("rotated", "retagged", "re-encoded, not lossless", "unreadable", "not an image")
+    words = [f"{parts[k]} {k if parts[k] == 1 or k != 'not an image' else 'not images'}" for k in order if k in parts]
+    return f" ({', '.join(words)})" if words else ""
+
+
+def print_summary(result: dict, console=None, verbose: bool = False) -> None:
+    """A summary by default; with `verbose` one row per file first, in the summary's words."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from .console import out
+    from .console import err, out
 
     console = console or out
-    verb = "would change" if result["dry_run"] else "changed"
-    rows = [f for f in result["files"] if f["changed"] or f["note"] or f["action"] == "failed"]
-    if rows:
+    dry = result["dry_run"]
+    files = result["files"]
+    word = (lambda o: _DRY.get(o, o)) if dry else (lambda o: o)
+    if verbose and files:
         table = Table(expand=True)
-        for col in ("file", "action", "method", "note"):
+        for col in ("file", "result", "method", "note"):
             table.add_column(col, ratio=2 if col in ("file", "note") else None)
-        for f in rows[:200]:
-            table.add_row(f["path"], f["action"], f["method"] or "", f["note"] or "")
+        for f in files:
+            table.add_row(escape(f["path"]), word(f["outcome"]), f["method"] or "", escape(f["note"] or ""))
         console.print(table)
-        if len(rows) > 200:
-            console.print(f"... and {len(rows) - 200} more (use --json for all)")
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(result["counts"].items()))
-    where = f" into {result['out']}" if result["out"] else " in place"
-    console.print(f"upright fix: {result['changed']} file(s) {verb}{where} ({counts or 'no files'}).")
+    for f in files:
+        if f["outcome"] == "failed":
+            err.print(f"[red]failed[/red] {escape(f['path'])}: {escape(f['note'] or '')}")
+    where = f"-> {result['out']}" if result["out"] else "in place"
+    parts = [f"{n} {word(k)}{_details(files, k)}" for k, n in result["outcomes"].items()]
+    head = f"upright fix {where}{' (dry run: nothing written)' if dry else ''}: "
+    if not files:
+        console.print(head + "no files.")
+        return
+    if not result["changed"] and not dry:
+        console.print(head + "nothing written; " + ", ".join(parts) + ".")
+    else:
+        console.print(head + ", ".join(parts) + ".")
     if result["lossy"]:
         console.print(f"[yellow]{len(result['lossy'])} JPEG(s) could not be turned losslessly and were re-encoded "
-                      f"at quality {JPEG_QUALITY}[/yellow] (see the notes).")
-    if result["in_place"] and result["changed"] and not result["dry_run"]:
-        console.print(f"Originals kept in {result['backup']} (same relative paths, manifest.jsonl lists them). "
-                      f"To undo: cp -a {result['backup']}/. {result['data']}/")
+                      f"at quality {JPEG_QUALITY}[/yellow] (see the notes: --verbose).")
+    if result["in_place"] and result["changed"] and not dry:
+        console.print(f"Originals kept in {escape(result['backup'])} (same relative paths, manifest.jsonl lists "
+                      f"them). To undo: cp -a {escape(result['backup'])}/. {escape(result['data'])}/")
+    elif not verbose and any(f["note"] for f in files):
+        console.print("Per-file rows and notes: --verbose (or --json).")

@@ -4,7 +4,8 @@ model.json records labels, backbone id and weights hash, preprocessing, input si
 orientation policy ("upright": orientation applied, the default; "stored": pixels as stored,
 the naive imitation), the test-time views, training figures and the upright version.
 head.safetensors holds `weight` [C, D] and `bias` [C] applied to the raw backbone embedding
-(softmax on top), plus `backbone.*` tensors when the backbone was fine-tuned. No pickle.
+(softmax on top), plus `backbone.*` tensors when the backbone was fine-tuned, plus
+`fitted_sha256` [N, 8] uint8: what the head was fitted on (provenance.py). No pickle.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import __version__, backbones
+from . import __version__, backbones, provenance
 from .atomic import atomic_path, atomic_write_text
 from .errors import UnreadableImage, UprightError, one_line
 from .numerics import softmax
@@ -46,7 +47,7 @@ class Prediction:
 
 
 def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.ndarray,
-               backbone_state: dict | None = None) -> Path:
+               backbone_state: dict | None = None, fitted: np.ndarray | None = None) -> Path:
     """Write MODEL/head.safetensors then MODEL/model.json, each atomically."""
     from safetensors.numpy import save_file
 
@@ -61,6 +62,8 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
     if backbone_state:
         for k, v in backbone_state.items():
             tensors[f"backbone.{k}"] = np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+    if fitted is not None:
+        tensors[provenance.TENSOR] = np.ascontiguousarray(provenance.check(fitted))
     with atomic_path(out / HEAD_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__, **meta}
@@ -72,7 +75,7 @@ class Model:
     """A trained classifier: backbone (ONNX Runtime) + linear softmax head."""
 
     def __init__(self, folder: Path, meta: dict, weight: np.ndarray, bias: np.ndarray,
-                 backbone_state: dict | None = None, cache_dir=None):
+                 backbone_state: dict | None = None, cache_dir=None, fitted: np.ndarray | None = None):
         self.folder = folder
         self.meta = meta
         self.labels: list[str] = list(meta["labels"])
@@ -80,6 +83,7 @@ class Model:
         self.weight = weight
         self.bias = bias
         self.backbone_state = backbone_state
+        self.fitted = fitted  # uint8 [N, 8] prefixes of the fitted photos' SHA-256, or None (older models)
         self.cache_dir = cache_dir
         self.orient: bool = meta.get("orientation_policy", "upright") != "stored"
         self.views: tuple[str, ...] = tuple(meta.get("test_views", ["id"]))
@@ -127,7 +131,7 @@ class Model:
 
     def predict(self, items, top_k: int = DEFAULT_TOP_K, *, errors: str = "raise", progress: bool = False
                 ) -> list[Prediction]:
-        """Predict paths, bytes or upright PIL images (mixed).
+        """Predict paths, bytes, memoryviews, binary file objects or upright PIL images (one, or a list of them).
 
         Files are read through the one door (upright unless the model was trained on stored
         pixels) and their embeddings cached by content hash. errors="raise" raises
@@ -138,8 +142,8 @@ class Model:
         from .imaging import open_header, read_orientation
         from .preprocess import image_crop, load_crop
 
-        if isinstance(items, (str, os.PathLike, bytes, bytearray, Image.Image)):
-            items = [items]
+        if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or hasattr(items, "read"):
+            items = [items]  # one image (a file object or a memoryview is one image, not many)
         items = list(items)
         results: list[Prediction | None] = [None] * len(items)
         path_idx = [i for i, it in enumerate(items) if isinstance(it, (str, os.PathLike))]
@@ -213,6 +217,8 @@ def load_model(model_dir, cache_dir=None) -> Model:
 
         tensors = load_file(str(hpath))
         weight, bias = tensors.pop("weight").astype(np.float32), tensors.pop("bias").astype(np.float32)
+        fitted = tensors.pop(provenance.TENSOR, None)
+        fitted = None if fitted is None else provenance.check(fitted)
     except Exception as exc:
         raise UprightError(f"{hpath}: corrupt head weights ({one_line(exc, 120)})") from exc
     dim = backbones.spec(name).dim
@@ -221,4 +227,4 @@ def load_model(model_dir, cache_dir=None) -> Model:
     bstate = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")} or None
     if meta.get("fine_tuned") and not bstate:
         raise UprightError(f"{hpath}: the model is fine-tuned but its backbone weights are missing")
-    return Model(folder, meta, weight, bias, bstate, cache_dir)
+    return Model(folder, meta, weight, bias, bstate, cache_dir, fitted)

@@ -1,31 +1,38 @@
-"""Train: scan -> cached embeddings of every variant -> regularised softmax head -> model folder.
+"""Train: scan train/ (+ val/) -> cached embeddings of every variant -> softmax head -> model folder.
 
-Head: multinomial logistic regression on standardised embeddings, fitted with L-BFGS,
-L2 strength chosen on the validation split (or by 3-fold cross-validation on the training
-images when the split is too small), then refitted on train + val. Test-time views ("id",
-or "id" + "flip" averaged) are chosen on the same held-out data. Deterministic for a seed.
+Head (head.py): multinomial logistic regression on standardised embeddings, fitted with
+L-BFGS, L2 strength chosen on the validation photos (val/ or the hash split; 3-fold
+cross-validation on the training photos when they are too few), then refitted on train +
+val. Test-time views ("id", or "id" + "flip" averaged) are chosen on the same held-out
+photos. Deterministic for a seed.
+
+Honest by construction: DATA/test is never opened here (it is `eval`'s), the model records
+the content fingerprints of every photo the final head was fitted on (provenance.py), and the
+model folder is built beside MODEL and swapped in whole (a crash leaves the old or the new).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import backbones
+from . import backbones, provenance
+from .atomic import stage_folder, swap_folder
 from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
 from .features import AUGMENT_VARIANTS, embed_paths
-from .model import save_model
-from .numerics import softmax
+from .head import DEFAULT_HEAD_ITERS, SoftmaxRegression, _rows, select_head
+from .model import META_FILE, save_model
 from .preprocess import describe as describe_preprocessing
+from .results import TrainResult
 
-L2_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
-TTA_CHOICES = (("id",), ("id", "flip"))
 DEFAULT_AUGMENT = "flip"
-DEFAULT_HEAD_ITERS = 100
+TRAIN_SPLITS = ("train", "val")  # what train reads; DATA/test is eval's alone
+REPORT_FILE = "report.html"
 
 
 def check_dataset(ds: Dataset) -> None:
@@ -38,167 +45,52 @@ def check_dataset(ds: Dataset) -> None:
         raise UprightError(f"{ds.root}: only one class ('{ds.labels[0]}'); a classifier needs at least two")
 
 
-# -- the head -----------------------------------------------------------------------------
-def fit_softmax(X: np.ndarray, y: np.ndarray, n_classes: int, l2: float, max_iter: int = DEFAULT_HEAD_ITERS,
-                init: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression: mean cross-entropy + l2/2 * |W|^2 by L-BFGS (numpy).
+# -- the model folder ---------------------------------------------------------------------
+def check_target(out, force: bool) -> bool:
+    """Refuse to overwrite a model unless forced; never replace a folder that is not a model.
 
-    -> (W [C, D], b [C]). Deterministic; no torch import (a warm re-train stays in seconds).
+    Returns True when an existing model will be replaced. Called before any work is done.
     """
-    X = np.ascontiguousarray(X, np.float32)
-    n, d = X.shape
-    Y = np.zeros((n, n_classes), np.float32)
-    Y[np.arange(n), np.asarray(y)] = 1.0
-    rows = np.arange(n)
-    y = np.asarray(y)
-
-    def fg(theta):
-        W = theta[: n_classes * d].reshape(n_classes, d)
-        b = theta[n_classes * d:]
-        z = X @ W.T.astype(np.float32) + b.astype(np.float32)
-        z -= z.max(axis=1, keepdims=True)
-        ez = np.exp(z)
-        s = ez.sum(axis=1, keepdims=True)
-        loss = float(np.mean(np.log(s[:, 0]) - z[rows, y])) + 0.5 * l2 * float(np.dot(W.ravel(), W.ravel()))
-        G = (ez / s - Y) / n
-        gW = (G.T @ X).astype(np.float64) + l2 * W
-        return loss, np.concatenate([gW.ravel(), G.sum(axis=0).astype(np.float64)])
-
-    theta0 = np.zeros(n_classes * d + n_classes)
-    if init is not None:
-        theta0 = np.concatenate([np.asarray(init[0], np.float64).ravel(), np.asarray(init[1], np.float64)])
-    theta = _lbfgs(fg, theta0, max_iter)
-    return (theta[: n_classes * d].reshape(n_classes, d).astype(np.float32),
-            theta[n_classes * d:].astype(np.float32))
+    out = Path(out)
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise UprightError(f"{out}: exists and is not a folder; choose another -o")
+    if not any(out.iterdir()):
+        return False
+    if not (out / META_FILE).is_file():
+        raise UprightError(f"{out}: exists and is not an upright model folder (no {META_FILE}); "
+                           "refusing to replace it, choose another -o")
+    if not force:
+        raise UprightError(f"{out}: a model is already there; pass --force to replace it, or choose another -o")
+    return True
 
 
-def _lbfgs(fg, x, max_iter: int, m: int = 10, gtol: float = 1e-5, ftol: float = 1e-9):
-    """Plain L-BFGS with a backtracking (Armijo) line search; enough for a smooth convex loss."""
-    f, g = fg(x)
-    hist: list[tuple[np.ndarray, np.ndarray, float]] = []
-    for _ in range(max_iter):
-        q = g.copy()
-        alphas = []
-        for s, yv, rho in reversed(hist):
-            a = rho * float(s @ q)
-            q -= a * yv
-            alphas.append(a)
-        if hist:
-            s, yv, _ = hist[-1]
-            q *= float(s @ yv) / float(yv @ yv)
-        else:
-            q /= max(1.0, float(np.abs(g).max()))
-        for (s, yv, rho), a in zip(hist, reversed(alphas)):
-            q += s * (a - rho * float(yv @ q))
-        direction = -q
-        slope = float(g @ direction)
-        if slope >= 0:  # not a descent direction: restart from the gradient
-            hist.clear()
-            direction, slope = -g / max(1.0, float(np.abs(g).max())), -float(g @ g) / max(1.0, float(np.abs(g).max()))
-        t = 1.0
-        while True:
-            x_new = x + t * direction
-            f_new, g_new = fg(x_new)
-            if f_new <= f + 1e-4 * t * slope or t < 1e-8:
-                break
-            t *= 0.5
-        s, yv = x_new - x, g_new - g
-        sy = float(s @ yv)
-        if sy > 1e-12:
-            hist.append((s, yv, 1.0 / sy))
-            if len(hist) > m:
-                hist.pop(0)
-        done = abs(f - f_new) <= ftol * max(1.0, abs(f)) or float(np.abs(g_new).max()) < gtol
-        x, f, g = x_new, f_new, g_new
-        if done:
-            break
-    return x
+def audit_warnings(folders) -> list[dict]:
+    """Warnings the header audit raises on the photos a model is fitted on (about a second).
 
+    One small function so the audit's check registry can be wired in here alone.
+    """
+    from .audit import run_audit
 
-def _proba(W, b, X):
-    return softmax(X @ W.T + b)
-
-
-class Standardiser:
-    def __init__(self, X: np.ndarray):
-        self.mean = X.mean(axis=0)
-        self.std = X.std(axis=0) + 1e-3
-
-    def __call__(self, X):
-        return (X - self.mean) / self.std
-
-    def fold(self, W, b):
-        """Head on standardised inputs -> the same head on raw embeddings."""
-        W2 = W / self.std
-        return W2.astype(np.float32), (b - W2 @ self.mean).astype(np.float32)
-
-
-def _rows(emb: np.ndarray, idx: np.ndarray, y: np.ndarray, views: list[int]):
-    """Training rows: every listed view of every image in idx."""
-    X = emb[idx][:, views].reshape(-1, emb.shape[-1])
-    return X, np.repeat(y[idx], len(views))
-
-
-def _score(W, b, std: Standardiser, emb, idx, y, tta_views):
-    p = np.mean([_proba(W, b, std(emb[idx, v])) for v in tta_views], axis=0)
-    acc = float((p.argmax(1) == y[idx]).mean())
-    nll = float(-np.log(np.clip(p[np.arange(len(idx)), y[idx]], 1e-12, None)).mean())
-    return acc, nll
-
-
-def select_head(emb: np.ndarray, y: np.ndarray, n_classes: int, train_idx, val_idx, variants, aug_views,
-                seed: int = 0, max_iter: int = DEFAULT_HEAD_ITERS):
-    """Pick (l2, test views) on val (or 3-fold CV on train). Returns dict with the choice and figures."""
-    vi = {v: i for i, v in enumerate(variants)}
-    aug = [vi[v] for v in aug_views]
-    tta_options = [t for t in TTA_CHOICES if all(v in vi for v in t)]
-    counts = np.bincount(y[val_idx], minlength=n_classes) if len(val_idx) else np.zeros(n_classes, int)
-    use_val = len(val_idx) >= max(10, 2 * n_classes) and (counts > 0).sum() >= 2
-    if use_val:
-        folds = [(np.asarray(train_idx), np.asarray(val_idx))]
-        method = "validation split"
-    else:  # 3-fold CV on train, stratified, grouped by image (all variants of one image together)
-        rng = np.random.default_rng(seed)
-        tr = np.concatenate([np.asarray(train_idx, int), np.asarray(val_idx, int)])
-        fold_of = np.zeros(len(tr), int)
-        for c in range(n_classes):
-            where = np.flatnonzero(y[tr] == c)
-            rng.shuffle(where)
-            fold_of[where] = np.arange(len(where)) % 3
-        k = min(3, max(2, int(min(np.bincount(y[tr], minlength=n_classes)[np.bincount(y[tr]) > 0]))))
-        fold_of %= k
-        folds = [(tr[fold_of != f], tr[fold_of == f]) for f in range(k)]
-        method = f"{k}-fold cross-validation on train"
-    results = {(l2, tta): [0.0, 0.0] for l2 in L2_GRID for tta in tta_options}
-    for tr, va in folds:
-        X, yy = _rows(emb, tr, y, aug)
-        std = Standardiser(X)
-        Xs = std(X)
-        init = None
-        for l2 in sorted(L2_GRID, reverse=True):  # warm-started regularisation path
-            W, b = fit_softmax(Xs, yy, n_classes, l2, max_iter, init=init)
-            init = (W, b)
-            for tta in tta_options:
-                acc, nll = _score(W, b, std, emb, va, y, [vi[v] for v in tta])
-                results[(l2, tta)][0] += acc * len(va)
-                results[(l2, tta)][1] += nll * len(va)
-    total = sum(len(va) for _, va in folds)
-    # best accuracy, then lowest log-loss, then fewer test views (cheaper), then stronger l2
-    best = min(results, key=lambda k: (-round(results[k][0] / total, 6), len(k[1]),
-                                       round(results[k][1] / total, 4), -k[0]))
-    return {
-        "l2": best[0], "test_views": list(best[1]), "method": method,
-        "accuracy": results[best][0] / total,
-        "grid": {f"{l2:g}|{'+'.join(t)}": round(v[0] / total, 4) for (l2, t), v in results.items()},
-    }
+    found = []
+    for folder in folders:
+        for f in run_audit(folder, content=False, progress=False)["findings"]:
+            if f.get("severity") in ("warning", "error"):
+                found.append({**f, "folder": str(folder)})
+    return found
 
 
 # -- the whole run ------------------------------------------------------------------------
 def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str = DEFAULT_AUGMENT,
-                  epochs: int | None = None, fine_tune: bool = False, val_split: float = DEFAULT_VAL_FRACTION,
-                  seed: int = 0, orient: bool = True, cache_dir=None, progress: bool = True,
-                  workers: int | None = None) -> dict:
-    """Train a model folder at `out` from DATA; returns the contracts' train JSON (plus extra keys)."""
+                  epochs: int | None = None, fine_tune: bool = False, val_split: float = DEFAULT_VAL_FRACTION, seed: int = 0,
+                  orient: bool = True, cache_dir=None, progress: bool = True, workers: int | None = None,
+                  force: bool = False, report: bool = True) -> TrainResult:
+    """Train a model folder at `out` from DATA (its train/ and val/ only; test/ is never read).
+
+    `force` replaces an existing model folder (atomically); `report` writes MODEL/report.html.
+    Returns a TrainResult whose to_dict() is the contracts' train JSON.
+    """
     t0 = time.perf_counter()
     if augment not in AUGMENT_VARIANTS:
         raise UprightError(f"unknown --augment '{augment}' (none, flip, rotate, d4)")
@@ -207,11 +99,12 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
     if epochs is not None and epochs < 1:
         raise UprightError(f"--epochs must be at least 1, got {epochs}")
     spec = backbones.spec(backbone)
+    replacing = check_target(out, force)
     weights_hash = backbones.weights_sha256(backbone)
-    ds = scan(data, val_split)
+    ds = scan(data, val_split, read=TRAIN_SPLITS)
     check_dataset(ds)
     labels = ds.labels
-    records = [r for r in ds.records if r.split in ("train", "val", "test")]
+    records = [r for r in ds.records if r.split in TRAIN_SPLITS]
     aug_views = AUGMENT_VARIANTS[augment]
     variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
     emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
@@ -224,7 +117,7 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
         raise UprightError(f"{ds.root}: no readable images ({len(records)} files, all unreadable)")
     y = np.array([labels.index(r.label) for r in records])
     is_train = np.array([r.split == "train" for r in records]) & ok
-    is_val = np.array([r.split != "train" for r in records]) & ok
+    is_val = np.array([r.split == "val" for r in records]) & ok
     train_counts = np.bincount(y[is_train], minlength=len(labels))
     missing = [labels[c] for c in range(len(labels)) if train_counts[c] == 0 and not (is_val & (y == c)).any()]
     if missing:
@@ -236,12 +129,12 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
     vi = {v: i for i, v in enumerate(variants)}
     aug = [vi[v] for v in aug_views]
     val_acc = choice["accuracy"]
-    # final fit on every readable labelled image (train + val) with the chosen l2
+    # final fit on every readable photo train reads (train + val) with the chosen l2
     all_idx = np.flatnonzero(ok)
     X, yy = _rows(X3, all_idx, y, aug)
-    std = Standardiser(X)
-    W, b = fit_softmax(std(X), yy, len(labels), choice["l2"], max_iter)
-    W, b = std.fold(W, b)
+    head = SoftmaxRegression(l2=choice["l2"], max_iter=max_iter).fit(X, yy)
+    W, b = head.coef_, head.intercept_
+    fitted = provenance.fingerprints(records[i].sha256 for i in all_idx)
     meta_extra: dict = {}
     backbone_state = None
     if fine_tune:
@@ -256,6 +149,7 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
             val_acc = ft["info"]["val_accuracy"]
     seconds = time.perf_counter() - t0
     n_train, n_val = int(len(train_idx)), int(len(val_idx))
+    fitted_splits = sorted({records[i].split for i in all_idx})
     meta = {
         "labels": labels,
         "backbone": backbone,
@@ -269,8 +163,9 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
         "train_variants": list(aug_views),
         "test_views": choice["test_views"],
         "fine_tuned": bool(fine_tune),
-        "head": {"type": "linear-softmax", "l2": choice["l2"], "selected_by": choice["method"],
-                 "solver": "L-BFGS", "max_iter": max_iter, "final_fit": "train+val",
+        "head": {"type": "linear-softmax", "estimator": "upright.head.SoftmaxRegression", "l2": choice["l2"],
+                 "selected_by": choice["method"], "solver": "L-BFGS", "max_iter": max_iter,
+                 "final_fit": "train+val", "iterations": int(head.n_iter_),
                  "applies_to": "raw embedding (standardisation folded into weight and bias)"},
         "onnx_input": {"name": "input", "shape": ["batch", 3, spec.size, spec.size], "dtype": "float32",
                        "layout": "NCHW RGB", "scaling": spec.scaling,
@@ -279,19 +174,47 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
                      "classes": {lab: int(((y == i) & ok).sum()) for i, lab in enumerate(labels)},
                      "seed": seed, "seconds": round(seconds, 3), "l2_grid": choice["grid"],
                      "unreadable": len(unreadable)},
+        "fitted_on": {"photos": int(len(fitted)), "splits": fitted_splits, "tensor": provenance.TENSOR,
+                      "fingerprint": f"first {provenance.PREFIX_BYTES} bytes of each photo's SHA-256, "
+                                     "rows sorted, in head.safetensors",
+                      "test_not_read": ds.not_read.get("test")},
         **meta_extra,
     }
-    save_model(out, meta, W, b, backbone_state)
-    seconds = time.perf_counter() - t0
-    return {
-        "model": str(Path(out)), "labels": labels, "val_accuracy": round(float(val_acc), 6),
-        "n_train": n_train, "n_val": n_val, "seconds": round(seconds, 3), "backbone": backbone,
-        "augment": augment,
-        "val_method": choice["method"], "l2": choice["l2"], "test_views": choice["test_views"],
-        "classes": meta["training"]["classes"], "orientation_policy": meta["orientation_policy"],
-        "fine_tuned": bool(fine_tune), "unreadable": unreadable, "skipped": skipped,
-        "cache_hits": int(emb.hits), "decoded": int(emb.decoded),
-    }
+    result = TrainResult(
+        model=str(Path(out)), labels=labels, val_accuracy=round(float(val_acc), 6), n_train=n_train, n_val=n_val,
+        seconds=0.0, backbone=backbone, augment=augment, val_method=choice["method"], l2=choice["l2"],
+        test_views=choice["test_views"], classes=meta["training"]["classes"],
+        orientation_policy=meta["orientation_policy"], fine_tuned=bool(fine_tune), unreadable=unreadable,
+        skipped=skipped, cache_hits=int(emb.hits), decoded=int(emb.decoded), n_fitted=int(len(fitted)),
+        test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root))
+    stage = stage_folder(out)
+    try:
+        save_model(stage, meta, W, b, backbone_state, fitted)
+        if report:
+            result.report = _write_report(stage, out, meta, result, ds, records, y, choice)
+        swap_folder(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    result.seconds = round(time.perf_counter() - t0, 3)
+    return result
+
+
+def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset, records, y, choice) -> str | None:
+    """MODEL/report.html; a report that cannot be made is a warning, never a lost model."""
+    from .console import err
+    from .errors import one_line
+    from .train_report import heldout_rows, write_train_report
+
+    try:
+        folders = [Path(p) for p in ds.read_folders]
+        write_train_report(stage / REPORT_FILE, meta=meta, result=result.to_dict(),
+                           heldout=heldout_rows(choice["heldout"], records, y, meta["labels"]),
+                           warnings=audit_warnings(folders))
+    except Exception as exc:  # noqa: BLE001 (the model is the product; the page is a bonus)
+        err.print(f"[yellow]report.html not written:[/] {one_line(exc)}")
+        return None
+    return str(Path(out) / REPORT_FILE)
 
 
 # -- optional end-to-end fine-tuning -------------------------------------------------------
@@ -377,7 +300,7 @@ def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head
             "bias": lin.bias.detach().cpu().numpy().astype(np.float32), "state": state, "info": info}
 
 
-def print_summary(result: dict) -> None:
+def print_summary(result) -> None:
     """The human summary of a training run: a table of classes, counts, accuracy and time."""
     from rich.table import Table
 
@@ -392,6 +315,9 @@ def print_summary(result: dict) -> None:
         t.add_row(lab, str(n))
     t.add_section()
     t.add_row("train / val", f"{result['n_train']} / {result['n_val']}")
+    t.add_row("fitted on (train + val)", str(result["n_fitted"]))
+    if result.get("test_not_read"):
+        t.add_row("test photos", "not read (eval's)")
     t.add_row("val accuracy", f"{result['val_accuracy']:.3f} ({result['val_method']})")
     t.add_row("backbone", f"{result['backbone']}{' (fine-tuned)' if result['fine_tuned'] else ''}")
     t.add_row("augment / test views", f"{result['augment']} / {'+'.join(result['test_views'])}")
@@ -401,3 +327,7 @@ def print_summary(result: dict) -> None:
         t.add_row("unreadable (skipped)", str(len(result["unreadable"])))
     t.add_row("time", f"{result['seconds']:.1f} s")
     out.print(t)
+    if result.get("replaced"):
+        out.print(f"replaced the model that was in {result['model']}")
+    if result.get("report"):
+        out.print(f"report: {result['report']}")

@@ -72,7 +72,7 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = DEFAULT_PHOTO
     test_per_class = test_photos_for(per_class) if test_per_class is None else test_per_class
     if per_class < 10 or test_per_class < 4:
         raise UprightError("the demo needs at least 10 training and 4 test photos per class")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     say = err if json_out else stdout  # with --json, stdout holds the JSON only
     show = (not json_out) if progress is None else progress
     root, temp = _prepare_out(out)
@@ -192,17 +192,34 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = DEFAULT_PHOTO
     write_report(result, audit, data, report_path)
     timings["report"] = time.perf_counter() - t
     result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["cpu_seconds"] = round(_cpu_seconds() - cpu0, 3)  # this process and its decode workers
     result["timings"] = {k: round(v, 3) for k, v in timings.items()}
     (root / "demo.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
 
     say.print(f"\n[bold]5. Report[/bold]: {escape(str(report_path))}")
-    say.print(f"Done in {result['seconds']:.0f}s. Explore the data with the other verbs:\n"
+    load = _load_average()
+    say.print(f"Done in {result['seconds']:.0f} s ({result['cpu_seconds']:.0f} s of CPU time"
+              + (f"; load average {load:.1f} on {os.cpu_count()} cores" if load is not None else "")
+              + "). Explore the data with the other verbs:\n"
               f"  upright audit {escape(_short(data.train_dir))} --report audit.html\n"
               f"  upright eval {escape(_short(root / 'models' / 'naive'))} {escape(_short(data.test_dir))}\n"
               f"  upright train {escape(_short(data.train_dir))} -o model --augment d4")
-    if json_out:
-        print(json.dumps(result))
     return result
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the decode workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def _short(path: Path) -> str:

@@ -51,3 +51,23 @@ def rotation_figure(rotations: dict, title: str = "Accuracy when every photo is 
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def learning_curve_figure(history: list[dict], title: str = "Fine-tuning, epoch by epoch"):
+    """Training loss and validation accuracy per epoch (history rows: epoch, loss, val_accuracy)."""
+    plt = _plt()
+    epochs = [int(h["epoch"]) for h in history]
+    fig, ax = plt.subplots(figsize=(5.6, 3.2))
+    ax.plot(epochs, [float(h["loss"]) for h in history], "o-", color="#c62828", label="training loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss", color="#c62828")
+    ax.set_xticks(epochs)
+    acc = [(e, float(h["val_accuracy"])) for e, h in zip(epochs, history) if h.get("val_accuracy") is not None]
+    if acc:
+        ax2 = ax.twinx()
+        ax2.plot([e for e, _ in acc], [a for _, a in acc], "s-", color="#1e88e5", label="val accuracy")
+        ax2.set_ylabel("val accuracy", color="#1e88e5")
+        ax2.set_ylim(0, 1.02)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,116 @@
+"""MODEL/report.html after every train: held-out figures, the worst mistakes with their top-3
+scores, learning curves when fine-tuned, and the audit's warnings on the training photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import upright
+from fixtures import class_picture, make_dataset, write_photo
+from upright.train_report import write_train_report
+
+HOSTILE = "<script>x"
+
+
+def data_urls(html: str, kind: str) -> int:
+    return len(re.findall(rf'src="data:image/{kind};base64,', html))
+
+
+@pytest.fixture(scope="module")
+def shortcut_model(tmp_path_factory):
+    """The soda-can shortcut: every 'dog' photo stored sideways (EXIF 6), every 'cat' upright."""
+    root = tmp_path_factory.mktemp("report")
+    data = make_dataset(root / "data", n_per_class=12, classes=("cat", "dog"), orientation={"dog": 6})
+    result = upright.train(data, root / "model", augment="none")
+    return result, root / "model"
+
+
+def test_every_train_writes_the_report(shortcut_model):
+    result, model = shortcut_model
+    assert result.report == str(model / "report.html") and result.to_dict()["report"] == result.report
+    html = (model / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html and "<script" not in html.lower()
+    assert f"{result.val_accuracy:.3f}</span> accuracy on" in html
+    assert "Per class (held-out photos)" in html and 'alt="confusion matrix"' in html
+    # the audit's header checks saw the shortcut in the training photos
+    assert "label_leak (exif_orientation)" in html and ("badge warning" in html or "badge error" in html)
+    assert "Learning curves" not in html  # not fine-tuned
+    assert "Worst mistakes (" in html
+
+
+def test_report_content_with_mistakes_history_and_hostile_names(tmp_path):
+    photo = write_photo(tmp_path / HOSTILE.replace("/", "_") / "a.jpg", class_picture(0, 1, 320, 240))
+    labels = [HOSTILE, "b", "c"]
+    heldout = [  # two right, two wrong (one surer than the other), one photo gone
+        {"path": str(photo), "label": HOSTILE, "predicted": HOSTILE, "p_true": 0.9,
+         "top": [{"label": HOSTILE, "score": 0.9}, {"label": "b", "score": 0.06}, {"label": "c", "score": 0.04}]},
+        {"path": str(photo), "label": "b", "predicted": "b", "p_true": 0.8,
+         "top": [{"label": "b", "score": 0.8}, {"label": "c", "score": 0.15}, {"label": HOSTILE, "score": 0.05}]},
+        {"path": str(photo), "label": "b", "predicted": "c", "p_true": 0.3,
+         "top": [{"label": "c", "score": 0.6}, {"label": "b", "score": 0.3}, {"label": HOSTILE, "score": 0.1}]},
+        {"path": str(photo), "label": "c", "predicted": HOSTILE, "p_true": 0.02,
+         "top": [{"label": HOSTILE, "score": 0.97}, {"label": "b", "score": 0.01}, {"label": "c", "score": 0.02}]},
+        {"path": str(tmp_path / "gone.jpg"), "label": "c", "predicted": "b", "p_true": 0.4,
+         "top": [{"label": "b", "score": 0.5}, {"label": "c", "score": 0.4}, {"label": HOSTILE, "score": 0.1}]},
+    ]
+    meta = {"labels": labels, "backbone": "efficientnet-lite0", "orientation_policy": "upright", "augment": "flip",
+            "test_views": ["id"], "fine_tuned": True, "head": {"l2": 0.01, "selected_by": "validation split"},
+            "training": {"seconds": 12.5, "classes": {HOSTILE: 10, "b": 10, "c": 10}},
+            "fine_tune": {"history": [{"epoch": e, "loss": 1.0 / e, "val_accuracy": 0.7 + 0.05 * e, "seconds": 3.0}
+                                      for e in (1, 2, 3)], "best_epoch": 3}}
+    result = {"model": HOSTILE, "data": HOSTILE, "val_accuracy": 0.4, "val_method": "validation split",
+              "n_train": 25, "n_val": 5, "n_fitted": 30, "test_not_read": None}
+    warnings = [{"kind": "label_leak", "severity": "warning", "attribute": "camera", "message": f"leak {HOSTILE}",
+                 "folder": HOSTILE}]
+    path = tmp_path / "report.html"
+    write_train_report(path, meta=meta, result=result, heldout=heldout, warnings=warnings)
+    html = path.read_text()
+    assert "<script" not in html.lower() and html.count("&lt;script&gt;x") >= 5
+    assert "Learning curves" in html and "The model keeps epoch 3." in html
+    assert data_urls(html, "png") == 2  # confusion matrix + learning curves
+    assert "Worst mistakes (3)" in html and data_urls(html, "jpeg") == 2 and "<em>unreadable</em>" in html
+    # surest mistake first: the one whose true label scored 0.02
+    first = html.index("Worst mistakes")
+    assert html.index("0.97", first) < html.index("0.60", first)
+    assert html.count('class="bar true"') >= 3 and 'class="bar wrong"' in html
+    assert "leak &lt;script&gt;x" in html and "n/a" not in html.split("Per class")[1].split("</table>")[0]
+
+
+def test_report_never_costs_the_model(tmp_path, monkeypatch):
+    import upright.train_report as tr
+
+    data = make_dataset(tmp_path / "d", n_per_class=4, classes=("a", "b"))
+    monkeypatch.setattr(tr, "write_train_report", lambda *a, **k: 1 / 0)
+    r = upright.train(data, tmp_path / "m", augment="none")
+    assert r.report is None and (tmp_path / "m" / "model.json").is_file()
+    assert not (tmp_path / "m" / "report.html").exists()
+
+
+CHROMIUM = Path(os.environ.get("UPRIGHT_CHROMIUM", "/usr/bin/chromium"))
+
+
+@pytest.mark.browser
+def test_report_renders_in_a_browser(shortcut_model):
+    """Every picture on the page decodes in a real browser (Debian chromium)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        if os.environ.get("UPRIGHT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"{CHROMIUM} not found")
+        pytest.skip(f"{CHROMIUM} not found")
+    _, model = shortcut_model
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto((model / "report.html").as_uri())
+        sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+        title = page.title()
+        browser.close()
+    assert sizes and all(done and width > 0 for done, width in sizes), sizes
+    assert title.startswith("upright train")
+    meta = json.loads((model / "model.json").read_text())
+    assert meta["fitted_on"]["photos"] == 24
