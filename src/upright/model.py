@@ -5,10 +5,13 @@ orientation policy ("upright": orientation applied, the default; "stored": pixel
 the naive imitation), the test-time views, training figures and the upright version.
 head.safetensors holds `weight` [C, D] and `bias` [C] applied to the raw backbone embedding
 (softmax on top), plus `backbone.*` tensors when the backbone was fine-tuned. No pickle.
+Nothing in a folder is trusted before modelfile.py has checked it (schema, sizes, hashes,
+shapes, finite weights); save_model records the hashes those checks verify.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -17,14 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import __version__, backbones
+from . import __version__, backbones, modelfile
 from .atomic import atomic_path, atomic_write_text
-from .errors import UnreadableImage, UprightError, one_line
-
-FORMAT = "upright-model"
-FORMAT_VERSION = 1
-HEAD_FILE = "head.safetensors"
-META_FILE = "model.json"
+from .errors import UnreadableImage, UprightError
+from .modelfile import FORMAT, FORMAT_VERSION, HEAD_FILE, META_FILE  # noqa: F401 - the folder's contract
 
 
 @dataclass
@@ -63,9 +62,15 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
     tensors = {"weight": np.ascontiguousarray(weight, np.float32), "bias": np.ascontiguousarray(bias, np.float32)}
     if backbone_state:
         for k, v in backbone_state.items():
-            tensors[f"backbone.{k}"] = np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+            tensors[f"backbone.{k}"] = modelfile.c_array(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__}
+    if backbone_state:  # the hash of exactly what is written, checked again on every load
+        meta["backbone_sha256"] = modelfile.tensors_sha256(
+            {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
     with atomic_path(out / HEAD_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
+        meta["head_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        modelfile.validate_for_save(meta)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__, **meta}
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     return out
@@ -190,38 +195,8 @@ class Model:
 
 
 def load_model(model_dir, cache_dir=None) -> Model:
-    """Load MODEL/ (model.json + head.safetensors). Raises UprightError when missing or corrupt."""
+    """Load MODEL/ (model.json + head.safetensors) after the checks in modelfile.py (schema,
+    sizes, hashes, shapes, finite weights). Raises UprightError with one line when any fails."""
     folder = Path(model_dir)
-    if not folder.exists():
-        raise UprightError(f"{folder}: no such model folder")
-    if not folder.is_dir():
-        raise UprightError(f"{folder}: not a model folder (expected a folder with {META_FILE})")
-    mpath, hpath = folder / META_FILE, folder / HEAD_FILE
-    if not mpath.is_file():
-        raise UprightError(f"{folder}: not a model folder ({META_FILE} missing)")
-    if not hpath.is_file():
-        raise UprightError(f"{folder}: {HEAD_FILE} missing")
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        labels, name = meta["labels"], meta["backbone"]
-        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-            raise ValueError("labels must be a list of strings")
-    except (ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise UprightError(f"{mpath}: corrupt model.json ({one_line(exc, 120)})") from exc
-    backbones.spec(name)
-    try:
-        from safetensors.numpy import load_file
-
-        tensors = load_file(str(hpath))
-        weight, bias = tensors.pop("weight").astype(np.float32), tensors.pop("bias").astype(np.float32)
-    except Exception as exc:
-        raise UprightError(f"{hpath}: corrupt head weights ({one_line(exc, 120)})") from exc
-    dim = backbones.spec(name).dim
-    if weight.shape != (len(labels), dim) or bias.shape != (len(labels),):
-        raise UprightError(f"{hpath}: head shape {weight.shape} does not match {len(labels)} labels x {dim}")
-    bstate = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")} or None
-    if meta.get("fine_tuned") and not bstate:
-        raise UprightError(f"{hpath}: the model is fine-tuned but its backbone weights are missing")
+    meta, weight, bias, bstate = modelfile.read_model_folder(folder)
     return Model(folder, meta, weight, bias, bstate, cache_dir)
