@@ -99,7 +99,7 @@ def audit(
 def fix(
     data: Path = typer.Argument(..., help="Folder (or dataset) to fix."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write upright copies here; originals untouched."),
-    in_place: bool = typer.Option(False, "--in-place", help="Replace files atomically, keeping a way back."),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace files atomically, keeping a way back (--undo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change, write nothing."),
     json_out: bool = JSON,
     rotate_sideways: bool = typer.Option(False, "--rotate-sideways",
@@ -107,13 +107,32 @@ def fix(
     min_confidence: float = typer.Option(0.9, "--min-confidence", min=0.0, max=1.0,
                                          help="Sideways probability needed to turn a picture (with --rotate-sideways)."),
     cache: Optional[Path] = CACHE,
+    undo: bool = typer.Option(False, "--undo",
+                              help="The way back from --in-place: put every original back byte for byte and "
+                                   "remove DATA/.upright-originals/ (exit 1 if a file changed since)."),
 ) -> None:
     """Write upright copies of photos (lossless for JPEG where possible); never loses data.
 
     --in-place keeps every replaced original in DATA/.upright-originals/ (same relative
-    paths, listed in manifest.jsonl); undo with: cp -a DATA/.upright-originals/. DATA/
+    paths, listed in manifest.jsonl); undo with: upright fix DATA --undo (leaves DATA
+    exactly as it was, nothing extra). Temp files a killed run left are removed on the
+    next run.
     """
     import json as _json
+
+    if undo:
+        if out or in_place or rotate_sideways:
+            raise UprightError("--undo takes only DATA (with --dry-run and --json if wanted)")
+        from .fix import print_undo_summary, undo_fix
+
+        result = undo_fix(data, dry_run=dry_run)
+        if json_out:
+            typer.echo(_json.dumps(result, indent=2))
+        else:
+            print_undo_summary(result)
+        if result["conflicts"]:
+            raise typer.Exit(1)
+        return
 
     from .fix import print_summary, run_fix
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from . import __version__, backbones, modelfile
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, clean_leftovers
 from .errors import UnreadableImage, UprightError
 from .modelfile import FORMAT, FORMAT_VERSION, HEAD_FILE, META_FILE  # noqa: F401 - the folder's contract
 
@@ -59,6 +59,7 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UprightError(f"cannot create the model folder {out}: {exc.strerror or exc}") from exc
+    clean_leftovers(out)  # temp files of a save that was killed
     tensors = {"weight": np.ascontiguousarray(weight, np.float32), "bias": np.ascontiguousarray(bias, np.float32)}
     if backbone_state:
         for k, v in backbone_state.items():
