@@ -224,7 +224,11 @@ def serve(
     top_k: int = typer.Option(5, "--top-k", help="Labels shown per image."),
     max_batch: int = typer.Option(4, "--max-batch", help="Most queued uploads the model runs in one call (1 = no batching)."),
 ) -> None:
-    """Start the web test app: upload, drag and drop or camera; shows what the model saw."""
+    """Start the web test app: upload, drag and drop or camera; shows what the model saw.
+
+    Uploads over --max-upload-mb get 413 before their body is read; slow clients get 408
+    (request head within 10 s, body pauses at most 15 s, 120 s in all); every error is JSON.
+    """
     if max_upload_mb <= 0 or top_k < 1 or max_batch < 1:
         raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")
     from .serve import run as run_server
