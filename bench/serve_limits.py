@@ -221,17 +221,20 @@ def main() -> None:
         model = args.model or train_small(Path(tmp))
         proc, port = start_server(model)
         try:
-            rows = []
+            rows, summary = [], []
             for chunked in (() if args.skip_slow else (False, True)):
                 sent, answer = oversized(port, 200_000_000, chunked)
                 rows.append((f"413 {'chunked' if chunked else 'declared'} (limit 25 MB, 200 MB body)",
                              f"{sent / 1e6:.1f} MB sent when answered", answer))
+                summary.append(f"{'chunked' if chunked else 'declared'} 200 MB answered after {sent / 1e6:.1f} MB")
             head = b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\n\r\n"
             slow_cases = (("slow head (1 byte/s)", b""), ("slow body (1 byte/s)", b"\xff" * 5000),
                           ("idle body (head, then nothing)", None))
             for name, then in (() if args.skip_slow else slow_cases):
                 secs, answer = _idle(port, head, args.patience) if then is None else slow(port, head, then, args.patience)
                 rows.append((name, f"{secs:.1f} s until answered/closed", answer))
+                summary.append(f"{name.split(' (')[0]} {'held' if answer.startswith('still') else 'closed at'} "
+                               f"{secs:.0f} s")
             if rows:
                 print("\n| client | measured | server's answer |\n|---|---|---|")
             for r in rows:
@@ -243,14 +246,20 @@ def main() -> None:
                 post(port, jpeg, "image/jpeg")
                 post(port, png, "image/png")
             time.sleep(1)
+            start = rss(proc.pid)[0]
+            top = 0.0
             for name, up in [(f"JPEG {i + 1}", [(jpeg, "image/jpeg")] * args.burst) for i in range(args.rounds)] + \
                             [(f"PNG {i + 1}", [(png, "image/png")] * args.burst) for i in range(args.rounds)]:
                 before = rss(proc.pid)[0]
                 peak, codes = burst(port, proc.pid, up)
+                top = max(top, peak)
                 time.sleep(3)
                 after = rss(proc.pid)[0]
                 print(f"| {name} ({len(up[0][0]) / 1e6:.1f} MB each) | {before:.0f} MB | {peak:.0f} MB | {after:.0f} MB "
                       f"| {sorted(set(codes))} |")
+            summary.append(f"RSS {start:.0f} MB after warm-up, {top:.0f} MB at the peak of a burst, "
+                           f"{after:.0f} MB after {2 * args.rounds} bursts")
+            print("\nsummary: " + "; ".join(summary))
         finally:
             proc.terminate()
             proc.wait(15)
