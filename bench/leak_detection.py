@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import audit_fixtures as af  # noqa: E402
+import fixtures as af  # noqa: E402
 from _machine import machine  # noqa: E402
 from upright.audit import run_audit  # noqa: E402
 

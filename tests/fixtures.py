@@ -183,16 +183,15 @@ def make_stripes_dataset(root: Path, n_per_class: int = 8) -> Path:
 class LiveServer:
     """A real uvicorn serving `app` on a free 127.0.0.1 port, in a background thread."""
 
-    def __init__(self, app):
+    def __init__(self, app, **limits):
         import uvicorn
 
-        from upright.serve.app import bind_socket
+        from upright.serve.app import bind_socket, server_config
 
         self.sock = bind_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
-        self.server = uvicorn.Server(config)
+        self.server = uvicorn.Server(server_config(app, **limits))  # the limits `upright serve` runs with
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="uvicorn-test", daemon=True)
 

@@ -255,6 +255,9 @@ def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key:
         key = weights_sha256(name) if state_dict is None else state_dict_sha256(state_dict)
     path = onnx_file(name, cache_dir, key)
     with _export_lock:
+        from .atomic import clean_leftovers
+
+        clean_leftovers(path.parent)  # a killed export's temp file (issue 10)
         if path.is_file() and path.stat().st_size > 0 and _valid_onnx(path):
             return path
         module = torch_module(name, state_dict)

@@ -31,6 +31,7 @@ from .evaluate import print_summary as print_eval_summary
 from .export import run_export
 from .fix import ROTATE_MIN_CONFIDENCE, run_fix
 from .fix import print_summary as print_fix_summary
+from .fix import print_undo_summary, undo_fix
 from .model import DEFAULT_TOP_K
 from .predict import print_table, run_predict, write_csv, write_jsonl
 from .serve.defaults import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
@@ -129,7 +130,7 @@ def audit(
 def fix(
     data: Path = typer.Argument(..., help="Folder (or dataset) to fix."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write upright copies here; originals untouched."),
-    in_place: bool = typer.Option(False, "--in-place", help="Replace files atomically, keeping a way back."),
+    in_place: bool = typer.Option(False, "--in-place", help="Replace files atomically, keeping a way back (--undo)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would change, write nothing."),
     json_out: bool = JSON,
     rotate_sideways: bool = typer.Option(False, "--rotate-sideways",
@@ -138,12 +139,25 @@ def fix(
                                          help="Sideways probability needed to turn a picture (with --rotate-sideways)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="One row per file (default: a summary)."),
     cache: Optional[Path] = CACHE,
+    undo: bool = typer.Option(False, "--undo",
+                              help="The way back from --in-place: put every original back byte for byte and "
+                                   "remove DATA/.upright-originals/ (exit 1 if a file changed since)."),
 ) -> None:
     """Write upright copies of photos (lossless for JPEG where possible); never loses data.
 
     --in-place keeps every replaced original in DATA/.upright-originals/ (same relative
-    paths, listed in manifest.jsonl); undo with: cp -a DATA/.upright-originals/. DATA/
+    paths, listed in manifest.jsonl); undo with: upright fix DATA --undo (leaves DATA
+    exactly as it was, nothing extra). Temp files a killed run left are removed on the
+    next run.
     """
+    if undo:
+        if out or in_place or rotate_sideways:
+            raise UprightError("--undo takes only DATA (with --dry-run and --json if wanted)")
+        result = undo_fix(data, dry_run=dry_run)
+        emit(result, json_out, print_undo_summary)
+        if result["conflicts"]:
+            raise typer.Exit(1)
+        return
     result = run_fix(data, out=out, in_place=in_place, dry_run=dry_run, rotate_sideways=rotate_sideways,
                      min_confidence=min_confidence, cache_dir=cache, progress=not json_out)
     emit(result, json_out, lambda r: print_fix_summary(r, verbose=verbose))
@@ -242,7 +256,11 @@ def serve(
     top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", help="Labels shown per image."),
     max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", help="Most queued uploads the model runs in one call (1 = no batching)."),
 ) -> None:
-    """Start the web test app: upload, drag and drop or camera; shows what the model saw."""
+    """Start the web test app: upload, drag and drop or camera; shows what the model saw.
+
+    Uploads over --max-upload-mb get 413 before their body is read; slow clients get 408
+    (request head within 10 s, body pauses at most 15 s, 120 s in all); every error is JSON.
+    """
     if max_upload_mb <= 0 or top_k < 1 or max_batch < 1:
         raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")
     from .serve import run as run_server  # loads FastAPI: only when serving

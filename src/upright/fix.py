@@ -31,8 +31,13 @@ twice changes nothing the second time; fixing a fixed tree copies every file byt
 `--in-place` replaces each file atomically (temp file beside it, fsync, rename: a crash at
 any moment leaves every file either old or new). The way back: before a file is replaced,
 its original is hard-linked (or copied) to DATA/.upright-originals/<same relative path>, and
-a line is appended to DATA/.upright-originals/manifest.jsonl. To undo everything:
-`cp -a DATA/.upright-originals/. DATA/` (then delete the manifest and the folder).
+a line is appended to DATA/.upright-originals/manifest.jsonl. `upright fix DATA --undo`
+(`undo_fix`) puts every original back byte for byte (the hard link itself is renamed back,
+so mode and times are the original's too) and removes .upright-originals/, leaving DATA
+exactly as it was; a file changed since the fix is left alone and named.
+
+A run killed with SIGKILL can leave hidden temp files of its atomic writes; every run that
+writes (not --dry-run) first removes those that are provably a dead run's own (atomic.py).
 
 Reads go through imaging.py (`open_header`, `describe`); jpegtran gets file paths.
 """
@@ -52,7 +57,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .atomic import atomic_path
+from .atomic import atomic_path, atomic_write_text, clean_leftovers
 from .audit import run_audit
 from .console import progress as progress_bar
 from .errors import UnreadableImage, UprightError
@@ -441,6 +446,9 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
             raise UprightError(f"--out {out_root} is inside {root}; choose a folder outside the data")
         if o in root_r.parents:
             raise UprightError(f"--out {out_root} contains {root}; choose a separate folder")
+    # temp files a killed run left beside photos (and in the backup or --out tree)
+    leftovers = [str(p) for folder in (root, out_root) if folder is not None
+                 for p in clean_leftovers(folder, recursive=True, dry_run=dry_run)]
     files = walk_files(root, exclude=(out_root,) if out_root is not None else ())
     turns = sideways_turns(root, min_confidence=min_confidence, cache_dir=cache_dir, progress=progress) \
         if rotate_sideways else {}
@@ -462,6 +470,7 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
         "outcomes": {k: outcomes[k] for k in OUTCOMES if k in outcomes},
         "lossy": [r.path for r in results if r.method and r.method.startswith("reencode")],
         "backup": str(root / BACKUP_DIR) if in_place else None,
+        "leftovers_removed": leftovers,  # temp files of a killed run (dry run: would be removed)
     }
 
 
@@ -586,8 +595,142 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
     if result["lossy"]:
         console.print(f"[yellow]{len(result['lossy'])} JPEG(s) could not be turned losslessly and were re-encoded "
                       f"at quality {JPEG_QUALITY}[/yellow] (see the notes: --verbose).")
+    if result.get("leftovers_removed"):
+        console.print(f"{'Would remove' if dry else 'Removed'} {len(result['leftovers_removed'])} "
+                      "temp file(s) left by an interrupted run.")
     if result["in_place"] and result["changed"] and not dry:
         console.print(f"Originals kept in {escape(result['backup'])} (same relative paths, manifest.jsonl lists "
-                      f"them). To undo: cp -a {escape(result['backup'])}/. {escape(result['data'])}/")
+                      f"them). To undo: upright fix {escape(result['data'])} --undo")
     elif not verbose and any(f["note"] for f in files):
         console.print("Per-file rows and notes: --verbose (or --json).")
+
+
+# --------------------------------------------------------------------------- the way back
+
+
+def _manifest_entries(root: Path) -> tuple[list[dict], list[str]]:
+    """The manifest's entries whose paths stay inside DATA, and notes on the lines skipped."""
+    backup_root = (root / BACKUP_DIR).resolve()
+    root_r = root.resolve()
+    entries, notes = [], []
+    m = root / BACKUP_DIR / MANIFEST
+    if not m.is_file():
+        return entries, notes
+    for n, line in enumerate(m.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            e = json.loads(line)
+            path, backup = (root / e["path"]).resolve(), (root / e["backup"]).resolve()
+            if not (isinstance(e["path"], str) and isinstance(e["backup"], str)):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, RecursionError):
+            notes.append(f"{MANIFEST} line {n}: unreadable (a run killed while writing it?); skipped")
+            continue
+        if root_r not in path.parents or backup_root not in backup.parents:
+            notes.append(f"{MANIFEST} line {n}: points outside {root}; skipped")
+            continue
+        entries.append({**e, "_path": path, "_backup": backup})
+    return entries, notes
+
+
+def _restore(backup: Path, dest: Path) -> None:
+    """Put the original back: rename the kept hard link over the file (same inode, bytes,
+    mode and times), or copy it atomically when the rename is impossible."""
+    try:
+        os.replace(backup, dest)
+    except OSError:
+        with atomic_path(dest) as tmp:
+            shutil.copy2(backup, tmp)
+        backup.unlink()
+
+
+def undo_fix(data, *, dry_run: bool = False) -> dict:
+    """Undo every `fix --in-place` run on DATA from DATA/.upright-originals (module docstring)."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UprightError(f"{root}: no such folder")
+    backup_dir = root / BACKUP_DIR
+    if not backup_dir.is_dir():
+        raise UprightError(f"{root}: nothing to undo (no {BACKUP_DIR}/ folder: fix --in-place was not run here)")
+    leftovers = [str(p) for p in clean_leftovers(root, recursive=True, dry_run=dry_run)]
+    entries, notes = _manifest_entries(root)
+    by_path: dict[Path, list[dict]] = {}
+    for e in entries:
+        by_path.setdefault(e["_path"], []).append(e)
+    restored, already, conflicts = [], [], []
+    used: set[Path] = set()  # backups accounted for (restored, or redundant once restored)
+    for path, es in by_path.items():
+        rel = str(path.relative_to(root.resolve()))
+        original, first_backup = es[0].get("sha256_before"), es[0]["_backup"]
+        known = {x.get("sha256_before") for x in es} | {x.get("sha256_after") for x in es}
+        now = _file_sha(path)
+        if now is not None and now == original:
+            already.append(rel)
+            used.update(x["_backup"] for x in es)
+            continue
+        if now is not None and now not in known:
+            conflicts.append({"path": rel, "reason": "changed since upright fixed it; left as it is"})
+            continue
+        if _file_sha(first_backup) != original:
+            conflicts.append({"path": rel, "reason": f"its original in {BACKUP_DIR} is missing or altered"})
+            continue
+        if not dry_run:
+            _restore(first_backup, path)
+        restored.append(rel)
+        used.update(x["_backup"] for x in es)
+    # originals kept without a manifest line (a run killed between the two): redundant when
+    # the file in DATA holds the same bytes
+    kept = []
+    listed = {x["_backup"] for x in entries}
+    for p in sorted(backup_dir.rglob("*")):
+        if not p.is_file() or p.name == MANIFEST or p.resolve() in listed:
+            continue
+        twin = root / p.relative_to(backup_dir)
+        if twin.is_file() and _file_sha(twin) == _file_sha(p):
+            used.add(p.resolve())
+        else:
+            kept.append(str(p))
+    kept += [str(x["_backup"]) for x in entries if x["_backup"] not in used and x["_backup"].exists()
+             and str(x["_backup"]) not in kept]
+    removed = False
+    if not dry_run:
+        for b in used:
+            if b.exists() and b.is_file():
+                b.unlink()
+        if conflicts or kept or notes:
+            # keep what is still needed, with a manifest of exactly that
+            rest = [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries
+                    if e["_backup"].exists()]
+            atomic_write_text(backup_dir / MANIFEST, "".join(json.dumps(e) + "\n" for e in rest))
+        else:
+            (backup_dir / MANIFEST).unlink(missing_ok=True)
+        for d in sorted((p for p in backup_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        try:
+            backup_dir.rmdir()
+            removed = True
+        except OSError:
+            pass
+    return {"data": str(root), "undo": True, "dry_run": dry_run, "restored": restored,
+            "already_original": already, "conflicts": conflicts, "kept": kept, "notes": notes,
+            "backup_removed": removed, "leftovers_removed": leftovers}
+
+
+def print_undo_summary(result: dict) -> None:
+    from .console import out as console
+
+    for c in result["conflicts"]:
+        console.print(f"[yellow]not restored[/yellow] {c['path']}: {c['reason']}")
+    for n in result["notes"]:
+        console.print(f"[yellow]note[/yellow] {n}")
+    verb = "would restore" if result["dry_run"] else "restored"
+    console.print(f"upright fix --undo: {len(result['restored'])} original(s) {verb} in {result['data']} "
+                  f"({len(result['already_original'])} already original, {len(result['conflicts'])} not restored).")
+    if result["backup_removed"]:
+        console.print(f"{BACKUP_DIR}/ removed: {result['data']} is as it was before upright fix.")
+    elif not result["dry_run"] and (result["kept"] or result["conflicts"]):
+        console.print(f"{BACKUP_DIR}/ kept: it still holds {len(result['kept'])} original(s) not put back.")

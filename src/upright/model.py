@@ -6,10 +6,13 @@ the naive imitation), the test-time views, training figures and the upright vers
 head.safetensors holds `weight` [C, D] and `bias` [C] applied to the raw backbone embedding
 (softmax on top), plus `backbone.*` tensors when the backbone was fine-tuned, plus
 `fitted_sha256` [N, 8] uint8: what the head was fitted on (provenance.py). No pickle.
+Nothing in a folder is trusted before modelfile.py has checked it (schema, sizes, hashes,
+shapes, finite weights); save_model records the hashes those checks verify.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -18,15 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import __version__, backbones, provenance
-from .atomic import atomic_path, atomic_write_text
-from .errors import UnreadableImage, UprightError, one_line
+from . import __version__, backbones, modelfile, provenance
+from .atomic import atomic_path, atomic_write_text, clean_leftovers
+from .errors import UnreadableImage, UprightError
+from .modelfile import FORMAT, FORMAT_VERSION, HEAD_FILE, META_FILE  # noqa: F401 - the folder's contract
 from .numerics import softmax
 
-FORMAT = "upright-model"
-FORMAT_VERSION = 1
-HEAD_FILE = "head.safetensors"
-META_FILE = "model.json"
 #: Labels per prediction unless asked otherwise (predict, serve, the Python API).
 DEFAULT_TOP_K = 5
 
@@ -58,14 +58,21 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UprightError(f"cannot create the model folder {out}: {exc.strerror or exc}") from exc
+    clean_leftovers(out)  # temp files of a save that was killed
     tensors = {"weight": np.ascontiguousarray(weight, np.float32), "bias": np.ascontiguousarray(bias, np.float32)}
     if backbone_state:
         for k, v in backbone_state.items():
-            tensors[f"backbone.{k}"] = np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+            tensors[f"backbone.{k}"] = modelfile.c_array(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__}
+    if backbone_state:  # the hash of exactly what is written, checked again on every load
+        meta["backbone_sha256"] = modelfile.tensors_sha256(
+            {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
     if fitted is not None:
         tensors[provenance.TENSOR] = np.ascontiguousarray(provenance.check(fitted))
     with atomic_path(out / HEAD_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
+        meta["head_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        modelfile.validate_for_save(meta)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__, **meta}
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     return out
@@ -191,40 +198,8 @@ class Model:
 
 
 def load_model(model_dir, cache_dir=None) -> Model:
-    """Load MODEL/ (model.json + head.safetensors). Raises UprightError when missing or corrupt."""
+    """Load MODEL/ (model.json + head.safetensors) after the checks in modelfile.py (schema,
+    sizes, hashes, shapes, finite weights). Raises UprightError with one line when any fails."""
     folder = Path(model_dir)
-    if not folder.exists():
-        raise UprightError(f"{folder}: no such model folder")
-    if not folder.is_dir():
-        raise UprightError(f"{folder}: not a model folder (expected a folder with {META_FILE})")
-    mpath, hpath = folder / META_FILE, folder / HEAD_FILE
-    if not mpath.is_file():
-        raise UprightError(f"{folder}: not a model folder ({META_FILE} missing)")
-    if not hpath.is_file():
-        raise UprightError(f"{folder}: {HEAD_FILE} missing")
-    try:
-        meta = json.loads(mpath.read_text(encoding="utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("not a JSON object")
-        labels, name = meta["labels"], meta["backbone"]
-        if not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels)):
-            raise ValueError("labels must be a list of strings")
-    except (ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise UprightError(f"{mpath}: corrupt model.json ({one_line(exc, 120)})") from exc
-    backbones.spec(name)
-    try:
-        from safetensors.numpy import load_file
-
-        tensors = load_file(str(hpath))
-        weight, bias = tensors.pop("weight").astype(np.float32), tensors.pop("bias").astype(np.float32)
-        fitted = tensors.pop(provenance.TENSOR, None)
-        fitted = None if fitted is None else provenance.check(fitted)
-    except Exception as exc:
-        raise UprightError(f"{hpath}: corrupt head weights ({one_line(exc, 120)})") from exc
-    dim = backbones.spec(name).dim
-    if weight.shape != (len(labels), dim) or bias.shape != (len(labels),):
-        raise UprightError(f"{hpath}: head shape {weight.shape} does not match {len(labels)} labels x {dim}")
-    bstate = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")} or None
-    if meta.get("fine_tuned") and not bstate:
-        raise UprightError(f"{hpath}: the model is fine-tuned but its backbone weights are missing")
+    meta, weight, bias, bstate, fitted = modelfile.read_model_folder(folder)
     return Model(folder, meta, weight, bias, bstate, cache_dir, fitted)

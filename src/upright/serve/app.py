@@ -11,14 +11,25 @@ Request path for POST /api/predict:
       -> JSON:         the predict shape + view, stored_view, orientation_note, ms
 
 Nothing from a request reaches the filesystem: the uploaded filename is only echoed back
-as `path`. Uploads are held in memory (bounded by the size limit); the event loop never
-decodes or runs the model, so /healthz answers while predictions run.
+as `path`. Uploads are held in memory (bounded by the size limit, multipart files too); the
+event loop never decodes or runs the model, so /healthz answers while predictions run.
+
+Limits for a public upload endpoint (docs/contracts.md, "HTTP (serve)"):
+    413 before the body is read past the limit: a Content-Length over it is answered at once,
+        a chunked body as soon as it crosses it; then at most LINGER_SECONDS of lingering
+        close (the rest is read and discarded so simple clients see the 413, not a reset);
+    408 for slow clients: the request head must arrive within header_timeout, the body may
+        pause at most body_idle_timeout, must average MIN_BODY_RATE once it has taken that
+        long, and may take at most body_timeout in all;
+    every error the server answers is JSON {"error": str}, protocol errors included;
+    after a burst of uploads the freed heap goes back to the OS (release_memory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import queue
 import socket
@@ -38,12 +49,13 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
-from ..errors import UnreadableImage, UprightError
+from ..errors import UnreadableImage, UprightError, one_line
 from ..report.html import image_data_url
 from ..imaging import open_image, store_as
 from ..model import DEFAULT_TOP_K
 from ..orientation import orientation_note
-from .defaults import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
+from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES,
+                       DEFAULT_PORT, HEADER_TIMEOUT, LINGER_SECONDS, MAX_HEAD_BYTES, MIN_BODY_RATE)
 
 VIEW_LONG_SIDE = 512  # the "view" data URL is at most this many pixels on its long side
 DEFAULT_DECODE_SIZE = 256  # short side fed to the model when model.json does not say
@@ -231,17 +243,50 @@ class _TooLarge(Exception):
         self.size, self.exact = size, exact
 
 
-class _Body:
-    """Reads the request body straight from ASGI, counting bytes against the limit."""
+class _TooSlow(Exception):
+    """The client sent the body too slowly; the message is the one-line reason."""
 
-    def __init__(self, request: Request, limit: int):
+
+class _Body:
+    """Reads the request body straight from ASGI, counting bytes against the limit and
+    timing each wait (idle) and the whole body (total)."""
+
+    def __init__(self, request: Request, limit: int, idle_timeout: float = BODY_IDLE_TIMEOUT,
+                 total_timeout: float = BODY_TIMEOUT):
         self.request, self.limit = request, limit
+        self.idle_timeout, self.total_timeout = idle_timeout, total_timeout
         self.received = 0
         self.finished = False
+        self._start: float | None = None
+
+    async def _receive(self) -> dict:
+        """The next ASGI message, waiting no longer than the first of: the idle timeout, the
+        total timeout, and the moment the average rate would fall below MIN_BODY_RATE."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self._start is None:
+            self._start = now
+        limits = {
+            "idle": now + self.idle_timeout,
+            "total": self._start + self.total_timeout,
+            "rate": self._start + max(self.idle_timeout, self.received / MIN_BODY_RATE),
+        }
+        which = min(limits, key=limits.get)
+        try:
+            wait = limits[which] - now
+            if wait <= 0:
+                raise asyncio.TimeoutError
+            return await asyncio.wait_for(self.request.receive(), wait)
+        except asyncio.TimeoutError:
+            raise _TooSlow({
+                "idle": f"upload too slow: no data for {self.idle_timeout:g} s",
+                "total": f"upload too slow: the body took more than {self.total_timeout:g} s",
+                "rate": f"upload too slow: under {MIN_BODY_RATE:,} bytes/s on average",
+            }[which]) from None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while not self.finished:
-            msg = await self.request.receive()
+            msg = await self._receive()
             if msg["type"] == "http.disconnect":
                 raise ClientDisconnect()
             if msg["type"] != "http.request":
@@ -257,16 +302,32 @@ class _Body:
     async def read(self) -> bytes:
         return b"".join([c async for c in self.chunks()])
 
-    async def drain(self, cap: int) -> None:
-        """Discard the rest of an oversized body (up to `cap` bytes) so the client, which
-        is still sending, gets to read the 413 instead of a reset connection."""
-        drained = 0
-        while not self.finished and drained < cap:
-            msg = await self.request.receive()
-            if msg["type"] != "http.request":
-                break
-            drained += len(msg.get("body", b"") or b"")
-            self.finished = not msg.get("more_body", False)
+
+class _InMemoryMultiPart(MultiPartParser):
+    """Starlette's parser spools files over 1 MB to a temp file on disk; uploads here are
+    bounded by the size limit and stay in memory (nothing from a request touches the disk)."""
+
+    def __init__(self, *args, limit: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spool_max_size = limit + 1
+
+
+_malloc_trim: list = []
+
+
+def release_memory() -> None:
+    """Hand the heap freed after a burst of uploads back to the OS. glibc keeps it (per-thread
+    arenas, a raised mmap threshold) and the server's RSS would stay at the burst's level;
+    malloc_trim returns it. A no-op where the C library has no malloc_trim."""
+    if not _malloc_trim:
+        try:
+            import ctypes
+
+            _malloc_trim.append(ctypes.CDLL(None).malloc_trim)
+        except (OSError, AttributeError):
+            _malloc_trim.append(None)
+    if _malloc_trim[0] is not None:
+        _malloc_trim[0](0)
 
 
 def _mb(n: int) -> str:
@@ -330,12 +391,17 @@ def create_app(
     model_name: str | None = None,
     decode_size: int | None = None,
     decode_workers: int | None = None,
+    body_idle_timeout: float = BODY_IDLE_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> FastAPI:
     """The FastAPI app for a loaded `upright.model.Model` (or anything with `labels`,
     `meta` and `predict_images(images, top_k)`).
 
     max_bytes: largest request body accepted (413 beyond). top_k: default labels per
     answer (the request may ask ?top_k=N). max_batch: most images per model call.
+    body_idle_timeout / body_timeout: 408 when the upload pauses longer / takes longer.
+    Serve it with `server_config(app)` for the connection-level limits (head timeout,
+    lingering close, JSON protocol errors).
     """
     labels = [str(x) for x in model.labels]
     max_bytes = int(max_bytes)
@@ -347,6 +413,7 @@ def create_app(
     batcher = Batcher(model, max_batch=max_batch)
     workers = decode_workers or max(2, min(4, (os.cpu_count() or 2)))
     decode_pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode")
+    in_flight = 0  # requests being answered; when it drops to 0 the burst is over
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -401,9 +468,22 @@ def create_app(
 
     @app.post("/api/predict")
     async def predict(request: Request, top_k: int | None = None):
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            return await _answer(request, top_k)
+        finally:
+            in_flight -= 1
+            if in_flight == 0:  # the burst is over: give its memory back
+                try:
+                    asyncio.get_running_loop().run_in_executor(decode_pool, release_memory)
+                except RuntimeError:  # shutting down: the pool takes no more work
+                    pass
+
+    async def _answer(request: Request, top_k: int | None):
         t0 = time.perf_counter()
         k = default_k if top_k is None else max(1, min(int(top_k), len(labels)))
-        body = _Body(request, max_bytes)
+        body = _Body(request, max_bytes, body_idle_timeout, body_timeout)
         too_large = f"upload too large: the limit is {_mb(max_bytes)}"
         declared = request.headers.get("content-length")
         if declared is not None:
@@ -411,14 +491,14 @@ def create_app(
                 n = int(declared)
             except ValueError:
                 return _error(400, "invalid Content-Length header")
-            if n > max_bytes:
-                await body.drain(cap=max(4 * max_bytes, 64_000_000))
+            if n > max_bytes:  # answered before a byte of the body is read
                 return _error(413, f"{too_large} (got {_mb(n)})")
         filename = None
         try:
             ctype = request.headers.get("content-type", "")
             if ctype.lower().startswith("multipart/form-data"):
-                parser = MultiPartParser(request.headers, body.chunks(), max_files=1, max_fields=16)
+                parser = _InMemoryMultiPart(request.headers, body.chunks(), max_files=1, max_fields=16,
+                                            limit=max_bytes)
                 form = await parser.parse()
                 try:
                     upload = form.get("file")
@@ -432,9 +512,10 @@ def create_app(
                 return _error(400, 'no file: send multipart/form-data with a file field named "file"')
             else:  # a raw body is accepted too: curl --data-binary @photo.jpg
                 data = await body.read()
-        except _TooLarge:
-            await body.drain(cap=max(4 * max_bytes, 64_000_000))
+        except _TooLarge:  # answered as soon as the body crosses the limit
             return _error(413, f"{too_large} (got more than {_mb(max_bytes)})")
+        except _TooSlow as exc:
+            return _error(408, str(exc))
         except MultiPartException as exc:
             return _error(400, f"malformed multipart body: {exc.message}")
         except ClientDisconnect:
@@ -445,6 +526,10 @@ def create_app(
             prep = await loop.run_in_executor(decode_pool, prepare, data, size, orient)
         except UnreadableImage as exc:
             return _error(_status_for(exc.reason), exc.reason)
+        except MemoryError:  # the decoder's limits should prevent it; the upload is still the cause
+            return _error(400, "image too large to decode in memory")
+        except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400, never a 500
+            return _error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
         finally:
             del data
         try:
@@ -474,6 +559,103 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def _raw_json_response(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"error": message}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+def protocol_class(header_timeout: float = HEADER_TIMEOUT, linger_seconds: float = LINGER_SECONDS,
+                   linger_bytes: int = DEFAULT_MAX_BYTES):
+    """uvicorn's h11 protocol with the connection-level limits of a public upload endpoint.
+
+    - The request head must be complete within `header_timeout` seconds of the connection
+      opening or of its first byte (slowloris): a started head gets 408 JSON, a connection
+      that never sent a byte is just closed; then the connection is closed.
+    - An answer given before the request body was read in full (413, 408, 404 to a POST...)
+      is followed by a lingering close: the write side is shut, at most `linger_bytes`
+      more are read and discarded for at most `linger_seconds`, then the connection is
+      closed. (Plain uvicorn keeps reading such a body for as long as the client sends.)
+    - Protocol errors (malformed request line, headers over MAX_HEAD_BYTES) answer JSON.
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class LimitedH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._head_timer = None
+            self._lingering = False
+            self._linger_left = 0
+            self._arm_head_timer()
+
+        def _arm_head_timer(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
+
+        def _disarm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+                return
+            if self.conn.trailing_data[0]:  # part of a request head arrived
+                self.transport.write(_raw_json_response(
+                    408, "Request Timeout", f"request head not received within {header_timeout:g} s"))
+            self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._lingering:
+                self._linger_left -= len(data)
+                if self._linger_left <= 0:
+                    self.transport.close()
+                return
+            if self.conn.their_state is h11.IDLE:
+                self._arm_head_timer()
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm_head_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+                self._lingering = True
+                self._linger_left = linger_bytes
+                self._unset_keepalive_if_required()
+                self.flow.resume_reading()
+                if self.transport.can_write_eof():
+                    self.transport.write_eof()
+                self.loop.call_later(linger_seconds, self.transport.close)
+
+        def send_400_response(self, msg: str) -> None:
+            if self.cycle is None or not self.cycle.response_started:
+                self.transport.write(_raw_json_response(400, "Bad Request", f"malformed HTTP request: {msg}"))
+            self.transport.close()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm_head_timer()
+            super().connection_lost(exc)
+
+    return LimitedH11Protocol
+
+
+def server_config(app, *, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT,
+                  linger_seconds: float = LINGER_SECONDS, linger_bytes: int | None = None, **kwargs):
+    """The uvicorn.Config that serves `app` with the limits above (used by `run` and the tests)."""
+    import uvicorn
+
+    max_bytes = int(getattr(getattr(app, "state", None), "max_bytes", DEFAULT_MAX_BYTES))
+    proto = protocol_class(header_timeout, linger_seconds, max_bytes if linger_bytes is None else linger_bytes)
+    return uvicorn.Config(app, http=proto, log_level=log_level, access_log=False, lifespan="on",
+                          h11_max_incomplete_event_size=MAX_HEAD_BYTES, **kwargs)
 
 
 # --------------------------------------------------------------------------- CLI entry
@@ -535,9 +717,7 @@ def run(
              f"machine on port {actual_port} can use the app and the model. The camera button needs "
              "https or localhost; on other devices use 'Take photo'.")
     echo("  Ctrl+C to stop")
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=3)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=3))
     try:
         server.run(sockets=[sock])
     finally:
