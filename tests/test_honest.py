@@ -131,6 +131,9 @@ def test_model_without_a_record_is_unknown_not_unseen(layouts, tmp_path):
     shutil.copytree(model, old)
     tensors = load_file(str(old / "head.safetensors"))
     save_file({k: v for k, v in tensors.items() if k != "fitted_sha256"}, str(old / "head.safetensors"))
+    meta = json.loads((old / "model.json").read_text())  # as upright 0.1.0 wrote it: format 1, no hashes
+    meta = {k: v for k, v in meta.items() if k not in ("fitted_on", "head_sha256")} | {"format_version": 1}
+    (old / "model.json").write_text(json.dumps(meta))
     ev = upright.evaluate(old, data, rotations=False)
     assert ev.seen_in_training is None and ev.to_dict()["seen_in_training"] is None
 
