@@ -111,7 +111,15 @@ def test_sigkill_during_the_onnx_export_then_train_leaves_no_temp_in_the_cache(t
     cache = tmp_path / "cache"
     # the child's export writes a stand-in graph (the real one takes a minute on 2 cores);
     # what is tested is the atomic write around it and the cleanup after the kill
-    fake_export = "import torch\ntorch.onnx.export = lambda m, a, f, **k: open(f, 'wb').write(b'half a graph')\n"
+    fake_export = textwrap.dedent("""
+        import onnx, torch
+        from onnx import TensorProto, helper
+        def fake(m, a, f, **k):  # a tiny valid graph: the export step may read it back
+            io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("input", "embedding")]
+            g = helper.make_graph([helper.make_node("Identity", ["input"], ["embedding"])], "g", io[:1], io[1:])
+            onnx.save(helper.make_model(g), f)
+        torch.onnx.export = fake
+    """)
     code = kill_at_replace(["train", str(data), "-o", str(tmp_path / "m"), "--cache", str(cache), "--json"],
                            nth=1, suffix=".onnx", prelude=fake_export)
     assert code == -signal.SIGKILL
