@@ -9,3 +9,4 @@ DEFAULT_MAX_BYTES = 25_000_000  # largest upload accepted (413 beyond)
 #: Most queued uploads the model runs in one call (bench/serve.py, 2 cores, 16 clients:
 #: 60 req/s with 4 vs 50 unbatched).
 DEFAULT_MAX_BATCH = 4
+DEFAULT_LAN_HOST = "0.0.0.0"  # `serve --lan` without --host: every IPv4 interface (https + token)
