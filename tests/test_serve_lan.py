@@ -7,6 +7,7 @@ test looks up or binds this machine's network interfaces.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import signal
@@ -334,3 +335,54 @@ def test_turn_test_reassures_when_the_answer_stays():
     assert tt["changes"] is False and [t["label"] for t in tt["turns"]] == ["a"] * 4
     assert tt["verdict"] == "the answer stays 'a' however the picture is turned: orientation does not decide it for this picture"
     assert steady.calls == [4]
+
+
+NAMESPACE_CHECK = r"""
+import json, os, re, signal, ssl, subprocess, sys, time
+import httpx
+proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", sys.argv[1], "--lan", "--port", "0"],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+lines = []
+deadline = time.monotonic() + 120
+while not any("Ctrl+C" in l for l in lines) and time.monotonic() < deadline and (proc.poll() is None):
+    lines.append(proc.stdout.readline().rstrip("\n"))
+out = "\n".join(lines)
+url = re.search(r"upright serve: (https://\S+)", out).group(1)
+listening = [l.split()[1] for l in open("/proc/net/tcp").read().splitlines()[1:] if l.split()[3] == "0A"]
+cert = os.path.join(os.environ["UPRIGHT_CONFIG_DIR"], "serve-tls", "cert.pem")
+with httpx.Client(verify=ssl.create_default_context(cafile=cert), timeout=30, follow_redirects=True) as c:
+    page = c.get(url).status_code
+    bare = httpx.Client(verify=ssl.create_default_context(cafile=cert), timeout=30).get(url.split("?")[0]).status_code
+proc.send_signal(signal.SIGINT)
+proc.wait(timeout=20)
+print(json.dumps({"out": out, "url": url, "page": page, "bare": bare, "listening": listening}))
+"""
+
+
+@pytest.mark.slow
+def test_serve_lan_default_in_a_private_network_namespace(stripes_model_dir, tmp_path):
+    """Plain `serve --lan` (every interface, addresses found by itself), run where the only
+    interface is a fresh loopback carrying one extra address (10.99.0.7): the link, the
+    certificate and the listening socket all follow the found address; nothing outside the
+    namespace is reachable or bound. Needs root and unshare (as CI has); skips elsewhere."""
+    import shutil
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip for a private network namespace")
+    setup = ("ip link set lo up && ip addr add 10.99.0.7/24 dev lo && "
+             "ip route add default dev lo src 10.99.0.7 && exec \"$0\" -c \"$1\" \"$2\"")
+    env = {**os.environ, "UPRIGHT_CONFIG_DIR": str(tmp_path / "config")}
+    res = subprocess.run(["unshare", "-n", "sh", "-c", setup, sys.executable, NAMESPACE_CHECK, str(stripes_model_dir)],
+                         capture_output=True, text=True, timeout=240, env=env)
+    if res.returncode != 0 and "unshare" in res.stderr and not res.stdout:
+        pytest.skip(f"no network namespace here: {res.stderr.strip()[:200]}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert re.fullmatch(r"https://10\.99\.0\.7:\d+/\?token=[\w-]{22}", got["url"]), got["out"]
+    port = int(got["url"].split(":")[2].split("/")[0])
+    assert f"00000000:{port:04X}" in got["listening"]  # 0.0.0.0: every interface (of the namespace)
+    assert got["page"] == 200 and got["bare"] == 403
+    assert "made on this machine for 10.99.0.7" in got["out"]
+    cert = load_cert(tmp_path / "config" / "serve-tls" / "cert.pem")
+    ips = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.IPAddress)
+    assert {str(ip) for ip in ips} == {"127.0.0.1", "10.99.0.7"}
