@@ -16,6 +16,13 @@ def _isolated_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_config(tmp_path_factory):
+    """...and its own config dir (serve --lan's certificate): never the user's."""
+    os.environ["UPRIGHT_CONFIG_DIR"] = str(tmp_path_factory.mktemp("upright-config"))
+    yield
+
+
 @pytest.fixture
 def shared_data():
     if not SHARED_DATA.is_dir():

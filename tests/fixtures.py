@@ -181,17 +181,19 @@ def make_stripes_dataset(root: Path, n_per_class: int = 8) -> Path:
 
 
 class LiveServer:
-    """A real uvicorn serving `app` on a free 127.0.0.1 port, in a background thread."""
+    """A real uvicorn serving `app` on a free 127.0.0.1 port, in a background thread.
+    With `cert` (a upright.serve.tls.Certificate) it serves https, as `serve --lan` does."""
 
-    def __init__(self, app, **limits):
+    def __init__(self, app, cert=None, **limits):
         import uvicorn
 
         from upright.serve.app import bind_socket, server_config
 
         self.sock = bind_socket("127.0.0.1", 0)
         self.port = self.sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(server_config(app, **limits))  # the limits `upright serve` runs with
+        self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
+        ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)} if cert else {}
+        self.server = uvicorn.Server(server_config(app, **limits, **ssl))  # the limits `upright serve` runs with
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="uvicorn-test", daemon=True)
 
@@ -265,3 +267,25 @@ def random_tags(root: Path, n_classes: int, per: int = 15, seed: int = 0) -> Pat
             tag = [None, None, 6, 8, 3][int(rng.integers(0, 5))]
             write_photo(root / label / f"{label}_{i:03d}.jpg", class_picture(ci, i, 48, 32), tag)
     return root
+
+
+def y4m_video(img: Image.Image, frames: int = 3, fps: int = 10) -> bytes:
+    """`img` as a still YUV4MPEG2 video (4:2:0), for Chromium's fake camera
+    (--use-file-for-fake-video-capture=FILE.y4m): the camera then shows exactly this picture."""
+    w, h = img.size
+    if w % 2 or h % 2:
+        raise ValueError("4:2:0 needs an even width and height")
+    y, cb, cr = img.convert("RGB").convert("YCbCr").split()
+    half = (w // 2, h // 2)
+    planes = y.tobytes() + cb.resize(half, Image.Resampling.BOX).tobytes() + cr.resize(half, Image.Resampling.BOX).tobytes()
+    header = f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode()
+    return header + b"".join(b"FRAME\n" + planes for _ in range(frames))
+
+
+def marked_stripes(direction: str, w: int, h: int, variant: int = 400) -> Image.Image:
+    """stripes_picture with small asym_picture corner marks (red, green / blue, yellow), so a
+    test can tell both the class and which way up the picture arrived."""
+    arr = np.asarray(stripes_picture(direction, variant, w, h)).copy()
+    m = max(4, min(w, h) // 6)
+    arr[:m, :m], arr[:m, -m:], arr[-m:, :m], arr[-m:, -m:] = RED, GREEN, BLUE, YELLOW
+    return Image.fromarray(arr, "RGB")

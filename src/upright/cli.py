@@ -34,7 +34,7 @@ from .fix import print_summary as print_fix_summary
 from .fix import print_undo_summary, undo_fix
 from .model import DEFAULT_TOP_K
 from .predict import print_table, run_predict, write_csv, write_jsonl
-from .serve.defaults import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
+from .serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
 from .train import DEFAULT_AUGMENT, train_dataset
 from .train import print_summary as print_train_summary
 
@@ -246,12 +246,19 @@ DATA with a test/ folder is scored on test/ only (train never reads it); else on
 @app.command()
 def serve(
     model: Path = typer.Argument(..., help="Model folder."),
-    host: str = typer.Option(
-        DEFAULT_HOST, "--host",
-        help="Address to bind. The default serves this machine only; 0.0.0.0 exposes the "
-        "app (and the model) to every network this machine is on.",
+    host: Optional[str] = typer.Option(
+        None, "--host", show_default=False,
+        help=f"Address to bind (default {DEFAULT_HOST}, this machine only; {DEFAULT_LAN_HOST} with --lan). "
+        "Any other address without --lan exposes the app, the model and the uploads over plain http "
+        "without a token (a warning says so).",
     ),
     port: int = typer.Option(DEFAULT_PORT, "--port", help="Port to listen on (0 picks a free one)."),
+    lan: bool = typer.Option(
+        False, "--lan",
+        help="Test on your phone: listen on this machine's network addresses over https (a "
+        "self-signed certificate made for them, kept in the user config dir and reused), require "
+        "a fresh access token on every request, and print the link with a QR code to scan.",
+    ),
     max_upload_mb: float = typer.Option(DEFAULT_MAX_BYTES / 1e6, "--max-upload-mb", help="Largest upload accepted, in MB (413 beyond)."),
     top_k: int = typer.Option(DEFAULT_TOP_K, "--top-k", help="Labels shown per image."),
     max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", help="Most queued uploads the model runs in one call (1 = no batching)."),
@@ -265,7 +272,7 @@ def serve(
         raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")
     from .serve import run as run_server  # loads FastAPI: only when serving
 
-    run_server(model, host=host, port=port, max_bytes=int(max_upload_mb * 1_000_000), top_k=top_k,
+    run_server(model, host=host, port=port, lan=lan, max_bytes=int(max_upload_mb * 1_000_000), top_k=top_k,
                max_batch=max_batch, echo=typer.echo)
 
 

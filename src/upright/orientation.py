@@ -128,3 +128,24 @@ def orientation_note(tag: int | None, source: str | None = None, problem: str | 
         return "orientation tag 1 (upright): nothing to turn"
     src = _SOURCE_WORDS.get(source or "", "EXIF")
     return f"{stored_words(tag)} ({src} {tag}); upright {UPRIGHT_DOES[tag]} before the model saw it"
+
+
+#: The turns of the serve page's turn test (and eval's rotation check), degrees clockwise.
+TURNS = tuple(ROTATIONS)
+
+
+def turn_verdict(answers: dict[int, str]) -> tuple[bool, str]:
+    """Whether a model's answer depends on how a picture is turned, in one line.
+
+    answers: degrees clockwise (0 = as is) -> the top label for the picture turned so.
+    A model that learned the object answers the same at every turn (for most objects); a
+    model that learned how the pixels were stored (the soda-can shortcut) changes its mind.
+    """
+    first = answers[0]
+    changed = {d: a for d, a in sorted(answers.items()) if a != first}
+    if changed:
+        where = ", ".join(f"{a!r} at {d}°" for d, a in changed.items())
+        return True, ("the answer changes when the picture is turned: the model may have learned "
+                      f"orientation ({first!r} as is, {where})")
+    return False, (f"the answer stays {first!r} however the picture is turned: orientation "
+                   "does not decide it for this picture")

@@ -9,6 +9,11 @@ Request path for POST /api/predict:
       -> batcher:      one worker thread; concurrent requests that arrive while the model is
                        busy are grouped into a single `Model.predict_images` call
       -> JSON:         the predict shape + view, stored_view, orientation_note, ms
+    ?turns=1 (the turn test, turns.py): the decoded picture as is and turned 90/180/270
+    goes to the batcher as ONE job of four images (one model call), + "turn_test".
+
+With a token (`serve --lan`: run(lan=True)), access.TokenGate answers 403 to any request
+without it, and the server speaks https with tls.certificate_for's certificate.
 
 Nothing from a request reaches the filesystem: the uploaded filename is only echoed back
 as `path`. Uploads are held in memory (bounded by the size limit, multipart files too); the
@@ -54,8 +59,13 @@ from ..report.html import image_data_url
 from ..imaging import open_image, store_as
 from ..model import DEFAULT_TOP_K
 from ..orientation import orientation_note
-from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES,
-                       DEFAULT_PORT, HEADER_TIMEOUT, LINGER_SECONDS, MAX_HEAD_BYTES, MIN_BODY_RATE)
+from .access import TokenGate, new_token
+from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH,
+                       DEFAULT_MAX_BYTES, DEFAULT_PORT, HEADER_TIMEOUT, LINGER_SECONDS, MAX_HEAD_BYTES,
+                       MIN_BODY_RATE)
+from .lan import WILDCARDS, exposure_warning, is_ip, lan_addresses, link, phone_words, qr_lines
+from .tls import certificate_for
+from .turns import thumbnails, turn_json, turned
 
 VIEW_LONG_SIDE = 512  # the "view" data URL is at most this many pixels on its long side
 DEFAULT_DECODE_SIZE = 256  # short side fed to the model when model.json does not say
@@ -154,8 +164,9 @@ def prepare(data: bytes, decode_size: int, orient: bool = True) -> Prepared:
 
 @dataclass
 class _Job:
-    image: Image.Image
+    images: list[Image.Image]  # one upload, or the four views of a turn test (one job, one call)
     top_k: int
+    single: bool = True  # the future gets one image's predictions (else a list, one per image)
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
 
 
@@ -177,9 +188,17 @@ class Batcher:
         self._thread.start()
 
     def submit(self, image: Image.Image, top_k: int) -> concurrent.futures.Future:
+        """Future of (predictions, images in the model call, model ms)."""
+        return self._put(_Job([image], top_k))
+
+    def submit_many(self, images: list[Image.Image], top_k: int) -> concurrent.futures.Future:
+        """Future of ([predictions per image], images in the model call, model ms): the
+        images always run in the same model call (the turn test's four views)."""
+        return self._put(_Job(list(images), top_k, single=False))
+
+    def _put(self, job: _Job) -> concurrent.futures.Future:
         if self._closed:
             raise RuntimeError("the server is shutting down")
-        job = _Job(image, top_k)
         self._queue.put(job)
         return job.future
 
@@ -196,7 +215,8 @@ class Batcher:
             if job is None:
                 break
             batch = [job]
-            while len(batch) < self.max_batch:
+            n_images = len(job.images)
+            while n_images < self.max_batch:  # a job is never split; a big one may run alone
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -205,17 +225,20 @@ class Batcher:
                     stop = True
                     break
                 batch.append(nxt)
+                n_images += len(nxt.images)
             batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
+            n_images = sum(len(j.images) for j in batch)
             self.busy = True
             t0 = time.perf_counter()
             try:
                 k = max(j.top_k for j in batch)
-                results = self.model.predict_images([j.image for j in batch], top_k=k)
+                results = iter(self.model.predict_images([im for j in batch for im in j.images], top_k=k))
                 ms = (time.perf_counter() - t0) * 1000
-                for j, r in zip(batch, results):
-                    j.future.set_result((list(r)[: j.top_k], len(batch), ms))
+                for j in batch:
+                    mine = [list(next(results))[: j.top_k] for _ in j.images]
+                    j.future.set_result((mine[0] if j.single else mine, n_images, ms))
             except BaseException as exc:  # noqa: BLE001 - hand any failure to the requests
                 for j in batch:
                     if not j.future.done():
@@ -223,8 +246,8 @@ class Batcher:
             finally:
                 self.busy = False
                 self.batches += 1
-                self.images += len(batch)
-                self.largest_batch = max(self.largest_batch, len(batch))
+                self.images += n_images
+                self.largest_batch = max(self.largest_batch, n_images)
         # fail whatever is still queued so no request hangs
         while True:
             try:
@@ -393,6 +416,7 @@ def create_app(
     decode_workers: int | None = None,
     body_idle_timeout: float = BODY_IDLE_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
+    token: str | None = None,
 ) -> FastAPI:
     """The FastAPI app for a loaded `upright.model.Model` (or anything with `labels`,
     `meta` and `predict_images(images, top_k)`).
@@ -402,6 +426,8 @@ def create_app(
     body_idle_timeout / body_timeout: 408 when the upload pauses longer / takes longer.
     Serve it with `server_config(app)` for the connection-level limits (head timeout,
     lingering close, JSON protocol errors).
+    token: when set, every request needs it (access.TokenGate; serve it over https, as
+    `run(lan=True)` does: the cookie it sets is Secure).
     """
     labels = [str(x) for x in model.labels]
     max_bytes = int(max_bytes)
@@ -426,7 +452,9 @@ def create_app(
     )
     app.state.batcher = batcher
     app.state.max_bytes = max_bytes
-    app.add_middleware(_SecurityHeaders)
+    if token is not None:
+        app.add_middleware(TokenGate, token=token)
+    app.add_middleware(_SecurityHeaders)  # added last = outermost: the 403s get the headers too
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -467,11 +495,11 @@ def create_app(
         }
 
     @app.post("/api/predict")
-    async def predict(request: Request, top_k: int | None = None):
+    async def predict(request: Request, top_k: int | None = None, turns: bool = False):
         nonlocal in_flight
         in_flight += 1
         try:
-            return await _answer(request, top_k)
+            return await _answer(request, top_k, turns)
         finally:
             in_flight -= 1
             if in_flight == 0:  # the burst is over: give its memory back
@@ -480,7 +508,7 @@ def create_app(
                 except RuntimeError:  # shutting down: the pool takes no more work
                     pass
 
-    async def _answer(request: Request, top_k: int | None):
+    async def _answer(request: Request, top_k: int | None, turns: bool):
         t0 = time.perf_counter()
         k = default_k if top_k is None else max(1, min(int(top_k), len(labels)))
         body = _Body(request, max_bytes, body_idle_timeout, body_timeout)
@@ -532,11 +560,19 @@ def create_app(
             return _error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
         finally:
             del data
+        turn_views: list[str] = []
         try:
-            preds, batch_n, model_ms = await asyncio.wrap_future(batcher.submit(prep.image, k))
+            if turns:  # the turn test: as is + turned 90/180/270, one model call of four
+                images = turned(prep.image)
+                turn_views = await loop.run_in_executor(decode_pool, thumbnails, images)
+                all_preds, batch_n, model_ms = await asyncio.wrap_future(batcher.submit_many(images, k))
+                preds = all_preds[0]
+            else:
+                preds, batch_n, model_ms = await asyncio.wrap_future(batcher.submit(prep.image, k))
         except RuntimeError as exc:
             return _error(503, str(exc))
         ms = (time.perf_counter() - t0) * 1000
+        extra = {"turn_test": turn_json(all_preds, turn_views)} if turns else {}
         return {
             "path": filename,
             "orientation": prep.tag,
@@ -555,6 +591,7 @@ def create_app(
                 "model_ms": round(model_ms, 1),
                 "batch": batch_n,
             },
+            **extra,
         }
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -578,7 +615,7 @@ def protocol_class(header_timeout: float = HEADER_TIMEOUT, linger_seconds: float
       opening or of its first byte (slowloris): a started head gets 408 JSON, a connection
       that never sent a byte is just closed; then the connection is closed.
     - An answer given before the request body was read in full (413, 408, 404 to a POST...)
-      is followed by a lingering close: the write side is shut, at most `linger_bytes`
+      says `Connection: close` and is followed by a lingering close: the write side is shut, at most `linger_bytes`
       more are read and discarded for at most `linger_seconds`, then the connection is
       closed. (Plain uvicorn keeps reading such a body for as long as the client sends.)
     - Protocol errors (malformed request line, headers over MAX_HEAD_BYTES) answer JSON.
@@ -593,6 +630,22 @@ def protocol_class(header_timeout: float = HEADER_TIMEOUT, linger_seconds: float
             self._lingering = False
             self._linger_left = 0
             self._arm_head_timer()
+            self._close_after_early_answers()
+
+        def _close_after_early_answers(self) -> None:
+            """An answer sent while the request body is still arriving (413, 408, the token's
+            403...) says `Connection: close`, so the client opens a new connection instead of
+            sending its next request into the lingering close (TLS has no half-close to say it)."""
+            conn, send = self.conn, self.conn.send
+
+            def send_event(event):
+                if isinstance(event, h11.Response) and conn.their_state is h11.SEND_BODY:
+                    event = h11.Response(status_code=event.status_code, reason=event.reason,
+                                         headers=[*event.headers, (b"connection", b"close")],
+                                         http_version=event.http_version)
+                return send(event)
+
+            conn.send = send_event
 
         def _arm_head_timer(self) -> None:
             if self._head_timer is None:
@@ -690,34 +743,74 @@ def url_for(host: str, port: int) -> str:
 
 def run(
     model_dir: str | os.PathLike,
-    host: str = DEFAULT_HOST,
+    host: str | None = None,
     port: int = DEFAULT_PORT,
     *,
+    lan: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
     top_k: int = DEFAULT_TOP_K,
     max_batch: int = DEFAULT_MAX_BATCH,
     log_level: str = "warning",
     echo: Callable[[str], None] = print,
+    tls_dir: str | os.PathLike | None = None,
 ) -> None:
-    """Load MODEL, bind HOST:PORT, print the address and serve until Ctrl+C."""
+    """Load MODEL, bind HOST:PORT, print the address and serve until Ctrl+C.
+
+    host None: 127.0.0.1, or every IPv4 interface with lan. lan: https with this machine's
+    self-signed certificate (tls.certificate_for, cached in tls_dir, default the user config
+    dir), a fresh access token on every request (access.TokenGate), and the link plus a QR
+    code printed for a phone. `lan=True, host="127.0.0.1"` is the same on loopback only
+    (what the tests run).
+    """
     import uvicorn
 
     from ..model import load_model
 
+    host = host if host is not None else (DEFAULT_LAN_HOST if lan else DEFAULT_HOST)
+    if lan and host not in WILDCARDS and not is_ip(host):
+        raise UprightError(f"--lan --host needs an IP address of this machine (the certificate names "
+                           f"it and the phone's link uses it), not {host!r}")
     model_dir = Path(model_dir)
     model = load_model(model_dir)  # UprightError with a one-line reason when it is not a model
+    addresses: list[str] = []
+    if lan:
+        addresses = lan_addresses() if host in WILDCARDS else [host.strip("[]")]
+        if not addresses:
+            raise UprightError("--lan found no network address on this machine (is it on Wi-Fi or "
+                               "a wired network?); pick one with --host ADDRESS")
+        cert = certificate_for(addresses, tls_dir)
     sock = bind_socket(host, port)
+    sock.listen(2048)  # connections from now on wait for the server instead of being refused
     actual_port = sock.getsockname()[1]
+    token = new_token() if lan else None
     app = create_app(model, max_bytes=max_bytes, top_k=top_k, max_batch=max_batch,
-                     model_name=model_dir.resolve().name)
-    url = url_for(host, actual_port)
-    echo(f"upright serve: {url}  (model {model_dir}, labels: {', '.join(map(str, model.labels))})")
-    if host in ("0.0.0.0", "", "::"):
-        echo(f"  listening on every network interface ({host or '0.0.0.0'}): anyone who can reach this "
-             f"machine on port {actual_port} can use the app and the model. The camera button needs "
-             "https or localhost; on other devices use 'Take photo'.")
+                     model_name=model_dir.resolve().name, token=token)
+    about = f"(model {model_dir}, labels: {', '.join(map(str, model.labels))})"
+    ssl: dict = {}
+    if lan:
+        links = [link(a, actual_port, token) for a in addresses]
+        echo(f"upright serve: {links[0]}  {about}")
+        echo("  On your phone (same network as this machine), scan the code or type the link:")
+        echo("")
+        for line in qr_lines(links[0]):
+            echo("  " + line)
+        echo("")
+        for line in phone_words(addresses, cert.fingerprint):
+            echo("  " + line)
+        echo(f"  Certificate {'reused from' if cert.reused else 'made and kept in'} {cert.cert_path.parent} "
+             f"(valid until {cert.not_after:%Y-%m-%d}).")
+        echo("  Anyone with this link can use the app and the model until you stop the server; "
+             "the token changes at every start.")
+        for other in links[1:]:
+            echo(f"  Also reachable at {other}")
+        ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)}
+    else:
+        echo(f"upright serve: {url_for(host, actual_port)}  {about}")
+        warning = exposure_warning(host, actual_port)
+        if warning:
+            echo("  " + warning)
     echo("  Ctrl+C to stop")
-    server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=3))
+    server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=3, **ssl))
     try:
         server.run(sockets=[sock])
     finally:

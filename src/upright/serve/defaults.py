@@ -9,6 +9,7 @@ DEFAULT_MAX_BYTES = 25_000_000  # largest upload accepted (413 beyond)
 #: Most queued uploads the model runs in one call (bench/serve.py, 2 cores, 16 clients:
 #: 60 req/s with 4 vs 50 unbatched).
 DEFAULT_MAX_BATCH = 4
+DEFAULT_LAN_HOST = "0.0.0.0"  # `serve --lan` without --host: every IPv4 interface (https + token)
 
 # Limits that keep one client from holding the server (408 when a client is too slow).
 HEADER_TIMEOUT = 10.0  # seconds for a request's head (request line + headers), from its first byte

@@ -5,14 +5,17 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const LIVE_INTERVAL_MS = 700;   // camera: one frame this often, never more than one in flight
+const LIVE_MIN_GAP_MS = 200;    // camera: at most 5 frames/s, never more than one in flight
 const FRAME_LONG_SIDE = 640;    // camera frames are scaled down before upload
+const FPS_WINDOW = 8;           // the frame rate shown is over the last this many answers
 
 let maxBytes = 25_000_000;
 let topK = 5;
 let modelCrop = true;           // the backbone classifies the centre square of the view
 let seq = 0;                    // newer uploads win over slower older answers
-let live = null;                // {stream, timer} while the camera runs
+let live = null;                // {stream, timer, answered: [ms]} while the camera runs
+let turnTest = false;           // ask for the four turned views too (?turns=1)
+let last = null;                // {blob, name}: the last photo, re-sent when the turn test is switched on
 
 function showError(message) {
   const box = $("error");
@@ -23,9 +26,13 @@ function clearError() { $("error").hidden = true; }
 
 function fmtMB(n) { return n >= 100_000 ? (n / 1e6).toFixed(1) + " MB" : n.toLocaleString() + " bytes"; }
 
+const DENIED = "This server needs its access token: open the link (or scan the QR code) that " +
+  "`upright serve --lan` printed. The token changes every time the server starts.";
+
 async function loadModelInfo() {
   try {
     const res = await fetch("/api/model");
+    if (res.status === 403) { $("model-info").textContent = "no access"; showError(DENIED); return; }
     const info = await res.json();
     maxBytes = info.max_bytes || maxBytes;
     topK = info.top_k || topK;
@@ -73,6 +80,65 @@ function renderPredictions(preds) {
   }
 }
 
+function turnCaption(t) {
+  const cap = document.createElement("figcaption");
+  const deg = document.createElement("span");
+  deg.className = "turn-deg";
+  deg.textContent = t.degrees === 0 ? "as is" : `turned ${t.degrees}°`;
+  const label = document.createElement("span");
+  label.className = "turn-label";
+  label.textContent = t.label;
+  const score = document.createElement("span");
+  score.className = "turn-score";
+  score.textContent = (t.score * 100).toFixed(0) + "%";
+  cap.append(deg, label, score);
+  return cap;
+}
+
+function renderTurns(tt) {
+  $("turn-test").hidden = !tt;
+  if (!tt) return;
+  const verdict = $("turn-verdict");
+  verdict.textContent = tt.verdict.charAt(0).toUpperCase() + tt.verdict.slice(1) + ".";
+  verdict.className = "verdict " + (tt.changes ? "changes" : "stable");
+  const first = tt.turns[0].label;
+  const grid = $("turns");
+  grid.replaceChildren();
+  for (const t of tt.turns) {
+    const fig = document.createElement("figure");
+    fig.className = "turn" + (t.label !== first ? " differs" : "");
+    fig.dataset.degrees = String(t.degrees);
+    const box = document.createElement("div");
+    box.className = "turn-frame";
+    const img = document.createElement("img");
+    img.src = t.view;
+    img.alt = `The picture ${t.degrees === 0 ? "as is" : "turned " + t.degrees + "° clockwise"}`;
+    box.append(img);
+    fig.append(box, turnCaption(t));
+    grid.append(fig);
+  }
+}
+
+function renderLiveFrame(body) {
+  // The frame the model saw, as the server decoded it: upright in portrait and landscape alike.
+  const [w, h] = body.view_size;
+  $("live-figure").hidden = false;
+  $("live-view").src = body.view;
+  $("live-caption").textContent =
+    `The last frame the model saw: ${w}×${h}, ${w > h ? "landscape" : w < h ? "portrait" : "square"}, upright`;
+}
+
+function noteAnswer(session) {
+  const now = performance.now();
+  session.answered.push(now);
+  if (session.answered.length > FPS_WINDOW) session.answered.shift();
+  const n = session.answered.length;
+  if (n >= 2) {
+    const fps = (n - 1) * 1000 / (now - session.answered[0]);
+    $("fps").textContent = `${fps.toFixed(1)} frames/s`;
+  }
+}
+
 function render(body, roundTripMs, isLive) {
   clearError();
   $("result").hidden = false;
@@ -97,11 +163,13 @@ function render(body, roundTripMs, isLive) {
   $("plain-note").textContent = tagged ? "" : body.orientation_note;
   $("filename").textContent = isLive ? "camera frame" : (body.path || "pasted or dropped image");
   renderPredictions(body.predictions);
+  renderTurns(turnTest ? body.turn_test : null);  // switched off while the answer was on its way
+  if (isLive) renderLiveFrame(body);
   const t = body.timings || {};
   $("timing").textContent =
     `${Math.round(roundTripMs)} ms round trip · server ${Math.round(body.ms)} ms` +
     (t.decode_ms !== undefined ? ` (decode ${Math.round(t.decode_ms)} ms, model ${Math.round(t.model_ms)} ms` +
-      (t.batch > 1 ? `, batched with ${t.batch - 1} other${t.batch > 2 ? "s" : ""}` : "") + ")" : "");
+      (t.batch > 1 ? `, ${t.batch} pictures in one model call` : "") + ")" : "");
 }
 
 async function classify(blob, name, isLive = false) {
@@ -112,11 +180,11 @@ async function classify(blob, name, isLive = false) {
   const mine = ++seq;
   const fd = new FormData();
   fd.append("file", blob, name || "upload");
-  if (!isLive) $("timing").textContent = "classifying…";
+  if (!isLive) { $("timing").textContent = "classifying…"; last = { blob, name }; }
   const t0 = performance.now();
   let res, body;
   try {
-    res = await fetch(`/api/predict?top_k=${topK}`, { method: "POST", body: fd });
+    res = await fetch(`/api/predict?top_k=${topK}` + (turnTest ? "&turns=1" : ""), { method: "POST", body: fd });
   } catch (e) {
     if (mine === seq) showError("The server did not answer (is `upright serve` still running?)");
     return;
@@ -124,12 +192,14 @@ async function classify(blob, name, isLive = false) {
   try { body = await res.json(); } catch (e) { body = { error: `HTTP ${res.status}` }; }
   if (mine !== seq) return;  // a newer upload is on its way; drop this answer
   if (!res.ok) {
+    if (res.status === 403) { showError(DENIED); if (live) stopCamera(); return; }
     const kind = { 413: "Too large", 415: "Not an image", 400: "Unreadable image" }[res.status] || `Error ${res.status}`;
     showError(`${kind}: ${body.error || res.statusText}`);
     if (!isLive) $("timing").textContent = "";
     return;
   }
   render(body, performance.now() - t0, isLive);
+  return true;
 }
 
 function takeFiles(files) {
@@ -176,8 +246,10 @@ async function startCamera() {
   }
   let stream;
   try {
+    // No width/height: a phone then gives frames the way it is held (portrait or landscape),
+    // and the browser turns them as the screen turns, so every frame drawn below is upright.
     stream = await navigator.mediaDevices.getUserMedia({
-      video: { facingMode: { ideal: "environment" }, width: { ideal: 1280 }, height: { ideal: 720 } },
+      video: { facingMode: { ideal: "environment" } },
       audio: false,
     });
   } catch (e) {
@@ -188,20 +260,24 @@ async function startCamera() {
   const video = $("video");
   video.srcObject = stream;
   await video.play().catch(() => {});
-  live = { stream, timer: null };
+  live = { stream, timer: null, answered: [] };
   $("result").hidden = false;
   $("view").hidden = true;
   video.hidden = false;
-  $("view-caption").textContent = "Live camera (frames are sent upright; the browser already turned them)";
+  $("view-caption").textContent = "Live camera (frames are sent upright, the way the phone is held)";
   $("stored-figure").hidden = true;
+  $("plain-note").hidden = true;
   $("camera-controls").hidden = false;
-  $("interval").textContent = String(LIVE_INTERVAL_MS);
+  $("camera-stop").hidden = false;
+  $("fps").textContent = "measuring…";
   $("camera-btn").textContent = "Stop camera";
+  $("result").scrollIntoView({ block: "start", behavior: "smooth" });  // on a phone: the camera fills the screen
   tick();
 }
 
 function stopCamera() {
   if (!live) return;
+  seq++;  // an answer still on its way belongs to the stopped camera: drop it
   clearTimeout(live.timer);
   for (const track of live.stream.getTracks()) track.stop();
   live = null;
@@ -209,6 +285,8 @@ function stopCamera() {
   $("video").srcObject = null;
   $("view").hidden = !$("view").getAttribute("src");
   $("camera-controls").hidden = true;
+  $("camera-stop").hidden = true;
+  $("live-figure").hidden = true;
   $("camera-btn").textContent = "Live camera";
 }
 
@@ -217,22 +295,36 @@ async function tick() {
   const session = live;
   const started = performance.now();
   const video = $("video");
-  if (video.videoWidth > 0) {
+  // videoWidth/videoHeight are read every frame: they swap when the phone turns.
+  if (video.videoWidth > 0 && document.visibilityState === "visible") {
     const scale = Math.min(1, FRAME_LONG_SIDE / Math.max(video.videoWidth, video.videoHeight));
     const canvas = $("grab");
     canvas.width = Math.round(video.videoWidth * scale);
     canvas.height = Math.round(video.videoHeight * scale);
     canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
-    if (blob && live === session) await classify(blob, "camera.jpg", true);  // waits: no pile-up
+    if (blob && live === session) {
+      const ok = await classify(blob, "camera.jpg", true);  // waits: no pile-up
+      if (ok && live === session) noteAnswer(session);
+    }
   }
   if (live !== session) return;
-  const wait = Math.max(0, LIVE_INTERVAL_MS - (performance.now() - started));
+  const wait = Math.max(0, LIVE_MIN_GAP_MS - (performance.now() - started));
   session.timer = setTimeout(tick, wait);
 }
 
 $("camera-btn").addEventListener("click", () => (live ? stopCamera() : startCamera()));
 $("camera-stop").addEventListener("click", stopCamera);
+
+// ---- turn test: the same picture turned 90/180/270, in the same model call
+
+$("turn-btn").addEventListener("click", () => {
+  turnTest = !turnTest;
+  $("turn-btn").setAttribute("aria-pressed", String(turnTest));
+  $("turn-btn").textContent = turnTest ? "Turn test: on" : "Turn test";
+  if (!turnTest) { renderTurns(null); return; }
+  if (!live && last) classify(last.blob, last.name);  // the camera's next frame carries it anyway
+});
 
 loadModelInfo();
 health();
