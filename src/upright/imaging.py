@@ -76,8 +76,8 @@ MAX_JPEG_SCAN_MEGAPIXELS = 3000  # scans x megapixels: 10 scans of a 200 MP phot
 MAX_JPEG_COEFFICIENT_BYTES = 640 << 20
 #: Real embedded profiles are a few KB (matrix) to ~2 MB (printer LUTs).
 MAX_ICC_BYTES = 4 << 20
-#: Conversions run on bands of about this many pixels (16 MB as RGB).
-BAND_PIXELS = 1 << 22
+#: Conversions run on bands of about this many pixels (8 MB as RGB).
+BAND_PIXELS = 1 << 21
 #: A sized non-JPEG read box-reduces first while the short side stays >= size x this gap
 #: (Pillow's `reducing_gap`: at 3 the result matches a plain bicubic resize).
 REDUCING_GAP = 3
