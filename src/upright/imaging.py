@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import operator
 import os
 import re
 import threading
@@ -539,8 +540,14 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
     Raises UnreadableImage with a one-line reason.
     """
     name = _name(source)
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive integer, not {size!r}")
+    if size is not None:
+        try:
+            size = operator.index(size)  # ints, numpy ints; not floats
+        except TypeError:
+            raise ValueError(f"size must be a positive integer, not {size!r}") from None
+        if size < 0:
+            raise ValueError(f"size must be a positive integer, not {size!r}")
+        size = size or None  # 0 meant "full size" before, keep it so
     with open_header(source) as im:
         fmt = (im.format or "").upper()
         file_mode = im.mode
@@ -574,7 +581,7 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
             if orient and orientation.pending != 1:
                 rgb = rgb.transpose(UPRIGHT_TRANSPOSE[orientation.pending])
             if rgb is im:
-                rgb = rgb.copy()  # detach from the file before it closes
+                rgb = im._new(im.im)  # detach from the file before it closes, without a copy
         except UnreadableImage:
             raise
         except Image.DecompressionBombError as exc:
