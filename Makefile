@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast bench fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,13 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python bench/run_all.py
+
+# Fuzz the one door (fuzz/): SECONDS per target (3 targets), or FUZZ_RUNS inputs per target.
+SECONDS ?= 60
+FUZZ_RUNS ?= 0
+fuzz: setup
+	$(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q "atheris>=2.3"
+	$(BIN)/python fuzz/run.py --seconds $(SECONDS) --runs $(FUZZ_RUNS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

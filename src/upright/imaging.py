@@ -3,26 +3,36 @@
 `open_upright` returns the picture the way a photo viewer shows it: EXIF/XMP orientation
 applied exactly once (TIFF and HEIF decoders apply their own; we never rotate twice),
 colour-managed to sRGB, composited on white, 8-bit RGB. With `size`, JPEGs are decoded in
-the DCT domain at the largest reduction that keeps the short side >= size.
+the DCT domain at the largest reduction that keeps the short side >= size, and other
+formats are box-reduced band by band right after decoding, so memory stays bounded.
+
+Hostile files get a one-line `UnreadableImage`, bounded time and bounded memory: a pixel
+limit on what a file declares, an aspect limit on what a sized read returns, limits on
+progressive-JPEG scans and coefficient memory, on ICC profile size, and only the formats
+below are opened (Pillow knows ~40 more, e.g. EPS, which would run Ghostscript).
 
 No other module may call `Image.open`, `cv2.imread` or a decoder (tests enforce it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import operator
 import os
+import re
 import threading
 import warnings
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Iterator, Union
+from typing import BinaryIO, Callable, Iterator, Union
 
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
+from . import containers
 from .errors import UnreadableImage, one_line
 from .orientation import apply_orientation, store_as
 
@@ -40,7 +50,31 @@ ORIENTATION_TAG = 0x0112
 #: Formats whose decoder applies the orientation itself (we must not apply it again).
 DECODER_ORIENTS = {"TIFF", "HEIF"}
 
-DEFAULT_MAX_PIXELS = 120_000_000  # above 108 MP phone sensors, far below a bomb
+#: The only formats opened. Pillow identifies many more; none of them is a phone or web photo.
+SUPPORTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF", "HEIF", "AVIF", "BMP", "GIF")
+
+#: Pixels a file may declare. 210 MP admits every phone sensor shipping (200 MP Samsung,
+#: Xiaomi, Motorola, Honor: 16320x12240 = 199.8 MP) with 5% to spare, refuses bombs, and keeps
+#: the memory contract: a decoded picture costs at most 4 bytes a pixel (0.84 GB at the limit).
+DEFAULT_MAX_PIXELS = 210_000_000
+#: A sized read returns short side = size: a 1x5000 strip would become 224x1,120,000.
+MAX_ASPECT = 100
+#: Progressive JPEG: each scan is a pass over every block, even an empty one.
+MAX_JPEG_SCANS = 100
+MAX_JPEG_SCAN_MEGAPIXELS = 3000  # scans x megapixels: 10 scans of a 200 MP photo pass
+#: libjpeg holds all DCT coefficients (2 bytes each) of a progressive or multi-scan JPEG.
+MAX_JPEG_COEFFICIENT_BYTES = 640 << 20
+#: Real embedded profiles are a few KB (matrix) to ~2 MB (printer LUTs).
+MAX_ICC_BYTES = 4 << 20
+#: Conversions run on bands of about this many pixels (8 MB as RGB).
+BAND_PIXELS = 1 << 21
+#: A sized non-JPEG read box-reduces first while the short side stays >= size x this gap
+#: (Pillow's `reducing_gap`: at 3 the result matches a plain bicubic resize).
+REDUCING_GAP = 3
+
+Image.init()  # register every plugin, then open only ours (AVIF needs Pillow's libavif build)
+_OPEN_FORMATS = tuple(f for f in SUPPORTED_FORMATS if f in Image.OPEN)
+
 _max_pixels = int(os.environ.get("UPRIGHT_MAX_PIXELS", DEFAULT_MAX_PIXELS))
 _lock = threading.Lock()
 
@@ -50,8 +84,8 @@ def set_max_pixels(limit: int) -> None:
     global _max_pixels
     with _lock:
         _max_pixels = int(limit)
-        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS * 2 < _max_pixels:
-            Image.MAX_IMAGE_PIXELS = _max_pixels  # Pillow errors at 2x its own limit
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < _max_pixels:
+            Image.MAX_IMAGE_PIXELS = _max_pixels  # Pillow errors at 2x its own limit: ours comes first
 
 
 def get_max_pixels() -> int:
@@ -59,7 +93,6 @@ def get_max_pixels() -> int:
 
 
 set_max_pixels(_max_pixels)
-
 
 @dataclass
 class Orientation:
@@ -131,9 +164,9 @@ def open_header(source: Source) -> Iterator[Image.Image]:
         if not head:
             raise UnreadableImage(name, "empty file (0 bytes)")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore")  # bomb warnings, EXIF and palette warnings
             try:
-                im = Image.open(fp)
+                im = Image.open(fp, formats=_OPEN_FORMATS)
             except UnidentifiedImageError as exc:
                 raise UnreadableImage(name, _reason_for_unidentified(head)) from exc
             except Image.DecompressionBombError as exc:
@@ -141,13 +174,13 @@ def open_header(source: Source) -> Iterator[Image.Image]:
             except UnreadableImage:
                 raise
             except Exception as exc:  # Pillow raises many types on hostile headers
-                raise UnreadableImage(name, f"corrupt image header: {one_line(exc)}") from exc
-        w, h = im.size
-        if w <= 0 or h <= 0:
-            raise UnreadableImage(name, f"invalid image size {w}x{h}")
-        if w * h > _max_pixels:
-            raise UnreadableImage(name, _bomb_reason((w, h), None))
+                raise UnreadableImage(name, _header_reason(exc)) from exc
         try:
+            w, h = im.size
+            if w <= 0 or h <= 0:
+                raise UnreadableImage(name, f"invalid image size {w}x{h}")
+            if w * h > _max_pixels:
+                raise UnreadableImage(name, _bomb_reason((w, h), None))
             yield im
         finally:
             im.close()
@@ -156,27 +189,49 @@ def open_header(source: Source) -> Iterator[Image.Image]:
             fp.close()
 
 
+def _header_reason(exc: BaseException) -> str:
+    text = one_line(exc)
+    if "security limit" in text.lower():  # libheif's own guard against huge grids and items
+        return _bomb_reason(None, exc)
+    return f"corrupt image header: {text}"
+
+
 def _bomb_reason(size: tuple[int, int] | None, exc: BaseException | None) -> str:
-    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else one_line(exc)
+    """One message per refusal, quoting upright's limit only."""
+    if size:
+        what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+    else:
+        m = re.search(r"\((\d+) pixels\)", str(exc))  # Pillow: "Image size (N pixels) exceeds limit..."
+        what = f"{int(m[1]):,} pixels" if m else f"the declared size ({one_line(exc, 120)})"
     return (
         f"decompression bomb guard: {what} exceeds the limit of {_max_pixels:,} pixels "
         "(raise it with UPRIGHT_MAX_PIXELS or upright.imaging.set_max_pixels)"
     )
 
 
+def header_exif(im: Image.Image) -> Image.Exif:
+    """The EXIF a file declares ahead of its pixel data, read without decoding pixels.
+
+    Pillow's PNG `getexif()` decodes the whole image to look for an eXIf chunk after the
+    image data; such a late chunk is ignored by browsers and ImageMagick, and by us.
+    """
+    if (im.format or "").upper() == "PNG":
+        return Image.Image.getexif(im)
+    return im.getexif()
+
+
 def read_orientation(im: Image.Image) -> Orientation:
     """Read the orientation of a lazily opened image without decoding its pixels.
 
-    EXIF first, then XMP tiff:Orientation (Pillow merges it in), then HEIF's record.
-    Malformed values are treated as upright, with the reason kept in `problem`.
+    EXIF first, then XMP tiff:Orientation (Pillow merges it in); for HEIF the container's
+    irot/imir (what libheif applies). Malformed values are treated as upright, with the
+    reason kept in `problem`.
     """
     fmt = (im.format or "").upper()
-    if fmt == "HEIF" or "original_orientation" in im.info:
-        raw = im.info.get("original_orientation")
-        tag = raw if isinstance(raw, int) and 1 <= raw <= 8 else None
-        return Orientation(tag=tag, source="heif" if tag else None, pending=1)
+    if fmt == "HEIF":
+        return _heif_orientation(im)
     try:
-        value = im.getexif().get(ORIENTATION_TAG)
+        value = header_exif(im).get(ORIENTATION_TAG)
     except Exception as exc:  # broken IFD, bad offsets, recursion
         return Orientation(problem=f"malformed EXIF ignored ({one_line(exc)})")
     if value is None:
@@ -193,28 +248,173 @@ def read_orientation(im: Image.Image) -> Orientation:
     return Orientation(tag=value, source=source, pending=pending)
 
 
-@lru_cache(maxsize=32)
+def container_geometry(im: Image.Image) -> containers.ItemGeometry:
+    """The HEIF/AVIF primary item's transforms (irot/imir/clap), read from the 'meta' box."""
+    fp = getattr(im, "fp", None)
+    if fp is None or (im.format or "").upper() not in ("HEIF", "AVIF"):
+        return containers.ItemGeometry((), None)
+    try:
+        pos = fp.tell()
+        try:
+            fp.seek(0)
+            return containers.heif_geometry(_read_meta_box(fp))
+        finally:
+            fp.seek(pos)
+    except (OSError, ValueError):
+        return containers.ItemGeometry((), None)
+
+
+def _read_meta_box(fp: BinaryIO, limit: int = 16 << 20) -> bytes:
+    """The top-level boxes up to and including 'meta' (at most `limit` bytes), skipping others."""
+    out = bytearray()
+    for _ in range(64):
+        header = fp.read(8)
+        if len(header) < 8:
+            break
+        size, kind = int.from_bytes(header[:4], "big"), header[4:]
+        extra = b""
+        if size == 1:
+            extra = fp.read(8)
+            size = int.from_bytes(extra, "big")
+        elif size == 0:
+            size = limit
+        if size < 8 + len(extra):
+            break
+        if kind == b"meta":
+            body = fp.read(min(size, limit) - 8 - len(extra))
+            return bytes(header + extra + body)
+        fp.seek(size - 8 - len(extra), io.SEEK_CUR)
+    return bytes(out)
+
+
+def orientation_of(transforms) -> int:
+    """The EXIF Orientation value equal to a sequence of irot/imir transforms (1 if none)."""
+    ops = []
+    for t in transforms:
+        if t[0] == "irot" and t[1] % 360:
+            ops.append({90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
+                        270: Image.Transpose.ROTATE_270}[t[1] % 360])
+        elif t[0] == "imir":  # axis 0: top and bottom exchanged; 1: left and right
+            ops.append(Image.Transpose.FLIP_TOP_BOTTOM if t[1] == 0 else Image.Transpose.FLIP_LEFT_RIGHT)
+    if not ops:
+        return 1
+    probe = Image.frombytes("L", (3, 2), bytes(range(6)))
+    turned = probe
+    for op in ops:
+        turned = turned.transpose(op)
+    for value in range(1, 9):
+        if apply_orientation(probe, value).tobytes() == turned.tobytes() and \
+                apply_orientation(probe, value).size == turned.size:
+            return value
+    return 1  # pragma: no cover - the eight values cover every rotation and mirror
+
+
+def _heif_orientation(im: Image.Image) -> Orientation:
+    """libheif turns the picture by the container's irot/imir and ignores EXIF Orientation
+    (as the HEIF standard says). Phones write both, in agreement; when they differ or the
+    container has none, the EXIF value is reported as a problem, not applied."""
+    raw = im.info.get("original_orientation")
+    exif_tag = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
+    turn = orientation_of(container_geometry(im).transforms)
+    problem = None
+    if exif_tag is not None and exif_tag != 1 and exif_tag != turn:
+        problem = (f"EXIF orientation {exif_tag} ignored: the HEIF container "
+                   + (f"turns the picture as {turn}" if turn != 1 else "does not turn the picture"))
+    if turn != 1:
+        return Orientation(tag=turn, source="heif", pending=1, problem=problem)
+    return Orientation(tag=1 if exif_tag == 1 else None, source="heif" if exif_tag == 1 else None,
+                       pending=1, problem=problem)
+
+
+def crop_box(im: Image.Image) -> tuple[int, int, int, int] | None:
+    """AVIF's clean-aperture crop as a pixel box on the stored pixels (libavif reports it but
+    leaves it to the caller; libheif applies it for HEIF itself). None when absent or invalid."""
+    if (im.format or "").upper() != "AVIF":
+        return None
+    for t in container_geometry(im).transforms:
+        if t[0] == "clap":
+            box = t[1].box(*im.size)
+            return None if box == (0, 0, *im.size) else box
+    return None
+
+
+def frame_count(im: Image.Image) -> int:
+    """Frames in a lazily opened file, without decoding them (Pillow's GIF `n_frames` decodes
+    every frame to count). 1 when the header cannot say."""
+    try:
+        if (im.format or "").upper() == "GIF":
+            fp = im.fp
+            pos = fp.tell()
+            try:
+                fp.seek(0)
+                return containers.gif_frame_count(fp.read())
+            finally:
+                fp.seek(pos)
+        return max(1, int(getattr(im, "n_frames", 1) or 1))
+    except Exception:
+        return 1
+
+
+# Colour transforms keyed by the profile's digest, bounded in count and in profile bytes
+# (an LRU keyed by the profile itself held 32 x 8 MB profiles, ~0.5 GB).
+_ICC_CACHE: OrderedDict[tuple[str, str], tuple[object, int]] = OrderedDict()
+_ICC_CACHE_MAX = 32
+_ICC_CACHE_BYTES = 16 << 20
+
+
 def _icc_transform(profile: bytes, mode: str):
+    if len(profile) > MAX_ICC_BYTES:
+        raise ValueError(f"profile of {len(profile):,} bytes is larger than {MAX_ICC_BYTES:,}")
+    key = (hashlib.sha256(profile).hexdigest(), mode)
+    with _lock:
+        if key in _ICC_CACHE:
+            _ICC_CACHE.move_to_end(key)
+            return _ICC_CACHE[key][0]
     src = ImageCms.ImageCmsProfile(io.BytesIO(profile))
     desc = (ImageCms.getProfileDescription(src) or "").strip().lower()
     if mode == "RGB" and desc.startswith("srgb"):
-        return None  # already sRGB: nothing to do
-    dst = ImageCms.createProfile("sRGB")
-    return ImageCms.buildTransform(src, dst, mode, "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL)
+        transform = None  # already sRGB: nothing to do
+    else:
+        dst = ImageCms.createProfile("sRGB")
+        transform = ImageCms.buildTransform(src, dst, mode, "RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL)
+    with _lock:
+        _ICC_CACHE[key] = (transform, len(profile))
+        while len(_ICC_CACHE) > _ICC_CACHE_MAX or sum(n for _, n in _ICC_CACHE.values()) > _ICC_CACHE_BYTES:
+            _ICC_CACHE.popitem(last=False)
+    return transform
 
 
-def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+
+
+def _wide_top(im: Image.Image) -> float:
+    """The value that maps to white for 16-bit, 32-bit integer and float pictures."""
+    if im.mode.startswith("I;16"):
+        return 65535.0
+    lo, hi = im.getextrema()
+    if im.mode == "F":
+        return 1.0 if not hi > 1.0 else 65535.0  # NaN counts as "not above 1"
+    return 65535.0 if hi > 255 else 255.0
+
+
+def _wide_to_rgb(band: Image.Image, top: float) -> Image.Image:
+    """A band of a 16/32-bit or float picture -> 8-bit RGB, in float32 (never float64 of the
+    whole picture: a 231 KB 16-bit PNG used to cost 3 GB that way)."""
+    arr = np.asarray(band)
+    out = np.asarray(arr, dtype=np.float32) * np.float32(255.0 / top)
+    out = np.clip(np.rint(np.nan_to_num(out, nan=0.0)), 0, 255).astype(np.uint8)
+    key = band.info.get("transparency")
+    if isinstance(key, int) and not isinstance(key, bool):
+        out[arr == key] = 255  # transparent where the key matches: white, like every other mode
+    return Image.fromarray(out, "L").convert("RGB")
+
+
+def _to_rgb(im: Image.Image, notes: list[str], top: float | None = None) -> Image.Image:
     """Any decoded mode -> 8-bit sRGB RGB, alpha composited on white."""
     mode = im.mode
     icc = im.info.get("icc_profile")
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        if mode == "F":
-            top = 1.0 if arr.max(initial=0) <= 1.0 else 65535.0
-        else:
-            top = 65535.0 if (mode.startswith("I;16") or arr.max(initial=0) > 255) else 255.0
-        arr = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
+    if mode in _WIDE_MODES:
+        return _wide_to_rgb(im, top if top is not None else _wide_top(im))
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info) or (
         mode in ("RGB", "L") and "transparency" in im.info
     ):
@@ -228,13 +428,96 @@ def _to_rgb(im: Image.Image, notes: list[str]) -> Image.Image:
                 return im if mode == "RGB" else im.convert("RGB")
             return ImageCms.applyTransform(im, transform)
         except Exception as exc:
-            notes.append(f"embedded colour profile ignored ({one_line(exc)})")
+            note = f"embedded colour profile ignored ({one_line(exc)})"
+            if note not in notes:
+                notes.append(note)
     return im if mode == "RGB" else im.convert("RGB")
+
+
+def _is_plain_rgb(mode: str, info: dict) -> bool:
+    return mode == "RGB" and "transparency" not in info and not info.get("icc_profile")
+
+
+def _convert(band_at: Callable[[tuple[int, int, int, int]], Image.Image], mode: str, info: dict,
+             box: tuple[int, int, int, int], k: int, notes: list[str], top: float | None) -> Image.Image:
+    """Convert the pixels in `box` to RGB band by band, box-reducing each band by `k`: memory
+    is the decoded file plus one band plus the result, never a second full-size copy."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    out = Image.new("RGB", (-(-w // k), -(-h // k)))
+    rows = max(k, (BAND_PIXELS // max(w, 1)) // k * k)
+    for y in range(y0, y1, rows):
+        band = band_at((x0, y, x1, min(y + rows, y1)))
+        band.info = dict(info)
+        rgb = _to_rgb(band, notes, top)
+        if k > 1:
+            rgb = rgb.reduce(k)
+        out.paste(rgb, (0, (y - y0) // k))
+    return out
 
 
 def _target_size(w: int, h: int, short: int) -> tuple[int, int]:
     scale = short / min(w, h)
     return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _check_output(name: str | None, stored: tuple[int, int], size: int) -> None:
+    """Refuse sized reads whose result would be huge: short side = size stretches thin strips."""
+    w, h = stored
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise UnreadableImage(name, f"too thin to read at size {size}: {w}x{h} is beyond the "
+                                    f"{MAX_ASPECT}:1 aspect limit")
+    tw, th = _target_size(w, h, size)
+    if tw * th > _max_pixels:
+        raise UnreadableImage(name, _bomb_reason((tw, th), None) + f" (the picture at size {size})")
+
+
+def _check_jpeg_cost(name: str | None, im: Image.Image) -> None:
+    """Refuse JPEGs that would cost far more time or memory than their pixels suggest."""
+    progressive = bool(im.info.get("progressive"))
+    w, h = im.size
+    if not progressive and w * h <= 16_000_000:
+        return  # baseline: one pass; a few non-interleaved scans at most
+    fp = im.fp
+    pos = fp.tell()
+    try:
+        fp.seek(0)
+        scans = containers.jpeg_scan_count(fp.read())
+    finally:
+        fp.seek(pos)
+    mp = w * h / 1e6
+    if progressive and (scans > MAX_JPEG_SCANS or scans * mp > MAX_JPEG_SCAN_MEGAPIXELS):
+        raise UnreadableImage(name, f"progressive JPEG with {scans} scans over {mp:.1f} MP: beyond the "
+                                    f"limit of {MAX_JPEG_SCANS} scans and {MAX_JPEG_SCAN_MEGAPIXELS} "
+                                    "scan-megapixels (a denial-of-service pattern)")
+    if progressive or scans > 1:
+        layers = getattr(im, "layer", None) or []
+        hmax = max([lay[1] for lay in layers] + [1]) or 1
+        vmax = max([lay[2] for lay in layers] + [1]) or 1
+        coef = sum(-(-(-(-w * max(lay[1], 1) // hmax)) // 8) * -(-(-(-h * max(lay[2], 1) // vmax)) // 8) * 128
+                   for lay in layers)
+        if coef > MAX_JPEG_COEFFICIENT_BYTES:
+            raise UnreadableImage(name, f"JPEG of {mp:.1f} MP in {scans} scans needs {coef / 2**30:.2f} GiB "
+                                        f"of DCT coefficients, above the {MAX_JPEG_COEFFICIENT_BYTES >> 20} MiB "
+                                        "memory budget")
+
+
+def _heif_pixels(im: Image.Image):
+    """Decode a HEIF with pillow-heif directly: its buffer is read band by band, sparing the
+    full-size copy that Pillow's plugin makes (600 MB + 800 MB for a 200 MP photo)."""
+    fp = im.fp
+    fp.seek(0)
+    heif = pillow_heif.open_heif(fp, convert_hdr_to_8bit=True, remove_stride=False)
+    frame = heif[heif.primary_index]
+    data = memoryview(frame.data)  # decodes (libheif applies irot/imir/clap)
+    mode, (w, h), stride = frame.mode, frame.size, frame.stride
+
+    def band_at(box):
+        x0, y0, x1, y1 = box
+        band = Image.frombuffer(mode, (w, y1 - y0), data[y0 * stride:y1 * stride], "raw", mode, stride, 1)
+        return band if (x0, x1) == (0, w) else band.crop((x0, 0, x1, y1 - y0))
+
+    return mode, (w, h), band_at
 
 
 def open_image(source: Source, size: int | None = None, *, orient: bool = True) -> Decoded:
@@ -246,21 +529,48 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
     Raises UnreadableImage with a one-line reason.
     """
     name = _name(source)
+    if size is not None:
+        try:
+            size = operator.index(size)  # ints, numpy ints; not floats
+        except TypeError:
+            raise ValueError(f"size must be a positive integer, not {size!r}") from None
+        if size < 0:
+            raise ValueError(f"size must be a positive integer, not {size!r}")
+        size = size or None  # 0 meant "full size" before, keep it so
     with open_header(source) as im:
         fmt = (im.format or "").upper()
         file_mode = im.mode
         orientation = read_orientation(im)
-        stored_size = im.size
+        notes = [orientation.problem] if orientation.problem else []
+        crop = crop_box(im)
+        stored_size = (crop[2] - crop[0], crop[3] - crop[1]) if crop else im.size
         if fmt in DECODER_ORIENTS and orientation.tag in (5, 6, 7, 8):
             stored_size = stored_size[::-1]  # these decoders report the size after their transform
-        notes = [orientation.problem] if orientation.problem else []
-        if size and fmt in ("JPEG", "MPO") and getattr(im, "draft", None):
-            im.draft("RGB" if im.mode == "RGB" else None, _target_size(*stored_size, size))
+        if size:
+            _check_output(name, stored_size, size)
         try:
+            if fmt in ("JPEG", "MPO"):
+                _check_jpeg_cost(name, im)
+            if size and fmt in ("JPEG", "MPO") and getattr(im, "draft", None):
+                im.draft("RGB" if im.mode == "RGB" else None, _target_size(*stored_size, size))
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im.load()
-                rgb = _to_rgb(im, notes)
+                warnings.simplefilter("ignore")
+                rgb = _decode_rgb(im, fmt, crop, stored_size, size, notes)
+            if fmt in DECODER_ORIENTS and not orient and orientation.tag and orientation.tag != 1:
+                # The decoder already turned it upright; "as stored" means undoing that.
+                rgb = store_as(rgb, orientation.tag)
+            if size:
+                w, h = rgb.size
+                fw, fh = stored_size  # plan from full resolution: DCT scaling rounds sizes up
+                if (w >= h) != (fw >= fh):
+                    fw, fh = fh, fw
+                target = _target_size(fw, fh, size)
+                if target != (w, h):
+                    rgb = rgb.resize(target, Image.Resampling.BICUBIC)
+            if orient and orientation.pending != 1:
+                rgb = apply_orientation(rgb, orientation.pending)
+            if rgb is im:
+                rgb = im._new(im.im)  # detach from the file before it closes, without a copy
         except UnreadableImage:
             raise
         except Image.DecompressionBombError as exc:
@@ -269,22 +579,35 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
             raise UnreadableImage(name, "out of memory while decoding") from exc
         except Exception as exc:
             raise UnreadableImage(name, _decode_reason(exc)) from exc
-        if fmt in DECODER_ORIENTS and not orient and orientation.tag and orientation.tag != 1:
-            # The decoder already turned it upright; "as stored" means undoing that.
-            rgb = store_as(rgb, orientation.tag)
-        if size:
-            w, h = rgb.size
-            fw, fh = stored_size  # plan from full resolution: DCT scaling rounds sizes up
-            if (w >= h) != (fw >= fh):
-                fw, fh = fh, fw
-            target = _target_size(fw, fh, size)
-            if target != (w, h):
-                rgb = rgb.resize(target, Image.Resampling.BICUBIC)
-        if orient and orientation.pending != 1:
-            rgb = apply_orientation(rgb, orientation.pending)
-        if rgb is im:
-            rgb = rgb.copy()  # detach from the file before it closes
         return Decoded(rgb, orientation, stored_size, fmt, file_mode, notes)
+
+
+def _decode_rgb(im: Image.Image, fmt: str, crop, stored_size, size: int | None, notes: list[str]) -> Image.Image:
+    """Decode and convert to RGB; with `size`, box-reduced by the largest whole factor that
+    keeps the short side >= size x REDUCING_GAP (JPEG is already DCT-reduced by draft)."""
+    if fmt == "HEIF" and HEIF_SUPPORTED:
+        mode, dims, band_at = _heif_pixels(im)
+        info = im.info
+    else:
+        key = im.info.get("transparency")
+        raw = getattr(getattr(im, "png", None), "im_rawmode", "") or ""
+        if isinstance(key, tuple) and raw.endswith(";16B"):
+            im.info["transparency"] = tuple(v >> 8 for v in key)  # Pillow keeps 8 of the 16 bits
+        im.load()
+        mode, dims, info = im.mode, im.size, im.info
+        band_at = im.crop
+    box = crop if crop and crop[2] <= dims[0] and crop[3] <= dims[1] else (0, 0, *dims)
+    w, h = box[2] - box[0], box[3] - box[1]
+    k = max(1, min(w, h) // (size * REDUCING_GAP)) if size else 1
+    if mode in _WIDE_MODES:
+        top = _wide_top(im) if fmt != "HEIF" else 65535.0
+    else:
+        top = None
+    if fmt != "HEIF" and _is_plain_rgb(mode, info):
+        if k == 1 and box == (0, 0, *dims):
+            return im  # nothing to convert: no copy
+        return im.reduce(k, box) if k > 1 else im.crop(box)
+    return _convert(band_at, mode, info, box, k, notes, top)
 
 
 def _decode_reason(exc: BaseException) -> str:

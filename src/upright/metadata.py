@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .errors import UnreadableImage
-from .imaging import DECODER_ORIENTS, open_header, read_orientation
+from .errors import UnreadableImage, one_line
+from .imaging import DECODER_ORIENTS, crop_box, frame_count, header_exif, open_header, read_orientation
 from .orientation import SWAPS_AXES
 
 MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
@@ -68,7 +68,11 @@ def _text(value) -> str | None:
 
 
 def describe(path: str | os.PathLike) -> FileFacts:
-    """Read a file's facts from its header. Never raises for bad files: sets `unreadable`."""
+    """Read a file's facts from its header. Never raises for bad files: sets `unreadable`.
+
+    Header only for every format: PNG metadata comes from the chunks before the image data,
+    GIF frames are counted without decoding them, HEIF/AVIF geometry from the container.
+    """
     facts = FileFacts(path=os.fspath(path))
     try:
         facts.file_size = Path(path).stat().st_size
@@ -78,24 +82,28 @@ def describe(path: str | os.PathLike) -> FileFacts:
         with open_header(path) as im:
             facts.format = (im.format or "").upper() or None
             facts.mode = im.mode
-            facts.stored_size = tuple(im.size)
-            facts.n_frames = int(getattr(im, "n_frames", 1) or 1)
+            crop = crop_box(im)  # AVIF clean aperture: the picture is the cropped part
+            facts.stored_size = (crop[2] - crop[0], crop[3] - crop[1]) if crop else tuple(im.size)
+            facts.n_frames = frame_count(im)
             facts.has_icc = bool(im.info.get("icc_profile"))
-            _capture_facts(im, facts)  # before any getexif(): Pillow loads PNG pixels to look for eXIf
+            _capture_facts(im, facts)
             orient = read_orientation(im)
             facts.orientation_tag = orient.tag
             facts.orientation_source = orient.source
             facts.problem = orient.problem
-            applied = orient.tag if orient.tag and 1 <= orient.tag <= 8 and not orient.problem else 1
+            # A problem means the tag was ignored, except for HEIF: there it is about EXIF, and the
+            # container's turn (the tag) is what libheif applies.
+            ok = not orient.problem or orient.source == "heif"
+            applied = orient.tag if orient.tag and 1 <= orient.tag <= 8 and ok else 1
             facts.orientation = applied
             try:
-                exif = im.getexif()
+                exif = header_exif(im)
                 facts.has_exif = len(exif) > 0 or bool(im.info.get("exif"))
                 facts.make = _text(exif.get(MAKE_TAG))
                 facts.model = _text(exif.get(MODEL_TAG))
             except Exception:
                 facts.has_exif = bool(im.info.get("exif"))
-            w, h = im.size
+            w, h = facts.stored_size
             if facts.format in DECODER_ORIENTS:
                 # pillow-heif and Pillow's TIFF plugin report the size after their transform.
                 facts.upright_size = (w, h)
@@ -104,6 +112,8 @@ def describe(path: str | os.PathLike) -> FileFacts:
                 facts.upright_size = (h, w) if applied in SWAPS_AXES else (w, h)
     except UnreadableImage as exc:
         facts.unreadable = exc.reason
+    except Exception as exc:  # a hostile header past the decoder's checks: one file, never the run
+        facts.unreadable = f"corrupt image header: {one_line(exc)}"
     return facts
 
 
@@ -201,7 +211,7 @@ def _capture_facts(im, facts: FileFacts) -> None:
     Each fact is read on its own: a malformed block leaves that one empty and the rest intact.
     """
     def exif():
-        return im.getexif()
+        return header_exif(im)  # PNG: the chunks before the image data, no pixel decode
 
     def profile():
         icc = im.info.get("icc_profile")
