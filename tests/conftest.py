@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
-from fixtures import make_dataset, make_stripes_dataset, upright_photos
+from fixtures import launch_chromium, make_dataset, make_stripes_dataset, sync_playwright, upright_photos
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -70,3 +70,18 @@ def stripes_model_dir(tmp_path_factory) -> Path:
     data = make_stripes_dataset(root / "data", 8)
     train_dataset(data, root / "model", progress=False)
     return root / "model"
+
+
+@pytest.fixture(scope="module")
+def playwright():
+    """Playwright's sync API (skips, or fails in CI, without chromium/playwright)."""
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    """Debian chromium, headless, with a fake camera."""
+    b = launch_chromium(playwright)
+    yield b
+    b.close()

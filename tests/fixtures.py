@@ -7,7 +7,9 @@ are in conftest.py and build on them.
 
 from __future__ import annotations
 
+import importlib.util
 import io
+import os
 import shutil
 import struct
 import threading
@@ -16,6 +18,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from upright.imaging import store_as
@@ -289,3 +292,43 @@ def marked_stripes(direction: str, w: int, h: int, variant: int = 400) -> Image.
     m = max(4, min(w, h) // 6)
     arr[:m, :m], arr[:m, -m:], arr[-m:, :m], arr[-m:, -m:] = RED, GREEN, BLUE, YELLOW
     return Image.fromarray(arr, "RGB")
+
+
+# -- a real browser: Debian's chromium through Playwright (never a downloaded browser) ------
+CHROMIUM = Path(os.environ.get("UPRIGHT_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync",
+                 # a synthetic camera (no device, no permission prompt) for the live-camera tests
+                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"  # screenshots, for people to look at
+
+
+def browser_unavailable(reason: str):
+    """Skip, or fail under UPRIGHT_REQUIRE_BROWSER=1 (CI), where the browser tests must run."""
+    if os.environ.get("UPRIGHT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (UPRIGHT_REQUIRE_BROWSER=1: the browser test must run)")
+    pytest.skip(reason)
+
+
+def sync_playwright():
+    """Playwright's sync_playwright() once chromium and playwright are known to be there."""
+    try:
+        from playwright.sync_api import sync_playwright as start
+    except ImportError:  # pragma: no cover
+        browser_unavailable("playwright (python) is not installed")
+    if not CHROMIUM.exists():
+        browser_unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
+    return start()
+
+
+def launch_chromium(pw, *extra_args: str):
+    return pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS + list(extra_args), headless=True)
+
+
+def load_bench(name: str):
+    """bench/NAME.py as a module, for the smoke tests that run each benchmark tiny."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -222,33 +222,17 @@ def test_report_table_heat_map_and_chart_agree_with_the_finding(tmp_path):
 
 
 @pytest.mark.browser
-def test_report_renders_in_a_browser(tmp_path):
+def test_report_renders_in_a_browser(tmp_path, browser):
     """The page as a user opens it: Chromium loads it offline, the plots are decoded images."""
-    import os
-    from pathlib import Path
-
     from upright.audit.report import write_report
-
-    chromium = Path(os.environ.get("UPRIGHT_CHROMIUM", "/usr/bin/chromium"))
-    try:
-        playwright = __import__("playwright.sync_api", fromlist=["sync_playwright"])
-        missing = None if chromium.exists() else f"{chromium} not found (apt-get install chromium)"
-    except ImportError:  # pragma: no cover
-        missing = "playwright (python) is not installed"
-    if missing:
-        if os.environ.get("UPRIGHT_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{missing} (UPRIGHT_REQUIRE_BROWSER=1: the browser test must run)")
-        pytest.skip(missing)
 
     root = af.one_class_tagged(tmp_path / "d", 3, 15, 0.5)
     path = write_report(run_audit(root, content=False, progress=False), tmp_path / "audit.html", data=root)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.goto(path.as_uri())
-        widths = page.eval_on_selector_all("img.plot", "els => els.map(e => e.naturalWidth)")
-        hot = page.inner_text("td.hot")
-        browser.close()
+    page = browser.new_page()
+    page.goto(path.as_uri())
+    widths = page.eval_on_selector_all("img.plot", "els => els.map(e => e.naturalWidth)")
+    hot = page.inner_text("td.hot")
+    page.close()
     assert len(widths) == 3 and min(widths) > 100
     assert hot == "8 (53%)"
 

@@ -1,18 +1,13 @@
 """The serving benchmark runs (tiny); speed itself is reported by bench/, never asserted."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "serve.py"
+from fixtures import load_bench
 
 
 @pytest.mark.slow
 def test_serve_bench_quick(stripes_model_dir, capsys):
-    spec = importlib.util.spec_from_file_location("bench_serve", BENCH)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("serve")
     out = bench.main(["--quick", "--requests", "8", "--model", str(stripes_model_dir)])
     assert [r["clients"] for r in out["serve"]] == [1, 4, 16, 16]  # + the unbatched comparison
     assert all(r["failures"] == 0 and r["requests"] >= 8 and r["req_s"] > 0 for r in out["serve"])

@@ -18,7 +18,6 @@ from safetensors.numpy import load_file
 import upright
 from fixtures import class_picture, write_photo
 from upright import provenance
-from upright.cli import main
 from upright.dataset import file_sha256
 
 CLASSES = ("cat", "dog", "owl")

@@ -18,7 +18,7 @@ from upright import backbones
 from upright.cli import main
 from upright.errors import UprightError
 from upright.model import HEAD_FILE, META_FILE, load_model, save_model
-from fixtures import class_picture, make_dataset, write_photo
+from fixtures import class_picture, write_photo
 
 ESCAPE = "../../../../../x"  # 16 characters: the part of a hash that names the ONNX cache file
 

@@ -8,41 +8,11 @@ Screenshots go to artifacts/serve.png and artifacts/serve-phone.png.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from fixtures import BLUE, GREEN, RED, YELLOW, LiveServer, asym_picture, encode, same_colour, stripes_picture
+from fixtures import ARTIFACTS, BLUE, GREEN, RED, YELLOW, LiveServer, asym_picture, encode, same_colour, stripes_picture
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = Path(os.environ.get("UPRIGHT_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync",
-        # a synthetic camera (no device, no permission prompt) for the live-camera test
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-
-
-def _unavailable(reason: str):
-    if os.environ.get("UPRIGHT_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (UPRIGHT_REQUIRE_BROWSER=1: the browser test must run)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        _unavailable("playwright (python) is not installed")
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

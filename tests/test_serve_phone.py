@@ -13,21 +13,16 @@ UPRIGHT_REQUIRE_BROWSER=1 (CI).
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
-from fixtures import BLUE, GREEN, RED, YELLOW, LiveServer, encode, marked_stripes, same_colour, stripes_picture, y4m_video
+from fixtures import (ARTIFACTS, BLUE, GREEN, RED, YELLOW, LiveServer, encode, launch_chromium, marked_stripes, same_colour,
+                      stripes_picture, y4m_video)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = Path(os.environ.get("UPRIGHT_CHROMIUM", "/usr/bin/chromium"))
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync",
-        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PORTRAIT, LANDSCAPE = {"width": 390, "height": 844}, {"width": 844, "height": 390}
 
 # The corner marks of the picture an <img> shows, sampled inside each mark: TL, TR, BL, BR.
@@ -43,24 +38,6 @@ MARKS_JS = """
   return {w, h, marks: out};
 }
 """
-
-
-def _unavailable(reason: str):
-    if os.environ.get("UPRIGHT_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (UPRIGHT_REQUIRE_BROWSER=1: the browser test must run)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def playwright():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover
-        _unavailable("playwright (python) is not installed")
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} not found (apt-get install chromium)")
-    with sync_playwright() as pw:
-        yield pw
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +58,7 @@ def lan_server(stripes_model_dir, tmp_path_factory):
 def camera_browser(pw, tmp_path: Path, picture):
     video = tmp_path / "camera.y4m"
     video.write_bytes(y4m_video(picture))
-    return pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                              args=ARGS + [f"--use-file-for-fake-video-capture={video}"])
+    return launch_chromium(pw, f"--use-file-for-fake-video-capture={video}")
 
 
 def phone(browser, viewport):
@@ -224,7 +200,7 @@ def test_phone_landscape_camera_frames_reach_the_model_upright(playwright, lan_s
 
 
 def test_phone_without_the_token_is_refused(playwright, lan_server, tmp_path):
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+    browser = launch_chromium(playwright)
     try:
         ctx, page, _ = phone(browser, PORTRAIT)
         res = page.goto(lan_server.url + "/")

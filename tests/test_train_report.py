@@ -4,9 +4,7 @@ scores, learning curves when fine-tuned, and the audit's warnings on the trainin
 from __future__ import annotations
 
 import json
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -91,25 +89,15 @@ def test_report_never_costs_the_model(tmp_path, monkeypatch):
     assert not (tmp_path / "m" / "report.html").exists()
 
 
-CHROMIUM = Path(os.environ.get("UPRIGHT_CHROMIUM", "/usr/bin/chromium"))
-
-
 @pytest.mark.browser
-def test_report_renders_in_a_browser(shortcut_model):
+def test_report_renders_in_a_browser(shortcut_model, browser):
     """Every picture on the page decodes in a real browser (Debian chromium)."""
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.exists():
-        if os.environ.get("UPRIGHT_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"{CHROMIUM} not found")
-        pytest.skip(f"{CHROMIUM} not found")
     _, model = shortcut_model
-    with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page()
-        page.goto((model / "report.html").as_uri())
-        sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-        title = page.title()
-        browser.close()
+    page = browser.new_page()
+    page.goto((model / "report.html").as_uri())
+    sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+    title = page.title()
+    page.close()
     assert sizes and all(done and width > 0 for done, width in sizes), sizes
     assert title.startswith("upright train")
     meta = json.loads((model / "model.json").read_text())
