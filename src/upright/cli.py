@@ -67,6 +67,7 @@ class FailOn(str, Enum):
 
 class ExportFormat(str, Enum):
     onnx = "onnx"
+    coreml = "coreml"
 
 
 def emit(result, json_out: bool, human) -> None:
@@ -334,7 +335,8 @@ _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
 def export(
     model: Path = typer.Argument(..., help="Model folder."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default MODEL/model.onnx)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="File to write (default MODEL/model.onnx; coreml: MODEL/model.mlpackage)."),
     preprocess: bool = typer.Option(False, "--preprocess",
                                     help="Take raw upright uint8 pixels of any size: resize, crop and scaling in the graph."),
 ) -> None:

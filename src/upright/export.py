@@ -18,6 +18,7 @@ the input contract in numbers: external.py reads it back for `eval --onnx`).
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def build_module(m):
 
 #: ONNX opset of the exported graphs with --preprocess (Resize's antialias needs 18).
 PREPROCESS_OPSET = 18
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "coreml")
 
 
 def input_metadata(s: backbones.BackboneSpec, in_graph: bool) -> dict:
@@ -182,9 +183,85 @@ def export_onnx(model, output=None, preprocess: bool = False) -> Path:
     return out
 
 
+@contextmanager
+def _quiet():
+    """coremltools prints notes on import (no macOS runtime here, untested torch) and tqdm bars for
+    each conversion pass on stderr: kept off the user's terminal."""
+    import io
+    import logging
+    import warnings
+    from contextlib import redirect_stderr
+
+    level = logging.getLogger("coremltools").level
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    try:
+        with redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger("coremltools").setLevel(level)
+
+
+def export_coreml(model, output=None) -> Path:
+    """Write MODEL as a Core ML classifier (ML program, .mlpackage folder) via coremltools, atomically.
+
+    Input "image": an RGB image of S x S (the backbone's crop; Core ML scales it by the spec's
+    contract inside the model; Vision's centreCrop option crops and resizes a photo to it, the
+    picture already upright). Outputs: "classLabel" and "classLabel_probs" (label -> probability,
+    averaged over the test views). Metadata: "labels", "preprocessing" (JSON). Converting runs
+    on Linux; running the model needs macOS/iOS.
+    """
+    try:
+        with _quiet():
+            import coremltools as ct
+    except ImportError:
+        raise UprightError("--format coreml needs coremltools: pip install 'upright[coreml]'") from None
+    import torch
+
+    from .atomic import stage_folder, swap_folder
+
+    m = model if isinstance(model, Model) else load_model(model)
+    out = Path(output) if output is not None else m.folder / "model.mlpackage"
+    if out.suffix != ".mlpackage":
+        raise UprightError(f"{out}: a Core ML package name ends .mlpackage")
+    if out.exists() and not (out.is_dir() and (out / "Manifest.json").is_file()):
+        raise UprightError(f"{out}: exists and is not a Core ML package; give a new name with -o")
+    s = backbones.spec(m.backbone)
+    with torch.no_grad(), _quiet():
+        traced = torch.jit.trace(build_module(m), torch.zeros(1, 3, s.size, s.size))
+        ml = ct.convert(
+            traced, convert_to="mlprogram",
+            inputs=[ct.ImageType(name="image", shape=(1, 3, s.size, s.size), scale=1 / s.std,
+                                 bias=[-s.mean / s.std] * 3, color_layout=ct.colorlayout.RGB)],
+            classifier_config=ct.ClassifierConfig(list(m.labels)),
+            minimum_deployment_target=ct.target.iOS15, compute_precision=ct.precision.FLOAT32)
+    ml.short_description = f"upright model ({m.backbone}): {len(m.labels)} labels"
+    ml.input_description["image"] = (f"RGB {s.size} x {s.size}, upright: the photo's short side resized to "
+                                     f"{s.resize} ({s.interpolation}), centre-cropped")
+    ml.user_defined_metadata.update({"labels": json.dumps(m.labels), "upright_backbone": m.backbone,
+                                     "upright_version": __version__,
+                                     "preprocessing": json.dumps({**input_metadata(s, False), "input": "image",
+                                                                  "layout": "image", "dtype": "image"})})
+    try:
+        stage = stage_folder(out)
+        ml.save(str(stage / "model.mlpackage"))  # coremltools insists on the extension
+        swap_folder(stage / "model.mlpackage", out)
+        stage.rmdir()
+    except OSError as exc:
+        raise UprightError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return out
+
+
 def run_export(model, fmt: str = "onnx", output=None, preprocess: bool = False) -> Path:
     if fmt not in FORMATS:
         raise UprightError(f"unsupported export format '{fmt}' ({', '.join(FORMATS)})")
+    if fmt == "coreml":
+        if preprocess:
+            raise UprightError("--preprocess is for --format onnx: the Core ML model takes an image input "
+                               "and scales it itself")
+        out = export_coreml(model, output)
+        err.print(f"wrote {out} (Core ML: input 'image' RGB, outputs 'classLabel' and 'classLabel_probs')")
+        return out
     out = export_onnx(model, output, preprocess)
     if preprocess:
         err.print(f"wrote {out} (input 'pixels' uint8 [1, H, W, 3] upright RGB of any size, "
