@@ -49,6 +49,9 @@ def main() -> None:
     from upright.train import train_dataset
 
     data = Path(args.data)
+    if not (data / "flowers-500").is_dir() or not (data / "exif-orientation-examples").is_dir():
+        print(f"skipped: flowers-500 and exif-orientation-examples not found under {data}")
+        sys.exit(77)
     tmp = Path(tempfile.mkdtemp(prefix="upright-export-agreement-"))
     flowers = split_flowers(data / "flowers-500", tmp / "flowers")
     model_dir = Path(args.model) if args.model else train_dataset(flowers, tmp / "model", progress=False).model
@@ -66,6 +69,10 @@ def main() -> None:
         print(f"{name}: {len(paths)} photos, top-1 agreement {agree:.3f} ({int(agree * len(paths))}/{len(paths)}), "
               f"max |p_graph - p_predict| {diff.max():.4f}, mean {diff.mean():.5f}, "
               f"p95 of per-photo max {np.quantile(diff.max(1), 0.95):.4f}")
+        for i in np.flatnonzero(got.argmax(1) != want.argmax(1)):
+            top2 = np.sort(want[i])[-2:]
+            print(f"  disagrees: {paths[i].name}: predict's top-2 {top2[1]:.3f} vs {top2[0]:.3f} "
+                  f"({m.labels[want[i].argmax()]} vs graph's {m.labels[got[i].argmax()]})")
 
 
 if __name__ == "__main__":

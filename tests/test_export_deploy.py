@@ -69,3 +69,31 @@ def test_coreml_export_loads_as_a_classifier_spec(trained, tmp_path, cli):
     assert code == 2 and ".mlpackage" in err
     code, _, err = cli("export", trained["model"], "--format", "coreml", "--preprocess", "-o", out)
     assert code == 2 and "--preprocess" in err
+
+
+@pytest.mark.slow
+def test_tflite_export_runs_in_the_litert_interpreter_and_agrees_with_predict(trained, tmp_path, cli):
+    """Needs the [tflite] extra (litert-torch, ai-edge-litert): not in dev, it pins older pydantic and
+    typing-extensions and pulls jax and transformers (README: 'Deploy the model as it is')."""
+    pytest.importorskip("litert_torch")
+    from ai_edge_litert.interpreter import Interpreter
+
+    from upright.preprocess import load_crop
+
+    out = tmp_path / "m.tflite"
+    code, _, err = cli("export", trained["model"], "--format", "tflite", "-o", out)
+    assert code == 0, err
+    m = load_model(trained["model"])
+    assert (tmp_path / "m.labels.txt").read_text().splitlines() == m.labels
+    it = Interpreter(model_path=str(out))
+    it.allocate_tensors()
+    (inp,), (outp,) = it.get_input_details(), it.get_output_details()
+    assert list(inp["shape"]) == [1, 224, 224, 3] and inp["dtype"] == np.uint8 and list(outp["shape"]) == [1, 3]
+    photos = [p for ps in trained["tests"].values() for p in ps]
+    want = np.stack([[dict(p.predictions)[lab] for lab in m.labels] for p in m.predict(photos, top_k=99)])
+    got = []
+    for p in photos:
+        it.set_tensor(inp["index"], load_crop(p, m.backbone)[0][None])
+        it.invoke()
+        got.append(it.get_tensor(outp["index"])[0])
+    assert np.abs(np.stack(got) - want).max() < 1e-3

@@ -68,6 +68,7 @@ class FailOn(str, Enum):
 class ExportFormat(str, Enum):
     onnx = "onnx"
     coreml = "coreml"
+    tflite = "tflite"
 
 
 def emit(result, json_out: bool, human) -> None:
@@ -331,12 +332,13 @@ _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
     "--preprocess: input \"pixels\" uint8 [1, H, W, 3], the picture upright (RGB) at any size; the "
     "graph does the resize (cubic, antialiased), centre crop and scaling itself, so a deployment "
     "needs no preprocessing code. Both graphs carry the labels (metadata \"labels\", a JSON list) "
-    "and the input contract (metadata \"preprocessing\"), which `upright eval --onnx` reads."))
+    "and the input contract (metadata \"preprocessing\"), which `upright eval` reads back."))
 def export(
     model: Path = typer.Argument(..., help="Model folder."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
-                                          help="File to write (default MODEL/model.onnx; coreml: MODEL/model.mlpackage)."),
+                                          help="File to write (default MODEL/model.onnx; coreml: MODEL/model.mlpackage; "
+                                               "tflite: MODEL/model.tflite and model.labels.txt)."),
     preprocess: bool = typer.Option(False, "--preprocess",
                                     help="Take raw upright uint8 pixels of any size: resize, crop and scaling in the graph."),
 ) -> None:

@@ -64,7 +64,7 @@ def build_module(m):
 
 #: ONNX opset of the exported graphs with --preprocess (Resize's antialias needs 18).
 PREPROCESS_OPSET = 18
-FORMATS = ("onnx", "coreml")
+FORMATS = ("onnx", "coreml", "tflite")
 
 
 def input_metadata(s: backbones.BackboneSpec, in_graph: bool) -> dict:
@@ -185,17 +185,17 @@ def export_onnx(model, output=None, preprocess: bool = False) -> Path:
 
 @contextmanager
 def _quiet():
-    """coremltools prints notes on import (no macOS runtime here, untested torch) and tqdm bars for
-    each conversion pass on stderr: kept off the user's terminal."""
+    """coremltools and litert-torch print notes on import (no macOS runtime here, untested torch) and
+    progress for each conversion pass: kept off the user's terminal."""
     import io
     import logging
     import warnings
-    from contextlib import redirect_stderr
+    from contextlib import redirect_stderr, redirect_stdout
 
     level = logging.getLogger("coremltools").level
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     try:
-        with redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -252,15 +252,70 @@ def export_coreml(model, output=None) -> Path:
     return out
 
 
+def export_tflite(model, output=None) -> Path:
+    """Write MODEL as a TFLite (LiteRT) flatbuffer via litert-torch, atomically, labels beside it.
+
+    Input "pixels": uint8 [1, S, S, 3] RGB, upright, short side resized to `resize` and centre-
+    cropped (what an app's image pipeline hands over); the scaling is inside. Output
+    [1, n_labels] probabilities (test views averaged). FILE.labels.txt: one label a line, in
+    output order (the associated-file format LiteRT's task libraries read).
+    """
+    try:
+        with _quiet():
+            import litert_torch
+    except ImportError:
+        raise UprightError("--format tflite needs litert-torch: pip install 'upright[tflite]' (README: "
+                           "'Deploy the model as it is')") from None
+    import torch
+
+    from .atomic import atomic_path, atomic_write_text
+
+    m = model if isinstance(model, Model) else load_model(model)
+    out = Path(output) if output is not None else m.folder / "model.tflite"
+    if out.is_dir():
+        raise UprightError(f"{out}: is a folder; give a file name with -o")
+    s = backbones.spec(m.backbone)
+    whole = build_module(m)
+
+    class Pixels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.whole = whole
+
+        def forward(self, pixels):
+            x = (pixels.permute(0, 3, 1, 2).float() - s.mean) / s.std
+            return self.whole(x)
+
+    with torch.no_grad(), _quiet():
+        edge = litert_torch.convert(Pixels().eval(), (torch.zeros(1, s.size, s.size, 3, dtype=torch.uint8),))
+    try:
+        with atomic_path(out) as tmp:
+            edge.export(str(tmp))
+        atomic_write_text(labels_file(out), "".join(f"{lab}\n" for lab in m.labels))
+    except OSError as exc:
+        raise UprightError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def labels_file(tflite: Path) -> Path:
+    """The labels beside a .tflite file: NAME.labels.txt."""
+    return tflite.with_name(tflite.stem + ".labels.txt")
+
+
 def run_export(model, fmt: str = "onnx", output=None, preprocess: bool = False) -> Path:
     if fmt not in FORMATS:
         raise UprightError(f"unsupported export format '{fmt}' ({', '.join(FORMATS)})")
+    if fmt != "onnx" and preprocess:
+        raise UprightError(f"--preprocess is for --format onnx: the {fmt} model takes the cropped picture "
+                           "and scales it itself")
     if fmt == "coreml":
-        if preprocess:
-            raise UprightError("--preprocess is for --format onnx: the Core ML model takes an image input "
-                               "and scales it itself")
         out = export_coreml(model, output)
         err.print(f"wrote {out} (Core ML: input 'image' RGB, outputs 'classLabel' and 'classLabel_probs')")
+        return out
+    if fmt == "tflite":
+        out = export_tflite(model, output)
+        err.print(f"wrote {out} (input 'pixels' uint8 [1, S, S, 3] upright centre crop, output probabilities) "
+                  f"and {labels_file(out).name}")
         return out
     out = export_onnx(model, output, preprocess)
     if preprocess:
