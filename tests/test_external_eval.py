@@ -72,8 +72,10 @@ def test_external_onnx_accuracy_rotation_check_and_unknown_provenance(stripes_da
     assert d["seen_in_training"] is None and d["model_format"] == "onnx" and "NCHW float32 64 x 64" in d["input_contract"]
     assert "top_k_accuracy" in d and d["confusion"] == [[3, 0], [0, 3]]
     assert ",," in (tmp_path / "rows.csv").read_text().splitlines()[1]  # seen_in_training empty, not false
-    code, out, _ = cli("eval", "--onnx", f, stripes_data, "--labels", "horizontal,vertical")
+    report = tmp_path / "eval.html"
+    code, out, _ = cli("eval", "--onnx", f, stripes_data, "--labels", "horizontal,vertical", "--report", report)
     assert code == 0 and "trained elsewhere" in " ".join(out.split()) and "0.00" in out
+    assert "trained elsewhere" in report.read_text()
 
 
 def test_nhwc_probabilities_and_labels_file_or_metadata(stripes_data, tmp_path, cli):

@@ -53,3 +53,15 @@ def test_unreadable_cells_raise_one_line_or_become_none_and_filter_drops_them():
     decoded = ds.cast_column("image", datasets.Image())  # PIL-decoded column: refused with the fix
     with pytest.raises(UprightError, match="decode=False"):
         decoded.with_transform(upright.hf.decode())[0]
+
+
+def test_real_orientation_examples_come_out_the_same_way_up(shared_data):
+    folder = shared_data / "exif-orientation-examples"
+    files = sorted(folder.glob("Landscape_*.jpg"))
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": p.name} for p in files]})
+    ds = ds.cast_column("image", datasets.Image(decode=False)).with_transform(upright.hf.decode(size=48))
+    import numpy as np
+
+    pics = [np.asarray(im, float) for im in ds[:]["image"]]
+    assert len(pics) == 9 and all(p.shape == pics[1].shape for p in pics)
+    assert all(np.abs(p - pics[1]).mean() < 12 for p in pics)

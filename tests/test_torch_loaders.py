@@ -114,9 +114,14 @@ def test_read_image_upright_tensor(tmp_path):
         read_image(b"nope")
 
 
-def test_loaders_on_the_real_orientation_examples(shared_data):
-    """All 18 EXIF orientation examples come out the same way up (each pair of 9 shows one picture)."""
+def test_loaders_on_the_real_orientation_examples(shared_data, tmp_path):
+    """All 18 EXIF orientation examples come out the same way up (each set of 9 shows one picture),
+    through read_image and through ImageFolder in a 2-worker DataLoader."""
     folder = shared_data / "exif-orientation-examples"
+    for kind in ("Landscape", "Portrait"):
+        (tmp_path / kind).mkdir()
+        for k in range(9):
+            (tmp_path / kind / f"{k}.jpg").symlink_to(folder / f"{kind}_{k}.jpg")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ref = {kind: read_image(folder / f"{kind}_1.jpg", size=64).float() for kind in ("Landscape", "Portrait")}
@@ -125,3 +130,16 @@ def test_loaders_on_the_real_orientation_examples(shared_data):
                 t = read_image(folder / f"{kind}_{k}.jpg", size=64).float()
                 assert t.shape == ref[kind].shape, (kind, k)
                 assert (t - ref[kind]).abs().mean() < 12, (kind, k)
+        ds = ImageFolder(tmp_path, transform=small_tensor)
+    items = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2))  # one (image, label) each
+    assert ds.classes == ["Landscape", "Portrait"] and len(items) == 18
+    for (img, target), (path, _) in zip(items, ds.samples):
+        want = ref[ds.classes[target]]
+        assert img.shape == want.shape and (img.float() - want).abs().mean() < 12, path
+
+
+def small_tensor(img):
+    """About what read_image(path, size=64) gives, from the loader's full-size upright image."""
+    w, h = img.size
+    s = 64 / min(w, h)
+    return pil_to_tensor(img.resize((round(w * s), round(h * s)), Image.Resampling.BICUBIC))
