@@ -57,6 +57,18 @@ def held_out_records(ds):
     return ds.records, "all"
 
 
+def scored_records(data, labels: list[str]):
+    """DATA's held-out records of the model's classes -> (dataset, records, unknown labels, split)."""
+    ds = scan(data, 0.0)
+    records, split = held_out_records(ds)
+    known = [r for r in records if r.label in labels]
+    unknown = sorted({r.label for r in records if r.label not in labels})
+    if not known:
+        raise UprightError(f"{ds.root}: no images of the model's classes ({', '.join(labels[:20])})"
+                           + (f"; found classes {', '.join(unknown)}" if unknown else ""))
+    return ds, known, unknown, split
+
+
 def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: bool = True, report=None,
              csv=None, workers: int | None = None) -> EvalResult:
     """Evaluate a model (folder or Model) on DATA -> EvalResult (to_dict() is the eval JSON).
@@ -70,13 +82,7 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     m = model if isinstance(model, Model) else load_model(model, cache_dir=cache_dir)
     if cache_dir is not None:
         m.cache_dir = cache_dir
-    ds = scan(data, 0.0)
-    records, split = held_out_records(ds)
-    known = [r for r in records if r.label in m.labels]
-    unknown = sorted({r.label for r in records if r.label not in m.labels})
-    if not known:
-        raise UprightError(f"{ds.root}: no images of the model's classes ({', '.join(m.labels)})"
-                           + (f"; found classes {', '.join(unknown)}" if unknown else ""))
+    ds, known, unknown, split = scored_records(data, m.labels)
     views = list(m.views)
     rots = ROTATIONS if rotations else {"0": "id"}
     needed = list(dict.fromkeys(compose(rot, v) for rot in rots.values() for v in views))

@@ -85,7 +85,6 @@ def preprocess_graph(s: backbones.BackboneSpec, ir_version: int):
     with antialiasing when shrinking (what Pillow's bicubic does), rounded and clipped to
     0-255 as an 8-bit resize is, centre-cropped ((w - S) // 2 as preprocess.centre_crop) and scaled.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     def const(name, value, dtype):

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import scan
 from .errors import UnreadableImage, UprightError, one_line
 from .numerics import softmax
 from .orientation import variant_array
@@ -256,16 +255,10 @@ def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean
     """Score an ONNX classifier trained elsewhere on DATA -> EvalResult (model_format "onnx",
     seen_in_training None: nothing records what it was fitted on)."""
     from .backbones import cpu_count
-    from .evaluate import ROTATIONS, finish, held_out_records, score
+    from .evaluate import ROTATIONS, finish, score, scored_records
 
     m = ExternalModel(path, labels, input_size=input_size, resize=resize, mean=mean, std=std, layout=layout)
-    ds = scan(data, 0.0)
-    records, split = held_out_records(ds)
-    known = [r for r in records if r.label in m.labels]
-    unknown = sorted({r.label for r in records if r.label not in m.labels})
-    if not known:
-        raise UprightError(f"{ds.root}: no images of the model's classes ({', '.join(m.labels[:10])})"
-                           + (f"; found classes {', '.join(unknown)}" if unknown else ""))
+    ds, known, unknown, split = scored_records(data, m.labels)
 
     def read(r):
         try:
