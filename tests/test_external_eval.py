@@ -154,3 +154,20 @@ class _Gray(torch.nn.Module):
 
     def forward(self, x):
         return x.mean(dim=(2, 3)).repeat(1, 2)
+
+
+def test_chunks_and_unreadable_photos_keep_rows_aligned(stripes_data, tmp_path, monkeypatch):
+    import shutil
+
+    import upright.external as external
+
+    data = tmp_path / "data"
+    shutil.copytree(stripes_data, data)
+    (data / "horizontal" / "1b.jpg").write_bytes(b"not a jpeg")  # sorts between 1.jpg and 2.jpg
+    monkeypatch.setattr(external, "CHUNK", 2)
+    r = external.evaluate_onnx(export(StripeNet(), tmp_path / "s.onnx"), data, labels=list(STRIPES),
+                               std=(255.0,) * 3)
+    assert r.accuracy == 1.0 and r.n == 6 and [u["path"].endswith("1b.jpg") for u in r.unreadable] == [True]
+    rows = {p["path"].rsplit("/", 2)[-2] + "/" + p["path"].rsplit("/", 1)[-1]: p for p in r.photos}
+    assert rows["horizontal/1b.jpg"]["error"] and rows["horizontal/2.jpg"]["predicted"] == "horizontal"
+    assert all(p["predicted"] == p["label"] for p in r.photos if not p["error"])

@@ -35,6 +35,7 @@ MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit for one file
 MAX_LABELS_FILE_BYTES = 16 << 20
 LAYOUTS = ("nchw", "nhwc")
 BATCH = 32  # images per call when the graph's batch axis is free
+CHUNK = 256  # photos decoded and held at a time
 #: The ImageNet convention when only the crop size is known: the short side is resized to size / 0.875.
 CROP_SHARE = 0.875
 
@@ -163,7 +164,7 @@ class ExternalModel:
         if len(dims) != 4 or dtype is None:
             raise UprightError(f"{path}: input '{inp.name}' is {len(dims)}-d "
                                f"{TensorProto.DataType.Name(elem).lower()}; eval needs a 4-d float32 or uint8 image batch")
-        layout = (layout or pre.get("layout") or ("nchw" if dims[1] == 3 else "nhwc" if dims[3] == 3 else "")).lower()
+        layout = str(layout or pre.get("layout") or ("nchw" if dims[1] == 3 else "nhwc" if dims[3] == 3 else "")).lower()
         if not layout and dims[1] is not None and dims[3] is not None:
             raise UprightError(f"{path}: input shape {dims} has no axis of 3 channels; eval feeds RGB")
         if layout not in LAYOUTS:
@@ -199,7 +200,7 @@ class ExternalModel:
                 or not all(v > 0 for v in c.std):
             raise UprightError(f"{path}: mean and std need 3 finite values each, std > 0")
         outs = [_dims(o) for o in proto.graph.output]
-        if not outs or len(outs[0]) != 2 or (outs[0][1] and outs[0][1] != len(self.labels)):
+        if not outs or (outs[0] and (len(outs[0]) != 2 or (outs[0][1] and outs[0][1] != len(self.labels)))):
             raise UprightError(f"{path}: first output has shape {outs[0] if outs else None}; "
                                f"eval needs [batch, {len(self.labels)}] (one score per label)")
         self.batch = None if dims[0] is None else dims[0]
@@ -266,15 +267,21 @@ def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean
         except UnreadableImage as exc:
             return None, exc.reason
 
+    rots = ROTATIONS if rotations else {"0": "id"}
+    errors: dict[int, str] = {}
+    parts: dict[str, list[np.ndarray]] = {deg: [] for deg in rots}
     with ThreadPoolExecutor(max_workers=workers or cpu_count()) as pool:
-        decoded = list(pool.map(read, known))
-    errors = {i: why for i, (_, why) in enumerate(decoded) if why is not None}
-    ok = np.array([why is None for _, why in decoded])
+        for start in range(0, len(known), CHUNK):  # bounded memory: CHUNK photos' crops at a time
+            decoded = list(pool.map(read, known[start:start + CHUNK]))
+            errors.update({start + i: why for i, (_, why) in enumerate(decoded) if why is not None})
+            crops = [c for c, _ in decoded if c is not None]
+            for deg, v in rots.items():
+                if crops:
+                    parts[deg].append(_proba_by_shape(m, [variant_array(c, v) for c in crops]))
+    ok = np.array([i not in errors for i in range(len(known))])
     if not ok.any():
         raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
-    crops = [c for c, _ in decoded if c is not None]
-    rots = ROTATIONS if rotations else {"0": "id"}
-    probs = {deg: _proba_by_shape(m, [variant_array(c, v) for c in crops]) for deg, v in rots.items()}
+    probs = {deg: np.concatenate(p) for deg, p in parts.items()}
     result = score(known, ok, errors, probs, m.labels, None, split=split, model=m.name, data=str(ds.root),
                    orientation_policy="upright", unknown=unknown, model_format="onnx")
     result.input_contract = m.contract.describe()
