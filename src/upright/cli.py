@@ -324,7 +324,7 @@ _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
 
 
 @app.command(help=escape(
-    "Export the whole model (backbone + head) to one ONNX file.\n\n"
+    "Export the whole model (backbone + head) to one ONNX file (or Core ML, TFLite).\n\n"
     f"Input \"input\" (for the default {_DEFAULT_SPEC.name}): {_DEFAULT_SPEC.describe_input()}. "
     "Each model's own contract is in its model.json \"preprocessing\" and in the graph's input "
     "description. Output \"probabilities\": [batch, n_labels] in the order of "
@@ -332,7 +332,11 @@ _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
     "--preprocess: input \"pixels\" uint8 [1, H, W, 3], the picture upright (RGB) at any size; the "
     "graph does the resize (cubic, antialiased), centre crop and scaling itself, so a deployment "
     "needs no preprocessing code. Both graphs carry the labels (metadata \"labels\", a JSON list) "
-    "and the input contract (metadata \"preprocessing\"), which `upright eval` reads back."))
+    "and the input contract (metadata \"preprocessing\"), which `upright eval` reads back.\n\n"
+    "coreml (extra [coreml]): an ML program with an RGB image input (the upright centre crop; "
+    "scaling inside) and classifier outputs classLabel / classLabel_probs. tflite (extra [tflite], "
+    "litert-torch): input uint8 [1, S, S, 3] (the upright centre crop; scaling inside), output the "
+    "probabilities, labels in FILE.labels.txt."))
 def export(
     model: Path = typer.Argument(..., help="Model folder."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),

@@ -13,6 +13,9 @@ rounds to 8 bits, centre-crops and scales before the same network (opset 18). Wh
 resize, and Pillow rounds between its two resize passes; the graph resizes the full pixels in
 one antialiased step. Both graphs carry metadata: "labels" (JSON list) and "preprocessing" (JSON,
 the input contract in numbers: external.py reads it back for `eval --onnx`).
+
+--format coreml (coremltools) and --format tflite (litert-torch) convert the same module
+(build_module) for phones; both take the centre crop with the scaling inside.
 """
 
 from __future__ import annotations
