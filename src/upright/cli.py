@@ -67,6 +67,8 @@ class FailOn(str, Enum):
 
 class ExportFormat(str, Enum):
     onnx = "onnx"
+    coreml = "coreml"
+    tflite = "tflite"
 
 
 def emit(result, json_out: bool, human) -> None:
@@ -225,21 +227,63 @@ Exit code 0 when every image was read, 1 when any input could not be read (each 
         raise typer.Exit(1)
 
 
+class Layout(str, Enum):
+    nchw = "nchw"
+    nhwc = "nhwc"
+
+
 @app.command(name="eval")
 def evaluate(
-    model: Path = typer.Argument(..., help="Model folder."),
-    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/, val/, test/: test/ is scored)."),
+    model: Optional[Path] = typer.Argument(None, show_default=False,
+                                           help="Model folder (with --onnx: leave it out, give DATA only)."),
+    data: Optional[Path] = typer.Argument(None, show_default=False,
+                                          help="Folder with one sub-folder per class (or train/, val/, test/: test/ is scored)."),
     json_out: bool = JSON,
     report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report."),
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per photo: path, label, predicted, "
                                        "score, seen_in_training, correct, top, error."),
     cache: Optional[Path] = CACHE,
+    onnx_file: Optional[Path] = typer.Option(
+        None, "--onnx", metavar="FILE",
+        help="Score an ONNX classifier trained elsewhere (TensorFlow, PyTorch, ...) instead of a model folder: "
+             "upright eval --onnx FILE DATA. Labels and input contract from the options below, else from the "
+             "file's metadata (\"labels\", \"preprocessing\", as upright export writes), else from its input shape."),
+    labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,C|FILE",
+                                         help="--onnx: the class names in output order, or a text file with one a line."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", metavar="N",
+                                             help="--onnx: square input side (default: from the graph)."),
+    resize: Optional[int] = typer.Option(None, "--resize", metavar="N",
+                                         help="--onnx: short side before the centre crop (default: input size / 0.875)."),
+    mean: Optional[str] = typer.Option(None, "--mean", metavar="M[,M,M]",
+                                       help="--onnx: input = (pixel - mean) / std, pixels 0-255, RGB (default 0). "
+                                            "ImageNet-normalised: --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375; "
+                                            "[0, 1]: --std 255; [-1, 1]: --mean 127.5 --std 127.5."),
+    std: Optional[str] = typer.Option(None, "--std", metavar="S[,S,S]", help="--onnx: see --mean (default 1)."),
+    layout: Optional[Layout] = typer.Option(None, "--layout", help="--onnx: input layout (default: the axis of size 3)."),
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, top-k accuracy, confusion matrix and accuracy under 0/90/180/270 rotations, and how many scored photos the model was fitted on.
 
-DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so.
+DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so. A model trained elsewhere (--onnx) records nothing of the kind: seen_in_training is null (unknown), and eval says that too. Photos are read upright either way.
     """
-    result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
+    external = {"--labels": labels, "--input-size": input_size, "--resize": resize, "--mean": mean, "--std": std,
+                "--layout": layout}
+    if onnx_file is None:
+        given = [k for k, v in external.items() if v is not None]
+        if given:
+            raise UprightError(f"{', '.join(given)}: only with --onnx FILE")
+        if model is None or data is None:
+            raise UprightError("eval needs MODEL DATA (or --onnx FILE DATA)")
+        result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
+    else:
+        from .external import evaluate_onnx, parse_labels, parse_triple
+
+        if model is None or data is not None:
+            raise UprightError("with --onnx FILE give DATA only: upright eval --onnx FILE DATA")
+        result = evaluate_onnx(onnx_file, model, labels=parse_labels(labels) if labels else None,
+                               input_size=input_size, resize=resize,
+                               mean=parse_triple(mean, "--mean") if mean is not None else None,
+                               std=parse_triple(std, "--std") if std is not None else None,
+                               layout=layout.value if layout else None, report=report, csv=csv)
     emit(result, json_out, print_eval_summary)
 
 
@@ -280,17 +324,29 @@ _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
 
 
 @app.command(help=escape(
-    "Export the whole model (backbone + head) to one ONNX file.\n\n"
+    "Export the whole model (backbone + head) to one ONNX file (or Core ML, TFLite).\n\n"
     f"Input \"input\" (for the default {_DEFAULT_SPEC.name}): {_DEFAULT_SPEC.describe_input()}. "
     "Each model's own contract is in its model.json \"preprocessing\" and in the graph's input "
     "description. Output \"probabilities\": [batch, n_labels] in the order of "
-    "model.json \"labels\" (averaged over the model's test views, as `predict` does)."))
+    "model.json \"labels\" (averaged over the model's test views, as `predict` does).\n\n"
+    "--preprocess: input \"pixels\" uint8 [1, H, W, 3], the picture upright (RGB) at any size; the "
+    "graph does the resize (cubic, antialiased), centre crop and scaling itself, so a deployment "
+    "needs no preprocessing code. Both graphs carry the labels (metadata \"labels\", a JSON list) "
+    "and the input contract (metadata \"preprocessing\"), which `upright eval` reads back.\n\n"
+    "coreml (extra [coreml]): an ML program with an RGB image input (the upright centre crop; "
+    "scaling inside) and classifier outputs classLabel / classLabel_probs. tflite (extra [tflite], "
+    "litert-torch): input uint8 [1, S, S, 3] (the upright centre crop; scaling inside), output the "
+    "probabilities, labels in FILE.labels.txt."))
 def export(
     model: Path = typer.Argument(..., help="Model folder."),
     format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default MODEL/model.onnx)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="File to write (default MODEL/model.onnx; coreml: MODEL/model.mlpackage; "
+                                               "tflite: MODEL/model.tflite and model.labels.txt)."),
+    preprocess: bool = typer.Option(False, "--preprocess",
+                                    help="Take raw upright uint8 pixels of any size: resize, crop and scaling in the graph."),
 ) -> None:
-    run_export(model, format.value, output)
+    run_export(model, format.value, output, preprocess)
 
 
 @app.command()

@@ -57,6 +57,18 @@ def held_out_records(ds):
     return ds.records, "all"
 
 
+def scored_records(data, labels: list[str]):
+    """DATA's held-out records of the model's classes -> (dataset, records, unknown labels, split)."""
+    ds = scan(data, 0.0)
+    records, split = held_out_records(ds)
+    known = [r for r in records if r.label in labels]
+    unknown = sorted({r.label for r in records if r.label not in labels})
+    if not known:
+        raise UprightError(f"{ds.root}: no images of the model's classes ({', '.join(labels[:20])})"
+                           + (f"; found classes {', '.join(unknown)}" if unknown else ""))
+    return ds, known, unknown, split
+
+
 def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: bool = True, report=None,
              csv=None, workers: int | None = None) -> EvalResult:
     """Evaluate a model (folder or Model) on DATA -> EvalResult (to_dict() is the eval JSON).
@@ -70,13 +82,7 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     m = model if isinstance(model, Model) else load_model(model, cache_dir=cache_dir)
     if cache_dir is not None:
         m.cache_dir = cache_dir
-    ds = scan(data, 0.0)
-    records, split = held_out_records(ds)
-    known = [r for r in records if r.label in m.labels]
-    unknown = sorted({r.label for r in records if r.label not in m.labels})
-    if not known:
-        raise UprightError(f"{ds.root}: no images of the model's classes ({', '.join(m.labels)})"
-                           + (f"; found classes {', '.join(unknown)}" if unknown else ""))
+    ds, known, unknown, split = scored_records(data, m.labels)
     views = list(m.views)
     rots = ROTATIONS if rotations else {"0": "id"}
     needed = list(dict.fromkeys(compose(rot, v) for rot in rots.values() for v in views))
@@ -89,42 +95,57 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     if not ok.any():
         raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
     vidx = {v: i for i, v in enumerate(needed)}
-    y = np.array([m.labels.index(r.label) for r in known])[ok]
     X = emb.vectors[ok]
     probs = {deg: m.proba_from_embeddings(X[:, [vidx[compose(rot, v)] for v in views]]) for deg, rot in rots.items()}
+    ok_records = [r for r, good in zip(known, ok) if good]
+    seen = provenance.seen(m.fitted, [r.sha256 for r in ok_records])
+    result = score(known, ok, emb.errors, probs, m.labels, seen, split=split, model=str(m.folder),
+                   data=str(ds.root), orientation_policy="upright" if m.orient else "stored", unknown=unknown)
+    return finish(result, csv, report)
+
+
+def score(known, ok, errors: dict, probs: dict, labels: list[str], seen, *, split: str, model: str, data: str,
+          orientation_policy: str, unknown: list[str], model_format: str = "upright") -> EvalResult:
+    """The eval result from per-rotation probabilities of the readable photos (any model kind).
+
+    known: the scored records; ok: bool mask over them; errors: {index in known: reason};
+    probs: {"0": [n_ok, C], "90": ...}; seen: bool per readable photo, or None (unknown).
+    """
+    y = np.array([labels.index(r.label) for r in known])[ok]
     p0 = probs["0"]
     pred = p0.argmax(1)
     order = np.argsort(-p0, axis=1, kind="stable")
-    ok_records = [r for r, good in zip(known, ok) if good]
-    seen = provenance.seen(m.fitted, [r.sha256 for r in ok_records])
-    metrics = _metrics(y, pred, m.labels)
+    metrics = _metrics(y, pred, labels)
     top_k = {str(k): round(float((order[:, :k] == y[:, None]).any(1).mean()), 6)
-             for k in TOP_K if k == 1 or k < len(m.labels)}
+             for k in TOP_K if k == 1 or k < len(labels)}
     photos, j = [], 0
     for i, r in enumerate(known):
         if not ok[i]:
             photos.append({"path": str(r.path), "label": r.label, "predicted": None, "score": None,
-                           "seen_in_training": None, "correct": None, "top": [], "error": emb.errors.get(i)})
+                           "seen_in_training": None, "correct": None, "top": [], "error": errors.get(i)})
             continue
-        top = [{"label": m.labels[int(c)], "score": round(float(p0[j, c]), 4)} for c in order[j, :3]]
-        photos.append({"path": str(r.path), "label": r.label, "predicted": m.labels[int(pred[j])],
+        top = [{"label": labels[int(c)], "score": round(float(p0[j, c]), 4)} for c in order[j, :3]]
+        photos.append({"path": str(r.path), "label": r.label, "predicted": labels[int(pred[j])],
                        "score": round(float(p0[j, pred[j]]), 4),
                        "seen_in_training": None if seen is None else bool(seen[j]),
                        "correct": bool(pred[j] == y[j]), "top": top, "error": None})
         j += 1
     mistakes = sorted((p for p in photos if p["correct"] is False), key=lambda p: -p["score"])
-    result = EvalResult(
+    return EvalResult(
         accuracy=metrics["accuracy"], n=int(len(y)), per_class=metrics["per_class"], confusion=metrics["confusion"],
-        labels=list(m.labels),
+        labels=list(labels),
         rotations={deg: round(float((p.argmax(1) == y).mean()), 6) for deg, p in probs.items()},
         seen_in_training=None if seen is None else int(seen.sum()), macro_f1=metrics["macro_f1"],
-        top_k_accuracy=top_k, split=split, model=str(m.folder), data=str(ds.root),
-        orientation_policy="upright" if m.orient else "stored",
-        unreadable=[{"path": str(known[i].path), "reason": why} for i, why in sorted(emb.errors.items())],
+        top_k_accuracy=top_k, split=split, model=model, data=data, orientation_policy=orientation_policy,
+        unreadable=[{"path": str(known[i].path), "reason": why} for i, why in sorted(errors.items())],
         unknown_labels=unknown, n_mistakes=len(mistakes),
         mistakes=[{k: mk[k] for k in ("path", "label", "predicted", "score", "top", "seen_in_training")}
                   for mk in mistakes[:MAX_MISTAKES_JSON]],
-        photos=photos)
+        photos=photos, model_format=model_format)
+
+
+def finish(result: EvalResult, csv=None, report=None) -> EvalResult:
+    """Write the --csv rows and the --report page when asked, and note where they went."""
     if csv is not None:
         write_csv(result, csv)
         result.csv = str(csv)
@@ -161,6 +182,10 @@ def _csv_bool(value) -> str:
 def seen_sentence(result) -> tuple[str, str]:
     """(severity, sentence) about whether the scored photos were held out: "error", "ok" or "unknown"."""
     n, seen = result["n"], result["seen_in_training"]
+    if seen is None and result.get("model_format") == "onnx":
+        return "unknown", ("this model was trained elsewhere: nothing records which photos it was fitted on "
+                           "(seen_in_training unknown), so these figures are a test only if you know it never "
+                           "saw these photos.")
     if seen is None:
         return "unknown", ("this model does not record which photos it was fitted on (trained by an older "
                            "upright): nothing says these photos are new to it.")
@@ -235,6 +260,8 @@ def print_summary(result) -> None:
               + ", ".join(f"top-{k} accuracy {a:.3f}" for k, a in result["top_k_accuracy"].items()) + "; "
               "accuracy with the photos turned 0/90/180/270°: "
               + " / ".join(f"{a:.2f}" for a in result["rotations"].values()))
+    if result.get("input_contract"):
+        out.print(f"photos fed as: {escape(result['input_contract'])}")
     level, sentence = seen_sentence(result)
     if level == "error":
         out.print(Panel(f"[bold]{escape(sentence)}[/bold]", title="[bold]NOT A TEST[/bold]", border_style="red",

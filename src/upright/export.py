@@ -1,19 +1,32 @@
-"""`upright export MODEL --format onnx`: one ONNX graph, backbone + head (+ test views).
+"""`upright export MODEL --format onnx [--preprocess]`: one ONNX graph, backbone + head (+ test views).
 
-Input "input": the backbone's input contract (backbones.BackboneSpec.describe_input, also
-written into the graph as the input's description and into model.json "preprocessing"):
+Plain: input "input" is the backbone's input contract (backbones.BackboneSpec.describe_input,
+also written into the graph as the input's description and into model.json "preprocessing"):
 float32 [batch, 3, S, S] RGB, the upright picture resized so its short side is `resize`,
 centre-cropped to S x S and scaled. Output "probabilities": [batch, n_labels] in the order of
 model.json "labels", averaged over the model's test views exactly as `upright predict` does.
+
+--preprocess: input "pixels" uint8 [1, H, W, 3], upright RGB of any size; the graph resizes
+(short side to `resize`: ONNX Resize, cubic a=-0.5 with antialiasing, as Pillow's bicubic),
+rounds to 8 bits, centre-crops and scales before the same network (opset 18). What differs from
+`predict`: predict decodes a big JPEG in the DCT domain (1/2, 1/4, 1/8) before its bicubic
+resize, and Pillow rounds between its two resize passes; the graph resizes the full pixels in
+one antialiased step. Both graphs carry metadata: "labels" (JSON list) and "preprocessing" (JSON,
+the input contract in numbers: external.py reads it back for `eval --onnx`).
+
+--format coreml (coremltools) and --format tflite (litert-torch) convert the same module
+(build_module) for phones; both take the centre crop with the scaling inside.
 """
 
 from __future__ import annotations
 
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from . import backbones
+from . import __version__, backbones
 from .console import err
 from .errors import UprightError
 from .model import Model, load_model
@@ -52,21 +65,264 @@ def build_module(m):
     return Whole().eval()
 
 
-def export_onnx(model, output=None) -> Path:
+#: ONNX opset of the exported graphs with --preprocess (Resize's antialias needs 18).
+PREPROCESS_OPSET = 18
+FORMATS = ("onnx", "coreml", "tflite")
+
+
+def input_metadata(s: backbones.BackboneSpec, in_graph: bool) -> dict:
+    """The "preprocessing" metadata of an exported graph: the input contract in numbers."""
+    d = {"input_size": s.size, "resize_short_side": s.resize, "interpolation": s.interpolation,
+         "crop": s.crop, "mean": [s.mean] * 3, "std": [s.std] * 3, "scaling": s.scaling}
+    if in_graph:
+        return {**d, "input": "pixels", "layout": "nhwc", "dtype": "uint8", "any_size": True, "in_graph": True,
+                "resize_op": "ONNX Resize cubic (a=-0.5), antialias=1, exclude_outside=1, half_pixel; "
+                             "rounded to 8 bits; then centre crop and scaling"}
+    return {**d, "input": "input", "layout": "nchw", "dtype": "float32", "any_size": False, "in_graph": False}
+
+
+def preprocess_graph(s: backbones.BackboneSpec, ir_version: int):
+    """uint8 [1, H, W, 3] upright RGB -> float32 [1, 3, S, S] network input, by the spec's contract.
+
+    Short side to s.resize (the long side rounded as Pillow does, never under s.size), cubic
+    with antialiasing when shrinking (what Pillow's bicubic does), rounded and clipped to
+    0-255 as an 8-bit resize is, centre-cropped ((w - S) // 2 as preprocess.centre_crop) and scaled.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name, value, dtype):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, dtype), name))
+
+    nodes = [
+        const("c_resize", s.resize, np.float32), const("c_size_f", float(s.size), np.float32),
+        const("c_size", [s.size, s.size], np.int64), const("c_nc", [1, 3], np.int64),
+        const("c_hw_idx", [1, 2], np.int64), const("c_two", 2, np.int64), const("c_axes", [2, 3], np.int64),
+        const("c_lo", 0.0, np.float32), const("c_hi", 255.0, np.float32),
+        const("c_mean", np.full((1, 3, 1, 1), s.mean), np.float32),
+        const("c_std", np.full((1, 3, 1, 1), s.std), np.float32),
+        helper.make_node("Cast", ["pixels"], ["x_f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["x_f"], ["x_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Shape", ["pixels"], ["shape"]),
+        helper.make_node("Gather", ["shape", "c_hw_idx"], ["hw"], axis=0),
+        helper.make_node("Cast", ["hw"], ["hw_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMin", ["hw_f"], ["short"], keepdims=0),
+        helper.make_node("Div", ["c_resize", "short"], ["scale"]),
+        helper.make_node("Mul", ["hw_f", "scale"], ["hw_scaled"]),
+        helper.make_node("Round", ["hw_scaled"], ["hw_round"]),
+        helper.make_node("Max", ["hw_round", "c_size_f"], ["hw_target_f"]),
+        helper.make_node("Cast", ["hw_target_f"], ["hw_target"], to=TensorProto.INT64),
+        helper.make_node("Concat", ["c_nc", "hw_target"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["x_nchw", "", "", "sizes"], ["resized"], mode="cubic", cubic_coeff_a=-0.5,
+                         antialias=1, exclude_outside=1, coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Round", ["resized"], ["resized_r"]),
+        helper.make_node("Clip", ["resized_r", "c_lo", "c_hi"], ["resized_8"]),
+        helper.make_node("Sub", ["hw_target", "c_size"], ["margin"]),
+        helper.make_node("Div", ["margin", "c_two"], ["starts"]),
+        helper.make_node("Add", ["starts", "c_size"], ["ends"]),
+        helper.make_node("Slice", ["resized_8", "starts", "ends", "c_axes"], ["cropped"]),
+        helper.make_node("Sub", ["cropped", "c_mean"], ["centred"]),
+        helper.make_node("Div", ["centred", "c_std"], ["input"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "upright_preprocess",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, "height", "width", 3])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, s.size, s.size])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", PREPROCESS_OPSET)],
+                             ir_version=ir_version, producer_name="upright")
+
+
+def _pixels_description(s: backbones.BackboneSpec) -> str:
+    return (f"uint8 [1, height, width, 3] RGB, the picture upright (e.g. upright.open_upright), any size: "
+            f"the graph resizes its short side to {s.resize} (cubic, antialiased), centre-crops "
+            f"{s.size} x {s.size} and scales {s.scaling}")
+
+
+def with_preprocessing(whole, s: backbones.BackboneSpec):
+    """The exported network (ModelProto, input "input") with the preprocessing graph in front."""
+    import onnx
+    from onnx import compose, version_converter
+
+    whole = version_converter.convert_version(whole, PREPROCESS_OPSET)
+    merged = compose.merge_models(preprocess_graph(s, whole.ir_version), whole, io_map=[("input", "input")])
+    merged.graph.input[0].doc_string = _pixels_description(s)
+    unique = {(o.domain, o.version): o for o in merged.opset_import}.values()  # merge repeats them
+    merged.ClearField("opset_import")
+    merged.opset_import.extend(unique)
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def export_onnx(model, output=None, preprocess: bool = False) -> Path:
+    """Write MODEL's whole graph (build_module) to `output` (default MODEL/model.onnx), atomically,
+    with "labels" and "preprocessing" metadata; with `preprocess`, raw uint8 pixels in."""
+    import tempfile
+
+    import onnx
+
+    from .atomic import atomic_path
+
     m = model if isinstance(model, Model) else load_model(model)
     out = Path(output) if output is not None else m.folder / "model.onnx"
     if out.is_dir():
         raise UprightError(f"{out}: is a folder; give a file name with -o")
+    s = backbones.spec(m.backbone)
     try:
-        backbones.export_onnx(build_module(m), out, backbones.spec(m.backbone), output_name="probabilities")
+        with tempfile.TemporaryDirectory(prefix="upright-export-") as tmp:
+            plain = Path(tmp) / "plain.onnx"
+            backbones.export_onnx(build_module(m), plain, s, output_name="probabilities")
+            graph = onnx.load(str(plain))
+        meta = {"labels": json.dumps(m.labels), "upright_backbone": m.backbone,
+                "upright_version": __version__, "test_views": json.dumps(list(m.views)),
+                "preprocessing": json.dumps(input_metadata(s, preprocess))}
+        for key, value in meta.items():
+            graph.metadata_props.add(key=key, value=value)
+        if preprocess:
+            graph = with_preprocessing(graph, s)
+        with atomic_path(out) as tmp_out:
+            onnx.save(graph, str(tmp_out))
     except OSError as exc:
         raise UprightError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return out
 
 
-def run_export(model, fmt: str = "onnx", output=None) -> Path:
-    if fmt != "onnx":
-        raise UprightError(f"unsupported export format '{fmt}' (onnx)")
-    out = export_onnx(model, output)
-    err.print(f"wrote {out} (input 'input' float32 NCHW preprocessed, output 'probabilities')")
+@contextmanager
+def _quiet():
+    """coremltools and litert-torch print notes on import (no macOS runtime here, untested torch) and
+    progress for each conversion pass: kept off the user's terminal."""
+    import io
+    import logging
+    import warnings
+    from contextlib import redirect_stderr, redirect_stdout
+
+    level = logging.getLogger("coremltools").level
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    try:
+        with redirect_stderr(io.StringIO()), redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.getLogger("coremltools").setLevel(level)
+
+
+def export_coreml(model, output=None) -> Path:
+    """Write MODEL as a Core ML classifier (ML program, .mlpackage folder) via coremltools, atomically.
+
+    Input "image": an RGB image of S x S (the backbone's crop; Core ML scales it by the spec's
+    contract inside the model; Vision's centreCrop option crops and resizes a photo to it, the
+    picture already upright). Outputs: "classLabel" and "classLabel_probs" (label -> probability,
+    averaged over the test views). Metadata: "labels", "preprocessing" (JSON). Converting runs
+    on Linux; running the model needs macOS/iOS.
+    """
+    try:
+        with _quiet():
+            import coremltools as ct
+    except ImportError:
+        raise UprightError("--format coreml needs coremltools: pip install 'upright[coreml]'") from None
+    import torch
+
+    from .atomic import stage_folder, swap_folder
+
+    m = model if isinstance(model, Model) else load_model(model)
+    out = Path(output) if output is not None else m.folder / "model.mlpackage"
+    if out.suffix != ".mlpackage":
+        raise UprightError(f"{out}: a Core ML package name ends .mlpackage")
+    if out.exists() and not (out.is_dir() and (out / "Manifest.json").is_file()):
+        raise UprightError(f"{out}: exists and is not a Core ML package; give a new name with -o")
+    s = backbones.spec(m.backbone)
+    with torch.no_grad(), _quiet():
+        traced = torch.jit.trace(build_module(m), torch.zeros(1, 3, s.size, s.size))
+        ml = ct.convert(
+            traced, convert_to="mlprogram",
+            inputs=[ct.ImageType(name="image", shape=(1, 3, s.size, s.size), scale=1 / s.std,
+                                 bias=[-s.mean / s.std] * 3, color_layout=ct.colorlayout.RGB)],
+            classifier_config=ct.ClassifierConfig(list(m.labels)),
+            minimum_deployment_target=ct.target.iOS15, compute_precision=ct.precision.FLOAT32)
+    ml.short_description = f"upright model ({m.backbone}): {len(m.labels)} labels"
+    ml.input_description["image"] = (f"RGB {s.size} x {s.size}, upright: the photo's short side resized to "
+                                     f"{s.resize} ({s.interpolation}), centre-cropped")
+    ml.user_defined_metadata.update({"labels": json.dumps(m.labels), "upright_backbone": m.backbone,
+                                     "upright_version": __version__,
+                                     "preprocessing": json.dumps({**input_metadata(s, False), "input": "image",
+                                                                  "layout": "image", "dtype": "image"})})
+    try:
+        stage = stage_folder(out)
+        ml.save(str(stage / "model.mlpackage"))  # coremltools insists on the extension
+        swap_folder(stage / "model.mlpackage", out)
+        stage.rmdir()
+    except OSError as exc:
+        raise UprightError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def export_tflite(model, output=None) -> Path:
+    """Write MODEL as a TFLite (LiteRT) flatbuffer via litert-torch, atomically, labels beside it.
+
+    Input "pixels": uint8 [1, S, S, 3] RGB, upright, short side resized to `resize` and centre-
+    cropped (what an app's image pipeline hands over); the scaling is inside. Output
+    [1, n_labels] probabilities (test views averaged). FILE.labels.txt: one label a line, in
+    output order (the associated-file format LiteRT's task libraries read).
+    """
+    try:
+        with _quiet():
+            import litert_torch
+    except ImportError:
+        raise UprightError("--format tflite needs litert-torch: pip install 'upright[tflite]' (README: "
+                           "'Deploy the model as it is')") from None
+    import torch
+
+    from .atomic import atomic_path, atomic_write_text
+
+    m = model if isinstance(model, Model) else load_model(model)
+    out = Path(output) if output is not None else m.folder / "model.tflite"
+    if out.is_dir():
+        raise UprightError(f"{out}: is a folder; give a file name with -o")
+    s = backbones.spec(m.backbone)
+    whole = build_module(m)
+
+    class Pixels(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.whole = whole
+
+        def forward(self, pixels):
+            x = (pixels.permute(0, 3, 1, 2).float() - s.mean) / s.std
+            return self.whole(x)
+
+    with torch.no_grad(), _quiet():
+        edge = litert_torch.convert(Pixels().eval(), (torch.zeros(1, s.size, s.size, 3, dtype=torch.uint8),))
+    try:
+        with atomic_path(out) as tmp:
+            edge.export(str(tmp))
+        atomic_write_text(labels_file(out), "".join(f"{lab}\n" for lab in m.labels))
+    except OSError as exc:
+        raise UprightError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def labels_file(tflite: Path) -> Path:
+    """The labels beside a .tflite file: NAME.labels.txt."""
+    return tflite.with_name(tflite.stem + ".labels.txt")
+
+
+def run_export(model, fmt: str = "onnx", output=None, preprocess: bool = False) -> Path:
+    if fmt not in FORMATS:
+        raise UprightError(f"unsupported export format '{fmt}' ({', '.join(FORMATS)})")
+    if fmt != "onnx" and preprocess:
+        raise UprightError(f"--preprocess is for --format onnx: the {fmt} model takes the cropped picture "
+                           "and scales it itself")
+    if fmt == "coreml":
+        out = export_coreml(model, output)
+        err.print(f"wrote {out} (Core ML: input 'image' RGB, outputs 'classLabel' and 'classLabel_probs')")
+        return out
+    if fmt == "tflite":
+        out = export_tflite(model, output)
+        err.print(f"wrote {out} (input 'pixels' uint8 [1, S, S, 3] upright centre crop, output probabilities) "
+                  f"and {labels_file(out).name}")
+        return out
+    out = export_onnx(model, output, preprocess)
+    if preprocess:
+        err.print(f"wrote {out} (input 'pixels' uint8 [1, H, W, 3] upright RGB of any size, "
+                  "output 'probabilities'; labels in the metadata)")
+    else:
+        err.print(f"wrote {out} (input 'input' float32 NCHW preprocessed, output 'probabilities')")
     return out

@@ -1,0 +1,295 @@
+"""`upright eval --onnx FILE DATA`: score a classifier trained elsewhere (TensorFlow, PyTorch, ...).
+
+The same accuracy figures and 0/90/180/270 rotation check as a model folder gets (evaluate.py's
+`score`), on photos read upright through the one door: "did my model learn rotation?"
+
+What the graph expects comes from the options, else from the file's metadata ("labels": a JSON
+list; "preprocessing": JSON with input_size, resize_short_side, mean, std, layout, as `upright
+export` writes), else from the graph's input shape. Pixel scaling is `(x - mean) / std` on 0-255
+pixels, per channel (default mean 0, std 1: the raw pixels, what a Keras model with its own
+Rescaling layer takes). Outputs are taken as probabilities when every row is non-negative and
+sums to 1, else as logits (softmax). Nothing records what such a model was fitted on, so
+`seen_in_training` is null ("unknown") and eval says so.
+
+The file is untrusted: a regular file of at most MAX_ONNX_BYTES, read once, parsed and checked
+(onnx.checker) before ONNX Runtime sees it, with one image input of rank 4 whose channel axis is 3.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UnreadableImage, UprightError, one_line
+from .numerics import softmax
+from .orientation import variant_array
+
+MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit for one file
+MAX_LABELS_FILE_BYTES = 16 << 20
+LAYOUTS = ("nchw", "nhwc")
+BATCH = 32  # images per call when the graph's batch axis is free
+CHUNK = 256  # photos decoded and held at a time
+#: The ImageNet convention when only the crop size is known: the short side is resized to size / 0.875.
+CROP_SHARE = 0.875
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """How a photo becomes the graph's input (the attributes preprocess.centre_crop reads)."""
+
+    size: int | None  # square input side; None: the graph takes any size (it preprocesses itself)
+    resize: int  # short side before the centre crop
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    layout: str  # "nchw" or "nhwc"
+    dtype: str  # "float32" or "uint8" (raw pixels, no scaling)
+    interpolation: str = "bicubic"
+    crop: str = "centre"
+
+    def describe(self) -> str:
+        size = "any size" if self.size is None else f"{self.size} x {self.size}"
+        scaling = "none (uint8)" if self.dtype == "uint8" else (
+            f"(x - {_fmt(self.mean)}) / {_fmt(self.std)}")
+        return (f"{self.layout.upper()} {self.dtype} {size}; short side resized to {self.resize} "
+                f"({self.interpolation}), centre crop; scaling {scaling}")
+
+
+def _fmt(v: tuple[float, ...]) -> str:
+    return f"{v[0]:g}" if len(set(v)) == 1 else "[" + ", ".join(f"{x:g}" for x in v) + "]"
+
+
+def parse_labels(text: str) -> list[str]:
+    """`a,b,c` or the path of a text file with one label a line."""
+    p = Path(text)
+    if p.is_file():
+        if p.stat().st_size > MAX_LABELS_FILE_BYTES:
+            raise UprightError(f"{p}: too big for a labels file")
+        labels = [ln.strip() for ln in p.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    else:
+        labels = [s.strip() for s in text.split(",") if s.strip()]
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise UprightError(f"--labels: give at least 2 distinct labels (got {len(labels)}: {', '.join(labels[:5])})")
+    return labels
+
+
+def parse_triple(text: str, what: str) -> tuple[float, float, float]:
+    """`M` or `M1,M2,M3` (0-255 pixel units) -> three finite numbers."""
+    try:
+        vals = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise UprightError(f"{what}: give a number or three, comma-separated (got {text!r})") from None
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3 or not all(math.isfinite(v) for v in vals):
+        raise UprightError(f"{what}: give a number or three finite numbers (got {text!r})")
+    return tuple(vals)  # type: ignore[return-value]
+
+
+def _read_model(path: Path):
+    """The ONNX ModelProto, after the size, parse and checker gates (one-line errors)."""
+    import onnx
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UprightError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UprightError(f"{path}: not a regular file")
+    if st.st_size > MAX_ONNX_BYTES:
+        raise UprightError(f"{path}: {st.st_size / 2**30:.1f} GiB, more than an ONNX file can hold (2 GiB)")
+    with open(path, "rb") as f:
+        data = f.read(MAX_ONNX_BYTES + 1)
+    if not data:
+        raise UprightError(f"{path}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as exc:
+        raise UprightError(f"{path}: not an ONNX model ({one_line(exc, 120)})") from None
+    if not proto.graph.node:
+        raise UprightError(f"{path}: not an ONNX model (no graph)")
+    try:
+        onnx.checker.check_model(proto)
+    except Exception as exc:
+        raise UprightError(f"{path}: invalid ONNX model ({one_line(exc, 160)})") from None
+    return proto, data
+
+
+def _metadata(proto, path: Path) -> tuple[list[str] | None, dict]:
+    props = {p.key: p.value for p in proto.metadata_props}
+    labels, pre = None, {}
+    try:
+        if "labels" in props:
+            labels = json.loads(props["labels"])
+            if not (isinstance(labels, list) and all(isinstance(x, str) for x in labels)):
+                raise ValueError("labels is not a list of strings")
+        if "preprocessing" in props:
+            pre = json.loads(props["preprocessing"])
+            if not isinstance(pre, dict):
+                raise ValueError("preprocessing is not an object")
+    except ValueError as exc:
+        raise UprightError(f"{path}: unusable metadata ({one_line(exc, 120)}); pass --labels and the input options") from None
+    return labels, pre
+
+
+def _dims(value_info) -> list:
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
+
+
+class ExternalModel:
+    """An ONNX classifier: photos (upright uint8 crops) in, probabilities [N, C] out."""
+
+    def __init__(self, path, labels: list[str] | None = None, *, input_size: int | None = None,
+                 resize: int | None = None, mean: tuple | None = None, std: tuple | None = None,
+                 layout: str | None = None):
+        from onnx import TensorProto
+
+        self.path = Path(path)
+        proto, data = _read_model(self.path)
+        meta_labels, pre = _metadata(proto, self.path)
+        init = {i.name for i in proto.graph.initializer}
+        inputs = [i for i in proto.graph.input if i.name not in init]
+        if len(inputs) != 1:
+            raise UprightError(f"{path}: the graph takes {len(inputs)} inputs; eval needs one image input")
+        inp = inputs[0]
+        dims = _dims(inp)
+        elem = inp.type.tensor_type.elem_type
+        dtype = {TensorProto.FLOAT: "float32", TensorProto.UINT8: "uint8"}.get(elem)
+        if len(dims) != 4 or dtype is None:
+            raise UprightError(f"{path}: input '{inp.name}' is {len(dims)}-d "
+                               f"{TensorProto.DataType.Name(elem).lower()}; eval needs a 4-d float32 or uint8 image batch")
+        layout = str(layout or pre.get("layout") or ("nchw" if dims[1] == 3 else "nhwc" if dims[3] == 3 else "")).lower()
+        if not layout and dims[1] is not None and dims[3] is not None:
+            raise UprightError(f"{path}: input shape {dims} has no axis of 3 channels; eval feeds RGB")
+        if layout not in LAYOUTS:
+            raise UprightError(f"{path}: cannot tell the channel axis of input shape {dims}; pass --layout nchw|nhwc")
+        channels, hw = (dims[1], dims[2:]) if layout == "nchw" else (dims[3], dims[1:3])
+        if channels not in (3, None):
+            raise UprightError(f"{path}: input '{inp.name}' has {channels} channels in {layout.upper()}; "
+                               "eval feeds RGB (3)")
+        fixed = hw[0] if hw[0] and hw[0] == hw[1] else None
+        if hw[0] and hw[1] and hw[0] != hw[1]:
+            raise UprightError(f"{path}: input is {hw[0]} x {hw[1]}; eval feeds square centre crops")
+        any_size = bool(pre.get("any_size")) and fixed is None
+        size = input_size or pre.get("input_size") or fixed
+        if fixed and size != fixed:
+            raise UprightError(f"{path}: --input-size {size} but the graph takes {fixed} x {fixed}")
+        if not any_size and not size:
+            raise UprightError(f"{path}: the graph takes any input size; pass --input-size N")
+        resize = resize or pre.get("resize_short_side") or (round(size / CROP_SHARE) if size else None)
+        self.labels = list(labels or meta_labels or [])
+        if not self.labels:
+            raise UprightError(f"{path}: no labels in the file's metadata; pass --labels a,b,c or a labels file")
+        try:
+            self.contract = InputContract(
+                size=None if any_size else int(size), resize=int(resize),
+                mean=tuple(float(v) for v in (mean or pre.get("mean") or (0.0,) * 3)),
+                std=tuple(float(v) for v in (std or pre.get("std") or (1.0,) * 3)), layout=layout, dtype=dtype)
+        except (TypeError, ValueError):
+            raise UprightError(f"{path}: unusable 'preprocessing' metadata; pass the input options") from None
+        c = self.contract
+        if (c.size is not None and not 8 <= c.size <= 4096) or not 8 <= c.resize <= 8192 or (c.size and c.resize < c.size):
+            raise UprightError(f"{path}: input size {c.size} / resize {c.resize} out of range (resize >= size, 8-4096)")
+        if len(c.mean) != 3 or len(c.std) != 3 or not all(math.isfinite(v) for v in c.mean + c.std) \
+                or not all(v > 0 for v in c.std):
+            raise UprightError(f"{path}: mean and std need 3 finite values each, std > 0")
+        outs = [_dims(o) for o in proto.graph.output]
+        if not outs or (outs[0] and (len(outs[0]) != 2 or (outs[0][1] and outs[0][1] != len(self.labels)))):
+            raise UprightError(f"{path}: first output has shape {outs[0] if outs else None}; "
+                               f"eval needs [batch, {len(self.labels)}] (one score per label)")
+        self.batch = None if dims[0] is None else dims[0]
+        from .backbones import providers
+
+        try:
+            import onnxruntime as ort
+
+            so = ort.SessionOptions()
+            so.log_severity_level = 3
+            self.session = ort.InferenceSession(data, sess_options=so, providers=providers())
+        except Exception as exc:
+            raise UprightError(f"{path}: ONNX Runtime cannot run it ({one_line(exc, 160)})") from None
+        self.input_name = inp.name
+        self.name = str(self.path)
+
+    def to_input(self, crops: list[np.ndarray]) -> np.ndarray:
+        """uint8 HWC crops (all one shape) -> the graph's input batch."""
+        c = self.contract
+        x = np.stack(crops)
+        if c.dtype == "float32":
+            x = (x.astype(np.float32) - np.float32(c.mean)) / np.float32(c.std)
+        if c.layout == "nchw":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x)
+
+    def proba(self, crops: list[np.ndarray]) -> np.ndarray:
+        """[N, C] probabilities for uint8 HWC crops (one graph call per BATCH, or per image)."""
+        step = self.batch or (BATCH if self.contract.size else 1)
+        out = []
+        for i in range(0, len(crops), step):
+            y = np.asarray(self.session.run(None, {self.input_name: self.to_input(crops[i:i + step])})[0], np.float32)
+            if y.ndim != 2 or y.shape[1] != len(self.labels):
+                raise UprightError(f"{self.path}: output shape {list(y.shape)}, expected [batch, {len(self.labels)}]")
+            out.append(y)
+        y = np.concatenate(out)
+        if not ((y >= 0).all() and np.allclose(y.sum(1), 1.0, atol=1e-3)):
+            y = softmax(y)
+        return y
+
+
+def load_crop(path, contract: InputContract) -> np.ndarray:
+    """A photo through the one door (upright), as the contract says -> uint8 HWC."""
+    from .imaging import open_image
+    from .preprocess import centre_crop
+
+    img = open_image(path, size=contract.resize).image
+    return centre_crop(img, contract) if contract.size else np.asarray(img)
+
+
+def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean=None, std=None, layout=None,
+                  rotations: bool = True, report=None, csv=None, workers: int | None = None):
+    """Score an ONNX classifier trained elsewhere on DATA -> EvalResult (model_format "onnx",
+    seen_in_training None: nothing records what it was fitted on)."""
+    from .backbones import cpu_count
+    from .evaluate import ROTATIONS, finish, score, scored_records
+
+    m = ExternalModel(path, labels, input_size=input_size, resize=resize, mean=mean, std=std, layout=layout)
+    ds, known, unknown, split = scored_records(data, m.labels)
+
+    def read(r):
+        try:
+            return load_crop(r.path, m.contract), None
+        except UnreadableImage as exc:
+            return None, exc.reason
+
+    rots = ROTATIONS if rotations else {"0": "id"}
+    errors: dict[int, str] = {}
+    parts: dict[str, list[np.ndarray]] = {deg: [] for deg in rots}
+    with ThreadPoolExecutor(max_workers=workers or cpu_count()) as pool:
+        for start in range(0, len(known), CHUNK):  # bounded memory: CHUNK photos' crops at a time
+            decoded = list(pool.map(read, known[start:start + CHUNK]))
+            errors.update({start + i: why for i, (_, why) in enumerate(decoded) if why is not None})
+            crops = [c for c, _ in decoded if c is not None]
+            for deg, v in rots.items():
+                if crops:
+                    parts[deg].append(_proba_by_shape(m, [variant_array(c, v) for c in crops]))
+    ok = np.array([i not in errors for i in range(len(known))])
+    if not ok.any():
+        raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
+    probs = {deg: np.concatenate(p) for deg, p in parts.items()}
+    result = score(known, ok, errors, probs, m.labels, None, split=split, model=m.name, data=str(ds.root),
+                   orientation_policy="upright", unknown=unknown, model_format="onnx")
+    result.input_contract = m.contract.describe()
+    return finish(result, csv, report)
+
+
+def _proba_by_shape(m: ExternalModel, crops: list[np.ndarray]) -> np.ndarray:
+    """Probabilities in input order; crops of one shape go in one batch (any-size graphs take 1)."""
+    if m.contract.size:
+        return m.proba(crops)
+    return np.concatenate([m.proba([c]) for c in crops])
