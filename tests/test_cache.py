@@ -39,8 +39,10 @@ def test_hit_does_not_decode(tmp_path, monkeypatch):
     first = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert first.ok.all() and first.decoded == len(paths)
     calls = []
-    real = features.load_crop
-    monkeypatch.setattr(features, "load_crop", lambda *a, **k: calls.append(a) or real(*a, **k))
+    from upright.embedding import batch
+
+    real = batch.load_crop
+    monkeypatch.setattr(batch, "load_crop", lambda *a, **k: calls.append(a) or real(*a, **k))
     again = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert calls == [] and again.hits == len(paths)
     assert np.array_equal(again.vectors, first.vectors)
@@ -68,7 +70,8 @@ def slow_runner(*a, **k):
             return out
     return Slow()
 features.get_runner = slow_runner
-features.BATCH = 4
+from upright.embedding import batch
+batch.BATCH = 4
 paths = sys.argv[2:]
 features.embed_paths(paths, cache_dir=sys.argv[1], progress=False, workers=0)
 print('done', flush=True)
