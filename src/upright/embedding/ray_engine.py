@@ -36,6 +36,7 @@ DECODE_CPUS = 0.5
 EMBED_THREADS = 1
 BLOCK_ROWS = 64  # files per input block (the unit a decode task is scheduled on)
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
+LOOPBACK = "127.0.0.1"  # a local instance names itself by loopback (no outside address looked up)
 
 
 def _import_ray():
@@ -65,12 +66,11 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         _quiet(ray)
         yield ray
         return
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     try:
         if address:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
         else:
-            ray.init(num_cpus=num_cpus or backbones.cpu_count(), include_dashboard=False,
+            ray.init(num_cpus=num_cpus or backbones.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK,
                      object_store_memory=OBJECT_STORE_BYTES, logging_level=logging.ERROR, log_to_driver=False)
     except Exception as exc:  # noqa: BLE001 (any failure to start is the user's one line)
         where = f"at {address}" if address else "locally"

@@ -44,7 +44,7 @@ def run_embed(data, out, *, engine="local", ray_address: str | None = None, augm
     ds = scan(data, val_split)
     records = ds.records
     store = ParquetStore(out, model_key(backbone, backbones.weights_sha256(backbone), PREPROCESS_VERSION),
-                         backbone)
+                         backbone, shard_rows=shard_rows)
     present = store.present()
     missing = {}  # photo index -> its views not yet in OUT
     for i, r in enumerate(records):
