@@ -135,3 +135,12 @@ def test_killed_embed_resumes(photos, tmp_path):
     res = run_embed(photos, out, progress=False, workers=0)
     assert (res["reused"], res["embedded"]) == (kept, 7 - kept)
     assert sorted(rows_by_key(out)) == sorted((str(p), "id") for p in photos.rglob("*.jpg") if p.name != "broken.jpg")
+
+
+def test_ray_that_cannot_start_is_one_line(cli, photos, tmp_path):
+    """A dead --ray-address fails in seconds with one line (Ray alone retries for minutes);
+    nothing but a refused connection on loopback, no Ray started."""
+    code, _, err = cli("embed", photos, "-o", tmp_path / "o", "--engine", "ray", "--ray-address", "127.0.0.1:1")
+    last = err.strip().splitlines()[-1]  # (after the progress bar's line)
+    assert code == 2 and "Traceback" not in err and last.startswith("upright: error: ")
+    assert "Ray did not start at 127.0.0.1:1: nothing answers there" in last or "needs Ray Data" in last

@@ -36,6 +36,7 @@ DECODE_CPUS = 0.5
 EMBED_THREADS = 1
 BLOCK_ROWS = 64  # files per input block (the unit a decode task is scheduled on)
 OBJECT_STORE_BYTES = 256 * 1024 * 1024
+CONNECT_TIMEOUT_S = 10.0
 LOOPBACK = "127.0.0.1"  # a local instance names itself by loopback (no outside address looked up)
 
 
@@ -57,6 +58,22 @@ def _quiet(ray) -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) address must answer within `timeout`: Ray itself keeps
+    retrying a dead address for minutes. Other forms ("auto") are left to Ray."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UprightError(f"Ray did not start at {address}: nothing answers there "
+                           f"({exc.strerror or type(exc).__name__})") from None
+
+
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None):
     """Ray for one run: joins `address`, reuses a Ray already started in this process, or starts
@@ -66,6 +83,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         _quiet(ray)
         yield ray
         return
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
