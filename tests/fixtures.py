@@ -289,3 +289,24 @@ def marked_stripes(direction: str, w: int, h: int, variant: int = 400) -> Image.
     m = max(4, min(w, h) // 6)
     arr[:m, :m], arr[:m, -m:], arr[-m:, :m], arr[-m:, -m:] = RED, GREEN, BLUE, YELLOW
     return Image.fromarray(arr, "RGB")
+
+
+#: Python source for a subprocess to be killed mid-run: every ONNX Runtime call prints "batch"
+#: and then sleeps 0.3 s (features.get_runner is swapped for a slow one; batches of BATCH views).
+SLOW_RUNNER = """
+import sys, time
+from upright import features
+from upright.embedding import batch
+orig = features.get_runner
+def slow_runner(*a, **k):
+    r = orig(*a, **k)
+    class Slow:
+        key, spec = r.key, r.spec
+        def __call__(self, x):
+            out = r(x)
+            print('batch', flush=True)
+            time.sleep(0.3)
+            return out
+    return Slow()
+features.get_runner = slow_runner
+"""

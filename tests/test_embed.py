@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from fixtures import make_dataset
+from fixtures import SLOW_RUNNER, make_dataset
 from upright import backbones
 from upright.embedding.stores import COLUMNS, read_rows
 from upright.errors import UprightError
@@ -95,21 +95,9 @@ def test_provider_choice():
         backbones.choose_providers(cpu, "tpu")
 
 
-KILLED = """
-import sys, time
-from upright import features
-from upright.embedding import batch, stores
+KILLED = SLOW_RUNNER + """
+from upright.embedding import stores
 from upright.embedding.verb import run_embed
-orig = features.get_runner
-def slow_runner(*a, **k):
-    r = orig(*a, **k)
-    class Slow:
-        key, spec = r.key, r.spec
-        def __call__(self, x):
-            time.sleep(0.3)
-            return r(x)
-    return Slow()
-features.get_runner = slow_runner
 batch.BATCH = stores.SHARD_ROWS = 2
 run_embed(sys.argv[1], sys.argv[2], progress=False, workers=0)
 print("finished", flush=True)
