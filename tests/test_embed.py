@@ -132,3 +132,18 @@ def test_ray_that_cannot_start_is_one_line(cli, photos, tmp_path):
     last = err.strip().splitlines()[-1]  # (after the progress bar's line)
     assert code == 2 and "Traceback" not in err and last.startswith("upright: error: ")
     assert "Ray did not start at 127.0.0.1:1: nothing answers there" in last or "needs Ray Data" in last
+
+
+def test_embed_batch_takes_bytes_or_paths(photos):
+    """The pure batch function: bytes and paths give the same vectors; a bad one is NaN with a reason."""
+    from upright.embedding import Embedder, Task, embed_batch
+    from upright.features import get_runner
+
+    path = photos / "cat" / "cat_001.jpg"
+    emb = Embedder(Task(device="cpu"), threads=1)
+    assert emb.runner.providers == ["CPUExecutionProvider"] and get_runner(threads=1, device="cpu") is emb.runner
+    vecs, errors = embed_batch([path, path.read_bytes(), b"not an image"], emb, variants=("id", "r90"))
+    assert vecs.shape == (3, 2, DIM) and list(errors) == [2] and np.isnan(vecs[2]).all()
+    assert np.array_equal(vecs[0], vecs[1]) and np.abs(vecs[0, 0] - vecs[0, 1]).mean() > 1e-3
+    ref = embed_paths([path], variants=("id", "r90"), progress=False, workers=0)
+    assert np.abs(ref.vectors[0] - vecs[0]).max() < 1e-4
