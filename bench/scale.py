@@ -153,14 +153,29 @@ def in_namespace() -> bool:
         return False
 
 
+def ray_figures(data: Path, out: Path) -> dict:
+    """Ray's start, then two runs in that one session: the first pays for Ray Data's first
+    plan and actors; the second is what a long run sees (actors start again per run)."""
+    from upright.embedding.ray_engine import ray_session
+
+    t = time.perf_counter()
+    with ray_session():
+        start = time.perf_counter() - t
+        first = timed_embed(data, "ray", out)
+        again = timed_embed(data, "ray", out)
+    total = start + first["seconds"]
+    return {**first, "seconds": round(total, 2), "ips": round(first["embedded"] / total, 1),
+            "start_s": round(start, 2), "first": first, "again": again}
+
+
 def ray_in_namespace(data: Path, out: Path) -> dict | str:
-    """The Ray figure, measured in a child inside a fresh loopback-only namespace."""
+    """The Ray figures, measured in a child inside a fresh loopback-only namespace."""
     if in_namespace():
-        return timed_embed(data, "ray", out)
+        return ray_figures(data, out)
     if not shutil.which("unshare"):
         return "unshare not found: Ray not measured"
     code = ("import json, sys; sys.path[:0] = sys.argv[3:5]; import scale; "
-            "print(json.dumps(scale.timed_embed(__import__('pathlib').Path(sys.argv[1]), 'ray', "
+            "print(json.dumps(scale.ray_figures(__import__('pathlib').Path(sys.argv[1]), "
             "__import__('pathlib').Path(sys.argv[2]))))")
     res = subprocess.run(["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" -c "$1" "$2" "$3" "$4" "$5"',
                           sys.executable, code, str(data), str(out), str(ROOT / "bench"), str(ROOT / "src")],
@@ -188,13 +203,13 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny smoke run: 24 photos, RSS at 12 vs 24, no Ray")
     ap.add_argument("--speed", type=int, default=400, help="photos for the local / Ray / ceiling figures")
-    ap.add_argument("--rss", default="1000,10000", help="sizes for the peak-RSS runs, comma-separated")
+    ap.add_argument("--rss", default="1000,10000", help="sizes for the peak-RSS runs, comma-separated (none: skip)")
     ap.add_argument("--no-ray", action="store_true", help="leave Ray out")
     ap.add_argument("--out", type=Path, help="also write the figures (markdown) here")
     a = ap.parse_args(argv)
     if a.quick:
         a.speed, a.rss, a.no_ray = 24, "12,24", True
-    sizes = [int(s) for s in a.rss.split(",")]
+    sizes = [int(s) for s in a.rss.split(",")] if a.rss != "none" else []
     work = WORK / ("quick" if a.quick else "full")
     os.environ.setdefault("UPRIGHT_CACHE_DIR", str(WORK / "cache"))
     biggest = max(sizes + [a.speed])
@@ -214,11 +229,12 @@ def main(argv=None) -> dict:
     res["ceiling"] = ceiling(speed_data)
     out["results"] = res
     out["rss"] = {n: rss(subset(photos, n) if n != biggest else photos, work / f"out-rss-{n}") for n in sizes}
-    lo, hi = out["rss"][sizes[0]], out["rss"][sizes[-1]]
-    out["rss_ratio"] = round(hi["rss_mb"] / lo["rss_mb"], 3)
+    if sizes:
+        out["rss_ratio"] = round(out["rss"][sizes[-1]]["rss_mb"] / out["rss"][sizes[0]]["rss_mb"], 3)
     ray = res.get("ray") if isinstance(res.get("ray"), dict) else None
-    ratio = round(ray["ips"] / res["local"]["ips"], 3) if ray else None
+    ratio = round(ray["again"]["ips"] / res["local"]["ips"], 3) if ray else None
     out["ray_vs_local"] = ratio
+    out["ray_vs_local_with_start"] = round(ray["ips"] / res["local"]["ips"], 3) if ray else None
     out["local_vs_ceiling"] = round(res["local"]["ips"] / res["ceiling"]["ips"], 3)
     out["estimate"] = estimate(res["local"]["ips"], cores, ratio)
     text = report(out, a.speed, sizes)
@@ -235,23 +251,33 @@ def report(out: dict, speed: int, sizes: list[int]) -> str:
              f"## speed, {speed} photos, efficientnet-lite0, --augment none (images/s over wall time)", "",
              "| engine | images/s | seconds | vs ceiling |", "|---|---|---|---|"]
     c = r["ceiling"]["ips"]
-    for name in ("local", "ray"):
-        v = r.get(name)
-        if isinstance(v, dict):
-            lines.append(f"| {name} | {v['ips']} | {v['seconds']} | {v['ips'] / c:.2f} |")
-        elif v is not None:
-            lines.append(f"| {name} | - | - | {v} |")
+    rows = [("local", r["local"])]
+    if isinstance(r.get("ray"), dict):
+        rows += [(f"ray, with its start ({r['ray']['start_s']} s) and first plan", r["ray"]),
+                 ("ray, second run in the same Ray session", r["ray"]["again"])]
+    elif r.get("ray") is not None:
+        lines.append(f"| ray | - | - | {r['ray']} |")
+    for name, v in rows:
+        lines.append(f"| {name} | {v['ips']} | {v['seconds']} | {v['ips'] / c:.2f} |")
     lines.append(f"| ONNX Runtime ceiling (pre-decoded crops, {r['ceiling']['n']}) | {c} | - | 1.00 |")
     if out["ray_vs_local"] is not None:
-        lines += ["", f"Ray / local: {out['ray_vs_local']} (Ray's start-up, about 10 s here, is inside its time)"]
-    lines += ["", "## peak RSS of `embed` (local engine, a fresh process per size)", "",
+        lines += ["", f"Ray / local: {out['ray_vs_local']} on the second run, {out['ray_vs_local_with_start']} "
+                      "with Ray's start-up inside its time"]
+    if sizes:
+        lines += rss_lines(out, sizes)
+    lines += ["", "## paper estimate: 1M photos", "", *out["estimate"]]
+    return "\n".join(lines)
+
+
+def rss_lines(out: dict, sizes: list[int]) -> list[str]:
+    lines = ["", "## peak RSS of `embed` (local engine, a fresh process per size)", "",
               "| photos | main process MB | decode workers MB (largest) | seconds |", "|---|---|---|---|"]
     for n in sizes:
         v = out["rss"][n]
         lines.append(f"| {v['n']} | {v['rss_mb']} | {v['workers_rss_mb']} | {v['seconds']:.0f} |")
-    lines += ["", f"{sizes[-1]} / {sizes[0]} peak RSS (main process): {out['rss_ratio']}", "",
-              "## paper estimate: 1M photos", "", *out["estimate"]]
-    return "\n".join(lines)
+    lines += ["", f"{sizes[-1]} / {sizes[0]} peak RSS (main process): {out['rss_ratio']}. Most of the main "
+              "process's peak is ONNX Runtime's memory arena for batches of 32 crops, the same at any size."]
+    return lines
 
 
 if __name__ == "__main__":
