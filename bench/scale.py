@@ -246,7 +246,7 @@ def main(argv=None) -> dict:
 
 def report(out: dict, speed: int, sizes: list[int]) -> str:
     r = out["results"]
-    lines = [f"# bench/scale.py: `upright embed` at scale", "", f"machine: {out['machine']}",
+    lines = ["# bench/scale.py: `upright embed` at scale", "", f"machine: {out['machine']}",
              f"photos: {out['photos']} (made in {out['photos_made_s']} s, kept in {WORK})", "",
              f"## speed, {speed} photos, efficientnet-lite0, --augment none (images/s over wall time)", "",
              "| engine | images/s | seconds | vs ceiling |", "|---|---|---|---|"]

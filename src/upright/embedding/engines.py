@@ -15,6 +15,7 @@ missing for one file. Results come in any order; the caller keys them by index.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import os
 import signal
@@ -121,7 +122,7 @@ class LocalEngine:
             done.clear()
             return out
 
-        for res in _chain(first, stream):
+        for res in itertools.chain([] if first is None else [first], stream):
             i, crop, why = res
             if crop is None:
                 done.append((i, None, why))
@@ -132,12 +133,6 @@ class LocalEngine:
         last = flush()
         if last:
             yield last
-
-
-def _chain(first, rest):
-    if first is not None:
-        yield first
-    yield from rest
 
 
 def make_engine(engine: "str | object | None" = "local", *, ray_address: str | None = None,
