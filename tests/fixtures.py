@@ -332,3 +332,24 @@ def load_bench(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+#: Python source for a subprocess to be killed mid-run: every ONNX Runtime call prints "batch"
+#: and then sleeps 0.3 s (features.get_runner is swapped for a slow one; batches of BATCH views).
+SLOW_RUNNER = """
+import sys, time
+from upright import features
+from upright.embedding import batch
+orig = features.get_runner
+def slow_runner(*a, **k):
+    r = orig(*a, **k)
+    class Slow:
+        key, spec = r.key, r.spec
+        def __call__(self, x):
+            out = r(x)
+            print('batch', flush=True)
+            time.sleep(0.3)
+            return out
+    return Slow()
+features.get_runner = slow_runner
+"""

@@ -10,7 +10,7 @@ import numpy as np
 
 from upright import features
 from upright.cache import DB_NAME, EmbeddingCache, default_cache_dir, resolve_cache_dir
-from fixtures import make_dataset
+from fixtures import SLOW_RUNNER, make_dataset
 
 
 def test_cache_dir_rules(tmp_path, monkeypatch):
@@ -39,8 +39,10 @@ def test_hit_does_not_decode(tmp_path, monkeypatch):
     first = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert first.ok.all() and first.decoded == len(paths)
     calls = []
-    real = features.load_crop
-    monkeypatch.setattr(features, "load_crop", lambda *a, **k: calls.append(a) or real(*a, **k))
+    from upright.embedding import batch
+
+    real = batch.load_crop
+    monkeypatch.setattr(batch, "load_crop", lambda *a, **k: calls.append(a) or real(*a, **k))
     again = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert calls == [] and again.hits == len(paths)
     assert np.array_equal(again.vectors, first.vectors)
@@ -53,22 +55,8 @@ def test_hit_does_not_decode(tmp_path, monkeypatch):
     assert len(calls) == len(paths) + 1
 
 
-SCRIPT = """
-import sys, time
-from upright import features
-orig = features.get_runner
-def slow_runner(*a, **k):
-    r = orig(*a, **k)
-    class Slow:
-        key, spec = r.key, r.spec
-        def __call__(self, x):
-            out = r(x)
-            print('batch', flush=True)
-            time.sleep(0.3)
-            return out
-    return Slow()
-features.get_runner = slow_runner
-features.BATCH = 4
+SCRIPT = SLOW_RUNNER + """
+batch.BATCH = 4
 paths = sys.argv[2:]
 features.embed_paths(paths, cache_dir=sys.argv[1], progress=False, workers=0)
 print('done', flush=True)

@@ -268,11 +268,31 @@ def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key:
     return path
 
 
-def providers() -> list[str]:
+DEVICES = ("auto", "cpu", "cuda")
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def choose_providers(available, device: str = "auto") -> list[str]:
+    """The ONNX Runtime providers for `device` given the installed ones (the one home for this choice).
+
+    auto: CUDA when onnxruntime-gpu provides it, else CPU; cpu: CPU even where CUDA is present;
+    cuda: CUDA or a one-line error saying which package to install."""
+    available = list(available)
+    if device not in DEVICES:
+        raise UprightError(f"unknown --device '{device}' (choose from {', '.join(DEVICES)})")
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda" and CUDA not in available:
+        raise UprightError("--device cuda: this onnxruntime has no CUDA provider "
+                           "(pip uninstall onnxruntime && pip install onnxruntime-gpu)")
+    return [p for p in (CUDA, CPU) if p in available] or available
+
+
+def providers(device: str = "auto") -> list[str]:
     import onnxruntime as ort
 
-    avail = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in avail] or avail
+    return choose_providers(ort.get_available_providers(), device)
 
 
 def cpu_count() -> int:
@@ -282,7 +302,9 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def ort_session(path: Path, threads: int | None = None):
+def ort_session(path: Path, threads: int | None = None, device: str = "auto"):
+    """An ONNX Runtime session with its intra-op thread count set explicitly (default: every core
+    this process may use; a worker of a pool passes its share)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -293,19 +315,21 @@ def ort_session(path: Path, threads: int | None = None):
     # No busy-waiting between ops: on a shared or small machine spinning threads steal the
     # cores the decode workers need.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=so, providers=providers())
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers(device))
 
 
 class Runner:
-    """Embeds preprocessed float32 NCHW batches with ONNX Runtime."""
+    """Embeds preprocessed float32 NCHW batches with ONNX Runtime (on CUDA when present, see
+    choose_providers; `device="cpu"` forces the CPU)."""
 
     def __init__(self, name: str = DEFAULT, cache_dir: Path | None = None, state_dict: dict | None = None,
-                 key: str | None = None):
+                 key: str | None = None, threads: int | None = None, device: str = "auto"):
         self.spec = spec(name)
         self.name = name
         self.key = key or (weights_sha256(name) if state_dict is None else state_dict_sha256(state_dict))
         self.path = ensure_onnx(name, resolve_cache_dir(cache_dir), state_dict, self.key)
-        self.session = ort_session(self.path)
+        self.session = ort_session(self.path, threads, device)
+        self.providers = self.session.get_providers()
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

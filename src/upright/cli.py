@@ -32,6 +32,9 @@ from .export import run_export
 from .fix import ROTATE_MIN_CONFIDENCE, run_fix
 from .fix import print_summary as print_fix_summary
 from .fix import print_undo_summary, undo_fix
+from .embedding.verb import DEFAULT_AUGMENT as EMBED_AUGMENT
+from .embedding.verb import print_summary as print_embed_summary
+from .embedding.verb import run_embed
 from .model import DEFAULT_TOP_K
 from .predict import print_table, run_predict, write_csv, write_jsonl
 from .serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
@@ -58,6 +61,26 @@ class Augment(str, Enum):
     flip = "flip"
     rotate = "rotate"
     d4 = "d4"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+ENGINE = typer.Option(Engine.local, "--engine",
+                      help=escape("Where the embedding step runs: local (a process pool on this machine, default) or "
+                           "ray (Ray Data: a local Ray instance started for the run, or the cluster at --ray-address; "
+                           "needs the [ray] extra). Both give the same embeddings."))
+RAY_ADDRESS = typer.Option(None, "--ray-address", metavar="ADDR",
+                           help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
+                                "instead of starting a local instance.")
 
 
 class FailOn(str, Enum):
@@ -108,12 +131,15 @@ def audit(
         None, "--checks", metavar="A,B",
         help="Run only these checks (comma-separated; default all). Unknown names exit 2 with the list."),
     skip: Optional[str] = typer.Option(None, "--skip", metavar="C", help="Leave these checks out (comma-separated)."),
+    engine: Engine = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Find unreadable files, duplicates, sideways photos and file attributes that predict the label.
 
     Checks (names for --checks/--skip): unreadable, classes (empty, single, imbalanced), label_leak (orientation tag, camera, shapes, resolution, format, EXIF, colour mode, JPEG quality, capture day, software, GPS, colour profile, bit depth: per class and overall, exact tests, false alarms held to 5% by Benjamini-Hochberg), tiny, duplicates (same bytes), near_duplicates and sideways (these two need embeddings, so not with --metadata-only).
     """
-    result = run_audit(data, cache_dir=cache, progress=not json_out, content=content, checks=checks, skip=skip)
+    result = run_audit(data, cache_dir=cache, progress=not json_out, content=content, checks=checks, skip=skip,
+                       engine=engine.value, ray_address=ray_address)
     if report is not None:
         write_audit_report(result, report, data=data)
         result["report"] = str(report)
@@ -186,6 +212,8 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     cache: Optional[Path] = CACHE,
     json_out: bool = JSON,
+    engine: Engine = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Train a classifier on an embedded, offline ImageNet backbone.
 
@@ -195,8 +223,34 @@ Embeddings (of every --augment variant) are cached by file content, so a re-trai
     """
     result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
                            fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
-                           progress=not json_out, force=force)
+                           progress=not json_out, force=force, engine=engine.value, ray_address=ray_address)
     emit(result, json_out, print_train_summary)
+
+
+@app.command()
+def embed(
+    data: Path = typer.Argument(..., help="Folder with one sub-folder per class (or train/, val/, test/: all are embedded)."),
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the Parquet shards (created; a re-run into it resumes)."),
+    engine: Engine = ENGINE,
+    ray_address: Optional[str] = RAY_ADDRESS,
+    augment: Augment = typer.Option(Augment(EMBED_AUGMENT), "--augment",
+                                    help="Views per photo: none (one row per photo), flip, rotate, d4."),
+    backbone: str = typer.Option(backbones.DEFAULT, "--backbone", help=f"Backbone name: {', '.join(backbones.REGISTRY)}."),
+    device: Device = typer.Option(Device.auto, "--device",
+                                  help="auto: CUDA when onnxruntime-gpu provides it, else CPU; cpu: CPU even where "
+                                       "CUDA is present; cuda: CUDA or an error."),
+    cache: Optional[Path] = CACHE,
+    json_out: bool = typer.Option(False, "--json",
+                                  help='Print {"n", "embedded", "reused", "out", "engine", "seconds", "unreadable", ...} '
+                                       "as JSON on stdout."),
+) -> None:
+    """Write every photo's embedding to Parquet files under OUT: one row per photo and view.
+
+Columns: path, sha256, label, split, backbone, variant, embedding (list of float32). Photos are read upright (the one door), never with Ray's read_images (it ignores EXIF orientation). A re-run into the same OUT reuses the rows already there (by path, content hash and view) and embeds only the rest, so a killed run resumes; unreadable files are listed with their reason and the run goes on. Memory stays flat however many photos: rows stream into shards written whole.
+    """
+    result = run_embed(data, out, engine=engine.value, ray_address=ray_address, augment=augment.value,
+                       backbone=backbone, device=device.value, cache_dir=cache, progress=not json_out)
+    emit(result, json_out, print_embed_summary)
 
 
 @app.command()

@@ -85,7 +85,8 @@ def audit_warnings(folders) -> list[dict]:
 def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str = DEFAULT_AUGMENT,
                   epochs: int | None = None, fine_tune: bool = False, val_split: float = DEFAULT_VAL_FRACTION, seed: int = 0,
                   orient: bool = True, cache_dir=None, progress: bool = True, workers: int | None = None,
-                  force: bool = False, report: bool = True) -> TrainResult:
+                  force: bool = False, report: bool = True, engine: str = "local",
+                  ray_address: str | None = None) -> TrainResult:
     """Train a model folder at `out` from DATA (its train/ and val/ only; test/ is never read).
 
     `force` replaces an existing model folder (atomically); `report` writes MODEL/report.html.
@@ -109,7 +110,7 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
     variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
     emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
                       cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
-                      workers=workers, description="embedding")
+                      workers=workers, description="embedding", engine=engine, ray_address=ray_address)
     unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(emb.errors.items())]
     skipped = [{"path": p, "reason": why} for p, why in ds.skipped]
     ok = emb.ok

@@ -69,12 +69,14 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
               backbone: str = backbones.DEFAULT, sideways_threshold: float | None = None,
               near_duplicate_threshold: float | None = None, workers: int | None = None,
               checks: str | Sequence[str] | Sequence[Check] | None = None,
-              skip: str | Sequence[str] | None = None) -> dict:
+              skip: str | Sequence[str] | None = None,
+              engine: str = "local", ray_address: str | None = None) -> dict:
     """Audit a folder-per-class dataset. Returns the contracts' audit JSON (with extra keys).
 
     checks: names (or Check objects) to run, default every check in checks.DEFAULT_CHECKS;
     skip: names to leave out. content=False (--metadata-only) leaves out the checks that need
-    embeddings; naming one of them explicitly then is an error.
+    embeddings; naming one of them explicitly then is an error. engine/ray_address: where the
+    embedding step runs (features.embed_paths).
     """
     t0 = time.perf_counter()
     if checks is not None and not isinstance(checks, str) and checks and all(isinstance(c, Check) for c in checks):
@@ -125,7 +127,8 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
         what = "embedding (4 rotations)" if len(variants) == 4 else "embedding"
         emb = embed_paths([paths[i] for i in header_ok], backbone=backbone, variants=variants,
                           cache_dir=cache_dir, progress=progress, workers=workers,
-                          hashes=[records[i].sha256 for i in header_ok], description=what)
+                          hashes=[records[i].sha256 for i in header_ok], description=what,
+                          engine=engine, ray_address=ray_address)
         for j, reason in emb.errors.items():
             unreadable[paths[header_ok[j]]] = reason
         decode_note = "embedding pass (cached files decoded in an earlier run)"

@@ -1,0 +1,90 @@
+"""The pure pieces every engine calls: sources -> upright crops (the one door) -> embeddings.
+
+`decode_items` turns paths or bytes into uint8 network crops through `preprocess.load_crop`
+(so through `imaging.open_image`, orientation applied once) and never raises for one bad
+file; `Embedder` is built once per worker (one ONNX Runtime session, its thread count set
+explicitly) and embeds crops in batches. Engines (engines.py) only decide where these run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import backbones
+from ..errors import UnreadableImage, one_line
+from ..orientation import variant_array
+from ..preprocess import load_crop, to_input
+
+BATCH = 32  # views per ONNX Runtime call
+
+
+@dataclass(frozen=True)
+class Task:
+    """What decides an embedding, small enough to send to every worker."""
+
+    backbone: str = backbones.DEFAULT
+    orient: bool = True  # False: the pixels as stored (the naive EXIF-ignoring view)
+    cache_dir: str | None = None  # where the ONNX graph is kept (exported there when missing)
+    device: str = "auto"  # auto, cpu, cuda (backbones.choose_providers)
+
+
+def decode_one(source, backbone: str, orient: bool = True) -> tuple[np.ndarray | None, str | None]:
+    """A path or bytes -> (uint8 [S, S, 3] crop, None), or (None, one-line reason)."""
+    try:
+        return load_crop(source, backbone, orient)[0], None
+    except UnreadableImage as exc:
+        return None, exc.reason
+    except Exception as exc:  # never let one file kill the run
+        return None, f"cannot decode: {one_line(exc, 160)}"
+
+
+def decode_items(items, backbone: str, orient: bool = True) -> list[tuple]:
+    """[(key, source)] -> [(key, crop | None, reason | None)], in order."""
+    return [(key, *decode_one(source, backbone, orient)) for key, source in items]
+
+
+def views(crop: np.ndarray, variants) -> np.ndarray:
+    """uint8 [len(variants), S, S, 3]: the dihedral views of one upright crop."""
+    return np.stack([variant_array(crop, v) for v in variants])
+
+
+class Embedder:
+    """One worker's ONNX Runtime session: uint8 crops [N, S, S, 3] -> float32 [N, D].
+
+    threads: intra-op threads of this worker (None: every core this process may use, right
+    for one process alone; a pool of workers passes its share). `runner` reuses an existing
+    session (e.g. fine-tuned weights)."""
+
+    def __init__(self, task: Task = Task(), threads: int | None = None, runner: backbones.Runner | None = None):
+        if runner is None:
+            from ..features import get_runner
+
+            runner = get_runner(task.backbone, task.cache_dir, threads=threads, device=task.device)
+        self.runner = runner
+        self.backbone = runner.spec.name
+        self.dim = runner.spec.dim
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(crops), self.dim), np.float32)
+        for s in range(0, len(crops), BATCH):
+            out[s:s + BATCH] = self.runner(to_input(crops[s:s + BATCH], self.backbone))
+        return out
+
+
+def embed_batch(sources, embedder: Embedder, variants=("id",), orient: bool = True
+                ) -> tuple[np.ndarray, dict[int, str]]:
+    """Paths or bytes -> (float32 [N, V, D], {index: reason}); rows of unreadable sources are NaN.
+
+    The whole pipeline for one shard of work, for callers that hold a batch in hand."""
+    variants = tuple(variants)
+    decoded = decode_items(enumerate(sources), embedder.backbone, orient)
+    out = np.full((len(decoded), len(variants), embedder.dim), np.nan, np.float32)
+    errors = {i: why for i, crop, why in decoded if crop is None}
+    good = [(i, crop) for i, crop, _ in decoded if crop is not None]
+    if good:
+        emb = embedder(np.concatenate([views(crop, variants) for _, crop in good]))
+        for k, (i, _) in enumerate(good):
+            out[i] = emb[k * len(variants):(k + 1) * len(variants)]
+    return out, errors
