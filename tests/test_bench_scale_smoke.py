@@ -1,18 +1,14 @@
 """The scale benchmark runs (tiny, no Ray); speed itself is reported by bench/, never asserted."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+
+from fixtures import load_bench
 
 
 @pytest.mark.slow
 def test_bench_scale_quick(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("UPRIGHT_SCALE_DIR", str(tmp_path / "scale"))
-    path = Path(__file__).resolve().parents[1] / "bench" / "scale.py"
-    spec = importlib.util.spec_from_file_location("bench_scale", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("scale")
     out = mod.main(["--quick"])
     assert out["results"]["local"]["embedded"] == 24 and out["results"]["ceiling"]["ips"] > 0
     assert [v["embedded"] for v in out["rss"].values()] == [12, 24] and out["rss_ratio"] > 0
