@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast bench fuzz clean
+.PHONY: setup demo test test-fast test-tflite bench fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,17 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# export --format tflite: the [tflite] extra pins older pydantic/typing-extensions and pulls ~1 GB
+# (jax, transformers), so it lives in a side venv layered on .venv (its own pins first, then .venv's
+# packages) and its test runs there; a missing converter fails here instead of skipping.
+TFLITE_VENV := .venv-tflite
+test-tflite: setup
+	@test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
+	@$(TFLITE_VENV)/bin/python -c "import site, sys; open(site.getsitepackages()[0] + '/zz_upright_venv.pth', 'w').write('import site; site.addsitedir(\'' + sys.argv[1] + '\')\n')" \
+		"$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+	$(TFLITE_VENV)/bin/pip install -q "litert-torch==0.10.0" "ai-edge-litert==2.3.0"
+	UPRIGHT_REQUIRE_TFLITE=1 $(TFLITE_VENV)/bin/python -m pytest -q tests/test_export_deploy.py -k tflite
+
 bench: setup
 	$(BIN)/python bench/run_all.py
 
@@ -46,4 +57,4 @@ fuzz: setup
 	$(BIN)/python fuzz/run.py --seconds $(SECONDS) --runs $(FUZZ_RUNS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(TFLITE_VENV) build *.egg-info src/*.egg-info .pytest_cache
