@@ -265,10 +265,12 @@ class NearDuplicates(Check):
     needs: ClassVar[frozenset[str]] = frozenset({"facts", "embeddings"})
     summary: ClassVar[str] = "near-identical pictures (embedding cosine) across labels or train/val"
     threshold: float = duplicates.NEAR_THRESHOLD
+    ann_above: int = duplicates.ANN_ABOVE  # pictures above which an approximate index proposes the pairs
 
     def run(self, data: AuditData) -> CheckResult:
-        found = duplicates.near_findings(_items(data), data.views(("id",))[:, 0], self.threshold)
-        return CheckResult([Finding.from_dict(d) for d in found], f"cosine >= {self.threshold}")
+        found = duplicates.near_findings(_items(data), data.views(("id",))[:, 0], self.threshold, self.ann_above)
+        how = "approximate index (faiss IVF), exact cosine" if len(data.ok) > self.ann_above else "every pair"
+        return CheckResult([Finding.from_dict(d) for d in found], f"cosine >= {self.threshold} ({how})")
 
 
 @dataclass
