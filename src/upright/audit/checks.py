@@ -290,10 +290,11 @@ class Sideways(Check):
                 f"sideways check skipped: {n} readable images, the rotation head needs at least "
                 f"{sideways.MIN_IMAGES} to learn what upright looks like here.",
                 details={"items": [], "skipped": True})], "skipped: too few images", {"sideways": None})
-        res = sideways.detect(data.views(sideways.VARIANTS))
+        sizes = np.array([data.facts[i].upright_size or (np.nan, np.nan) for i in data.ok], dtype=np.float64)
+        res = sideways.detect(data.views(sideways.VARIANTS), sizes=sizes)
         info = {"temperature": round(res.temperature, 4), "prior_turned": round(float(1 - res.prior[0]), 4),
                 "cv_accuracy": round(res.cv_accuracy, 4), "folds": res.folds, "ridge": res.ridge,
-                "threshold": self.threshold}
+                "shape_weight": res.shape_weight, "threshold": self.threshold}
         note = (f"rotation head cross-fitted leave-one-image-out ({res.folds} folds), "
                 f"held-out accuracy on rotated copies {res.cv_accuracy:.0%}")
         items = [{"path": data.paths[data.ok[j]], "label": data.label(data.ok[j]),
