@@ -41,7 +41,6 @@ VARIANTS = tuple(ROTATIONS.values())  # "id", "r90", "r180", "r270"
 MIN_IMAGES = 40  # below this the head has too few examples of "upright" to learn it
 DEFAULT_THRESHOLD = 0.5  # audit flags for review; `fix --rotate-sideways` turns at 0.9 by default
 PRIOR_FLOOR = 0.01
-RELATIVE = False
 CAL_OUTLIERS = 0.0  # share of calibration copies allowed to be wrong; 0 measured best calibrated on flowers-500
 
 
@@ -99,14 +98,11 @@ def _loo_group_scores(x: np.ndarray, groups: int, lams=(1e-2, 1e-1, 1.0, 10.0, 1
     return best[1], best[2]
 
 
-def detect(vectors: np.ndarray, *, sizes=None, seed: int = 0, relative: bool = RELATIVE) -> SidewaysResult:
+def detect(vectors: np.ndarray, *, sizes=None, seed: int = 0) -> SidewaysResult:
     """vectors: [N, 4, D] embeddings of the views in VARIANTS order (NaN rows = unreadable).
 
     sizes: [N, 2] upright (width, height) of each picture, or None: the picture's shape enters
     as a second piece of evidence (`_shape_term`) next to the rotation head's.
-
-    relative: each view minus the mean of its file's four views, so the head sees only what
-    differs between the turns of one picture (the content, shared by all four, is removed).
     """
     del seed  # deterministic: no random folds
     v = np.asarray(vectors, dtype=np.float32)
@@ -117,8 +113,6 @@ def detect(vectors: np.ndarray, *, sizes=None, seed: int = 0, relative: bool = R
         raise ValueError(f"{len(idx)} readable images; the rotation head needs at least {MIN_IMAGES}")
     x = v[idx].astype(np.float64)
     x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-    if relative:
-        x = x - x.mean(axis=1, keepdims=True)
     x = x - x.reshape(-1, x.shape[2]).mean(axis=0)
     scores, lam = _loo_group_scores(x, len(idx))
     # Calibration on held-out rotated copies: a file turned by s shows views (j + s) % 4.
