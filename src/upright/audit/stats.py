@@ -92,20 +92,9 @@ def loo_accuracy(table) -> float | np.ndarray:
     """
     t = np.asarray(table, dtype=np.float64)
     n = t.sum(axis=(-2, -1))
-
-    def unique_max_credit(counts):
-        """credit of the unique-maximum class of each row after removing one of its files."""
-        s = np.sort(counts, axis=-1)
-        m1, m2 = s[..., -1], s[..., -2]
-        n1 = (counts == m1[..., None]).sum(axis=-1)
-        n2 = (counts == m2[..., None]).sum(axis=-1)
-        x = m1 - 1
-        credit = np.where(x > m2, 1.0, np.where(x == m2, 1.0 / (1 + n2), 0.0))
-        return np.where(n1 == 1, credit, 0.0), m1
-
-    credit, m1 = unique_max_credit(t)  # [..., V]
+    credit, m1 = _unique_max_credit(t)  # [..., V]
     glob = t.sum(axis=-2)  # [..., C]
-    gcredit_max, gm1 = unique_max_credit(glob)  # credit of the global majority class
+    gcredit_max, gm1 = _unique_max_credit(glob)  # credit of the global majority class
     gcredit = np.where(glob == gm1[..., None], gcredit_max[..., None], 0.0)  # [..., C]
     rows = t.sum(axis=-1)
     single = rows == 1  # the row empties when its only file is left out: global fallback
@@ -132,11 +121,7 @@ def null_loo_accuracy(v: np.ndarray, perms: np.ndarray, n_vals: int, n_cls: int,
         return np.zeros(k)
     per_value = np.bincount(v, minlength=n_vals)
     class_totals = np.bincount(perms[0], minlength=n_cls).astype(np.float64)
-    s = np.sort(class_totals)
-    m1, m2 = s[-1], s[-2] if n_cls > 1 else 0.0
-    n1, n2 = int(np.sum(class_totals == m1)), int(np.sum(class_totals == m2))
-    x = m1 - 1
-    top = (1.0 if x > m2 else 1.0 / (1 + n2) if x == m2 else 0.0) if n1 == 1 else 0.0
+    top, m1 = _unique_max_credit(class_totals)
     gcredit = np.where(class_totals == m1, top, 0.0)  # global-majority credit of each class
     single = per_value[v] == 1
     total = gcredit[perms[:, single]].sum(axis=1) if single.any() else np.zeros(k)
@@ -154,15 +139,21 @@ def null_loo_accuracy(v: np.ndarray, perms: np.ndarray, n_vals: int, n_cls: int,
     return total / n
 
 
-def _row_credit_sum(t: np.ndarray) -> np.ndarray:
-    """Sum over rows of m1 x credit (loo_accuracy's term for rows holding 2+ files): [...]."""
-    s = np.partition(t, t.shape[-1] - 2, axis=-1)  # the two largest counts, no full sort
+def _unique_max_credit(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(credit, largest count) of each row's unique-maximum class after removing one of its files."""
+    s = np.partition(counts, counts.shape[-1] - 2, axis=-1)  # the two largest counts, no full sort
     m1, m2 = s[..., -1], s[..., -2]
-    n1 = (t == m1[..., None]).sum(axis=-1)
-    n2 = (t == m2[..., None]).sum(axis=-1)
+    n1 = (counts == m1[..., None]).sum(axis=-1)
+    n2 = (counts == m2[..., None]).sum(axis=-1)
     x = m1 - 1
     credit = np.where(x > m2, 1.0, np.where(x == m2, 1.0 / (1 + n2), 0.0))
-    return (m1 * np.where(n1 == 1, credit, 0.0)).sum(axis=-1)
+    return np.where(n1 == 1, credit, 0.0), m1
+
+
+def _row_credit_sum(t: np.ndarray) -> np.ndarray:
+    """Sum over rows of m1 x credit (loo_accuracy's term for rows holding 2+ files): [...]."""
+    credit, m1 = _unique_max_credit(t)
+    return (m1 * credit).sum(axis=-1)
 
 
 def shuffled_labels(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
