@@ -221,6 +221,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--parts", default="audit,files,near,leak")
     ap.add_argument("--files", type=int, default=5000, help="files for the scan/header pass")
     ap.add_argument("--near", default="10000,50000", help="vector counts for the near-duplicate search")
+    ap.add_argument("--leak", default="20000,15000,100", help="files, distinct values, classes for the leak part")
     args = ap.parse_args(argv)
     data = Path(args.data)
     parts = set(args.parts.split(","))
@@ -234,7 +235,7 @@ def main(argv=None) -> dict:
             report["near"] = bench_near([int(x) for x in args.near.split(",") if x])
             print("near:", json.dumps(report["near"]), flush=True)
         if "leak" in parts:
-            report["leak"] = bench_leak()
+            report["leak"] = bench_leak(*(int(x) for x in args.leak.split(",")))
             print("leak:", json.dumps(report["leak"]), flush=True)
         if "audit" in parts:
             bench_audit(data, Path(tmp), report)
