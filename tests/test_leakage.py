@@ -164,3 +164,52 @@ def test_aliased_neutral_attributes_fold_into_one_finding():
     assert sorted(found[0].paths) == sorted(f"c0/{i}" for i in range(20))
     folded = {r.attribute: r.folded_into for r in tested}
     assert folded == {"exif_orientation": None, "stored_aspect": "exif_orientation", "has_exif": "exif_orientation"}
+
+
+def test_null_accuracies_with_many_distinct_values_equal_the_dense_tables():
+    """The shuffled-label null (rows only for values held by 2+ files) equals loo_accuracy of every
+    full permutation table, with thousands of distinct values, singletons, ties and empty classes."""
+    rng = np.random.default_rng(11)
+    for n, n_vals, n_cls in ((3000, 2500, 7), (400, 60, 3), (50, 50, 2), (200, 5, 40)):
+        v = rng.integers(0, n_vals, n)
+        y = rng.integers(0, n_cls, n)
+        perms = stats.shuffled_labels(y, 25, seed=int(n))
+        dense = stats.loo_accuracy(stats.permutation_tables(v, perms, n_vals, n_cls))
+        fast = stats.null_loo_accuracy(v, perms, n_vals, n_cls, max_cells=20_000)  # several chunks
+        assert np.allclose(fast, dense, rtol=0, atol=1e-12)
+
+
+def test_many_distinct_values_cells_and_overall_match_brute_force():
+    """An attribute with ~1,500 distinct values: every cell's p is the hypergeometric tail of its own
+    2x2 table and the permutation null equals the dense per-permutation tables."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    labels = [f"c{i}" for i in rng.integers(0, 6, n)]
+    values = [f"day{d}" for d in rng.integers(0, 1500, n)]
+    for i in range(60):  # a planted value for one class
+        labels[i], values[i] = "c0", "the afternoon"
+    res = assess_attribute("capture_date", values, labels, n_perm=49, seed=2)
+    assert len(res.values) == len(set(values)) and res.values[0] == "the afternoon"  # commonest first
+    counts = {}
+    for val, lab in zip(values, labels):
+        counts[val, lab] = counts.get((val, lab), 0) + 1
+    assert len(res.cells) == len(counts)
+    per_value = {}
+    for val in values:
+        per_value[val] = per_value.get(val, 0) + 1
+    per_class = {lab: labels.count(lab) for lab in set(labels)}
+    for c in res.cells[:400]:
+        assert c.count == counts[c.value, c.label]
+        assert (c.n_value, c.n_class) == (per_value[c.value], per_class[c.label])
+        brute = stats.hypergeom_sf(c.count, c.n_value, c.n_class, n)
+        assert c.p_value == pytest.approx(float(brute), abs=1e-15)
+    vi = {val: i for i, val in enumerate(res.values)}
+    li = {lab: i for i, lab in enumerate(res.labels)}
+    vv = np.array([vi[x] for x in values])
+    yy = np.array([li[x] for x in labels])
+    perms = stats.shuffled_labels(yy, 49, 2)
+    dense = stats.loo_accuracy(stats.permutation_tables(vv, perms, len(res.values), len(res.labels)))
+    assert res.null_accuracy == pytest.approx(float(dense.mean()), abs=1e-12)
+    assert res.overall_p == pytest.approx((1 + np.sum(dense >= res.accuracy - 1e-12)) / 50)
+    best = max(res.cells, key=lambda c: c.identifiable)
+    assert (best.label, best.value) == ("c0", "the afternoon")

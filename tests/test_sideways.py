@@ -67,3 +67,55 @@ def test_words():
     assert "180" in describe_turn(180)
     assert describe_turn(270).endswith("rotate it 90 degrees clockwise to fix")
     assert sideways.VARIANTS == ("id", "r90", "r180", "r270")
+
+
+def _shot_in_landscape(n, turned, portrait_share=0.1, seed=0):
+    """(width, height) per file: mostly landscape as shot; a quarter turn makes a file portrait."""
+    rng = np.random.default_rng(seed)
+    sizes = np.where(rng.random(n)[:, None] < portrait_share, [[300, 400]], [[400, 300]]).astype(float)
+    for i, s in turned.items():
+        if s % 2:
+            sizes[i] = sizes[i, ::-1]
+    return sizes
+
+
+def test_picture_shape_lifts_weak_content_evidence():
+    """Content evidence too weak to single the turned files out; their swapped shape in a dataset
+    shot in landscape does, and the weight of that evidence is fitted (> 0) on the rotated copies."""
+    turned = {i: (1 if i % 2 else 3) for i in range(0, 200, 10)}  # 20 quarter turns in 200
+    v = synthetic(n=200, turned=turned, noise=6.0, seed=4)  # held-out accuracy on copies ~0.5
+    sizes = _shot_in_landscape(200, turned)
+    blind = detect(v)
+    seeing = detect(v, sizes=sizes)
+    truth = np.zeros(200, bool)
+    truth[list(turned)] = True
+
+    def recall_in_top(res, k=20):
+        return truth[np.argsort(-res.turned)[:k]].mean()
+
+    assert seeing.shape_weight > 0 and blind.shape_weight == 0
+    assert recall_in_top(seeing) >= recall_in_top(blind) + 0.2
+    # being portrait alone does not make a photo "turned": clean portrait photos stay mostly below
+    # 0.5 and well below the turned ones
+    clean_portrait = [i for i in range(200) if i not in turned and sizes[i, 0] < sizes[i, 1]]
+    assert clean_portrait and np.median(seeing.turned[clean_portrait]) < 0.5
+    assert np.median(seeing.turned[clean_portrait]) < np.median(seeing.turned[list(turned)])
+
+
+def test_shape_says_nothing_when_classes_mix_orientations():
+    """Half portrait, half landscape, independent of the turn: the shape term is about the same for
+    every turn, and the detector finds what it finds without sizes."""
+    turned = {3: 1, 17: 2, 40: 3, 55: 1, 71: 3}
+    v = synthetic(turned=turned)
+    rng = np.random.default_rng(9)
+    sizes = np.where(rng.random(80)[:, None] < 0.5, [[300, 400]], [[400, 300]]).astype(float)
+    res, blind = detect(v, sizes=sizes), detect(v)
+    assert set(np.argsort(-res.turned)[:5]) == set(turned)
+    assert np.abs(res.turned - blind.turned).max() < 0.05
+
+
+def test_unknown_sizes_count_as_no_evidence():
+    v = synthetic(n=60, turned={5: 2})
+    sizes = np.full((60, 2), np.nan)
+    a, b = detect(v), detect(v, sizes=sizes)
+    assert np.allclose(a.turned, b.turned)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import UprightError
 from .files import file_sha256, image_files
+from .parallel import ordered_map
 
 #: Share of the images held out for validation when DATA has no val/ or test/ folder.
 DEFAULT_VAL_FRACTION = 0.2
@@ -79,8 +80,15 @@ def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     return out
 
 
-def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, read=("train", "val", "test")) -> Dataset:
+def _hash_and_size(path: Path) -> tuple[str, int]:
+    return file_sha256(path), path.stat().st_size
+
+
+def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, read=("train", "val", "test"),
+         workers: int | None = None) -> Dataset:
     """Scan DATA into a Dataset. Raises UprightError when DATA is missing or has no classes.
+
+    The files are hashed on `workers` threads (parallel.ordered_map; default: the usable cores).
 
     read: the explicit split folders to open; the others are listed in `not_read`, untouched
     (train passes ("train", "val") so that test/ photos are never read, hashed or fitted).
@@ -105,17 +113,16 @@ def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, re
             if k not in SPLIT_DIRS:
                 skipped.append((str(p), "folder beside train/val is not a split"))
     labels: set[str] = set()
-    records: list[Record] = []
+    found: list[tuple[Path, str, str | None]] = []  # (file, class, split) in walking order
     for split, base in groups:
         for cls in _class_dirs(base, skipped):
             labels.add(cls.name)
-            for p in image_files(cls, skipped):
-                digest = file_sha256(p)
-                hashed = split is None or (split == "train" and not has_val)
-                records.append(
-                    Record(p, cls.name, hash_split(digest, val_fraction) if hashed else split, digest,
-                           p.stat().st_size)
-                )
+            found += [(p, cls.name, split) for p in image_files(cls, skipped)]
+    digests = ordered_map(_hash_and_size, [p for p, _, _ in found], workers=workers)
+    records: list[Record] = []
+    for (p, label, split), (digest, size) in zip(found, digests):
+        hashed = split is None or (split == "train" and not has_val)
+        records.append(Record(p, label, hash_split(digest, val_fraction) if hashed else split, digest, size))
     if not labels:
         raise UprightError(f"{root}: no class folders found (expected DATA/<label>/<images>)")
     return Dataset(root, records, sorted(labels), skipped, explicit, not_read, [str(p) for _, p in groups])

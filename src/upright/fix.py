@@ -64,6 +64,7 @@ from .errors import UnreadableImage, UprightError
 from .files import file_sha256, is_image_name, walk_files
 from .imaging import open_header, read_orientation
 from .metadata import describe
+from .parallel import ordered_map
 from .orientation import (EXIF_UPRIGHT, ROTATIONS, SWAPS_AXES, apply_orientation, compose, exif_orientation,
                           inverse, turn_back)
 
@@ -452,10 +453,13 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
     files = walk_files(root, exclude=(out_root,) if out_root is not None else ())
     turns = sideways_turns(root, min_confidence=min_confidence, cache_dir=cache_dir, progress=progress) \
         if rotate_sideways else {}
+    images = [p for p in files if is_image_name(p)]
+    with progress_bar(len(images), "reading headers", progress) as advance:
+        headers = dict(zip(images, ordered_map(describe, images, advance=advance)))  # never raises
     results: list[FileResult] = []
     with progress_bar(len(files), "fixing" if not dry_run else "planning", progress) as advance:
         for p in files:
-            results.append(_fix_one(root, p, out_root, in_place, dry_run, turns))
+            results.append(_fix_one(root, p, out_root, in_place, dry_run, turns, headers.get(p)))
             advance()
     counts: dict[str, int] = {}
     outcomes: dict[str, int] = {}
@@ -474,7 +478,8 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
     }
 
 
-def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run: bool, turns) -> FileResult:
+def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run: bool, turns,
+             facts=None) -> FileResult:
     rel = p.relative_to(root)
     dest = (out_root / rel) if out_root is not None else p
     is_image = is_image_name(p)
@@ -483,7 +488,7 @@ def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run
             return FileResult(str(p), str(dest), "skipped", note="not an image", need="not an image")
         return _copy(p, dest, dry_run, FileResult(str(p), str(dest), "copied", note="not an image",
                                                   need="not an image"))
-    facts = describe(p)
+    facts = facts if facts is not None else describe(p)
     try:
         data, res = fixed_bytes(str(p), facts, turns.get(os.path.realpath(p), 0))
     except (UprightError, UnreadableImage, OSError) as exc:

@@ -265,10 +265,12 @@ class NearDuplicates(Check):
     needs: ClassVar[frozenset[str]] = frozenset({"facts", "embeddings"})
     summary: ClassVar[str] = "near-identical pictures (embedding cosine) across labels or train/val"
     threshold: float = duplicates.NEAR_THRESHOLD
+    ann_above: int = duplicates.ANN_ABOVE  # pictures above which an approximate index proposes the pairs
 
     def run(self, data: AuditData) -> CheckResult:
-        found = duplicates.near_findings(_items(data), data.views(("id",))[:, 0], self.threshold)
-        return CheckResult([Finding.from_dict(d) for d in found], f"cosine >= {self.threshold}")
+        found = duplicates.near_findings(_items(data), data.views(("id",))[:, 0], self.threshold, self.ann_above)
+        how = "approximate index (faiss IVF), exact cosine" if len(data.ok) > self.ann_above else "every pair"
+        return CheckResult([Finding.from_dict(d) for d in found], f"cosine >= {self.threshold} ({how})")
 
 
 @dataclass
@@ -288,10 +290,11 @@ class Sideways(Check):
                 f"sideways check skipped: {n} readable images, the rotation head needs at least "
                 f"{sideways.MIN_IMAGES} to learn what upright looks like here.",
                 details={"items": [], "skipped": True})], "skipped: too few images", {"sideways": None})
-        res = sideways.detect(data.views(sideways.VARIANTS))
+        sizes = np.array([data.facts[i].upright_size or (np.nan, np.nan) for i in data.ok], dtype=np.float64)
+        res = sideways.detect(data.views(sideways.VARIANTS), sizes=sizes)
         info = {"temperature": round(res.temperature, 4), "prior_turned": round(float(1 - res.prior[0]), 4),
                 "cv_accuracy": round(res.cv_accuracy, 4), "folds": res.folds, "ridge": res.ridge,
-                "threshold": self.threshold}
+                "shape_weight": res.shape_weight, "threshold": self.threshold}
         note = (f"rotation head cross-fitted leave-one-image-out ({res.folds} folds), "
                 f"held-out accuracy on rotated copies {res.cv_accuracy:.0%}")
         items = [{"path": data.paths[data.ok[j]], "label": data.label(data.ok[j]),

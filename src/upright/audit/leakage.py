@@ -52,7 +52,6 @@ on a tie (PRIORITY).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -399,26 +398,29 @@ def assess_attribute(attribute: str, values: Sequence[str], labels: Sequence[str
     set by `adjust`, which corrects the whole family at once. `perms` (shuffled label indices
     into `label_names`, [k, n]) lets every attribute share one set of permutations.
     """
-    counts = Counter(values)
-    val_names = sorted(counts, key=lambda v: (-counts[v], v))
+    # one pass: value indices and counts from one np.unique (no count per value)
+    uniq, first_v, counts = np.unique(np.asarray(values, dtype=object), return_inverse=True, return_counts=True)
+    order = sorted(range(len(uniq)), key=lambda i: (-counts[i], uniq[i]))  # commonest first, then by name
+    val_names = [str(uniq[i]) for i in order]
     lab_names = list(label_names) if label_names is not None else sorted(set(labels))
     if len(val_names) < 2 or len(lab_names) < 2:
         return None
-    vi = {v: i for i, v in enumerate(val_names)}
+    rank_of = np.empty(len(uniq), dtype=np.int64)
+    rank_of[order] = np.arange(len(uniq))
+    v = rank_of[first_v.ravel()]
     li = {c: i for i, c in enumerate(lab_names)}
-    v = np.array([vi[x] for x in values], dtype=np.int64)
     y = np.array([li[x] for x in labels], dtype=np.int64)
     nv, nc, n = len(val_names), len(lab_names), len(values)
     table = np.bincount(v * nc + y, minlength=nv * nc).reshape(nv, nc)
     # per-class cells
     k_v = table.sum(axis=1)
     n_c = table.sum(axis=0)
-    p = stats.hypergeom_sf(table, k_v[:, None], n_c[None, :], n)
     # Cells with no file (p = 1, nothing to name) stay numbers: only their smallest possible p
     # matters, for the size of the family (a capture day x 200 classes is mostly empty cells).
     rs, cs = np.nonzero(table)
-    cells = [Cell(attribute, lab_names[c], val_names[r], int(table[r, c]), int(n_c[c]), int(k_v[r]), n,
-                  float(p[r, c])) for r, c in zip(rs.tolist(), cs.tolist())]
+    p = stats.hypergeom_sf(table[rs, cs], k_v[rs], n_c[cs], n)
+    cells = [Cell(attribute, lab_names[c], val_names[r], int(table[r, c]), int(n_c[c]), int(k_v[r]), n, float(pv))
+             for r, c, pv in zip(rs.tolist(), cs.tolist(), p.tolist())]
     empty = table == 0
     empty_min_p = stats.hypergeom_min_p(np.broadcast_to(k_v[:, None], table.shape)[empty],
                                         np.broadcast_to(n_c[None, :], table.shape)[empty], n)
@@ -427,10 +429,7 @@ def assess_attribute(attribute: str, values: Sequence[str], labels: Sequence[str
         perms = stats.shuffled_labels(y, default_permutations(n) if n_perm is None else n_perm, seed)
     acc = stats.loo_accuracy(table)
     n_perm = perms.shape[0]
-    null = np.empty(n_perm)
-    chunk = max(1, 4_000_000 // max(1, n + nv * nc))
-    for start in range(0, n_perm, chunk):
-        null[start:start + chunk] = stats.loo_accuracy(stats.permutation_tables(v, perms[start:start + chunk], nv, nc))
+    null = stats.null_loo_accuracy(v, perms, nv, nc)
     null_mean = float(null.mean())
     overall_p = float((1 + np.sum(null >= acc - 1e-12)) / (1 + n_perm))
     score = (acc - null_mean) / (1 - null_mean) if null_mean < 1 else 0.0

@@ -2,7 +2,8 @@
 
 The run prepares what the selected checks need (checks.py), cheapest first, then runs them:
 
-- scan (sha256 of every file) and header facts (`metadata.describe`; no pixel is decoded);
+- scan (sha256 of every file) and header facts (`metadata.describe`; no pixel is decoded), both
+  on a pool of threads (parallel.py), in file order;
 - readability ("decode"): with an embedding pass, every file not already in the cache is
   decoded there and the failures reported (cached files decoded in an earlier run, and their
   bytes have not changed since); without one, a cheap decode at 32 px (`open_image(path,
@@ -32,6 +33,7 @@ from ..dataset import DEFAULT_VAL_FRACTION, scan
 from ..errors import UnreadableImage, UprightError, one_line
 from ..imaging import open_image
 from ..metadata import describe
+from ..parallel import ordered_map
 
 CONTENT_NEEDS = {"embeddings", "rotations"}
 
@@ -105,11 +107,8 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
     timings["scan"] = time.perf_counter() - t0
 
     t = time.perf_counter()
-    facts = []
     with progress_bar(len(paths), "reading headers", progress) as advance:
-        for p in paths:
-            facts.append(describe(p))
-            advance()
+        facts = ordered_map(describe, paths, advance=advance)  # describe never raises: a problem fact
     timings["headers"] = time.perf_counter() - t
 
     unreadable: dict[str, str] = {f.path: f.unreadable for f in facts if f.unreadable}

@@ -13,7 +13,14 @@ from the dataset itself:
    predictions. One eigendecomposition of X'X; cost linear in the number of files.
 3. Four views agree: if the file is turned by t, its view rotated by j is turned by t + j, so
    the evidence for t is sum_j log p_j[(t + j) mod 4].
-4. Calibration: a temperature fitted on the held-out rotated copies (whose rotation is
+4. The picture's shape as a second piece of evidence: a quarter turn swaps portrait and
+   landscape, so a portrait picture in a dataset shot in landscape leans towards "turned"
+   (log P(shape | turn), the shares of shapes as shot estimated by EM with the rest). Its
+   weight is fitted on the rotated copies with the temperature, so it fades to 0 where shape
+   says nothing (classes shot in both orientations alike). On flowers-500 with 50 photos
+   turned (bench/audit.py) it lifted recall at the default threshold from 0.22 (precision
+   0.92) to 0.26 (precision 1.0); see the README for the curve.
+5. Calibration: a temperature fitted on the held-out rotated copies (whose rotation is
    known by construction), and the prior share of turned files estimated from the data by EM
    (floored at 1%), so the reported probability means what it says on this dataset.
 
@@ -47,6 +54,7 @@ class SidewaysResult:
     cv_accuracy: float  # held-out accuracy of the 4-view rule on rotated copies
     folds: int  # cross-fitting folds (one per image: leave-one-image-out)
     ridge: float = 0.0  # chosen ridge strength (relative to the mean eigenvalue)
+    shape_weight: float = 0.0  # weight of the picture-shape evidence, fitted on the rotated copies
 
 
 def view_scores(logp: np.ndarray) -> np.ndarray:
@@ -90,8 +98,12 @@ def _loo_group_scores(x: np.ndarray, groups: int, lams=(1e-2, 1e-1, 1.0, 10.0, 1
     return best[1], best[2]
 
 
-def detect(vectors: np.ndarray, *, seed: int = 0) -> SidewaysResult:
-    """vectors: [N, 4, D] embeddings of the views in VARIANTS order (NaN rows = unreadable)."""
+def detect(vectors: np.ndarray, *, sizes=None, seed: int = 0) -> SidewaysResult:
+    """vectors: [N, 4, D] embeddings of the views in VARIANTS order (NaN rows = unreadable).
+
+    sizes: [N, 2] upright (width, height) of each picture, or None: the picture's shape enters
+    as a second piece of evidence (`_shape_term`) next to the rotation head's.
+    """
     del seed  # deterministic: no random folds
     v = np.asarray(vectors, dtype=np.float32)
     n = v.shape[0]
@@ -107,7 +119,11 @@ def detect(vectors: np.ndarray, *, seed: int = 0) -> SidewaysResult:
     ev_by_shift = [view_scores(np.roll(scores, -s, axis=1)) for s in range(4)]
     ev_cal = np.concatenate(ev_by_shift)
     y_cal = np.repeat(np.arange(4), len(idx))
-    temperature = _fit_temperature(ev_cal, y_cal)
+    shape = None if sizes is None else _shape_index(np.asarray(sizes, dtype=np.float64)[idx])
+    shapes = _shape_shares(shape, None)
+    # the copies' shapes: a quarter turn swaps portrait and landscape
+    cal_shape = None if shape is None else np.concatenate([shape if s % 2 == 0 else _SWAP[shape] for s in range(4)])
+    temperature, weight = _fit_temperature(ev_cal, y_cal, _shape_term(cal_shape, shapes))
     cv_acc = float((ev_cal.argmax(axis=1) == y_cal).mean())
     # Posterior for the files as they are, with the share of turned files estimated by EM.
     lik = ev_by_shift[0] / temperature
@@ -116,31 +132,75 @@ def detect(vectors: np.ndarray, *, seed: int = 0) -> SidewaysResult:
     share = 0.1
     for _ in range(100):
         prior = np.array([1 - share, share / 3, share / 3, share / 3])
-        post = np.exp(_log_softmax(lik + np.log(prior)))
+        post = np.exp(_log_softmax(lik + weight * _shape_term(shape, shapes) + np.log(prior)))
         share = float(np.clip(1 - post[:, 0].mean(), PRIOR_FLOOR, 0.5))
+        shapes = _shape_shares(shape, post)
     prior = np.array([1 - share, share / 3, share / 3, share / 3])
-    post = np.exp(_log_softmax(lik + np.log(prior)))
+    post = np.exp(_log_softmax(lik + weight * _shape_term(shape, shapes) + np.log(prior)))
     prob = np.full((n, 4), np.nan)
     prob[idx] = post
     turned = 1.0 - prob[:, 0]
     rot = np.zeros(n, dtype=int)
     rot[idx] = (post[:, 1:].argmax(axis=1) + 1) * 90
-    return SidewaysResult(prob, turned, rot, float(temperature), prior, cv_acc, len(idx), float(lam))
+    return SidewaysResult(prob, turned, rot, float(temperature), prior, cv_acc, len(idx), float(lam), weight)
 
 
-def _fit_temperature(evidence: np.ndarray, y: np.ndarray, outliers: float = CAL_OUTLIERS) -> float:
-    """Temperature maximising a contaminated likelihood: (1 - e) * softmax(ev / T)[y] + e / 4.
+#: picture shapes: 0 landscape, 1 portrait, 2 square (within 5%); a quarter turn swaps 0 and 1
+_SWAP = np.array([1, 0, 2])
+
+
+def _shape_index(sizes: np.ndarray) -> np.ndarray:
+    """[N, 2] (width, height) -> shape per picture; an unknown size (NaN) counts as square (no evidence)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = sizes[:, 0] / np.maximum(sizes[:, 1], 1)
+    return np.where(r > 1.05, 0, np.where(r < 1 / 1.05, 1, 2))
+
+
+def _shape_shares(shape: np.ndarray | None, post: np.ndarray | None) -> np.ndarray | None:
+    """Share of each shape among the pictures as shot (turned ones counted in their shape before
+    the turn), weighted by the posterior; add-one smoothed so that no shape is impossible."""
+    if shape is None:
+        return None
+    if post is None:
+        w = np.ones(len(shape))
+        counts = np.bincount(shape, weights=w, minlength=3)
+    else:
+        straight = post[:, 0] + post[:, 2]  # upright or upside down: same shape as shot
+        counts = (np.bincount(shape, weights=straight, minlength=3)
+                  + np.bincount(_SWAP[shape], weights=1 - straight, minlength=3))
+    return (counts + 1) / (counts.sum() + 3)
+
+
+def _shape_term(shape: np.ndarray | None, shares: np.ndarray | None) -> np.ndarray | float:
+    """log P(the picture's shape | turned t): a quarter turn swaps portrait and landscape, so a
+    portrait picture in a dataset shot in landscape is evidence of a quarter turn (and none
+    when the dataset mixes both shapes evenly). [N, 4]"""
+    if shape is None:
+        return 0.0
+    same, swapped = np.log(shares[shape]), np.log(shares[_SWAP[shape]])
+    return np.stack([same, swapped, same, swapped], axis=1)
+
+
+SHAPE_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+def _fit_temperature(evidence: np.ndarray, y: np.ndarray, extra=0.0, outliers: float = CAL_OUTLIERS
+                     ) -> tuple[float, float]:
+    """(temperature T, weight w) maximising a contaminated likelihood of the calibration copies:
+    (1 - e) * softmax(ev / T + w * extra)[y] + e / 4 (extra: the shape term; 0 without sizes).
 
     The calibration copies of a file that is itself turned carry wrong labels with high
     confidence; the uniform outlier term keeps those few from blunting every probability.
     """
-    best_t, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(np.log(0.02), np.log(50), 141)):
-        p = np.exp(_log_softmax(evidence / t))[np.arange(len(y)), y]
-        nll = -np.log((1 - outliers) * p + outliers / 4).mean()
-        if nll < best_nll:
-            best_t, best_nll = float(t), nll
-    return best_t
+    best = (1.0, 0.0, np.inf)
+    weights = SHAPE_WEIGHTS if np.ndim(extra) else (0.0,)
+    for w in weights:
+        for t in np.exp(np.linspace(np.log(0.02), np.log(50), 141)):
+            p = np.exp(_log_softmax(evidence / t + w * extra))[np.arange(len(y)), y]
+            nll = -np.log((1 - outliers) * p + outliers / 4).mean()
+            if nll < best[2]:
+                best = (float(t), float(w), nll)
+    return best[0], best[1]
 
 
 def describe_turn(rotation_cw: int) -> str:

@@ -10,7 +10,8 @@
   fixed under the null, so the selection keeps the control valid (Tarone's observation).
 - `benjamini_hochberg`: step-up adjusted p-values (q-values).
 - `loo_accuracy`: leave-one-out accuracy of the per-value majority guesser, in closed form from
-  the value x class table, O(values x classes) per table (the overall test).
+  the value x class table, O(values x classes) per table (the overall test); `null_loo_accuracy`
+  the same for every shuffle of the labels, with rows only for values held by 2+ files.
 """
 
 from __future__ import annotations
@@ -38,11 +39,15 @@ def hypergeom_sf(a, K, n, N: int) -> np.ndarray:
     N = int(N)
     lf = _log_factorials(N)
     out = np.empty(a.shape, dtype=np.float64)
-    flat_a, flat_k, flat_n, flat_out = a.ravel(), K.ravel(), n.ravel(), out.reshape(-1)
-    pairs = {}
-    for i, key in enumerate(zip(flat_k.tolist(), flat_n.tolist())):
-        pairs.setdefault(key, []).append(i)
-    for (k, m), idx in pairs.items():
+    flat_a, flat_out = a.ravel(), out.reshape(-1)
+    if flat_a.size == 0:
+        return out
+    # group the cells by their margins in one sort (a cell per value x class: no Python loop over cells)
+    keys, inverse = np.unique(np.stack([K.ravel(), n.ravel()], axis=1), axis=0, return_inverse=True)
+    order = np.argsort(inverse.ravel(), kind="stable")
+    bounds = np.searchsorted(inverse.ravel()[order], np.arange(len(keys) + 1))
+    for g, (k, m) in enumerate(keys.tolist()):
+        idx = order[bounds[g]:bounds[g + 1]]
         lo, hi = max(0, m + k - N), min(k, m)
         xs = np.arange(lo, hi + 1)
         pmf = np.exp(_log_pmf(xs, k, m, N, lf))
@@ -87,20 +92,9 @@ def loo_accuracy(table) -> float | np.ndarray:
     """
     t = np.asarray(table, dtype=np.float64)
     n = t.sum(axis=(-2, -1))
-
-    def unique_max_credit(counts):
-        """credit of the unique-maximum class of each row after removing one of its files."""
-        s = np.sort(counts, axis=-1)
-        m1, m2 = s[..., -1], s[..., -2]
-        n1 = (counts == m1[..., None]).sum(axis=-1)
-        n2 = (counts == m2[..., None]).sum(axis=-1)
-        x = m1 - 1
-        credit = np.where(x > m2, 1.0, np.where(x == m2, 1.0 / (1 + n2), 0.0))
-        return np.where(n1 == 1, credit, 0.0), m1
-
-    credit, m1 = unique_max_credit(t)  # [..., V]
+    credit, m1 = _unique_max_credit(t)  # [..., V]
     glob = t.sum(axis=-2)  # [..., C]
-    gcredit_max, gm1 = unique_max_credit(glob)  # credit of the global majority class
+    gcredit_max, gm1 = _unique_max_credit(glob)  # credit of the global majority class
     gcredit = np.where(glob == gm1[..., None], gcredit_max[..., None], 0.0)  # [..., C]
     rows = t.sum(axis=-1)
     single = rows == 1  # the row empties when its only file is left out: global fallback
@@ -108,6 +102,58 @@ def loo_accuracy(table) -> float | np.ndarray:
     total = row_total.sum(axis=-1)
     acc = np.where(n > 1, total / np.maximum(n, 1), 0.0)
     return float(acc) if acc.ndim == 0 else acc
+
+
+def null_loo_accuracy(v: np.ndarray, perms: np.ndarray, n_vals: int, n_cls: int,
+                      max_cells: int = 4_000_000) -> np.ndarray:
+    """loo_accuracy of the value x class table under each row of shuffled labels: [k].
+
+    Equal to loo_accuracy(permutation_tables(v, perms, ...)) and linear in the number of
+    distinct values: a value held by one file leaves its row empty when left out, so its credit
+    is the global fallback's for the file's class, and the class totals are the same in every
+    shuffle; those files are summed directly and only the values held by 2+ files get table rows
+    (at most n/2 of them, however many distinct values there are).
+    """
+    v = np.asarray(v, dtype=np.int64)
+    perms = np.asarray(perms, dtype=np.int64)
+    k, n = perms.shape
+    if n < 2:
+        return np.zeros(k)
+    per_value = np.bincount(v, minlength=n_vals)
+    class_totals = np.bincount(perms[0], minlength=n_cls).astype(np.float64)
+    top, m1 = _unique_max_credit(class_totals)
+    gcredit = np.where(class_totals == m1, top, 0.0)  # global-majority credit of each class
+    single = per_value[v] == 1
+    total = gcredit[perms[:, single]].sum(axis=1) if single.any() else np.zeros(k)
+    multi = np.flatnonzero(per_value >= 2)
+    if multi.size:
+        rows = np.full(n_vals, -1, dtype=np.int64)
+        rows[multi] = np.arange(multi.size)
+        keep = ~single
+        vm, pm = rows[v[keep]], perms[:, keep]
+        chunk = max(1, max_cells // max(1, multi.size * n_cls + vm.size))
+        for start in range(0, k, chunk):
+            t = permutation_tables(vm, pm[start:start + chunk], multi.size, n_cls)
+            # no row of these tables has a single file, so loo_accuracy's fallback never applies
+            total[start:start + chunk] += _row_credit_sum(t)
+    return total / n
+
+
+def _unique_max_credit(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(credit, largest count) of each row's unique-maximum class after removing one of its files."""
+    s = np.partition(counts, counts.shape[-1] - 2, axis=-1)  # the two largest counts, no full sort
+    m1, m2 = s[..., -1], s[..., -2]
+    n1 = (counts == m1[..., None]).sum(axis=-1)
+    n2 = (counts == m2[..., None]).sum(axis=-1)
+    x = m1 - 1
+    credit = np.where(x > m2, 1.0, np.where(x == m2, 1.0 / (1 + n2), 0.0))
+    return np.where(n1 == 1, credit, 0.0), m1
+
+
+def _row_credit_sum(t: np.ndarray) -> np.ndarray:
+    """Sum over rows of m1 x credit (loo_accuracy's term for rows holding 2+ files): [...]."""
+    credit, m1 = _unique_max_credit(t)
+    return (m1 * credit).sum(axis=-1)
 
 
 def shuffled_labels(y: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
