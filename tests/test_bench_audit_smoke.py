@@ -1,16 +1,11 @@
 """bench/audit.py's growth parts run (tiny sizes, no shared data) and check what they report."""
 
-import sys
-from pathlib import Path
-
 import fixtures as af
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from fixtures import load_bench
 
 
 def test_audit_bench_growth_parts(tmp_path):
-    import audit as bench
-
+    bench = load_bench("audit")
     data = af.make_dataset(tmp_path / "data", 6, ("cat", "dog"))
     report = bench.main(["--data", str(data), "--parts", "files,near,leak", "--files", "40", "--near", "1200",
                          "--leak", "600,300,5"])
@@ -23,8 +18,7 @@ def test_audit_bench_growth_parts(tmp_path):
 
 
 def test_recall_at_precision():
-    import audit as bench
-
+    bench = load_bench("audit")
     probs = {"a": (0.9, 90), "b": (0.8, 90), "c": (0.7, 90), "d": (0.6, 90)}
     assert bench.recall_at_precision(probs, {"a": 90, "c": 90}, 0.9) == 0.5
     assert bench.recall_at_precision(probs, {"a": 90, "b": 90, "c": 90, "d": 90}, 0.9) == 1.0

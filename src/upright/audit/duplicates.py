@@ -150,7 +150,7 @@ def findings(items: Sequence[Item], vectors: np.ndarray | None = None,
     return out
 
 
-def near_findings(items: Sequence[Item], vectors: np.ndarray, threshold: float = 0.95,
+def near_findings(items: Sequence[Item], vectors: np.ndarray, threshold: float = NEAR_THRESHOLD,
                   ann_above: int = ANN_ABOVE) -> list[dict]:
     """Near-duplicate findings only; groups that are nothing but one set of identical files are left out."""
     exact = exact_groups(items)
