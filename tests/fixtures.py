@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import struct
+import sys
 import threading
 import time
 import zlib
@@ -326,8 +327,12 @@ def launch_chromium(pw, *extra_args: str):
 
 
 def load_bench(name: str):
-    """bench/NAME.py as a module, for the smoke tests that run each benchmark tiny."""
-    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    """bench/NAME.py as a module, for the smoke tests that run each benchmark tiny; bench/ goes on
+    sys.path first, as when the script is run, so its sibling imports (_machine) resolve."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    if str(bench) not in sys.path:
+        sys.path.insert(0, str(bench))
+    path = bench / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
