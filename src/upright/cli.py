@@ -178,8 +178,9 @@ def train(
              "(both nets on one 260-px crop, features concatenated: about +1.5 points on "
              "flowers-500 for 3x the embedding time), efficientnet-lite1, efficientnet-lite2."),
     augment: Augment = typer.Option(Augment(DEFAULT_AUGMENT), "--augment", help="Training variants: none, flip, rotate, d4."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (fine-tuning) or head iterations."),
-    fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the backbone end to end (slow on CPU)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --fine-tune (default 3). The plain head is fitted to convergence and refuses --epochs."),
+    fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the backbone end to end (slow on CPU): one line per epoch (train loss, val accuracy, seconds), the best epoch kept, a checkpoint after every epoch."),
+    resume: bool = typer.Option(False, "--resume", help="With --fine-tune: continue a killed or crashed run of the same photos and options from its last checkpoint (kept in .MODEL.upright-checkpoint/ beside MODEL until the model is written)."),
     val_split: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-split", help="Held-out fraction when DATA has no val/ folder."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     cache: Optional[Path] = CACHE,
@@ -193,7 +194,7 @@ Embeddings (of every --augment variant) are cached by file content, so a re-trai
     """
     result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
                            fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
-                           progress=not json_out, force=force)
+                           progress=not json_out, force=force, resume=resume)
     emit(result, json_out, print_train_summary)
 
 
