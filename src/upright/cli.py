@@ -60,6 +60,11 @@ class Augment(str, Enum):
     d4 = "d4"
 
 
+class Preset(str, Enum):
+    fast = "fast"
+    accurate = "accurate"
+
+
 class FailOn(str, Enum):
     warning = "warning"
     error = "error"
@@ -172,15 +177,20 @@ def train(
     force: bool = typer.Option(False, "--force",
                                help="Replace an existing model folder (atomically: a crash leaves the old model "
                                "or the new one). Without it, an existing model is never overwritten (exit 2)."),
-    backbone: str = typer.Option(
-        backbones.DEFAULT, "--backbone",
-        help="Backbone name: efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
+    preset: Preset = typer.Option(Preset.fast, "--preset",
+                                  help="fast (default): frozen features + a linear head, seconds once the photos "
+                                  "are cached. accurate: Lite0+Lite2, their last blocks fine-tuned on 10 cached "
+                                  "crops per photo, epoch by epoch (best epoch on val kept, checkpoints, --resume): "
+                                  "about 10 minutes on 2 CPU cores for 500 photos, each time (see README)."),
+    backbone: Optional[str] = typer.Option(
+        None, "--backbone",
+        help="Backbone name (fast preset): efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
              "(both nets on one 260-px crop, features concatenated: about +1.5 points on "
              "flowers-500 for 3x the embedding time), efficientnet-lite1, efficientnet-lite2."),
     augment: Augment = typer.Option(Augment(DEFAULT_AUGMENT), "--augment", help="Training variants: none, flip, rotate, d4."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --fine-tune (default 3). The plain head is fitted to convergence and refuses --epochs."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --fine-tune (default 3) or of --preset accurate (default 8, early stopping on val). The plain head is fitted to convergence and refuses --epochs."),
     fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the backbone end to end (slow on CPU): one line per epoch (train loss, val accuracy, seconds), the best epoch kept, a checkpoint after every epoch."),
-    resume: bool = typer.Option(False, "--resume", help="With --fine-tune: continue a killed or crashed run of the same photos and options from its last checkpoint (kept in .MODEL.upright-checkpoint/ beside MODEL until the model is written)."),
+    resume: bool = typer.Option(False, "--resume", help="With --fine-tune or --preset accurate: continue a killed or crashed run of the same photos and options from its last checkpoint (kept in .MODEL.upright-checkpoint/ beside MODEL until the model is written)."),
     val_split: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-split", help="Held-out fraction when DATA has no val/ folder."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     cache: Optional[Path] = CACHE,
@@ -194,7 +204,7 @@ Embeddings (of every --augment variant) are cached by file content, so a re-trai
     """
     result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
                            fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
-                           progress=not json_out, force=force, resume=resume)
+                           progress=not json_out, force=force, resume=resume, preset=preset.value)
     emit(result, json_out, print_train_summary)
 
 
