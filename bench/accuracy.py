@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--skip-fast", action="store_true")
+    ap.add_argument("--last-blocks", action="store_true",
+                    help="also the recipe not shipped: the last blocks fine-tuned on cached activations")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--store", type=Path, default=None,
                     help="keep the cached activations here (.npy) and reuse them on the next run (a sweep)")
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     if not data.is_dir():
         print(f"no data at {data}")
         return 2
-    epochs = args.epochs or (2 if args.quick else accurate.EPOCHS)
+    epochs = args.epochs or (2 if args.quick else 8)
     print(machine("torch", "onnxruntime"))
     ds = scan(data, 0.0, read=("train", "val"))
     recs = ds.records
@@ -115,38 +116,77 @@ def main(argv=None) -> int:
                  "machine": machine("torch", "onnxruntime"), "timing_s": {}}
     print(f"{len(recs)} photos, {len(labels)} classes, {args.folds}-fold CV")
 
-    # -- fast: today's default (Lite0 224 px, augment flip, l2 + test views chosen on train) -----
-    if not args.skip_fast:
-        t = time.perf_counter()
-        fv = ("id", "flip")
-        emb = embed_paths(paths, variants=fv, progress=False, hashes=[r.sha256 for r in recs])
-        rv = tuple(dict.fromkeys(compose(r, v) for r in ROT.values() for v in fv))
-        remb = embed_paths([paths[i] for i in rot_idx], variants=rv, progress=False,
-                           hashes=[recs[i].sha256 for i in rot_idx])
-        out["timing_s"]["fast_embedding"] = round(time.perf_counter() - t, 1)
+    def run_preset(name, emb, rot_emb, views, rv):
+        """Per fold: l2 and test views chosen on a 20% val split of the training four-fifths (as
+        `upright train` does on a plain folder-per-class DATA), fitted on all of them, scored once."""
         accs, rot = [], {}
-        t = time.perf_counter()
+        vi = {v: i for i, v in enumerate(views)}
         for f in range(args.folds):
-            tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-            ch = select_head(emb.vectors, y, len(labels), tr, np.array([], int), fv, fv, seed=0)
-            X, yy = _rows(emb.vectors, tr, y, [0, 1])
+            tr, te = np.flatnonzero((fold != f) & emb.ok), np.flatnonzero((fold == f) & emb.ok)
+            fit_idx, val_idx = inner_split(tr, y)
+            ch = select_head(emb.vectors, y, len(labels), fit_idx, val_idx, views, views, seed=0)
+            X, yy = _rows(emb.vectors, tr, y, list(range(len(views))))
             h = SoftmaxRegression(l2=ch["l2"]).fit(X, yy)
-            vi = [fv.index(v) for v in ch["test_views"]]
-            p = np.mean([softmax(emb.vectors[te, v] @ h.coef_.T + h.intercept_) for v in vi], axis=0)
+            p = np.mean([softmax(emb.vectors[te, vi[v]] @ h.coef_.T + h.intercept_) for v in ch["test_views"]], axis=0)
             accs.append(float((p.argmax(1) == y[te]).mean()))
             if f == 0:
                 for deg, r in ROT.items():
                     cols = [rv.index(compose(r, v)) for v in ch["test_views"]]
-                    p = np.mean([softmax(remb.vectors[:, c] @ h.coef_.T + h.intercept_) for c in cols], axis=0)
+                    p = np.mean([softmax(rot_emb.vectors[:, c] @ h.coef_.T + h.intercept_) for c in cols], axis=0)
                     rot[deg] = round(float((p.argmax(1) == y[rot_idx]).mean()), 4)
                 rot["0"] = round(accs[0], 4)
-            print(f"fast   fold {f + 1}: {accs[-1]:.4f}  (l2 {ch['l2']:g}, views {'+'.join(ch['test_views'])})", flush=True)
-        out["timing_s"]["fast_heads"] = round(time.perf_counter() - t, 1)
-        out["fast"] = {**spread(accs), "rotation_fold1": {k: rot[k] for k in ("0", "90", "180", "270")}}
-        print(f"fast: {out['fast']}", flush=True)
+            print(f"{name} fold {f + 1}: {accs[-1]:.4f}  (l2 {ch['l2']:g}, test views {'+'.join(ch['test_views'])})",
+                  flush=True)
+        out[name] = {**spread(accs), "rotation_fold1": {k: rot[k] for k in ("0", "90", "180", "270")}}
+        print(f"{name}: {out[name]}", flush=True)
 
-    # -- accurate ----------------------------------------------------------------------------
+    hashes = [r.sha256 for r in recs]
+    rv = tuple(dict.fromkeys(compose(r, v) for r in ROT.values() for v in ("id", "flip")))
+    # -- fast: today's default (Lite0 224 px, augment flip) -----------------------------------
+    t = time.perf_counter()
+    fv = ("id", "flip")
+    emb = embed_paths(paths, variants=fv, progress=False, hashes=hashes)
+    remb = embed_paths([paths[i] for i in rot_idx], variants=rv, progress=False, hashes=[hashes[i] for i in rot_idx])
+    out["timing_s"]["fast_embedding"] = round(time.perf_counter() - t, 1)
+    run_preset("fast", emb, remb, fv, rv)
+    # -- accurate: Lite0+Lite2, 10 crops (the product's own embedding of them) -----------------
+    t = time.perf_counter()
+    emb = accurate.embed_views(paths, progress=False, hashes=hashes)
+    out["timing_s"]["accurate_embedding"] = round(time.perf_counter() - t, 1)
+    remb = embed_paths([paths[i] for i in rot_idx], backbone=accurate.BACKBONE, variants=rv, progress=False,
+                       hashes=[hashes[i] for i in rot_idx])
+    run_preset("accurate", emb, remb, accurate.VIEW_NAMES, rv)
+    out["peak_rss_mb"] = round(rss_mb(), 0)
+    if args.last_blocks:
+        last_blocks(args, out, paths, y, fold, rot_idx, labels, epochs)
+
+    print(json.dumps({k: out[k] for k in ("fast", "accurate", "last_blocks_frozen", "last_blocks_tuned")
+                      if k in out}))
+    print(f"timing (s): {out['timing_s']}; peak RSS {out['peak_rss_mb']:.0f} MB")
+    print("| preset | 5-fold CV mean | std | min | max | 0 / 90 / 180 / 270 (fold 1) |")
+    print("|---|---|---|---|---|---|")
+    for k in ("fast", "accurate", "last_blocks_frozen", "last_blocks_tuned"):
+        if k in out:
+            r = out[k]
+            rr = r.get("rotation_fold1")
+            rtxt = " / ".join(f"{rr[d]:.2f}" for d in ("0", "90", "180", "270")) if rr else "-"
+            print(f"| {k} | {r['mean']:.4f} | {r['std']:.4f} | {r['min']:.4f} | {r['max']:.4f} | {rtxt} |")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def last_blocks(args, out, paths, y, fold, rot_idx, labels, epochs) -> None:
+    """The last block of each network fine-tuned on cached activations, vs the frozen features
+    of the same cached views (both: head l2 on the inner val split, fitted on its train part)."""
     import torch
+
+    import _last_blocks as accurate
+    from upright.accurate import TEST_VIEWS
+    from upright.head import SoftmaxRegression, _rows, select_head
+    from upright.numerics import softmax
+    from upright.orientation import compose
+
 
     t = time.perf_counter()
     store = args.store / f"acts-{len(paths)}" if args.store else None
@@ -161,7 +201,7 @@ def main(argv=None) -> int:
     print(f"cached {acts[0].shape[1]} views x {len(paths)} photos in {out['timing_s']['accurate_cache_train_views']} s, "
           f"{out['cache_mb']} MB, rss {rss_mb():.0f} MB", flush=True)
     t = time.perf_counter()
-    rviews = tuple(dict.fromkeys(compose(r, v) for r in ROT.values() for v in accurate.TEST_VIEWS))
+    rviews = tuple(dict.fromkeys(compose(r, v) for r in ROT.values() for v in TEST_VIEWS))
     if store is None or not (store / "ok.npy").is_file():
         racts, _, _ = accurate.cache_activations([paths[i] for i in rot_idx], views=rviews, progress=False)
     if store is not None and not (store / "ok.npy").is_file():
@@ -180,7 +220,7 @@ def main(argv=None) -> int:
     feats = accurate.stock_features(stock, acts, all_idx, list(range(nv)))
     out["timing_s"]["accurate_stock_features"] = round(time.perf_counter() - t, 1)
     names = ("id", "c1", "c2", "c3", "c4", "flip", "f1", "f2", "f3", "f4")
-    test_cols = [names.index(v) for v in accurate.TEST_VIEWS]
+    test_cols = [names.index(v) for v in TEST_VIEWS]
     frozen, tuned, rot, per_fold_s, best_epochs = [], [], {}, [], []
     for f in range(args.folds):
         tf = time.perf_counter()
@@ -204,7 +244,7 @@ def main(argv=None) -> int:
             pos = {i: j for j, i in enumerate(rot_idx)}
             rows = np.array([pos[i] for i in te])
             for deg, r in ROT.items():
-                cols = [rviews.index(compose(r, v)) for v in accurate.TEST_VIEWS]
+                cols = [rviews.index(compose(r, v)) for v in TEST_VIEWS]
                 with torch.no_grad():
                     p = sum(torch.softmax(top([torch.from_numpy(a[rows, c]).float() for a in racts]), 1) for c in cols)
                 rot[deg] = round(float((p.argmax(1) == torch.from_numpy(y[te])).float().mean()), 4)
@@ -213,24 +253,10 @@ def main(argv=None) -> int:
         print(f"accurate fold {f + 1}: frozen {frozen[-1]:.4f}  tuned {tuned[-1]:.4f}  best epoch {run.best_epoch}/"
               f"{len(run.history)}  {per_fold_s[-1]} s  rss {rss_mb():.0f} MB  "
               f"val {[h_['val_accuracy'] for h_ in run.history]}", flush=True)
-    out["frozen_10crop"] = spread(frozen)
-    out["accurate"] = {**spread(tuned), "rotation_fold1": {k: rot[k] for k in ("0", "90", "180", "270")},
-                       "best_epochs": best_epochs, "epochs": epochs, "tuned_blocks": accurate.TUNED_BLOCKS}
-    out["timing_s"]["accurate_per_fold"] = per_fold_s
-    out["peak_rss_mb"] = round(rss_mb(), 0)
-    print(json.dumps({k: out[k] for k in ("fast", "frozen_10crop", "accurate") if k in out}, indent=1))
-    print(f"timing (s): {out['timing_s']}; peak RSS {out['peak_rss_mb']:.0f} MB")
-    print("| preset | 5-fold CV mean | std | min | max | 0 / 90 / 180 / 270 (fold 1) |")
-    print("|---|---|---|---|---|---|")
-    for k in ("fast", "frozen_10crop", "accurate"):
-        if k in out:
-            r = out[k]
-            rr = r.get("rotation_fold1")
-            rtxt = " / ".join(f"{rr[d]:.2f}" for d in ("0", "90", "180", "270")) if rr else "-"
-            print(f"| {k} | {r['mean']:.4f} | {r['std']:.4f} | {r['min']:.4f} | {r['max']:.4f} | {rtxt} |")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
-    return 0
+    out["last_blocks_frozen"] = spread(frozen)
+    out["last_blocks_tuned"] = {**spread(tuned), "rotation_fold1": {k: rot[k] for k in ("0", "90", "180", "270")},
+                                "best_epochs": best_epochs, "epochs": epochs, "tuned_blocks": accurate.TUNED_BLOCKS}
+    out["timing_s"]["last_blocks_per_fold"] = per_fold_s
 
 
 if __name__ == "__main__":

@@ -127,7 +127,7 @@ class ModelMeta(BaseModel):
     test_views: list[Literal[VARIANTS]] = Field(default_factory=lambda: ["id"], min_length=1, max_length=8)
     fine_tuned: bool = False
     fine_tune: FineTuneRecord | None = None
-    #: "accurate": Lite0+Lite2 with their last blocks fine-tuned (accurate.py); absent = "fast"
+    #: "accurate": Lite0+Lite2, head fitted on 10 crops of each photo (accurate.py); absent = "fast"
     preset: Literal["fast", "accurate"] = "fast"
     fitted_on: FittedOn | None = None
 
@@ -160,8 +160,8 @@ class ModelMeta(BaseModel):
             raise ValueError(f"embedding_dim {self.embedding_dim} is not {self.backbone}'s {s.dim}")
         if self.input_size is not None and self.input_size != s.size:
             raise ValueError(f"input_size {self.input_size} is not {self.backbone}'s {s.size}")
-        if self.preset == "accurate" and not (self.fine_tuned and s.parts):
-            raise ValueError("an accurate model is a fine-tuned composite backbone")
+        if self.preset == "accurate" and not s.parts:
+            raise ValueError("an accurate model has a composite backbone (efficientnet-lite0+lite2)")
         if self.fine_tuned and self.format_version >= 2 and self.backbone_sha256 is None:
             raise ValueError("a fine-tuned model needs backbone_sha256")
         if self.format_version >= 2 and self.head_sha256 is None:

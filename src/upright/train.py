@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones, provenance
+from . import accurate, backbones, provenance
 from .atomic import stage_folder, swap_folder
 from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
@@ -101,21 +101,19 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
                   force: bool = False, report: bool = True, resume: bool = False, preset: str = "fast") -> TrainResult:
     """Train a model folder at `out` from DATA (its train/ and val/ only; test/ is never read).
 
-    `preset`: "fast" (frozen features, linear head; the backbone is `backbone`, default Lite0)
-    or "accurate" (accurate.py: Lite0+Lite2, last blocks fine-tuned on cached crops).
+    `preset`: "fast" (the backbone is `backbone`, default Lite0; --augment views) or "accurate"
+    (accurate.py: Lite0+Lite2, 10 crops of each photo); both fit the linear head on frozen features.
     `force` replaces an existing model folder (atomically); `report` writes MODEL/report.html.
-    `epochs`: epochs of fine-tuning or of the accurate preset (the plain head is fitted to
-    convergence and refuses it); `resume` continues such a run from its last checkpoint.
+    `epochs`: epochs of fine-tuning (the plain head is fitted to convergence and refuses it);
+    `resume` continues a fine-tune run from its last checkpoint (finetune.py).
     Returns a TrainResult whose to_dict() is the contracts' train JSON.
     """
     t0 = time.perf_counter()
     if preset not in PRESETS:
         raise UprightError(f"unknown --preset '{preset}' ({', '.join(PRESETS)})")
     if preset == "accurate":
-        from . import accurate
-
         if fine_tune:
-            raise UprightError("--preset accurate fine-tunes already (the last blocks); drop --fine-tune")
+            raise UprightError("--preset accurate does not fine-tune (measured: it did not help); drop --fine-tune")
         if backbone not in (None, accurate.BACKBONE):
             raise UprightError(f"--preset accurate uses {accurate.BACKBONE}; drop --backbone")
         if augment != DEFAULT_AUGMENT:
@@ -128,12 +126,11 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         raise UprightError(f"--val-split must be in [0, 1), got {val_split}")
     if epochs is not None and epochs < 1:
         raise UprightError(f"--epochs must be at least 1, got {epochs}")
-    epoch_run = fine_tune or preset == "accurate"
-    if epochs is not None and not epoch_run:
-        raise UprightError("--epochs counts epochs of --fine-tune or --preset accurate; the plain head is "
-                           "fitted to convergence (add --fine-tune, or drop --epochs)")
-    if resume and not epoch_run:
-        raise UprightError("--resume continues a --fine-tune or --preset accurate run; add the same options")
+    if epochs is not None and not fine_tune:
+        raise UprightError("--epochs counts epochs of --fine-tune; the plain head (both presets) is fitted to "
+                           "convergence (add --fine-tune, or drop --epochs)")
+    if resume and not fine_tune:
+        raise UprightError("--resume continues a --fine-tune run; add --fine-tune")
     spec = backbones.spec(backbone)
     replacing = check_target(out, force)
     weights_hash = backbones.weights_sha256(backbone)
@@ -141,13 +138,10 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     check_dataset(ds)
     labels = ds.labels
     records = [r for r in ds.records if r.split in TRAIN_SPLITS]
-    if preset == "accurate":
-        return _train_accurate(ds, records, labels, out, replacing=replacing, epochs=epochs, seed=seed,
-                               orient=orient, cache_dir=cache_dir, progress=progress, workers=workers,
-                               report=report, resume=resume, t0=t0)
-    aug_views = AUGMENT_VARIANTS[augment]
+    aug_views = AUGMENT_VARIANTS[augment] if preset == "fast" else accurate.VIEW_NAMES
     variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
-    emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
+    embed = embed_paths if preset == "fast" else accurate.embed_views  # the 10 crops of each photo
+    emb = embed([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
                       cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
                       workers=workers, description="embedding")
     unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(emb.errors.items())]
@@ -201,8 +195,8 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         "input_size": spec.size,
         "preprocessing": describe_preprocessing(backbone),
         "orientation_policy": "upright" if orient else "stored",
-        "preset": "fast",
-        "augment": augment,
+        "preset": preset,
+        "augment": augment if preset == "fast" else "10-crop",
         "train_variants": list(aug_views),
         "test_views": choice["test_views"],
         "fine_tuned": bool(fine_tune),
@@ -222,13 +216,13 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     }
     result = TrainResult(
         model=str(Path(out)), labels=labels, val_accuracy=round(float(val_acc), 6), n_train=n_train, n_val=n_val,
-        seconds=0.0, backbone=backbone, augment=augment, val_method=choice["method"], l2=choice["l2"],
+        seconds=0.0, backbone=backbone, augment=meta["augment"], val_method=choice["method"], l2=choice["l2"],
         test_views=choice["test_views"], classes=meta["training"]["classes"],
         orientation_policy=meta["orientation_policy"], fine_tuned=bool(fine_tune), unreadable=unreadable,
         skipped=skipped, cache_hits=int(emb.hits), decoded=int(emb.decoded), n_fitted=int(len(fitted)),
         test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root),
         fine_tune={k: meta_extra["fine_tune"][k] for k in ("epochs", "best_epoch", "resumed_from_epoch", "history")}
-        if fine_tune else None)
+        if fine_tune else None, preset=preset)
     return _write_model(out, meta, W, b, backbone_state, fitted, result, report, ds, records, y, choice,
                         checkpoint, t0)
 
@@ -273,85 +267,6 @@ def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset
         err.print(f"[yellow]report.html not written:[/] {one_line(exc)}")
         return None
     return str(Path(out) / REPORT_FILE)
-
-
-# -- --preset accurate ----------------------------------------------------------------------
-def _train_accurate(ds: Dataset, records, labels, out, *, replacing, epochs, seed, orient, cache_dir, progress,
-                    workers, report, resume, t0) -> TrainResult:
-    """accurate.py's recipe: cache the frozen bottoms' outputs of 10 crops per photo, pick the
-    linear head's l2 on frozen features (val photos), then fine-tune the last blocks + head
-    epoch by epoch, the best epoch on val kept. Fitted on train; val chooses (l2, epoch)."""
-    from . import accurate
-    from .finetune import Checkpoint, checkpoint_folder, run_key
-
-    backbone = accurate.BACKBONE
-    spec = backbones.spec(backbone)
-    epochs = epochs or accurate.EPOCHS
-    acts, ok, errors = accurate.cache_activations([r.path for r in records], orient=orient, cache_dir=cache_dir,
-                                                  progress=progress, workers=workers)
-    unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(errors.items())]
-    if not ok.any():
-        raise UprightError(f"{ds.root}: no readable images ({len(records)} files, all unreadable)")
-    y, train_idx, val_idx = _split_indices(records, labels, ok)
-    if not len(train_idx):  # every readable photo is in val: fit on them (no val left to choose with)
-        train_idx, val_idx = val_idx, val_idx[:0]
-    nets = accurate._nets()
-    stock = accurate._top_module(nets, {p: accurate.cut_index(n) for p, n in nets.items()}, len(labels))
-    nv = acts[0].shape[1]
-    names = tuple(accurate.VIEW_NAMES)
-    feats = accurate.stock_features(stock, acts, np.arange(len(records)), list(range(nv)))
-    choice = select_head(feats, y, len(labels), train_idx, val_idx, names, names, seed)
-    X, yy = _rows(feats, train_idx, y, list(range(nv)))
-    init = SoftmaxRegression(l2=choice["l2"]).fit(X, yy)
-    del feats, X
-    test_cols = [names.index(v) for v in accurate.TEST_VIEWS]
-    checkpoint = Checkpoint(checkpoint_folder(out), run_key(
-        kind="accurate", photos=[(r.sha256, r.split, r.label) for r in records], labels=labels,
-        weights=backbones.weights_sha256(backbone), epochs=epochs, seed=seed, orient=orient,
-        recipe=accurate.recipe(), head=[float(choice["l2"])]))
-    top, run = accurate.fit_top(acts, y, train_idx, val_idx, len(labels), (init.coef_, init.intercept_),
-                                epochs=epochs, seed=seed, checkpoint=checkpoint, resume=resume, progress=progress,
-                                test_views=test_cols)
-    if len(val_idx):  # the report's held-out figures: the kept model on the val photos
-        choice["heldout"] = accurate.heldout(top, acts, y, val_idx, test_cols)
-    info = accurate.describe(epochs, run, time.perf_counter() - t0)
-    val_acc = info["val_accuracy"] if info["val_accuracy"] is not None else choice["accuracy"]
-    state = accurate.composite_state(top)
-    W = top.head.weight.detach().numpy().astype(np.float32)
-    b = top.head.bias.detach().numpy().astype(np.float32)
-    fitted = provenance.fingerprints(records[i].sha256 for i in train_idx)
-    classes = {lab: int(((y == i) & ok).sum()) for i, lab in enumerate(labels)}
-    method = "validation split" if len(val_idx) else "no val photos: the last epoch"
-    meta = {
-        "labels": labels, "backbone": backbone, "backbone_parts": list(spec.components),
-        "weights_sha256": backbones.weights_sha256(backbone), "embedding_dim": spec.dim, "input_size": spec.size,
-        "preprocessing": describe_preprocessing(backbone), "orientation_policy": "upright" if orient else "stored",
-        "preset": "accurate", "augment": "10-crop", "train_variants": list(names),
-        "test_views": list(accurate.TEST_VIEWS), "fine_tuned": True,
-        "head": {"type": "linear-softmax", "estimator": "torch.nn.Linear on the pooled features", "l2": choice["l2"],
-                 "selected_by": choice["method"], "init": "SoftmaxRegression on the frozen features (L-BFGS)",
-                 "final_fit": "train (val photos choose l2 and the epoch)",
-                 "applies_to": "raw embedding of the fine-tuned backbone"},
-        "onnx_input": {"name": "input", "shape": ["batch", 3, spec.size, spec.size], "dtype": "float32",
-                       "layout": "NCHW RGB", "scaling": spec.scaling,
-                       "output": "probabilities [batch, n_labels], averaged over test_views"},
-        "training": {"val_accuracy": round(float(val_acc), 6), "n_train": int(len(train_idx)),
-                     "n_val": int(len(val_idx)), "classes": classes, "seed": seed,
-                     "seconds": round(time.perf_counter() - t0, 3), "l2_grid": choice["grid"],
-                     "unreadable": len(unreadable)},
-        "fitted_on": _fitted_on(fitted, sorted({records[i].split for i in train_idx}), ds),
-        "fine_tune": info,
-    }
-    result = TrainResult(
-        model=str(Path(out)), labels=labels, val_accuracy=round(float(val_acc), 6), n_train=int(len(train_idx)),
-        n_val=int(len(val_idx)), seconds=0.0, backbone=backbone, augment="10-crop", val_method=method,
-        l2=choice["l2"], test_views=list(accurate.TEST_VIEWS), classes=classes,
-        orientation_policy=meta["orientation_policy"], fine_tuned=True, unreadable=unreadable,
-        skipped=[{"path": p, "reason": why} for p, why in ds.skipped], cache_hits=0, decoded=int(ok.sum()),
-        n_fitted=int(len(fitted)), test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root),
-        preset="accurate",
-        fine_tune={k: info[k] for k in ("epochs", "best_epoch", "resumed_from_epoch", "history")})
-    return _write_model(out, meta, W, b, state, fitted, result, report, ds, records, y, choice, checkpoint, t0)
 
 
 # -- optional end-to-end fine-tuning -------------------------------------------------------
