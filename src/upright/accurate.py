@@ -10,7 +10,7 @@ train + val) is the fast preset's, so the model folder is an ordinary one with t
 backbone, test views "id" (+ "flip"), and every verb uses it unchanged (the ONNX export is the
 whole model, mirror averaging included).
 
-Measured in bench/accuracy.py (5-fold CV on flowers-500, bench/RESULTS.md), which also tried
+Measured in bench/accuracy.py (5-fold CV on flowers-500, README "Accuracy: fast or accurate"), which also tried
 fine-tuning the last block of each network on activations cached once per view (through the
 same epoch loop as --fine-tune, bench/_last_blocks.py): it scored below these frozen features,
 so it is not part of the preset.
