@@ -142,8 +142,8 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
     embed = embed_paths if preset == "fast" else accurate.embed_views  # the 10 crops of each photo
     emb = embed([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
-                      cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
-                      workers=workers, description="embedding")
+                cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
+                workers=workers, description="embedding")
     unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(emb.errors.items())]
     skipped = [{"path": p, "reason": why} for p, why in ds.skipped]
     ok = emb.ok
