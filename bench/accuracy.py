@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--store", type=Path, default=None,
                     help="keep the cached activations here (.npy) and reuse them on the next run (a sweep)")
-    ap.add_argument("--lr", type=float, default=None, help="peak lr of the tuned blocks (default accurate.LR_BLOCKS)")
+    ap.add_argument("--lr", type=float, default=None, help="--last-blocks: peak lr of the tuned blocks")
+    ap.add_argument("--head-lr-factor", type=float, default=None, help="--last-blocks: the head's lr / the blocks'")
     args = ap.parse_args(argv)
 
     from upright import accurate
@@ -201,6 +202,9 @@ def last_blocks(args, out, paths, y, fold, rot_idx, labels, epochs) -> None:
 
     import _last_blocks as accurate
     from upright.accurate import TEST_VIEWS
+
+    if args.head_lr_factor is not None:
+        accurate.HEAD_LR_FACTOR = args.head_lr_factor
     from upright.head import SoftmaxRegression, _rows, select_head
     from upright.numerics import softmax
     from upright.orientation import compose
