@@ -17,7 +17,7 @@ from .model import load_model
 def train(data, out, *, force: bool = False, **options):
     """Train a model folder `out` from DATA (train/ and val/; test/ is never read) -> TrainResult.
 
-    Options as `upright train`: backbone, augment, epochs, fine_tune, val_split, seed, orient,
+    Options as `upright train`: preset, backbone, augment, epochs, fine_tune, resume, val_split, seed, orient,
     cache_dir, progress (default False here), workers, report. `force` replaces an existing
     model folder atomically. `result.to_dict()` is the `train --json` object.
     """

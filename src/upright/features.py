@@ -24,7 +24,6 @@ from .cache import model_key, resolve_cache_dir
 from .console import progress as progress_bar
 from .embedding.batch import BATCH, Task
 from .embedding.engines import CHUNK, Job, default_workers, make_engine
-from .embedding.engines import decoded_stream as _decoded_stream  # noqa: F401 (train.py's fine-tune decode)
 from .embedding.stores import SqliteStore
 from .errors import UprightError
 from .files import file_sha256

@@ -34,7 +34,7 @@ import stat
 import struct
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
@@ -80,6 +80,34 @@ class FittedOn(BaseModel):
     photos: int = Field(ge=0, le=MAX_FITTED)
 
 
+class EpochRow(BaseModel):
+    """One epoch of a fine-tune run, as the report plots it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epoch: int = Field(ge=1, le=100_000)
+    loss: float | None = None
+    val_accuracy: float | None = Field(None, ge=0.0, le=1.0)
+    val_loss: float | None = None
+    seconds: float | None = Field(None, ge=0.0)
+
+
+class FineTuneRecord(BaseModel):
+    """model.json "fine_tune": how the backbone was fine-tuned (--fine-tune)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    epochs: int = Field(ge=1, le=100_000)
+    best_epoch: int | None = Field(None, ge=0)
+    history: list[EpochRow] = Field(default_factory=list, max_length=100_000)
+
+    @model_validator(mode="after")
+    def _best_in_history(self) -> "FineTuneRecord":
+        if self.history and self.best_epoch not in {h.epoch for h in self.history}:
+            raise ValueError(f"best_epoch {self.best_epoch} is not an epoch of the history")
+        return self
+
+
 class ModelMeta(BaseModel):
     """model.json. Keys may be added by newer writers (kept, never used as paths)."""
 
@@ -98,6 +126,9 @@ class ModelMeta(BaseModel):
     orientation_policy: Literal["upright", "stored"] = "upright"
     test_views: list[Literal[VARIANTS]] = Field(default_factory=lambda: ["id"], min_length=1, max_length=8)
     fine_tuned: bool = False
+    fine_tune: FineTuneRecord | None = None
+    #: "accurate": Lite0+Lite2, head fitted on 10 crops of each photo (accurate.py); absent = "fast"
+    preset: Literal["fast", "accurate"] = "fast"
     fitted_on: FittedOn | None = None
 
     @field_validator("format_version")
@@ -129,6 +160,8 @@ class ModelMeta(BaseModel):
             raise ValueError(f"embedding_dim {self.embedding_dim} is not {self.backbone}'s {s.dim}")
         if self.input_size is not None and self.input_size != s.size:
             raise ValueError(f"input_size {self.input_size} is not {self.backbone}'s {s.size}")
+        if self.preset == "accurate" and not s.parts:
+            raise ValueError("an accurate model has a composite backbone (efficientnet-lite0+lite2)")
         if self.fine_tuned and self.format_version >= 2 and self.backbone_sha256 is None:
             raise ValueError("a fine-tuned model needs backbone_sha256")
         if self.format_version >= 2 and self.head_sha256 is None:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from . import backbones, provenance
+from . import accurate, backbones, provenance
 from .atomic import stage_folder, swap_folder
 from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
@@ -31,6 +32,7 @@ from .preprocess import describe as describe_preprocessing
 from .results import TrainResult
 
 DEFAULT_AUGMENT = "flip"
+PRESETS = ("fast", "accurate")
 TRAIN_SPLITS = ("train", "val")  # what train reads; DATA/test is eval's alone
 REPORT_FILE = "report.html"
 
@@ -81,41 +83,8 @@ def audit_warnings(folders) -> list[dict]:
     return found
 
 
-# -- the whole run ------------------------------------------------------------------------
-def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str = DEFAULT_AUGMENT,
-                  epochs: int | None = None, fine_tune: bool = False, val_split: float = DEFAULT_VAL_FRACTION, seed: int = 0,
-                  orient: bool = True, cache_dir=None, progress: bool = True, workers: int | None = None,
-                  force: bool = False, report: bool = True, engine: str = "local",
-                  ray_address: str | None = None) -> TrainResult:
-    """Train a model folder at `out` from DATA (its train/ and val/ only; test/ is never read).
-
-    `force` replaces an existing model folder (atomically); `report` writes MODEL/report.html.
-    Returns a TrainResult whose to_dict() is the contracts' train JSON.
-    """
-    t0 = time.perf_counter()
-    if augment not in AUGMENT_VARIANTS:
-        raise UprightError(f"unknown --augment '{augment}' (none, flip, rotate, d4)")
-    if not 0.0 <= val_split < 1.0:
-        raise UprightError(f"--val-split must be in [0, 1), got {val_split}")
-    if epochs is not None and epochs < 1:
-        raise UprightError(f"--epochs must be at least 1, got {epochs}")
-    spec = backbones.spec(backbone)
-    replacing = check_target(out, force)
-    weights_hash = backbones.weights_sha256(backbone)
-    ds = scan(data, val_split, read=TRAIN_SPLITS)
-    check_dataset(ds)
-    labels = ds.labels
-    records = [r for r in ds.records if r.split in TRAIN_SPLITS]
-    aug_views = AUGMENT_VARIANTS[augment]
-    variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
-    emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
-                      cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
-                      workers=workers, description="embedding", engine=engine, ray_address=ray_address)
-    unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(emb.errors.items())]
-    skipped = [{"path": p, "reason": why} for p, why in ds.skipped]
-    ok = emb.ok
-    if not ok.any():
-        raise UprightError(f"{ds.root}: no readable images ({len(records)} files, all unreadable)")
+def _split_indices(records, labels, ok):
+    """-> (class index per record, readable train rows, readable val rows); every class needs a photo."""
     y = np.array([labels.index(r.label) for r in records])
     is_train = np.array([r.split == "train" for r in records]) & ok
     is_val = np.array([r.split == "val" for r in records]) & ok
@@ -123,8 +92,73 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
     missing = [labels[c] for c in range(len(labels)) if train_counts[c] == 0 and not (is_val & (y == c)).any()]
     if missing:
         raise UprightError(f"class '{missing[0]}' has no readable images")
-    train_idx, val_idx = np.flatnonzero(is_train), np.flatnonzero(is_val)
-    max_iter = DEFAULT_HEAD_ITERS if (epochs is None or fine_tune) else int(epochs)
+    return y, np.flatnonzero(is_train), np.flatnonzero(is_val)
+
+
+# -- the whole run ------------------------------------------------------------------------
+def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFAULT_AUGMENT,
+                  epochs: int | None = None, fine_tune: bool = False, val_split: float = DEFAULT_VAL_FRACTION, seed: int = 0,
+                  orient: bool = True, cache_dir=None, progress: bool = True, workers: int | None = None,
+                  force: bool = False, report: bool = True, resume: bool = False, preset: str = "fast",
+                  engine: str = "local", ray_address: str | None = None) -> TrainResult:
+    """Train a model folder at `out` from DATA (its train/ and val/ only; test/ is never read).
+
+    `preset`: "fast" (the backbone is `backbone`, default Lite0; --augment views) or "accurate"
+    (accurate.py: Lite0+Lite2, 10 crops of each photo); both fit the linear head on frozen features.
+    `force` replaces an existing model folder (atomically); `report` writes MODEL/report.html.
+    `epochs`: epochs of fine-tuning (the plain head is fitted to convergence and refuses it);
+    `resume` continues a fine-tune run from its last checkpoint (finetune.py).
+    `engine`/`ray_address`: where the embedding step runs (local process pool or Ray Data).
+    Returns a TrainResult whose to_dict() is the contracts' train JSON.
+    """
+    t0 = time.perf_counter()
+    if preset not in PRESETS:
+        raise UprightError(f"unknown --preset '{preset}' ({', '.join(PRESETS)})")
+    if preset == "accurate":
+        if fine_tune:
+            raise UprightError("--preset accurate does not fine-tune (measured: it did not help); drop --fine-tune")
+        if backbone not in (None, accurate.BACKBONE):
+            raise UprightError(f"--preset accurate uses {accurate.BACKBONE}; drop --backbone")
+        if augment != DEFAULT_AUGMENT:
+            raise UprightError("--preset accurate trains on 10 crops and their mirrors; --augment is the fast preset's")
+        if engine != "local":
+            raise UprightError("--preset accurate embeds its 10 crops on the local engine; drop --engine ray")
+        backbone = accurate.BACKBONE
+    backbone = backbone or backbones.DEFAULT
+    if augment not in AUGMENT_VARIANTS:
+        raise UprightError(f"unknown --augment '{augment}' (none, flip, rotate, d4)")
+    if not 0.0 <= val_split < 1.0:
+        raise UprightError(f"--val-split must be in [0, 1), got {val_split}")
+    if epochs is not None and epochs < 1:
+        raise UprightError(f"--epochs must be at least 1, got {epochs}")
+    if epochs is not None and not fine_tune:
+        raise UprightError("--epochs counts epochs of --fine-tune; the plain head (both presets) is fitted to "
+                           "convergence (add --fine-tune, or drop --epochs)")
+    if resume and not fine_tune:
+        raise UprightError("--resume continues a --fine-tune run; add --fine-tune")
+    spec = backbones.spec(backbone)
+    replacing = check_target(out, force)
+    weights_hash = backbones.weights_sha256(backbone)
+    ds = scan(data, val_split, read=TRAIN_SPLITS)
+    check_dataset(ds)
+    labels = ds.labels
+    records = [r for r in ds.records if r.split in TRAIN_SPLITS]
+    aug_views = AUGMENT_VARIANTS[augment] if preset == "fast" else accurate.VIEW_NAMES
+    variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
+    if preset == "fast":
+        embed = partial(embed_paths, engine=engine, ray_address=ray_address)
+    else:
+        embed = accurate.embed_views  # the 10 crops of each photo
+    emb = embed([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
+                cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
+                workers=workers, description="embedding")
+    unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(emb.errors.items())]
+    skipped = [{"path": p, "reason": why} for p, why in ds.skipped]
+    ok = emb.ok
+    if not ok.any():
+        raise UprightError(f"{ds.root}: no readable images ({len(records)} files, all unreadable)")
+    y, train_idx, val_idx = _split_indices(records, labels, ok)
+    max_iter = DEFAULT_HEAD_ITERS
     X3 = emb.vectors
     choice = select_head(X3, y, len(labels), train_idx, val_idx, variants, aug_views, seed, max_iter)
     vi = {v: i for i, v in enumerate(variants)}
@@ -138,10 +172,19 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
     fitted = provenance.fingerprints(records[i].sha256 for i in all_idx)
     meta_extra: dict = {}
     backbone_state = None
+    checkpoint = None
     if fine_tune:
+        from .finetune import Checkpoint, checkpoint_folder, run_key
+
+        epochs = epochs or DEFAULT_FINE_TUNE_EPOCHS
+        checkpoint = Checkpoint(checkpoint_folder(out), run_key(
+            kind="fine-tune", photos=[(r.sha256, r.split, r.label) for r in records], labels=labels,
+            backbone=backbone, weights=weights_hash, augment=augment, epochs=epochs, seed=seed, orient=orient,
+            lr=FINE_TUNE_LR, batch=FINE_TUNE_BATCH, head=[float(choice["l2"])]))
         ft = run_fine_tune([str(records[i].path) for i in train_idx], y[train_idx],
                            [str(records[i].path) for i in val_idx], y[val_idx], labels, backbone, (W, b),
-                           aug_views, epochs=epochs or 3, seed=seed, orient=orient, progress=progress)
+                           aug_views, epochs=epochs, seed=seed, orient=orient, progress=progress,
+                           checkpoint=checkpoint, resume=resume)
         W, b, backbone_state = ft["weight"], ft["bias"], ft["state"]
         meta_extra["fine_tune"] = ft["info"]
         meta_extra["backbone_sha256"] = backbones.state_dict_sha256(backbone_state)
@@ -160,7 +203,8 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
         "input_size": spec.size,
         "preprocessing": describe_preprocessing(backbone),
         "orientation_policy": "upright" if orient else "stored",
-        "augment": augment,
+        "preset": preset,
+        "augment": augment if preset == "fast" else "10-crop",
         "train_variants": list(aug_views),
         "test_views": choice["test_views"],
         "fine_tuned": bool(fine_tune),
@@ -175,19 +219,32 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
                      "classes": {lab: int(((y == i) & ok).sum()) for i, lab in enumerate(labels)},
                      "seed": seed, "seconds": round(seconds, 3), "l2_grid": choice["grid"],
                      "unreadable": len(unreadable)},
-        "fitted_on": {"photos": int(len(fitted)), "splits": fitted_splits, "tensor": provenance.TENSOR,
-                      "fingerprint": f"first {provenance.PREFIX_BYTES} bytes of each photo's SHA-256, "
-                                     "rows sorted, in head.safetensors",
-                      "test_not_read": ds.not_read.get("test")},
+        "fitted_on": _fitted_on(fitted, fitted_splits, ds),
         **meta_extra,
     }
     result = TrainResult(
         model=str(Path(out)), labels=labels, val_accuracy=round(float(val_acc), 6), n_train=n_train, n_val=n_val,
-        seconds=0.0, backbone=backbone, augment=augment, val_method=choice["method"], l2=choice["l2"],
+        seconds=0.0, backbone=backbone, augment=meta["augment"], val_method=choice["method"], l2=choice["l2"],
         test_views=choice["test_views"], classes=meta["training"]["classes"],
         orientation_policy=meta["orientation_policy"], fine_tuned=bool(fine_tune), unreadable=unreadable,
         skipped=skipped, cache_hits=int(emb.hits), decoded=int(emb.decoded), n_fitted=int(len(fitted)),
-        test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root))
+        test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root),
+        fine_tune={k: meta_extra["fine_tune"][k] for k in ("epochs", "best_epoch", "resumed_from_epoch", "history")}
+        if fine_tune else None, preset=preset)
+    return _write_model(out, meta, W, b, backbone_state, fitted, result, report, ds, records, y, choice,
+                        checkpoint, t0)
+
+
+def _fitted_on(fitted, splits, ds: Dataset) -> dict:
+    return {"photos": int(len(fitted)), "splits": splits, "tensor": provenance.TENSOR,
+            "fingerprint": f"first {provenance.PREFIX_BYTES} bytes of each photo's SHA-256, rows sorted, "
+                           "in head.safetensors",
+            "test_not_read": ds.not_read.get("test")}
+
+
+def _write_model(out, meta, W, b, backbone_state, fitted, result: TrainResult, report: bool, ds, records, y,
+                 choice, checkpoint, t0) -> TrainResult:
+    """Build the model folder beside `out` and swap it in whole; then drop the run's checkpoint."""
     stage = stage_folder(out)
     try:
         save_model(stage, meta, W, b, backbone_state, fitted)
@@ -197,6 +254,8 @@ def train_dataset(data, out, *, backbone: str = backbones.DEFAULT, augment: str 
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    if checkpoint is not None:
+        checkpoint.remove()  # the model is written: nothing left to resume
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
 
@@ -221,7 +280,7 @@ def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset
 # -- optional end-to-end fine-tuning -------------------------------------------------------
 def _load_crops(paths, backbone, orient, progress, description):
     from .console import progress as progress_bar
-    from .features import CHUNK, _decoded_stream, default_workers
+    from .embedding.engines import CHUNK, decoded_stream, default_workers
 
     spec = backbones.spec(backbone)
     crops = np.zeros((len(paths), spec.size, spec.size, 3), np.uint8)
@@ -229,26 +288,33 @@ def _load_crops(paths, backbone, orient, progress, description):
     jobs = [([(i, paths[i]) for i in range(j, min(j + CHUNK, len(paths)))], backbone, orient)
             for j in range(0, len(paths), CHUNK)]
     with progress_bar(len(paths), description, enabled=progress) as advance:
-        for i, crop, _err in _decoded_stream(jobs, default_workers(len(paths))):
+        for i, crop, _err in decoded_stream(jobs, default_workers(len(paths))):
             if crop is not None:
                 crops[i], ok[i] = crop, True
             advance(1)
     return crops[ok], ok
 
 
-def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head, aug_views, *, epochs=3,
-                  seed=0, orient=True, progress=True, batch_size=16, lr=1e-4):
-    """Fine-tune backbone + head end to end (AdamW, BatchNorm statistics frozen, one random
-    training variant per image per epoch, from the decoded crops held in memory). Uses CUDA
-    when present. Returns the new head (on raw embeddings), the backbone state and figures."""
+FINE_TUNE_LR = 1e-4  # backbone; the head gets 10x
+FINE_TUNE_BATCH = 16
+DEFAULT_FINE_TUNE_EPOCHS = 3
+
+
+def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head, aug_views, *,
+                  epochs=DEFAULT_FINE_TUNE_EPOCHS, seed=0, orient=True, progress=True, batch_size=FINE_TUNE_BATCH,
+                  lr=FINE_TUNE_LR, checkpoint=None, resume=False):
+    """Fine-tune backbone + head end to end through finetune.train_epochs (AdamW, warm-up +
+    cosine, BatchNorm statistics frozen, one random training variant per image per epoch,
+    from the decoded crops held in memory; one line per epoch, the best epoch by val accuracy
+    kept, a checkpoint per epoch). Uses CUDA when present. Returns the new head (on raw
+    embeddings), the backbone state and figures."""
     import torch
 
+    from .finetune import print_epoch, train_epochs
     from .orientation import variant_array
     from .preprocess import to_input
 
     t0 = time.perf_counter()
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     crops, ok = _load_crops(list(train_paths), backbone, orient, progress, "decoding (fine-tune)")
     ytr = np.asarray(y_train)[ok]
@@ -259,44 +325,38 @@ def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head
     with torch.no_grad():
         lin.weight.copy_(torch.from_numpy(head[0]))
         lin.bias.copy_(torch.from_numpy(head[1]))
-    opt = torch.optim.AdamW([{"params": net.parameters(), "lr": lr}, {"params": lin.parameters(), "lr": lr * 10}],
-                            weight_decay=1e-4)
-    steps = epochs * math.ceil(len(crops) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, lr * 10], total_steps=max(1, steps))
-    from .console import progress as progress_bar
+    whole = torch.nn.Sequential(net, lin)
 
-    with progress_bar(steps, "fine-tuning", enabled=progress) as advance:
-        for _ in range(epochs):
-            net.train()
-            for m in net.modules():  # small batches: keep the ImageNet BatchNorm statistics
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.eval()
-            order = rng.permutation(len(crops))
-            for s in range(0, len(order), batch_size):
-                idx = order[s:s + batch_size]
-                views = rng.choice(len(aug_views), len(idx))
-                xb = np.stack([variant_array(crops[i], aug_views[v]) for i, v in zip(idx, views)])
-                xb = to_input(xb, backbone)
-                xb = torch.from_numpy(xb).to(device)
-                loss = torch.nn.functional.cross_entropy(lin(net(xb)), torch.from_numpy(ytr[idx]).to(device))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                advance(1)
-    net.eval()
-    val_acc = None
-    if len(vcrops):
-        preds = []
-        with torch.no_grad():
-            for s in range(0, len(vcrops), 32):
-                xb = torch.from_numpy(to_input(vcrops[s:s + 32], backbone)).to(device)
-                preds.append(lin(net(xb)).argmax(1).cpu().numpy())
-        val_acc = float((np.concatenate(preds) == yva).mean())
+    def batches(epoch):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(crops))
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            views = rng.choice(len(aug_views), len(idx))
+            xb = to_input(np.stack([variant_array(crops[i], aug_views[v]) for i, v in zip(idx, views)]), backbone)
+            yield torch.from_numpy(xb).to(device), torch.from_numpy(ytr[idx]).to(device)
+
+    def evaluate():
+        logits = torch.cat([whole(torch.from_numpy(to_input(vcrops[s:s + 32], backbone)).to(device))
+                            for s in range(0, len(vcrops), 32)])
+        target = torch.from_numpy(yva).to(device)
+        return (float((logits.argmax(1) == target).float().mean()),
+                float(torch.nn.functional.cross_entropy(logits, target)))
+
+    run = train_epochs(whole, [{"params": list(net.parameters()), "lr": lr},
+                               {"params": list(lin.parameters()), "lr": lr * 10}],
+                       batches=batches, n_batches=math.ceil(len(crops) / batch_size),
+                       evaluate=evaluate if len(vcrops) else None, epochs=epochs, seed=seed,
+                       checkpoint=checkpoint, resume=resume, progress=progress,
+                       on_epoch=print_epoch if progress else None)
+    best = next((h for h in run.history if h["epoch"] == run.best_epoch), {})
     state = {k: v.detach().cpu().contiguous() for k, v in net.net.state_dict().items()}
-    info = {"epochs": epochs, "optimizer": "AdamW + one-cycle", "lr_backbone": lr, "lr_head": lr * 10,
+    info = {"epochs": epochs, "optimizer": "AdamW, linear warm-up + cosine", "lr_backbone": lr, "lr_head": lr * 10,
             "batch_size": batch_size, "device": device, "batchnorm": "frozen statistics",
-            "val_accuracy": val_acc, "seconds": round(time.perf_counter() - t0, 2)}
+            "val_accuracy": best.get("val_accuracy"), "best_epoch": run.best_epoch,
+            "kept": "the epoch with the best val accuracy (then val loss)" if len(vcrops) else "the last epoch",
+            "history": run.history, "resumed_from_epoch": run.resumed_from,
+            "seconds": round(time.perf_counter() - t0, 2)}
     return {"weight": lin.weight.detach().cpu().numpy().astype(np.float32),
             "bias": lin.bias.detach().cpu().numpy().astype(np.float32), "state": state, "info": info}
 

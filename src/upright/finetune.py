@@ -1,0 +1,236 @@
+"""The training loop users can watch: one line per epoch, the best epoch kept, a checkpoint
+after every epoch, and `--resume` after a crash or a kill.
+
+Used by `upright train --fine-tune` (the whole backbone) and by bench/_last_blocks.py (the last
+blocks on cached activations: measured for --preset accurate, not shipped). The loop is deterministic for a seed and an epoch
+(each epoch's shuffling and dropout are seeded by (seed, epoch)), so a resumed run continues
+exactly as the uninterrupted one would have.
+
+Checkpoints are one safetensors file (no pickle) in a hidden folder beside the model being
+built, `.MODEL.upright-checkpoint/`, written atomically after every epoch: the module's
+state, the optimiser's moments, the best epoch's state and the history. Its metadata holds a
+key hashed from the run's inputs (the photos' content hashes, labels, backbone and options),
+so `--resume` never continues another run's weights. The folder is removed once the model
+is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import UprightError, one_line
+
+CHECKPOINT_FORMAT = "upright-checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_FILE = "checkpoint.safetensors"
+WARMUP_FRACTION = 0.1  # of all steps: linear warm-up, then cosine decay to 0
+
+
+def run_key(**inputs) -> str:
+    """A hash of everything that decides a run's result (JSON-able values)."""
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def checkpoint_folder(out) -> Path:
+    """Where a run building MODEL keeps its checkpoint: a hidden folder beside MODEL."""
+    out = Path(out)
+    return out.parent / f".{out.name}.upright-checkpoint"
+
+
+def lr_factor(step: int, total: int) -> float:
+    """Linear warm-up over the first WARMUP_FRACTION of the steps, then cosine to 0."""
+    warm = max(1, int(total * WARMUP_FRACTION))
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+
+
+@dataclass
+class Checkpoint:
+    """The checkpoint of one run (folder + the run's key)."""
+
+    folder: Path
+    key: str
+
+    @property
+    def path(self) -> Path:
+        return self.folder / CHECKPOINT_FILE
+
+    def save(self, tensors: dict, info: dict) -> None:
+        from safetensors.torch import save_file
+
+        from .atomic import atomic_path, clean_leftovers
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(self.folder)  # the temp file of a save that was killed
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        meta = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION), "key": self.key,
+                "info": json.dumps(info)}
+        with atomic_path(self.path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
+
+    def load(self) -> tuple[dict, dict] | None:
+        """-> (tensors, info), or None when there is none. Another run's checkpoint is an error."""
+        from safetensors import safe_open
+
+        if not self.path.is_file():
+            return None
+        try:
+            with safe_open(str(self.path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != CHECKPOINT_FORMAT or meta.get("version") != str(CHECKPOINT_VERSION):
+                    raise UprightError(f"{self.path}: not an upright checkpoint this version reads; "
+                                       "remove it or train without --resume")
+                if meta.get("key") != self.key:
+                    raise UprightError(f"{self.path}: the checkpoint is from another run (other photos or "
+                                       "options); remove it or train without --resume")
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                info = json.loads(meta["info"])
+        except UprightError:
+            raise
+        except Exception as exc:  # a damaged file: say so, never half-resume
+            raise UprightError(f"{self.path}: unreadable checkpoint ({one_line(exc, 120)}); "
+                               "remove it or train without --resume") from None
+        return tensors, info
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
+class Epochs:
+    """What the loop returns: the kept (best) state, the history and where it started."""
+
+    best_state: dict
+    best_epoch: int
+    history: list[dict]
+    resumed_from: int  # epochs already done when this process started (0: a fresh run)
+    seconds: float
+
+
+def freeze_batchnorm(module) -> None:
+    """Train mode, except BatchNorm keeps its ImageNet statistics (small batches, few photos)."""
+    import torch
+
+    module.train()
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _better(row: dict, best: dict | None) -> bool:
+    """Higher val accuracy, then lower val loss; without val photos every newer epoch wins."""
+    if best is None or row.get("val_accuracy") is None:
+        return True
+    return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
+
+
+def train_epochs(module, groups: list[dict], *, batches: Callable[[int], Iterable], n_batches: int,
+                 evaluate: Callable[[], tuple[float, float]] | None, epochs: int, seed: int = 0,
+                 checkpoint: Checkpoint | None = None, resume: bool = False, progress: bool = True,
+                 label_smoothing: float = 0.0, weight_decay: float = 1e-4, patience: int | None = None,
+                 description: str = "fine-tuning", on_epoch: Callable[[dict, int], None] | None = None) -> Epochs:
+    """Train `module` for `epochs` with AdamW (warm-up + cosine), keeping the best epoch.
+
+    groups: [{"params": [...], "lr": peak lr}]. batches(epoch) yields (x, y) tensors, seeded by
+    the caller from the epoch; n_batches is their number per epoch. evaluate() -> (val accuracy,
+    val loss) with the module as it is (called in eval mode), or None without val photos.
+    patience: stop after this many epochs without a better one (early stopping).
+    on_epoch(row, epochs) is called after each epoch with its history row.
+    """
+    import torch
+
+    from .console import progress as progress_bar
+
+    t0 = time.perf_counter()
+    opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=weight_decay)
+    peaks = [g["lr"] for g in groups]
+    total = max(1, epochs * n_batches)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    history: list[dict] = []
+    best: dict | None = None
+    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    start = 0
+    if checkpoint is not None:
+        found = checkpoint.load() if resume else None
+        if found is None and checkpoint.path.is_file():
+            checkpoint.remove()  # an earlier run's: this run starts afresh (resume is opt-in)
+        if found is not None:
+            tensors, info = found
+            module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("state.")})
+            best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+            sd = opt.state_dict()
+            sd["state"] = {}
+            for i in range(len(params)):
+                moments = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+                if moments:
+                    sd["state"][i] = moments
+            opt.load_state_dict(sd)
+            history, start = info["history"], int(info["epoch"])
+            best = next((h for h in history if h["epoch"] == info["best_epoch"]), None)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    since_best = 0 if best is None else start - best["epoch"]
+    for epoch in range(start, epochs):
+        if patience is not None and since_best >= patience:
+            break
+        te = time.perf_counter()
+        torch.manual_seed(seed * 100_003 + epoch)
+        freeze_batchnorm(module)
+        losses = []
+        with progress_bar(n_batches, f"{description} epoch {epoch + 1}/{epochs}", enabled=progress) as advance:
+            for b, (xb, yb) in enumerate(batches(epoch)):
+                f = lr_factor(epoch * n_batches + b, total)
+                for g, peak in zip(opt.param_groups, peaks):
+                    g["lr"] = peak * f
+                loss = loss_fn(module(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                advance(1)
+        module.eval()
+        row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)) if losses else float("nan"), 5),
+               "val_accuracy": None, "val_loss": None}
+        if evaluate is not None:
+            with torch.no_grad():
+                acc, vloss = evaluate()
+            row["val_accuracy"], row["val_loss"] = round(float(acc), 6), round(float(vloss), 5)
+        row["seconds"] = round(time.perf_counter() - te, 2)
+        history.append(row)
+        if _better(row, best):
+            best, since_best = row, 0
+            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            since_best += 1
+        if on_epoch is not None:
+            on_epoch(row, epochs)
+        if checkpoint is not None:
+            tensors = {f"state.{k}": v for k, v in module.state_dict().items()}
+            tensors |= {f"best.{k}": v for k, v in best_state.items()}
+            for i, p in enumerate(params):
+                for k, v in opt.state.get(p, {}).items():
+                    if torch.is_tensor(v):
+                        tensors[f"opt.{i}.{k}"] = v
+            checkpoint.save(tensors, {"epoch": epoch + 1, "history": history, "best_epoch": best["epoch"]})
+    module.load_state_dict(best_state)
+    module.eval()
+    return Epochs(best_state=best_state, best_epoch=int(best["epoch"]) if best else 0, history=history,
+                  resumed_from=start, seconds=round(time.perf_counter() - t0, 2))
+
+
+def print_epoch(row: dict, epochs: int) -> None:
+    """One line per epoch on stderr: epoch, training loss, val accuracy and loss, seconds."""
+    from .console import err
+
+    val = (f"val acc {row['val_accuracy']:.3f}  val loss {row['val_loss']:.3f}"
+           if row.get("val_accuracy") is not None else "no val photos")
+    err.print(f"epoch {row['epoch']}/{epochs}  train loss {row['loss']:.3f}  {val}  {row['seconds']:.1f} s")
