@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numerics import softmax
+from .numerics import log_softmax, softmax
 
 L2_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 TTA_CHOICES = (("id",), ("id", "flip"))
@@ -189,9 +189,7 @@ class SoftmaxRegression:
         return softmax(self.decision_function(X))
 
     def predict_log_proba(self, X) -> np.ndarray:
-        z = self.decision_function(X)
-        z = z - z.max(axis=1, keepdims=True)
-        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return log_softmax(self.decision_function(X))
 
     def predict(self, X) -> np.ndarray:
         scores = self.decision_function(X)
