@@ -131,4 +131,6 @@ def test_fine_tune_resumes_after_sigkill(tmp_path):
     assert abs(sum(s for _, s in p.predictions) - 1) < 1e-4
     html = (model / "report.html").read_text()
     assert "Learning curves" in html and f"The model keeps epoch {r.fine_tune['best_epoch']}." in html
+    headline = html.split('<span class="big">', 1)[1].split("</div>", 1)[0]
+    assert "after\nfine-tuning." in headline and "(macro-F1" in headline  # not the head-before's F1 as the tuned one's
     assert json.loads((model / "model.json").read_text())["fine_tune"]["history"] == r.fine_tune["history"]
