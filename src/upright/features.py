@@ -23,7 +23,7 @@ from . import backbones, orientation
 from .cache import model_key, resolve_cache_dir
 from .console import progress as progress_bar
 from .embedding.batch import BATCH, Task
-from .embedding.engines import CHUNK, Job, default_workers, make_engine
+from .embedding.engines import Job, make_engine
 from .embedding.stores import SqliteStore
 from .errors import UprightError
 from .files import file_sha256
@@ -181,5 +181,5 @@ def embed_images(images: list[Image.Image], *, backbone: str = backbones.DEFAULT
     return embed_crops(crops, backbone=backbone, variants=variants, runner=runner, cache_dir=cache_dir)
 
 
-__all__ = ["AUGMENT_VARIANTS", "BATCH", "CHUNK", "Embeddings", "VARIANTS", "default_workers", "embed_crops",
-           "embed_images", "embed_paths", "get_runner", "hash_files"]
+__all__ = ["AUGMENT_VARIANTS", "Embeddings", "VARIANTS", "embed_crops", "embed_images", "embed_paths", "get_runner",
+           "hash_files"]

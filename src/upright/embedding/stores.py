@@ -162,10 +162,8 @@ class ParquetStore:
 
 def read_rows(out, columns=None):
     """Every row under `out` as a pyarrow Table (all shards; for tests and readers)."""
-    _, pq = _pa()
+    pa, pq = _pa()
     files = sorted(Path(out).glob("part-*.parquet"))
     if not files:
         return schema().empty_table()
-    import pyarrow as pa
-
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
