@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from upright import backbones
-from upright.accurate import BACKBONE, CROPS, crop_views
+from upright.accurate import BACKBONE
+from upright.views import TEN_CROPS, cut_all, window
 from upright.errors import UnreadableImage, one_line
 
 #: trained blocks at the end of each network (the rest is frozen and cached)
@@ -41,10 +42,10 @@ def _decode_views(job):
     try:
         img = np.asarray(open_image(path, size=s.resize, orient=orient).image.convert("RGB"))
         if views == "train":
-            return i, crop_views(img, s.size), None
+            return i, cut_all(img, TEN_CROPS, s.size), None
         from upright.orientation import variant_array
 
-        centre = crop_views(img, s.size, ("centre",), mirror=False)[0]
+        centre = window(img, "centre", s.size)
         return i, np.stack([variant_array(centre, v) for v in views]), None
     except UnreadableImage as exc:
         return i, None, exc.reason
@@ -143,7 +144,7 @@ def cache_activations(paths, *, orient: bool = True, views="train", cache_dir=No
     # fork the decoders before ONNX Runtime starts its threads
     pool = mp.get_context("fork").Pool(workers) if workers > 0 and n > 4 else None
     sessions = _bottom_sessions(cache_dir, tuned)
-    nv = 2 * len(CROPS) if views == "train" else len(views)
+    nv = len(TEN_CROPS) if views == "train" else len(views)
     acts: list[np.ndarray | None] = [None] * len(sessions)
     ok = np.zeros(n, bool)
     errors: dict[int, str] = {}

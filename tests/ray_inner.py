@@ -74,6 +74,15 @@ def main_inner(work: Path) -> dict:
                          "same_keys": sorted(after) == sorted(before),
                          "max_diff": float(max(np.abs(after[k][3] - before[k][3]).max() for k in before))}
 
+        # views off centre (the 10 crops of --preset accurate) are cut from the resized picture on Ray too
+        from upright.features import embed_paths
+        from upright.views import TEN_CROPS
+
+        some = sorted(str(p) for p in data.rglob("*.jpg") if p.name != "broken.jpg")[:3]
+        crops = {e: embed_paths(some, variants=TEN_CROPS, engine=e, cache_dir=work / f"crops-{e}", progress=False)
+                 for e in ("local", "ray")}
+        got["ten_crops_max_diff"] = float(np.abs(crops["local"].vectors - crops["ray"].vectors).max())
+        got["ten_crops_distinct"] = bool(np.abs(crops["ray"].vectors[:, 0] - crops["ray"].vectors[:, 1]).max() > 1e-3)
         trains = {}
         for engine in ("local", "ray"):
             r = train_dataset(data, work / f"model-{engine}", cache_dir=work / f"cache-{engine}", progress=False,

@@ -41,8 +41,8 @@ def test_hit_does_not_decode(tmp_path, monkeypatch):
     calls = []
     from upright.embedding import batch
 
-    real = batch.load_crop
-    monkeypatch.setattr(batch, "load_crop", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = batch.load_canvas
+    monkeypatch.setattr(batch, "load_canvas", lambda *a, **k: calls.append(a) or real(*a, **k))
     again = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert calls == [] and again.hits == len(paths)
     assert np.array_equal(again.vectors, first.vectors)

@@ -255,3 +255,31 @@ def test_scan_layouts(tmp_path):
     only = _layout(tmp_path / "b", "train")
     ds = scan(only, 0.3)
     assert ds.explicit_split and ds.labels == list(CLASSES) and ds.read_folders == [str(only / "train")]
+
+
+def test_fine_tune_starts_from_a_head_that_never_saw_the_val_photos(tmp_path, monkeypatch):
+    """The val photos pick the best fine-tune epoch, so the head it starts from is fitted on the
+    train photos alone (not the train + val head the plain model keeps)."""
+    import importlib
+
+    train_mod = importlib.import_module("upright.train")
+    from upright.model import load_model
+
+    data = tmp_path / "d"
+    _photos(data / "train", 0, 6)
+    _photos(data / "val", 50, 3)
+    plain = upright.train(data, tmp_path / "plain", progress=False, report=False)
+    seen = {}
+
+    def fake_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head, aug_views, **kw):
+        seen.update(head=head, train=list(train_paths), val=list(val_paths))
+        raise KeyboardInterrupt  # what it started from is all this test needs
+
+    monkeypatch.setattr(train_mod, "run_fine_tune", fake_fine_tune)
+    with pytest.raises(KeyboardInterrupt):
+        upright.train(data, tmp_path / "tuned", fine_tune=True, epochs=1, progress=False, report=False)
+    assert len(seen["val"]) == 9 and not set(seen["val"]) & set(seen["train"])
+    kept = load_model(tmp_path / "plain")
+    assert seen["head"][0].shape == kept.weight.shape
+    assert not np.allclose(seen["head"][0], kept.weight, atol=1e-4)  # the plain head was fitted on train + val
+    assert plain.n_fitted == 27

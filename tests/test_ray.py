@@ -54,6 +54,7 @@ def test_ray_engine_matches_local_in_a_loopback_namespace(tmp_path):
     r = got["resume"]
     assert 0 < r["lost"] < 14 and r["embedded"] == r["lost"] and r["reused"] == 14 - r["lost"]
     assert r["same_keys"] and r["max_diff"] < 1e-3
+    assert got["ten_crops_max_diff"] < 1e-3 and got["ten_crops_distinct"]
     assert got["train"]["ray"] == got["train"]["local"] and got["train"]["ray"]["decoded"] == 14
     assert got["train_same_predictions"] and got["train_max_weight_diff"] < 1e-3
     assert got["audit_same"] and got["audit_findings"] >= 1

@@ -10,15 +10,7 @@ import pytest
 
 import upright
 from fixtures import make_dataset
-from upright.accurate import crop_views
-
-
-def test_ten_crops_are_the_centre_corners_and_mirrors():
-    img = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
-    v = crop_views(img, 4)
-    assert v.shape == (10, 4, 4, 3)
-    assert (v[0] == img[1:5, 2:6]).all() and (v[1] == img[:4, :4]).all() and (v[4] == img[2:, 4:]).all()
-    assert (v[5] == img[1:5, 2:6][:, ::-1]).all()
+from upright.views import TEN_CROPS
 
 
 def test_accurate_refuses_what_it_does_not_use(tmp_path, cli):
@@ -51,18 +43,46 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     code, out, err = cli("eval", model, data, "--json")
     ev = json.loads(out)
     assert code == 0 and ev["n"] == 12 and ev["seen_in_training"] == 12 and set(ev["rotations"]) == {"0", "90", "180", "270"}
-    # export: the ONNX graph is the whole model (test views averaged inside), equal to predict
+    # the model averages its 10 crops at test time, the same from a path, bytes or a PIL image
+    assert m.views == TEN_CROPS and meta["test_views"] == list(TEN_CROPS)
+    from PIL import Image
+
+    by_path = dict(m.predict([photo], top_k=3)[0].predictions)
+    for item in (photo.read_bytes(), Image.open(photo).convert("RGB")):
+        got = dict(m.predict(item, top_k=3)[0].predictions)
+        assert got.keys() == by_path.keys() and np.allclose(list(got.values()), list(by_path.values()), atol=1e-4)
+    # export: the ONNX graph is the whole model on one centre crop (centre views averaged inside);
+    # it says so, and equals the model restricted to those views
     code, out, err = cli("export", model, "--format", "onnx", "-o", tmp_path / "m.onnx")
     assert code == 0, err
+    assert "averages id + flip" in err and "8 corner views" in err
+    import onnx
     import onnxruntime as ort
 
     from upright.preprocess import load_crop, to_input
 
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props["test_views_in_graph"]) == ["id", "flip"] and len(json.loads(props["test_views"])) == 10
     crop, _ = load_crop(str(photo), m.backbone)
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     probs = sess.run(None, {"input": to_input(crop[None], m.backbone)})[0][0]
+    m.views = ("id", "flip")
     want = dict(m.predict([photo], top_k=3)[0].predictions)
     assert np.allclose([probs[m.labels.index(k)] for k in want], list(want.values()), atol=1e-4)
+    m.views = TEN_CROPS
+    # with --preprocess the graph holds the resized picture: it cuts and averages all 10 crops, as predict
+    code, out, err = cli("export", model, "--format", "onnx", "--preprocess", "-o", tmp_path / "px.onnx")
+    assert code == 0 and "note:" not in err, err
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "px.onnx")).metadata_props}
+    assert json.loads(props["test_views_in_graph"]) == list(TEN_CROPS)
+    sess = ort.InferenceSession(str(tmp_path / "px.onnx"), providers=["CPUExecutionProvider"])
+    (o,) = sess.get_outputs()
+    assert o.shape == [1, 3]
+    photos = sorted(data.rglob("*.jpg"))
+    want = np.stack([[dict(p.predictions)[lab] for lab in m.labels] for p in m.predict(photos, top_k=99)])
+    got = np.stack([sess.run(None, {"pixels": np.asarray(upright.open_upright(p))[None]})[0][0] for p in photos])
+    assert (got.argmax(1) == want.argmax(1)).all() and np.abs(got - want).max() < 0.05
+    assert np.allclose(got.sum(1), 1, atol=1e-4)
     # a forged preset is refused by the schema: an accurate model has the composite backbone
     meta["backbone"] = "efficientnet-lite0"
     meta["embedding_dim"], meta["input_size"] = 1280, 224

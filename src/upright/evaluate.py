@@ -13,7 +13,8 @@ import numpy as np
 from . import provenance
 from .dataset import scan
 from .errors import UprightError
-from .orientation import ROTATIONS as TURNS, compose
+from .orientation import ROTATIONS as TURNS
+from .views import compose
 from .results import EvalResult
 
 ROTATIONS = {str(deg): variant for deg, variant in TURNS.items()}  # JSON keys "0", "90", "180", "270"

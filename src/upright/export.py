@@ -31,17 +31,38 @@ from .console import err
 from .errors import UprightError
 from .model import Model, load_model
 from .orientation import VARIANTS
+from .views import parse as parse_view
 
 
-def build_module(m):
-    """The whole model as a torch module: preprocessed input -> probabilities."""
+def graph_views(m, preprocess: bool = False) -> list[str]:
+    """The test views an exported graph averages. With --preprocess the graph holds the resized
+    picture, so it cuts every view whose variant is the identity or the mirror (all of --preset
+    accurate's 10 crops); a graph fed one centre crop averages the views of that crop alone."""
+    if preprocess and all(parse_view(v)[0] in ("id", "flip") for v in m.views):
+        return list(m.views)
+    return [v for v in m.views if parse_view(v)[1] == "centre"] or ["id"]
+
+
+def differs_note(m, preprocess: bool = False) -> str | None:
+    """One line saying how the exported graph differs from `upright predict`, or None."""
+    extra = [v for v in m.views if v not in graph_views(m, preprocess)]
+    if not extra:
+        return None
+    return (f"the exported graph takes one centre crop and averages {' + '.join(graph_views(m))}; upright predict "
+            f"also averages {len(extra)} corner views ({len(m.views)} in all), so its scores differ slightly "
+            "(metadata test_views / test_views_in_graph; --preprocess puts every view in the graph)")
+
+
+def build_module(m, views=None):
+    """The whole model as a torch module: preprocessed input -> probabilities, averaged over
+    `views` (default graph_views(m)), variants of the centre crop it is given."""
     import torch
 
     sd = None
     if m.backbone_state is not None:
         sd = {k: torch.from_numpy(np.array(v)) for k, v in m.backbone_state.items()}
     emb = backbones.torch_module(m.backbone, sd)
-    views = [VARIANTS[v] for v in m.views]
+    views = [VARIANTS[v] for v in (graph_views(m) if views is None else views)]
 
     class Whole(torch.nn.Module):
         def __init__(self):
@@ -81,12 +102,13 @@ def input_metadata(s: backbones.BackboneSpec, in_graph: bool) -> dict:
     return {**d, "input": "input", "layout": "nchw", "dtype": "float32", "any_size": False, "in_graph": False}
 
 
-def preprocess_graph(s: backbones.BackboneSpec, ir_version: int):
-    """uint8 [1, H, W, 3] upright RGB -> float32 [1, 3, S, S] network input, by the spec's contract.
+def preprocess_graph(s: backbones.BackboneSpec, ir_version: int, views=("id",)):
+    """uint8 [1, H, W, 3] upright RGB -> float32 [V, 3, S, S] network input, by the spec's contract.
 
     Short side to s.resize (the long side rounded as Pillow does, never under s.size), cubic
     with antialiasing when shrinking (what Pillow's bicubic does), rounded and clipped to
-    0-255 as an 8-bit resize is, centre-cropped ((w - S) // 2 as preprocess.centre_crop) and scaled.
+    0-255 as an 8-bit resize is, then one S x S window per view (upright.views: the centre at
+    (w - S) // 2 as preprocess.centre_crop, or a corner; mirrored for "flip" views) and scaled.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -117,34 +139,74 @@ def preprocess_graph(s: backbones.BackboneSpec, ir_version: int):
         helper.make_node("Round", ["resized"], ["resized_r"]),
         helper.make_node("Clip", ["resized_r", "c_lo", "c_hi"], ["resized_8"]),
         helper.make_node("Sub", ["hw_target", "c_size"], ["margin"]),
-        helper.make_node("Div", ["margin", "c_two"], ["starts"]),
-        helper.make_node("Add", ["starts", "c_size"], ["ends"]),
-        helper.make_node("Slice", ["resized_8", "starts", "ends", "c_axes"], ["cropped"]),
-        helper.make_node("Sub", ["cropped", "c_mean"], ["centred"]),
-        helper.make_node("Div", ["centred", "c_std"], ["input"]),
+        helper.make_node("Div", ["margin", "c_two"], ["start_centre"]),
+        const("c_flip_start", [-1], np.int64), const("c_flip_end", [np.iinfo(np.int64).min], np.int64),
+        const("c_flip_axis", [3], np.int64), const("c_flip_step", [-1], np.int64),
     ]
+    corner_mask = {"top-left": [0, 0], "top-right": [0, 1], "bottom-left": [1, 0], "bottom-right": [1, 1]}
+    windows = []
+    for k, view in enumerate(views):
+        variant, position = parse_view(view)
+        start = "start_centre"
+        if position != "centre":
+            start = f"start_{k}"
+            nodes += [const(f"c_mask_{k}", corner_mask[position], np.int64),
+                      helper.make_node("Mul", ["margin", f"c_mask_{k}"], [start])]
+        nodes += [helper.make_node("Add", [start, "c_size"], [f"end_{k}"]),
+                  helper.make_node("Slice", ["resized_8", start, f"end_{k}", "c_axes"], [f"window_{k}"])]
+        if variant == "flip":
+            nodes.append(helper.make_node("Slice", [f"window_{k}", "c_flip_start", "c_flip_end", "c_flip_axis",
+                                                    "c_flip_step"], [f"view_{k}"]))
+        else:
+            nodes.append(helper.make_node("Identity", [f"window_{k}"], [f"view_{k}"]))
+        windows.append(f"view_{k}")
+    nodes += [helper.make_node("Concat", windows, ["cropped"], axis=0),
+              helper.make_node("Sub", ["cropped", "c_mean"], ["centred"]),
+              helper.make_node("Div", ["centred", "c_std"], ["input"])]
     graph = helper.make_graph(
         nodes, "upright_preprocess",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, "height", "width", 3])],
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, s.size, s.size])])
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [len(views), 3, s.size, s.size])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", PREPROCESS_OPSET)],
                              ir_version=ir_version, producer_name="upright")
 
 
-def _pixels_description(s: backbones.BackboneSpec) -> str:
+def _pixels_description(s: backbones.BackboneSpec, views=("id",)) -> str:
+    cut = (f"centre-crops {s.size} x {s.size}" if len(views) == 1 else
+           f"cuts the {len(views)} test views ({s.size} x {s.size} windows, see metadata test_views_in_graph) "
+           "whose probabilities it averages,")
     return (f"uint8 [1, height, width, 3] RGB, the picture upright (e.g. upright.open_upright), any size: "
-            f"the graph resizes its short side to {s.resize} (cubic, antialiased), centre-crops "
-            f"{s.size} x {s.size} and scales {s.scaling}")
+            f"the graph resizes its short side to {s.resize} (cubic, antialiased), {cut} and scales {s.scaling}")
 
 
-def with_preprocessing(whole, s: backbones.BackboneSpec):
-    """The exported network (ModelProto, input "input") with the preprocessing graph in front."""
+def _mean_over_views(whole):
+    """The network's "probabilities" [V, C] (one row per view) -> their mean [1, C], same name."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = whole.graph
+    (out,) = g.output
+    for node in g.node:
+        node.output[:] = ["view_probabilities" if o == out.name else o for o in node.output]
+    n_labels = out.type.tensor_type.shape.dim[1]
+    g.node.append(helper.make_node("Constant", [], ["c_view_axis"],
+                                   value=numpy_helper.from_array(np.array([0], np.int64), "c_view_axis")))
+    g.node.append(helper.make_node("ReduceMean", ["view_probabilities", "c_view_axis"], [out.name], keepdims=1))
+    g.ClearField("output")
+    g.output.append(helper.make_tensor_value_info(out.name, TensorProto.FLOAT, [1, n_labels.dim_value or None]))
+    return whole
+
+
+def with_preprocessing(whole, s: backbones.BackboneSpec, views=("id",)):
+    """The exported network (ModelProto, input "input") with the preprocessing graph in front;
+    with several `views`, the graph embeds each window and averages their probabilities."""
     import onnx
     from onnx import compose, version_converter
 
     whole = version_converter.convert_version(whole, PREPROCESS_OPSET)
-    merged = compose.merge_models(preprocess_graph(s, whole.ir_version), whole, io_map=[("input", "input")])
-    merged.graph.input[0].doc_string = _pixels_description(s)
+    if len(views) > 1:
+        whole = _mean_over_views(whole)
+    merged = compose.merge_models(preprocess_graph(s, whole.ir_version, views), whole, io_map=[("input", "input")])
+    merged.graph.input[0].doc_string = _pixels_description(s, views)
     unique = {(o.domain, o.version): o for o in merged.opset_import}.values()  # merge repeats them
     merged.ClearField("opset_import")
     merged.opset_import.extend(unique)
@@ -169,15 +231,18 @@ def export_onnx(model, output=None, preprocess: bool = False) -> Path:
     try:
         with tempfile.TemporaryDirectory(prefix="upright-export-") as tmp:
             plain = Path(tmp) / "plain.onnx"
-            backbones.export_onnx(build_module(m), plain, s, output_name="probabilities")
+            in_pixels = preprocess and graph_views(m, True) == list(m.views)  # every view cut in the graph
+            backbones.export_onnx(build_module(m, ["id"] if in_pixels else None), plain, s,
+                                  output_name="probabilities")
             graph = onnx.load(str(plain))
         meta = {"labels": json.dumps(m.labels), "upright_backbone": m.backbone,
                 "upright_version": __version__, "test_views": json.dumps(list(m.views)),
+                "test_views_in_graph": json.dumps(graph_views(m, preprocess)),
                 "preprocessing": json.dumps(input_metadata(s, preprocess))}
         for key, value in meta.items():
             graph.metadata_props.add(key=key, value=value)
         if preprocess:
-            graph = with_preprocessing(graph, s)
+            graph = with_preprocessing(graph, s, m.views if in_pixels else ("id",))
         with atomic_path(out) as tmp_out:
             onnx.save(graph, str(tmp_out))
     except OSError as exc:
@@ -310,16 +375,20 @@ def run_export(model, fmt: str = "onnx", output=None, preprocess: bool = False) 
     if fmt != "onnx" and preprocess:
         raise UprightError(f"--preprocess is for --format onnx: the {fmt} model takes the cropped picture "
                            "and scales it itself")
+    m = model if isinstance(model, Model) else load_model(model)
+    note = differs_note(m, preprocess and fmt == "onnx")
+    if note:
+        err.print(f"note: {note}")
     if fmt == "coreml":
-        out = export_coreml(model, output)
+        out = export_coreml(m, output)
         err.print(f"wrote {out} (Core ML: input 'image' RGB, outputs 'classLabel' and 'classLabel_probs')")
         return out
     if fmt == "tflite":
-        out = export_tflite(model, output)
+        out = export_tflite(m, output)
         err.print(f"wrote {out} (input 'pixels' uint8 [1, S, S, 3] upright centre crop, output probabilities) "
                   f"and {labels_file(out).name}")
         return out
-    out = export_onnx(model, output, preprocess)
+    out = export_onnx(m, output, preprocess)
     if preprocess:
         err.print(f"wrote {out} (input 'pixels' uint8 [1, H, W, 3] upright RGB of any size, "
                   "output 'probabilities'; labels in the metadata)")

@@ -7,8 +7,10 @@
      (default) or Ray Data (`engine="ray"`);
   3. each finished batch is committed to the store (a killed run keeps its finished work).
 
-Variants (the dihedral group, named in orientation.py): "rN" is the upright picture rotated N
-degrees clockwise, "flip" its left-right mirror, "flip_rN" the mirror rotated N degrees clockwise.
+Variants are views (upright.views): the dihedral group on the centre crop (named in
+orientation.py: "rN" is the upright picture rotated N degrees clockwise, "flip" its left-right
+mirror, "flip_rN" the mirror rotated N degrees clockwise), or the same on a corner window
+("flip-crop-top-left"; the ten crops of --preset accurate). Each is cached under its name.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import backbones, orientation
+from . import backbones, orientation, views
 from .cache import model_key, resolve_cache_dir
 from .console import progress as progress_bar
 from .embedding.batch import BATCH, Task
@@ -27,8 +29,7 @@ from .embedding.engines import Job, make_engine
 from .embedding.stores import SqliteStore
 from .errors import UprightError
 from .files import file_sha256
-from .orientation import variant_array
-from .preprocess import PREPROCESS_VERSION, image_crop, to_input
+from .preprocess import PREPROCESS_VERSION, image_canvas, to_input
 
 VARIANTS = tuple(orientation.VARIANTS)  # "id", "flip", "r90", ... (see upright.orientation)
 AUGMENT_VARIANTS = {"none": ("id",), "flip": ("id", "flip"), "rotate": ("id", "r90", "r180", "r270"),
@@ -64,9 +65,10 @@ def get_runner(backbone: str = backbones.DEFAULT, cache_dir=None, state_dict: di
 
 def check_variants(variants) -> tuple[str, ...]:
     variants = tuple(variants)
-    bad = [v for v in variants if v not in VARIANTS]
+    bad = [v for v in variants if not views.is_view(v)]
     if bad or not variants:
-        raise UprightError(f"unknown variant(s) {bad or '()'} (choose from {', '.join(VARIANTS)})")
+        raise UprightError(f"unknown variant(s) {bad or '()'} (choose from {', '.join(VARIANTS)}, "
+                           f"or [variant-]crop-<corner>: {', '.join(views.CORNERS)})")
     return variants
 
 
@@ -156,9 +158,10 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
     return Embeddings(vectors, ok, errors, variants, hits=hits, decoded=decoded)
 
 
-def embed_crops(crops: np.ndarray, *, backbone: str = backbones.DEFAULT, variants=("id",),
+def embed_crops(crops, *, backbone: str = backbones.DEFAULT, variants=("id",),
                 runner: backbones.Runner | None = None, cache_dir=None) -> np.ndarray:
-    """uint8 crops [N, S, S, 3] -> [N, V, D] (no cache)."""
+    """uint8 crops [N, S, S, 3] (or, for views off centre, resized pictures: a list of
+    preprocess.image_canvas arrays) -> [N, V, D] (no cache)."""
     variants = check_variants(variants)
     run = runner or get_runner(backbone, cache_dir)
     n, nv = len(crops), len(variants)
@@ -166,7 +169,7 @@ def embed_crops(crops: np.ndarray, *, backbone: str = backbones.DEFAULT, variant
     flat = [(i, j, v) for i in range(n) for j, v in enumerate(variants)]
     for s in range(0, len(flat), BATCH):
         part = flat[s:s + BATCH]
-        emb = run(to_input(np.stack([variant_array(crops[i], v) for i, _, v in part]), run.name))
+        emb = run(to_input(np.stack([views.cut(crops[i], v, run.spec.size) for i, _, v in part]), run.name))
         for (i, j, _), e in zip(part, emb):
             out[i, j] = e
     return out
@@ -177,7 +180,8 @@ def embed_images(images: list[Image.Image], *, backbone: str = backbones.DEFAULT
     """Embeddings [N, V, D] of in-memory images (taken as upright), no cache."""
     if not images:
         return np.zeros((0, len(tuple(variants)), backbones.spec(backbone).dim), np.float32)
-    crops = np.stack([image_crop(im, backbone) for im in images])
+    whole = views.needs_picture(check_variants(variants))
+    crops = [image_canvas(im, backbone, whole) for im in images]
     return embed_crops(crops, backbone=backbone, variants=variants, runner=runner, cache_dir=cache_dir)
 
 

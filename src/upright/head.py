@@ -209,8 +209,11 @@ def _rows(emb: np.ndarray, idx: np.ndarray, y: np.ndarray, views: list[int]):
 
 
 def select_head(emb: np.ndarray, y: np.ndarray, n_classes: int, train_idx, val_idx, variants, aug_views,
-                seed: int = 0, max_iter: int = DEFAULT_HEAD_ITERS) -> dict:
+                seed: int = 0, max_iter: int = DEFAULT_HEAD_ITERS, tta_options=None) -> dict:
     """Pick (l2, test views) on the validation photos, or by 3-fold CV on train when they are too few.
+
+    The test views are chosen among `tta_options` (default TTA_CHOICES: the centre crop, or it
+    and its mirror) that `variants` hold; a preset may fix them (accurate: its 10 crops).
 
     emb: [N, V, D] embeddings of `variants`; y: class index per photo. Returns the choice, its
     held-out accuracy, the grid, and `heldout`: for every held-out photo (`index` into emb)
@@ -219,7 +222,7 @@ def select_head(emb: np.ndarray, y: np.ndarray, n_classes: int, train_idx, val_i
     """
     vi = {v: i for i, v in enumerate(variants)}
     aug = [vi[v] for v in aug_views]
-    tta_options = [t for t in TTA_CHOICES if all(v in vi for v in t)]
+    tta_options = [tuple(t) for t in (TTA_CHOICES if tta_options is None else tta_options) if all(v in vi for v in t)]
     counts = np.bincount(y[val_idx], minlength=n_classes) if len(val_idx) else np.zeros(n_classes, int)
     use_val = len(val_idx) >= max(10, 2 * n_classes) and (counts > 0).sum() >= 2
     if use_val:

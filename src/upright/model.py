@@ -147,7 +147,8 @@ class Model:
         """
         from .features import embed_crops
         from .imaging import open_header, read_orientation
-        from .preprocess import image_crop, load_crop
+        from .preprocess import image_canvas, load_canvas
+        from .views import needs_picture
 
         if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or hasattr(items, "read"):
             items = [items]  # one image (a file object or a memoryview is one image, not many)
@@ -171,15 +172,17 @@ class Model:
                     tag = None
                 results[i] = Prediction(paths[j], tag, self._top(probs[j], top_k))
         crops, where, tags = [], [], []
+        whole = needs_picture(self.views)  # views off centre are cut from the whole resized picture
         for i, it in enumerate(items):
             if results[i] is not None or i in path_idx:
                 continue
             try:
                 if isinstance(it, Image.Image):
-                    crops.append(image_crop(it.convert("RGB"), self.backbone))
+                    crops.append(image_canvas(it.convert("RGB"), self.backbone, whole))
                     tags.append(None)
                 elif isinstance(it, (bytes, bytearray, memoryview)) or hasattr(it, "read"):
-                    crop, dec = load_crop(it if hasattr(it, "read") else bytes(it), self.backbone, self.orient)
+                    crop, dec = load_canvas(it if hasattr(it, "read") else bytes(it), self.backbone, self.orient,
+                                            whole)
                     crops.append(crop)
                     tags.append(dec.orientation.tag)
                 else:
@@ -190,7 +193,7 @@ class Model:
                     raise
                 results[i] = Prediction(None, None, [], exc.reason)
         if crops:
-            emb = embed_crops(np.stack(crops), backbone=self.backbone, variants=self.views, runner=self.runner)
+            emb = embed_crops(crops, backbone=self.backbone, variants=self.views, runner=self.runner)
             for i, p, tag in zip(where, self.proba_from_embeddings(emb), tags):
                 results[i] = Prediction(getattr(items[i], "name", None) if hasattr(items[i], "read") else None,
                                         tag, self._top(p, top_k))

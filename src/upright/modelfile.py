@@ -42,7 +42,17 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
 
 from . import backbones, provenance
 from .errors import UprightError, one_line
-from .features import VARIANTS
+from . import views
+
+
+
+def _view(v: str) -> str:
+    views.parse(v)  # ValueError -> a pydantic validation error naming the bad view
+    return v
+
+
+#: a test view (upright.views: a variant of the centre crop, or of a corner window)
+View = Annotated[str, StringConstraints(max_length=40), AfterValidator(_view)]
 
 FORMAT = "upright-model"
 #: 1: the released layout; 2: adds head_sha256 (and backbone_sha256 always for fine-tuned).
@@ -124,7 +134,7 @@ class ModelMeta(BaseModel):
     embedding_dim: int | None = None
     input_size: int | None = None
     orientation_policy: Literal["upright", "stored"] = "upright"
-    test_views: list[Literal[VARIANTS]] = Field(default_factory=lambda: ["id"], min_length=1, max_length=8)
+    test_views: list[View] = Field(default_factory=lambda: ["id"], min_length=1, max_length=40)
     fine_tuned: bool = False
     fine_tune: FineTuneRecord | None = None
     #: "accurate": Lite0+Lite2, head fitted on 10 crops of each photo (accurate.py); absent = "fast"

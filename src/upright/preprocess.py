@@ -17,26 +17,42 @@ from PIL import Image
 
 from .backbones import DEFAULT, BackboneSpec, spec
 from .imaging import Decoded, open_image
+from .views import window
 
 PREPROCESS_VERSION = 1
 
 
-def centre_crop(img: Image.Image, s: BackboneSpec) -> np.ndarray:
-    """Resize the short side to `s.resize` (unless already there) and crop the centre square."""
+def resized_picture(img: Image.Image, s: BackboneSpec) -> np.ndarray:
+    """uint8 [H, W, 3]: the picture with its short side resized to `s.resize` (unless already
+    there; neither side under `s.size`), the canvas every view is cut from (upright.views)."""
     w, h = img.size
     if min(w, h) != s.resize:
         scale = s.resize / min(w, h)
         img = img.resize((max(s.size, round(w * scale)), max(s.size, round(h * scale))),
                          Image.Resampling[s.interpolation.upper()])
-        w, h = img.size
-    left, top = (w - s.size) // 2, (h - s.size) // 2
-    a = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
-    return np.ascontiguousarray(a[top:top + s.size, left:left + s.size])
+    return np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+
+
+def centre_crop(img: Image.Image, s: BackboneSpec) -> np.ndarray:
+    """Resize the short side to `s.resize` (unless already there) and crop the centre square."""
+    return np.ascontiguousarray(window(resized_picture(img, s), "centre", s.size))
 
 
 def image_crop(img: Image.Image, backbone: str) -> np.ndarray:
     """An upright PIL image -> uint8 [size, size, 3] network crop."""
     return centre_crop(img, spec(backbone))
+
+
+def image_canvas(img: Image.Image, backbone: str, whole: bool) -> np.ndarray:
+    """What views are cut from: the resized picture when `whole` (corner views), else the centre crop."""
+    s = spec(backbone)
+    return np.ascontiguousarray(resized_picture(img, s)) if whole else centre_crop(img, s)
+
+
+def load_canvas(source, backbone: str, orient: bool = True, whole: bool = False) -> tuple[np.ndarray, Decoded]:
+    """load_crop, or with `whole` the resized picture (for views off centre, upright.views)."""
+    dec = open_image(source, size=spec(backbone).resize, orient=orient)
+    return image_canvas(dec.image, backbone, whole), dec
 
 
 def load_crop(source, backbone: str, orient: bool = True) -> tuple[np.ndarray, Decoded]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +120,6 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
             raise UprightError(f"--preset accurate uses {accurate.BACKBONE}; drop --backbone")
         if augment != DEFAULT_AUGMENT:
             raise UprightError("--preset accurate trains on 10 crops and their mirrors; --augment is the fast preset's")
-        if engine != "local":
-            raise UprightError("--preset accurate embeds its 10 crops on the local engine; drop --engine ray")
         backbone = accurate.BACKBONE
     backbone = backbone or backbones.DEFAULT
     if augment not in AUGMENT_VARIANTS:
@@ -145,13 +142,9 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     records = [r for r in ds.records if r.split in TRAIN_SPLITS]
     aug_views = AUGMENT_VARIANTS[augment] if preset == "fast" else accurate.VIEW_NAMES
     variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
-    if preset == "fast":
-        embed = partial(embed_paths, engine=engine, ray_address=ray_address)
-    else:
-        embed = accurate.embed_views  # the 10 crops of each photo
-    emb = embed([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
+    emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
                 cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
-                workers=workers, description="embedding")
+                workers=workers, description="embedding", engine=engine, ray_address=ray_address)
     unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(emb.errors.items())]
     skipped = [{"path": p, "reason": why} for p, why in ds.skipped]
     ok = emb.ok
@@ -160,7 +153,8 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     y, train_idx, val_idx = _split_indices(records, labels, ok)
     max_iter = DEFAULT_HEAD_ITERS
     X3 = emb.vectors
-    choice = select_head(X3, y, len(labels), train_idx, val_idx, variants, aug_views, seed, max_iter)
+    choice = select_head(X3, y, len(labels), train_idx, val_idx, variants, aug_views, seed, max_iter,
+                         tta_options=[accurate.TEST_VIEWS] if preset == "accurate" else None)
     vi = {v: i for i, v in enumerate(variants)}
     aug = [vi[v] for v in aug_views]
     val_acc = choice["accuracy"]
@@ -181,8 +175,15 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
             kind="fine-tune", photos=[(r.sha256, r.split, r.label) for r in records], labels=labels,
             backbone=backbone, weights=weights_hash, augment=augment, epochs=epochs, seed=seed, orient=orient,
             lr=FINE_TUNE_LR, batch=FINE_TUNE_BATCH, head=[float(choice["l2"])]))
+        # start from a head fitted on the train photos alone: the val photos choose the best
+        # epoch, so no weight may have seen them (the head above was fitted on train + val)
+        start = (W, b)
+        if len(val_idx) and len(np.unique(y[train_idx])) == len(labels):
+            Xt, yt = _rows(X3, np.asarray(train_idx), y, aug)
+            h0 = SoftmaxRegression(l2=choice["l2"], max_iter=max_iter).fit(Xt, yt)
+            start = (h0.coef_, h0.intercept_)
         ft = run_fine_tune([str(records[i].path) for i in train_idx], y[train_idx],
-                           [str(records[i].path) for i in val_idx], y[val_idx], labels, backbone, (W, b),
+                           [str(records[i].path) for i in val_idx], y[val_idx], labels, backbone, start,
                            aug_views, epochs=epochs, seed=seed, orient=orient, progress=progress,
                            checkpoint=checkpoint, resume=resume)
         W, b, backbone_state = ft["weight"], ft["bias"], ft["state"]

@@ -1,7 +1,8 @@
 """The pure pieces every engine calls: sources -> upright crops (the one door) -> embeddings.
 
-`decode_items` turns paths or bytes into uint8 network crops through `preprocess.load_crop`
-(so through `imaging.open_image`, orientation applied once) and never raises for one bad
+`decode_items` turns paths or bytes into uint8 network crops (or, for views off centre, the
+resized picture) through `preprocess.load_canvas` (so through `imaging.open_image`,
+orientation applied once) and never raises for one bad
 file; `Embedder` is built once per worker (one ONNX Runtime session, its thread count set
 explicitly) and embeds crops in batches. Engines (engines.py) only decide where these run.
 """
@@ -14,8 +15,8 @@ import numpy as np
 
 from .. import backbones
 from ..errors import UnreadableImage, one_line
-from ..orientation import variant_array
-from ..preprocess import load_crop, to_input
+from ..preprocess import load_canvas, to_input
+from ..views import cut_all, needs_picture
 
 BATCH = 32  # views per ONNX Runtime call
 
@@ -30,24 +31,26 @@ class Task:
     device: str = "auto"  # auto, cpu, cuda (backbones.choose_providers)
 
 
-def decode_one(source, backbone: str, orient: bool = True) -> tuple[np.ndarray | None, str | None]:
-    """A path or bytes -> (uint8 [S, S, 3] crop, None), or (None, one-line reason)."""
+def decode_one(source, backbone: str, orient: bool = True, whole: bool = False
+               ) -> tuple[np.ndarray | None, str | None]:
+    """A path or bytes -> (uint8 [S, S, 3] crop, None), or (None, one-line reason); with `whole`
+    the resized picture instead of its centre crop (views off centre need it)."""
     try:
-        return load_crop(source, backbone, orient)[0], None
+        return load_canvas(source, backbone, orient, whole)[0], None
     except UnreadableImage as exc:
         return None, exc.reason
     except Exception as exc:  # never let one file kill the run
         return None, f"cannot decode: {one_line(exc, 160)}"
 
 
-def decode_items(items, backbone: str, orient: bool = True) -> list[tuple]:
+def decode_items(items, backbone: str, orient: bool = True, whole: bool = False) -> list[tuple]:
     """[(key, source)] -> [(key, crop | None, reason | None)], in order."""
-    return [(key, *decode_one(source, backbone, orient)) for key, source in items]
+    return [(key, *decode_one(source, backbone, orient, whole)) for key, source in items]
 
 
-def views(crop: np.ndarray, variants) -> np.ndarray:
-    """uint8 [len(variants), S, S, 3]: the dihedral views of one upright crop."""
-    return np.stack([variant_array(crop, v) for v in variants])
+def views(canvas: np.ndarray, variants, backbone: str) -> np.ndarray:
+    """uint8 [len(variants), S, S, 3]: the views (upright.views) of one decoded canvas."""
+    return cut_all(canvas, variants, backbones.spec(backbone).size)
 
 
 class Embedder:
@@ -79,12 +82,12 @@ def embed_batch(sources, embedder: Embedder, variants=("id",), orient: bool = Tr
 
     The whole pipeline for one shard of work, for callers that hold a batch in hand."""
     variants = tuple(variants)
-    decoded = decode_items(enumerate(sources), embedder.backbone, orient)
+    decoded = decode_items(enumerate(sources), embedder.backbone, orient, needs_picture(variants))
     out = np.full((len(decoded), len(variants), embedder.dim), np.nan, np.float32)
     errors = {i: why for i, crop, why in decoded if crop is None}
     good = [(i, crop) for i, crop, _ in decoded if crop is not None]
     if good:
-        emb = embedder(np.concatenate([views(crop, variants) for _, crop in good]))
+        emb = embedder(np.concatenate([views(crop, variants, embedder.backbone) for _, crop in good]))
         for k, (i, _) in enumerate(good):
             out[i] = emb[k * len(variants):(k + 1) * len(variants)]
     return out, errors

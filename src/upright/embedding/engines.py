@@ -29,6 +29,7 @@ from .. import backbones
 from ..errors import UprightError
 from . import batch as B
 from .batch import Embedder, Task
+from ..views import needs_picture
 
 CHUNK = 8  # files per decode task
 ENGINES = ("local", "ray")
@@ -45,9 +46,9 @@ class Job:
 
 # -- the local process pool --------------------------------------------------------------
 def _decode_chunk(job):
-    """Pool worker: (items, backbone, orient) -> [(index, crop | None, reason | None)]."""
-    items, backbone, orient = job
-    return B.decode_items(items, backbone, orient)
+    """Pool worker: (items, backbone, orient[, whole]) -> [(index, crop | None, reason | None)]."""
+    items, backbone, orient, *whole = job
+    return B.decode_items(items, backbone, orient, bool(whole and whole[0]))
 
 
 def _worker_init():
@@ -102,8 +103,9 @@ class LocalEngine:
             return
         workers = default_workers(len(jobs)) if self.workers is None else self.workers
         wanted = {j.index: j.variants for j in jobs}
-        chunks = [([(j.index, j.source) for j in jobs[s:s + CHUNK]], task.backbone, task.orient)
-                  for s in range(0, len(jobs), CHUNK)]
+        chunks = [([(j.index, j.source) for j in part], task.backbone, task.orient,
+                   any(needs_picture(j.variants) for j in part))
+                  for part in (jobs[s:s + CHUNK] for s in range(0, len(jobs), CHUNK))]
         stream = decoded_stream(chunks, workers)
         first = next(stream, None)  # the pool forks before ONNX Runtime starts its threads
         embedder = Embedder(task, runner=self.runner)
@@ -127,7 +129,7 @@ class LocalEngine:
             if crop is None:
                 done.append((i, None, why))
             else:
-                rows.append((i, B.views(crop, wanted[i])))
+                rows.append((i, B.views(crop, wanted[i], task.backbone)))
             if sum(len(v) for _, v in rows) >= B.BATCH or len(done) >= B.BATCH:
                 yield flush()
         last = flush()

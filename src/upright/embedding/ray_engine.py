@@ -30,6 +30,7 @@ from ..errors import UprightError, one_line
 from . import batch as B
 from .batch import Embedder, Task
 from .engines import CHUNK, Job, Result
+from ..views import needs_picture
 
 DECODE_CPUS = 0.5
 EMBED_THREADS = 1
@@ -105,14 +106,14 @@ def decode_views(batch: dict, backbone: str, orient: bool) -> dict:
     size = backbones.spec(backbone).size
     idx, names, crops, errors = [], [], [], []
     for i, path, wanted in zip(batch["i"], batch["path"], batch["variants"]):
-        crop, why = B.decode_one(str(path), backbone, orient)
+        vs = str(wanted).split(",")
+        crop, why = B.decode_one(str(path), backbone, orient, needs_picture(vs))
         if crop is None:
             idx.append(i), names.append(""), crops.append(np.zeros((size, size, 3), np.uint8)), errors.append(why)
             continue
-        vs = str(wanted).split(",")
         idx += [i] * len(vs)
         names += vs
-        crops += list(B.views(crop, vs))
+        crops += list(B.views(crop, vs, backbone))
         errors += [""] * len(vs)
     return {"i": np.asarray(idx, np.int64), "variant": np.asarray(names, dtype=object),
             "crop": np.stack(crops), "error": np.asarray(errors, dtype=object)}
