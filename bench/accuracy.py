@@ -3,6 +3,7 @@
     .venv/bin/python bench/accuracy.py                  # flowers-500 (../shared/data), 5 folds
     .venv/bin/python bench/accuracy.py --quick          # tiny generated set: a smoke test
     .venv/bin/python bench/accuracy.py --json out.json  # also the figures as JSON
+    .venv/bin/python bench/accuracy.py --seeds 3        # also 3 x 5-fold CV (other fold seeds)
 
 Folds are stratified by class and seeded. In each fold, the held-out fifth is never used for
 any choice: each preset picks what it picks (the head's l2 and test views for fast; the head
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="repeat the CV with this many fold seeds (0, 1, ...): the spread of a 100-photo fold is wide")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--last-blocks", action="store_true",
@@ -117,10 +120,10 @@ def main(argv=None) -> int:
                  "machine": machine("torch", "onnxruntime"), "timing_s": {}}
     print(f"{len(recs)} photos, {len(labels)} classes, {args.folds}-fold CV")
 
-    def run_preset(name, emb, rot_emb, views, rv, tta_options=None):
+    def run_preset(name, emb, rot_emb, views, rv, tta_options=None, fold=fold, quiet=False):
         """Per fold: l2 and test views chosen on a 20% val split of the training four-fifths (as
         `upright train` does on a plain folder-per-class DATA; accurate's test views are fixed, its
-        10 crops), fitted on all of them, scored once."""
+        10 crops), fitted on all of them, scored once. -> the fold accuracies."""
         accs, rot = [], {}
         vi = {v: i for i, v in enumerate(views)}
         for f in range(args.folds):
@@ -132,16 +135,19 @@ def main(argv=None) -> int:
             h = SoftmaxRegression(l2=ch["l2"]).fit(X, yy)
             p = np.mean([softmax(emb.vectors[te, vi[v]] @ h.coef_.T + h.intercept_) for v in ch["test_views"]], axis=0)
             accs.append(float((p.argmax(1) == y[te]).mean()))
-            if f == 0:
+            if f == 0 and rot_emb is not None:
                 for deg, r in ROT.items():
                     cols = [rv.index(compose(r, v)) for v in ch["test_views"]]
                     p = np.mean([softmax(rot_emb.vectors[:, c] @ h.coef_.T + h.intercept_) for c in cols], axis=0)
                     rot[deg] = round(float((p.argmax(1) == y[rot_idx]).mean()), 4)
                 rot["0"] = round(accs[0], 4)
-            print(f"{name} fold {f + 1}: {accs[-1]:.4f}  (l2 {ch['l2']:g}, test views {'+'.join(ch['test_views'])})",
-                  flush=True)
-        out[name] = {**spread(accs), "rotation_fold1": {k: rot[k] for k in ("0", "90", "180", "270")}}
-        print(f"{name}: {out[name]}", flush=True)
+            if not quiet:
+                print(f"{name} fold {f + 1}: {accs[-1]:.4f}  (l2 {ch['l2']:g}, test views "
+                      f"{'+'.join(ch['test_views'])})", flush=True)
+        if rot_emb is not None:
+            out[name] = {**spread(accs), "rotation_fold1": {k: rot[k] for k in ("0", "90", "180", "270")}}
+            print(f"{name}: {out[name]}", flush=True)
+        return accs
 
     hashes = [r.sha256 for r in recs]
     rv = tuple(dict.fromkeys(compose(r, v) for r in ROT.values() for v in ("id", "flip")))
@@ -160,6 +166,19 @@ def main(argv=None) -> int:
     remb = embed_paths([paths[i] for i in rot_idx], backbone=accurate.BACKBONE, variants=arv, progress=False,
                        hashes=[hashes[i] for i in rot_idx])
     run_preset("accurate", emb, remb, accurate.VIEW_NAMES, arv, tta_options=[accurate.TEST_VIEWS])
+    if args.seeds > 1:  # repeated CV: the same two presets on other fold seeds (no rotation check)
+        fast_emb = embed_paths(paths, variants=fv, progress=False, hashes=hashes)
+        rep = {"fast": [], "accurate": []}
+        for seed in range(args.seeds):
+            sf = folds_of(y, args.folds, seed)
+            rep["fast"] += run_preset("fast", fast_emb, None, fv, None, fold=sf, quiet=True)
+            rep["accurate"] += run_preset("accurate", emb, None, accurate.VIEW_NAMES, None,
+                                          tta_options=[accurate.TEST_VIEWS], fold=sf, quiet=True)
+        for name, accs in rep.items():
+            out[f"{name}_repeated"] = {**spread(accs), "seeds": args.seeds,
+                                       "seed_means": [round(float(np.mean(accs[i:i + args.folds])), 4)
+                                                      for i in range(0, len(accs), args.folds)]}
+            print(f"{name}, {args.seeds} x {args.folds}-fold CV: {out[f'{name}_repeated']}", flush=True)
     # where the gain comes from (not presets): the pair on the centre crop + mirror only (trained
     # and tested on them), and the accurate head tested on the centre crop + mirror alone (what
     # the exported ONNX graph averages: export.graph_views)
@@ -188,7 +207,8 @@ def main(argv=None) -> int:
     print(f"timing (s): {out['timing_s']}; peak RSS {out['peak_rss_mb']:.0f} MB")
     print("| preset | 5-fold CV mean | std | min | max | 0 / 90 / 180 / 270 (fold 1) |")
     print("|---|---|---|---|---|---|")
-    for k in ("fast", "accurate", "pair_centre_and_mirror", "accurate_tested_on_centre_and_mirror", "last_blocks_frozen",
+    for k in ("fast", "accurate", "fast_repeated", "accurate_repeated", "pair_centre_and_mirror",
+              "accurate_tested_on_centre_and_mirror", "last_blocks_frozen",
               "last_blocks_tuned"):
         if k in out:
             r = out[k]

@@ -6,7 +6,7 @@ other 3 in 5 here, unless --model is given) and the 18 exif-orientation-examples
 every EXIF orientation). The graph is fed what its contract says: the upright full-resolution
 pixels (`upright.open_upright(path)` as uint8 [1, H, W, 3]); predict reads the same files
 through its own path (DCT-domain JPEG decode + Pillow bicubic).
-Usage: python bench/export_agreement.py [--model DIR] [--data ../shared/data]
+Usage: python bench/export_agreement.py [--model DIR | --preset fast|accurate] [--data ../shared/data]
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--model", default=None)
+    ap.add_argument("--preset", default="fast", choices=("fast", "accurate"),
+                    help="the preset of the model trained here (accurate: its 10 crops are cut in the graph)")
     args = ap.parse_args()
     import onnxruntime as ort
 
@@ -54,11 +56,13 @@ def main() -> None:
         sys.exit(77)
     tmp = Path(tempfile.mkdtemp(prefix="upright-export-agreement-"))
     flowers = split_flowers(data / "flowers-500", tmp / "flowers")
-    model_dir = Path(args.model) if args.model else train_dataset(flowers, tmp / "model", progress=False).model
+    model_dir = Path(args.model) if args.model else train_dataset(flowers, tmp / "model", progress=False,
+                                                                            preset=args.preset).model
     m = load_model(model_dir)
     graph = export_onnx(m, tmp / "pre.onnx", preprocess=True)
     session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     print(machine("onnxruntime", "pillow", "torch"))
+    print(f"model: {m.meta.get('preset', 'fast')} preset, {m.backbone}, test views {'+'.join(m.views)}")
     sets = {"flowers-500 test": sorted((flowers / "test").rglob("*.jpg")),
             "exif-orientation-examples": sorted((data / "exif-orientation-examples").glob("*.jpg"))}
     for name, paths in sets.items():

@@ -409,3 +409,17 @@ def test_cli_prints_one_line_for_a_forged_folder(stock, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1, (r.stdout, r.stderr)
     assert "NaN" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corner_views_need_format_3_and_unknown_views_are_refused(stock, tmp_path):
+    folder = tmp_path / "m"
+    shutil.copytree(stock, folder)
+    meta = read_meta(folder)
+    for views, version, words in ((["id", "crop-top-left"], 2, "need format version 3"),
+                                  (["id", "crop-middle"], 3, "unknown view"),
+                                  (["r45"], 2, "unknown view")):
+        write_meta(folder, {**meta, "test_views": views, "format_version": version})
+        with pytest.raises(UprightError, match=words):
+            load_model(folder)
+    write_meta(folder, {**meta, "test_views": ["id", "crop-top-left"], "format_version": 3})
+    assert load_model(folder).views == ("id", "crop-top-left")

@@ -33,6 +33,7 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     assert r["augment"] == "10-crop" and r["n_fitted"] == 12 and r["decoded"] == 12
     meta = json.loads((model / "model.json").read_text())
     assert meta["preset"] == "accurate" and len(meta["train_variants"]) == 10 and meta["embedding_dim"] == 2560
+    assert meta["format_version"] == 3  # corner views: a format-2 reader refuses it instead of mispredicting
     # the 10 views of every photo are cached: a re-train decodes nothing
     again = upright.train(data, tmp_path / "m2", preset="accurate")
     assert again.cache_hits == 12 and again.decoded == 0 and again.l2 == r["l2"]
@@ -51,6 +52,8 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     for item in (photo.read_bytes(), Image.open(photo).convert("RGB")):
         got = dict(m.predict(item, top_k=3)[0].predictions)
         assert got.keys() == by_path.keys() and np.allclose(list(got.values()), list(by_path.values()), atol=1e-4)
+    served = dict(m.predict_images([Image.open(photo).convert("RGB")], top_k=3)[0])  # what serve calls
+    assert np.allclose([served[k] for k in by_path], list(by_path.values()), atol=1e-4)
     # export: the ONNX graph is the whole model on one centre crop (centre views averaged inside);
     # it says so, and equals the model restricted to those views
     code, out, err = cli("export", model, "--format", "onnx", "-o", tmp_path / "m.onnx")

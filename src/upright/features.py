@@ -24,7 +24,7 @@ from PIL import Image
 from . import backbones, orientation, views
 from .cache import model_key, resolve_cache_dir
 from .console import progress as progress_bar
-from .embedding.batch import BATCH, Task
+from .embedding.batch import Task, views_per_call
 from .embedding.engines import Job, make_engine
 from .embedding.stores import SqliteStore
 from .errors import UprightError
@@ -167,8 +167,9 @@ def embed_crops(crops, *, backbone: str = backbones.DEFAULT, variants=("id",),
     n, nv = len(crops), len(variants)
     out = np.zeros((n, nv, run.spec.dim), np.float32)
     flat = [(i, j, v) for i in range(n) for j, v in enumerate(variants)]
-    for s in range(0, len(flat), BATCH):
-        part = flat[s:s + BATCH]
+    step = views_per_call(run.name)
+    for s in range(0, len(flat), step):
+        part = flat[s:s + step]
         emb = run(to_input(np.stack([views.cut(crops[i], v, run.spec.size) for i, _, v in part]), run.name))
         for (i, j, _), e in zip(part, emb):
             out[i, j] = e

@@ -63,7 +63,8 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
     if backbone_state:
         for k, v in backbone_state.items():
             tensors[f"backbone.{k}"] = modelfile.c_array(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__}
+    version = modelfile.format_version_for(meta.get("test_views", ["id"]))
+    meta = {**meta, "format": FORMAT, "format_version": version, "upright_version": __version__}
     if backbone_state:  # the hash of exactly what is written, checked again on every load
         meta["backbone_sha256"] = modelfile.tensors_sha256(
             {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
@@ -73,7 +74,7 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
         meta["head_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
         modelfile.validate_for_save(meta)
-    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "upright_version": __version__, **meta}
+    meta = {"format": FORMAT, "format_version": version, "upright_version": __version__, **meta}
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     return out
 

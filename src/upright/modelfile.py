@@ -55,8 +55,16 @@ def _view(v: str) -> str:
 View = Annotated[str, StringConstraints(max_length=40), AfterValidator(_view)]
 
 FORMAT = "upright-model"
-#: 1: the released layout; 2: adds head_sha256 (and backbone_sha256 always for fine-tuned).
-FORMAT_VERSION = 2
+#: 1: the released layout; 2: adds head_sha256 (and backbone_sha256 always for fine-tuned);
+#: 3: test views may be corner windows (upright.views; --preset accurate's 10 crops), which a
+#: format-2 reader would not cut. A folder is written with the lowest version that holds it.
+FORMAT_VERSION = 3
+
+
+def format_version_for(test_views) -> int:
+    """The format version a folder with these test views is written as (older readers keep
+    reading every folder they can predict with correctly)."""
+    return 3 if views.needs_picture(test_views) else 2
 META_FILE = "model.json"
 HEAD_FILE = "head.safetensors"
 #: model.json is small (labels, figures, photo hashes); anything bigger is not ours.
@@ -176,6 +184,9 @@ class ModelMeta(BaseModel):
             raise ValueError("a fine-tuned model needs backbone_sha256")
         if self.format_version >= 2 and self.head_sha256 is None:
             raise ValueError("head_sha256 is required from format version 2")
+        if views.needs_picture(self.test_views) and self.format_version < 3:
+            raise ValueError(f"test views off centre ({', '.join(v for v in self.test_views if views.parse(v)[1] != 'centre')}) "
+                             f"need format version 3, not {self.format_version}")
         return self
 
 
