@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import accurate, backbones, provenance
+from .views import describe as describe_views
 from .atomic import stage_folder, swap_folder
 from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
@@ -382,7 +383,7 @@ def print_summary(result) -> None:
         t.add_row("test photos", "not read (eval's)")
     t.add_row("val accuracy", f"{result['val_accuracy']:.3f} ({result['val_method']})")
     t.add_row("backbone", f"{result['backbone']}{' (fine-tuned)' if result['fine_tuned'] else ''}")
-    t.add_row("augment / test views", f"{result['augment']} / {'+'.join(result['test_views'])}")
+    t.add_row("augment / test views", f"{result['augment']} / {describe_views(result['test_views'])}")
     t.add_row("head l2", f"{result['l2']:g}")
     t.add_row("cache hits / decoded", f"{result['cache_hits']} / {result['decoded']}")
     if result.get("unreadable"):

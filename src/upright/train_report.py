@@ -61,6 +61,7 @@ def write_train_report(path, *, meta: dict, result: dict, heldout: list[dict], w
     from .report.html import figure_data_url
     from .report.plots import confusion_figure, learning_curve_figure
     from .report.templating import render
+    from .views import describe as describe_views
 
     labels = meta["labels"]
     s = summarise(heldout, labels)
@@ -71,6 +72,7 @@ def write_train_report(path, *, meta: dict, result: dict, heldout: list[dict], w
         subtitle="thumbnails are shown upright" + ("" if meta["orientation_policy"] == "upright" else
                                                    "; this model read the pixels as stored (tag ignored)"),
         result=result, meta=meta, held_out=s["n"], macro_f1=s["macro_f1"],
+        test_views_text=describe_views(meta.get("test_views", ["id"])),
         per_class=[{"label": lab, **v, "total": meta["training"]["classes"].get(lab, 0)}
                    for lab, v in s["per_class"].items()],
         confusion_plot=figure_data_url(confusion_figure(s["confusion"], labels)) if s["confusion"] else "",

@@ -105,6 +105,14 @@ def cut_all(picture: np.ndarray, views, size: int) -> np.ndarray:
     return np.ascontiguousarray(np.stack([cut(picture, v, size) for v in views]))
 
 
+def describe(views) -> str:
+    """The views in a few words for people: "10 crops (centre + 4 corners, each mirrored)" or "id+flip"."""
+    views = tuple(views)
+    if views == TEN_CROPS:
+        return "10 crops (centre + 4 corners, each mirrored)"
+    return "+".join(views)
+
+
 _GRID = np.array([["top-left", "top-right"], ["bottom-left", "bottom-right"]], dtype=object)
 _CELL = {"top-left": (0, 0), "top-right": (0, 1), "bottom-left": (1, 0), "bottom-right": (1, 1)}
 
@@ -122,5 +130,5 @@ def compose(turn: str, view: str) -> str:
     return name(compose_variants(turn, variant), position)
 
 
-__all__ = ["CORNERS", "POSITIONS", "TEN_CROPS", "check", "compose", "cut", "cut_all", "is_view", "name",
+__all__ = ["CORNERS", "POSITIONS", "TEN_CROPS", "check", "compose", "cut", "cut_all", "describe", "is_view", "name",
            "needs_picture", "parse", "window"]
