@@ -57,9 +57,7 @@ def load_canvas(source, backbone: str, orient: bool = True, whole: bool = False)
 
 def load_crop(source, backbone: str, orient: bool = True) -> tuple[np.ndarray, Decoded]:
     """Decode through the one door at the size the network needs -> (uint8 crop, Decoded)."""
-    s = spec(backbone)
-    dec = open_image(source, size=s.resize, orient=orient)
-    return centre_crop(dec.image, s), dec
+    return load_canvas(source, backbone, orient, whole=False)
 
 
 def to_input(batch_uint8: np.ndarray, backbone: str = DEFAULT) -> np.ndarray:

@@ -287,7 +287,7 @@ def _load_crops(paths, backbone, orient, progress, description):
     spec = backbones.spec(backbone)
     crops = np.zeros((len(paths), spec.size, spec.size, 3), np.uint8)
     ok = np.zeros(len(paths), bool)
-    jobs = [([(i, paths[i]) for i in range(j, min(j + CHUNK, len(paths)))], backbone, orient)
+    jobs = [([(i, paths[i]) for i in range(j, min(j + CHUNK, len(paths)))], backbone, orient, False)
             for j in range(0, len(paths), CHUNK)]
     with progress_bar(len(paths), description, enabled=progress) as advance:
         for i, crop, _err in decoded_stream(jobs, default_workers(len(paths))):

@@ -58,14 +58,6 @@ def name(variant: str, position: str = "centre") -> str:
     return _SEP + position if variant == "id" else f"{variant}-{_SEP}{position}"
 
 
-def check(views) -> tuple[str, ...]:
-    """The views as a tuple, every name checked (ValueError names the first bad one)."""
-    views = tuple(views)
-    for v in views:
-        parse(v)
-    return views
-
-
 def is_view(view) -> bool:
     try:
         parse(view)
@@ -130,5 +122,5 @@ def compose(turn: str, view: str) -> str:
     return name(compose_variants(turn, variant), position)
 
 
-__all__ = ["CORNERS", "POSITIONS", "TEN_CROPS", "check", "compose", "cut", "cut_all", "describe", "is_view", "name",
+__all__ = ["CORNERS", "POSITIONS", "TEN_CROPS", "compose", "cut", "cut_all", "describe", "is_view", "name",
            "needs_picture", "parse", "window"]

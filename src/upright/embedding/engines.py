@@ -46,9 +46,9 @@ class Job:
 
 # -- the local process pool --------------------------------------------------------------
 def _decode_chunk(job):
-    """Pool worker: (items, backbone, orient[, whole]) -> [(index, crop | None, reason | None)]."""
-    items, backbone, orient, *whole = job
-    return B.decode_items(items, backbone, orient, bool(whole and whole[0]))
+    """Pool worker: (items, backbone, orient, whole) -> [(index, crop | None, reason | None)]."""
+    items, backbone, orient, whole = job
+    return B.decode_items(items, backbone, orient, whole)
 
 
 def _worker_init():
