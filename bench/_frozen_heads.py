@@ -43,12 +43,12 @@ L2S = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 WDS = (0.05, 0.5)  # the MLP's weight decay
 CLEAN_BELOW = 0.1  # cleaned: drop a training photo whose own label gets less than this out of fold
 STAGE_ENDS = {"efficientnet-lite0": (10, 14), "efficientnet-lite2": (14, 19)}
-EXTRA_VIEWS = ("out", "out-flip", "in", "in-flip", "squash", "squash-flip")
 OUTPUTS = ("gap", "gmp", "mid", "last")
 
 
 def _views(path, pair):
-    """uint8 [16, S, S, 3]: the 10 crops as the product cuts them, then EXTRA_VIEWS."""
+    """uint8 [16, S, S, 3]: the 10 crops as the product cuts them, then the centre crop of the picture
+    resized to 260 and to 380 px and the whole picture squashed, each followed by its mirror."""
     from PIL import Image
 
     from upright.imaging import open_image

@@ -72,9 +72,9 @@ def main(argv=None) -> int:
 
     from upright import backbones
     from upright.dataset import scan
+    from upright.features import embed_crops
     from upright.finetune import train_epochs
     from upright.head import SoftmaxRegression
-    from upright.numerics import softmax
     from upright.preprocess import load_canvas, to_input
     from upright.views import TEN_CROPS, cut_all
 
@@ -92,16 +92,13 @@ def main(argv=None) -> int:
     pictures = {int(i): load_canvas(str(ds.records[i].path), NET, True, whole=True)[0] for i in np.r_[tr, te]}
     net = backbones.torch_module(NET)
 
-    def embed(idx, views):
-        with torch.no_grad():
-            x = np.concatenate([cut_all(pictures[int(i)], views, size) for i in idx])
-            e = torch.cat([net(torch.from_numpy(to_input(x[s:s + 64], NET))) for s in range(0, len(x), 64)])
-        return e.numpy().reshape(len(idx), len(views), -1)
+    def embed(idx, views):  # the frozen network through the product's ONNX path
+        return embed_crops([pictures[int(i)] for i in idx], backbone=NET, variants=views)
 
     probe = SoftmaxRegression(l2=1e-2).fit(embed(tr, ("id", "flip")).reshape(-1, net.spec.dim), np.repeat(y[tr], 2))
     frozen_test = embed(te, TEN_CROPS)
-    frozen = float((np.mean([softmax(frozen_test[:, v] @ probe.coef_.T + probe.intercept_) for v in range(10)], 0)
-                    .argmax(1) == y[te]).mean())
+    frozen_p = probe.predict_proba(frozen_test.reshape(-1, net.spec.dim)).reshape(len(te), len(TEN_CROPS), -1).mean(1)
+    frozen = float((frozen_p.argmax(1) == y[te]).mean())
     print(f"frozen Lite0, 10 crops at test: {frozen:.3f} ({time.perf_counter() - t0:.0f} s with decoding)", flush=True)
     head = torch.nn.Linear(net.spec.dim, len(ds.labels))
     with torch.no_grad():
