@@ -40,6 +40,8 @@ from _machine import machine  # noqa: E402
 
 FLOWERS = ROOT.parent / "shared" / "data" / "flowers-500"
 WORK = Path(os.environ.get("UPRIGHT_SCALE_DIR", "/tmp/upright-scale"))
+DEFAULT_SETS = "small:500,small:10000,small:50000,phone:2000"
+DEFAULT_COLD = "small:500,phone:2000"
 
 RSS_CHILD = r"""
 import json, resource, sys, time
@@ -199,27 +201,166 @@ def estimate(local_ips: float, cores: int, ray_ratio: float | None, nodes=(1, 8,
     return lines
 
 
+# -- train and audit at scale (issue 22's rows): one fresh process per figure ------------------
+ROWS = (("train_cold", "train, cold (empty cache)"), ("train_warm", "train, warm (report included)"),
+        ("train_warm_no_report", "train, warm, --no-report"), ("audit_metadata_only", "audit --metadata-only"),
+        ("audit_full_first", "audit (full), first: embeds the turns"), ("audit_full_warm", "audit (full), warm"))
+
+
+def parse_sets(text: str) -> list[tuple[str, int]]:
+    """"small:500,phone:2000" -> [("small", 500), ("phone", 2000)]."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        kind, _, n = part.partition(":")
+        if kind not in ("small", "phone") or not n.isdigit():
+            raise SystemExit(f"--sets: '{part}' is not small:N or phone:N")
+        out.append((kind, int(n)))
+    return out
+
+
+def _fresh_cache(cache: Path, work: Path) -> None:
+    """An empty cache, but with the exported ONNX graph (exported once per machine, not per train)."""
+    shutil.rmtree(cache, ignore_errors=True)
+    cache.mkdir(parents=True)
+    onnx = work / "onnx-graphs"
+    if onnx.is_dir():
+        shutil.copytree(onnx, cache / "onnx")
+
+
+def _keep_onnx(cache: Path, work: Path) -> None:
+    if (cache / "onnx").is_dir() and not (work / "onnx-graphs").is_dir():
+        shutil.copytree(cache / "onnx", work / "onnx-graphs")
+
+
+def measure_set(kind: str, n: int, data: Path, work: Path, version: str, src: Path, seeded: bool,
+                cold: bool) -> dict:
+    """Every row for one set and one source tree (see ROWS), each in a fresh process."""
+    import _scale_sets as sets
+
+    name = f"{kind}{n}"
+    model = work / f"model-{name}-{version}"
+    rows: dict = {}
+    if seeded:
+        cache = work / f"cache-{name}-seeded"
+        cache.mkdir(parents=True, exist_ok=True)
+        sets.seed_cache(data, cache, base=min(500, max(8, n // 4)))
+    else:
+        cache = work / f"cache-{name}-{version}"
+    if cold and not seeded:
+        _fresh_cache(cache, work)
+        rows["train_cold"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
+        _keep_onnx(cache, work)
+    else:  # a first train records what a warm one reuses
+        sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
+    rows["train_warm"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
+    rows["train_warm_no_report"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache,
+                                                  report=False)
+    rows["audit_metadata_only"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=False)
+    if not seeded:
+        rows["audit_full_first"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=True)
+    rows["audit_full_warm"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=True)
+    shutil.rmtree(model, ignore_errors=True)
+    return rows
+
+
+def train_audit_rows(a, work: Path) -> dict:
+    """{version: {set: {row: figures}}} plus the sets' descriptions."""
+    import _scale_sets as sets
+
+    versions = {"this tree": ROOT / "src"}
+    if a.src:
+        versions = {"before (--src)": Path(a.src).resolve(), **versions}
+    cold = {f"{k}:{n}" for k, n in parse_sets(a.cold)}
+    made, out = {}, {v: {} for v in versions}
+    for kind, n in parse_sets(a.sets):
+        data, what = sets.make_set(WORK / "sets" / f"{kind}-{n}", kind, n)
+        made[f"{kind}:{n}"] = what
+        for v, src in versions.items():
+            print(f"scale: {kind}:{n} with {v} ...", file=sys.stderr, flush=True)
+            out[v][f"{kind}:{n}"] = measure_set(kind, n, data, work, v.split()[0], src, n > a.seeded_above,
+                                                f"{kind}:{n}" in cold)
+    return {"sets": made, "versions": out, "seeded_above": a.seeded_above}
+
+
+def _cell(r: dict | None) -> str:
+    if not r:
+        return "-"
+    return f"{r['seconds']:.1f} s, {r['rss_mb']:.0f} MB (load {r['load']:.1f})"
+
+
+def train_audit_lines(res: dict) -> list[str]:
+    lines = ["", "## train and audit at scale (issue 22): wall time, peak RSS of the main process "
+                 "(decode workers apart), load average", ""]
+    for name, what in res["sets"].items():
+        lines.append(f"- {name}: {what}" + (" (cache seeded: see bench/_scale_sets.py)"
+                                             if int(name.split(':')[1]) > res["seeded_above"] else ""))
+    for version, by_set in res["versions"].items():
+        names = list(by_set)
+        lines += ["", f"### {version}", "", "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        for key, label in ROWS:
+            if any(key in by_set[s] for s in names):
+                lines.append(f"| {label} | " + " | ".join(_cell(by_set[s].get(key)) for s in names) + " |")
+        ratios = []
+        for s in names:
+            r = by_set[s]
+            if "train_cold" in r:
+                ratios.append(f"{s}: warm train / cold train {r['train_warm']['seconds'] / r['train_cold']['seconds']:.3f}, "
+                              f"audit --metadata-only / cold train "
+                              f"{r['audit_metadata_only']['seconds'] / r['train_cold']['seconds']:.3f}")
+        lines += [""] + [f"ratios, {x}" for x in ratios]
+    return lines
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run: 24 photos, RSS at 12 vs 24, no Ray")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run: 24 photos, RSS at 12 vs 24, no Ray; sets small:48 (seeded) and phone:4")
     ap.add_argument("--speed", type=int, default=400, help="photos for the local / Ray / ceiling figures")
     ap.add_argument("--rss", default="1000,10000", help="sizes for the peak-RSS runs, comma-separated (none: skip)")
     ap.add_argument("--no-ray", action="store_true", help="leave Ray out")
+    ap.add_argument("--sets", default=DEFAULT_SETS,
+                    help=f"train/audit rows: small:N and phone:N sets, comma-separated (default {DEFAULT_SETS}; "
+                         "none: skip)")
+    ap.add_argument("--cold", default=DEFAULT_COLD, help=f"sets whose cold train is measured (default {DEFAULT_COLD})")
+    ap.add_argument("--seeded-above", type=int, default=5000,
+                    help="sets bigger than this get a seeded cache instead of a real embedding run (default 5000)")
+    ap.add_argument("--src", help="also run the train/audit rows against this source tree ('before')")
+    ap.add_argument("--only", choices=("embed", "sets"), help="run one part alone")
     ap.add_argument("--out", type=Path, help="also write the figures (markdown) here")
     a = ap.parse_args(argv)
     if a.quick:
         a.speed, a.rss, a.no_ray = 24, "12,24", True
-    sizes = [int(s) for s in a.rss.split(",")] if a.rss != "none" else []
+        a.sets, a.cold, a.seeded_above = "small:48,phone:4", "phone:4", 24
+    if a.sets == "none":
+        a.only = "embed"
     work = WORK / ("quick" if a.quick else "full")
     os.environ.setdefault("UPRIGHT_CACHE_DIR", str(WORK / "cache"))
+    out: dict = {"machine": machine("onnxruntime", "ray", "pyarrow", "numpy")}
+    text = []
+    if a.only != "sets":
+        out.update(embed_rows(a, work))
+        text.append(report(out, a.speed, out["sizes"]))
+    if a.only != "embed":
+        out["train_audit"] = train_audit_rows(a, work)
+        lines = train_audit_lines(out["train_audit"])
+        text.append("\n".join(lines if text else [f"# bench/scale.py: train and audit at scale", "",
+                                                   f"machine: {out['machine']}", *lines]))
+    print("\n".join(text))
+    if a.out:
+        a.out.write_text("\n".join(text) + "\n")
+    return out
+
+
+def embed_rows(a, work: Path) -> dict:
+    """The `upright embed` figures: local vs Ray vs the ONNX Runtime ceiling, peak RSS by size."""
+    sizes = [int(s) for s in a.rss.split(",")] if a.rss != "none" else []
     biggest = max(sizes + [a.speed])
     t0 = time.perf_counter()
     photos, origin = make_photos(work / f"photos-{biggest}", biggest)
     made = time.perf_counter() - t0
     cores = os.cpu_count() or 1
     speed_data = subset(photos, a.speed)
-    out: dict = {"machine": machine("onnxruntime", "ray", "pyarrow", "numpy"), "photos": origin,
-                 "photos_made_s": round(made, 1), "cores": cores}
+    out: dict = {"photos": origin, "photos_made_s": round(made, 1), "cores": cores, "sizes": sizes}
     from upright.features import get_runner
 
     get_runner()  # the ONNX graph exported before anything is timed
@@ -237,10 +378,6 @@ def main(argv=None) -> dict:
     out["ray_vs_local_with_start"] = round(ray["ips"] / res["local"]["ips"], 3) if ray else None
     out["local_vs_ceiling"] = round(res["local"]["ips"] / res["ceiling"]["ips"], 3)
     out["estimate"] = estimate(res["local"]["ips"], cores, ratio)
-    text = report(out, a.speed, sizes)
-    print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
     return out
 
 

@@ -69,15 +69,22 @@ def test_camera_leak(tmp_path):
 
 def test_messy_dataset_duplicates_and_unreadable(tmp_path):
     root = af.messy(tmp_path / "d")
-    r = run_audit(root, content=False, progress=False)
+    r = run_audit(root, content=False, progress=False)  # --metadata-only: headers, no pixel
     reasons = {p.rsplit("/", 1)[1]: why for p, why in ((u["path"], u["reason"]) for u in r["unreadable"])}
+    assert set(reasons) == {"empty.jpg", "notes.jpg"}  # a truncated JPEG has a good header
+    assert r["checks"]["unreadable"] == "headers only" and r["checks"]["decode"] is None
+    # the content run decodes: the unreadable check alone takes the cheap 32 px decode
+    decoded = run_audit(root, progress=False, checks="unreadable")
+    reasons = {p.rsplit("/", 1)[1]: why for p, why in ((u["path"], u["reason"]) for u in decoded["unreadable"])}
     assert set(reasons) == {"empty.jpg", "notes.jpg", "truncated.jpg"}
     assert "0 bytes" in reasons["empty.jpg"] and "text" in reasons["notes.jpg"] and "truncated" in reasons["truncated.jpg"]
     assert all("\n" not in why for why in reasons.values())
+    assert decoded["checks"]["decode"].startswith("32 px decode")
     (dup,) = [f for f in r["findings"] if f["kind"] == "duplicate"]
     assert dup["severity"] == "error" and dup["crosses"] == "labels"
     assert sorted(p.rsplit("/", 1)[1] for p in dup["paths"]) == ["cat_000.jpg", "dup_of_cat_000.jpg"]
-    assert r["classes"] == {"cat": 12, "dog": 13}  # the audit went on past the broken files
+    assert decoded["classes"] == {"cat": 12, "dog": 13}  # the audit went on past the broken files
+    assert r["classes"] == {"cat": 12, "dog": 14}  # headers only: the truncated file counts as readable
     assert fails(r, "error") and fails(r, "warning") and not fails(r, None)
 
 
@@ -110,7 +117,7 @@ def test_terminal_summary_most_severe_first(tmp_path, cli):
     root = af.messy(tmp_path / "d")
     code, out, _ = cli("audit", root, "--metadata-only")
     assert code == 0
-    assert "3 file(s) cannot be read" in re.sub(r"\s+", " ", out.replace("│", " "))
+    assert "2 file(s) cannot be read" in re.sub(r"\s+", " ", out.replace("│", " "))  # headers only
     code, out, _ = cli("audit", mixed(tmp_path / "m"), "--metadata-only")
     rows = re.findall(r"^│ (error|warning|info)\s+│ (\w+)", out, flags=re.M)  # severity and kind, row by row
     assert [s for s, _ in rows] == ["error", "warning", "warning", "info"], out

@@ -244,9 +244,8 @@ def test_sideways_thumbnails_of_untagged_files_show_no_copy(tmp_path):
     root = make_dataset(tmp_path / "d", 4, ("a", "b"))
     paths = [str(p) for p in sorted((root / "a").iterdir())[:2]]
     result = run_audit(root, content=False, progress=False)
-    result["findings"].append({"kind": "sideways", "severity": "warning", "score": 0.9, "message": "turned",
-                               "attribute": None, "paths": paths,
-                               "items": [{"path": p, "rotation": 90, "confidence": 0.9} for p in paths]})
+    result.findings.append(Finding("sideways", "warning", "turned", None, 0.9, paths,
+                                   {"items": [{"path": p, "rotation": 90, "confidence": 0.9} for p in paths]}))
     html = write_report(result, tmp_path / "r.html").read_text()
     assert html.count('alt="turned back"') == 2 and html.count('alt="as stored"') == 2
     assert 'alt="upright"' not in html

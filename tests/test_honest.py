@@ -84,17 +84,20 @@ def test_seen_rules_per_layout(layouts, kind):
 
 
 def test_train_never_opens_test(tmp_path, monkeypatch):
-    """Not just unfitted: train does not hash, decode or even list the photos under test/."""
+    """Not just unfitted: train, its report included, does not hash, read the header of, decode
+    or even list the photos under test/."""
     data = _layout(tmp_path / "d", "train+val+test")
     (data / "test" / "zebra").mkdir()  # a class only test/ has: train would have to know it if it looked
     write_photo(data / "test" / "zebra" / "z.jpg", class_picture(4, 1))
     opened = []
-    import upright.dataset as dataset
+    import upright.files as files
+    import upright.known_files as known_files
 
-    real = dataset.file_sha256
-    monkeypatch.setattr(dataset, "file_sha256", lambda p, *a: opened.append(Path(p)) or real(p, *a))
-    r = upright.train(data, tmp_path / "m", augment="none", report=False)
-    assert opened and not [p for p in opened if "test" in p.parts]
+    real_hash, real_describe = files.file_sha256, known_files.describe
+    monkeypatch.setattr(files, "file_sha256", lambda p, *a: opened.append(Path(p)) or real_hash(p, *a))
+    monkeypatch.setattr(known_files, "describe", lambda p: opened.append(Path(p)) or real_describe(p))
+    r = upright.train(data, tmp_path / "m", augment="none")
+    assert r.report and opened and not [p for p in opened if "test" in p.parts]
     assert r.labels == list(CLASSES) and r.to_dict()["test_not_read"] == str(data / "test")
 
 

@@ -12,7 +12,7 @@ import jinja2
 import pytest
 
 from fixtures import class_picture, make_dataset, write_photo
-from upright.audit import run_audit
+from upright.audit import Finding, run_audit
 from upright.audit.report import write_report as write_audit_report
 from upright.demo.data import DemoData
 from upright.demo.report import write_report as write_demo_report
@@ -49,12 +49,10 @@ def test_audit_report_escapes_labels_and_paths(tmp_path):
     assert leak and leak[0]["table"]["labels"] == [HOSTILE_LABEL, "zero"]
     # a sideways finding shows a third view (turned back); its message carries markup too
     paths = leak[0]["paths"][:2]
-    result["findings"].insert(0, {
-        "kind": "sideways", "severity": "warning", "score": 0.9, "message": f"looks sideways {HOSTILE}",
-        "paths": paths, "items": [{"path": p, "rotation": 90, "confidence": 0.9} for p in paths]})
+    result.findings.insert(0, Finding("sideways", "warning", f"looks sideways {HOSTILE}", None, 0.9, paths,
+                                      {"items": [{"path": p, "rotation": 90, "confidence": 0.9} for p in paths]}))
     zero = str(root / "zero" / f"{HOSTILE_FILE}.jpg")
-    result["findings"].append({"kind": "duplicate", "severity": "info", "score": 1.0, "message": "same",
-                               "paths": [zero, zero], "groups": [[zero, zero]]})
+    result.findings.append(Finding("duplicate", "info", "same", None, 1.0, [zero, zero], {"groups": [[zero, zero]]}))
     html = write_audit_report(result, tmp_path / "audit.html", data=root).read_text()
     assert_escaped(html)
     assert "&lt;script&gt;diet" in html  # the label, in the leak table and thumbnail captions

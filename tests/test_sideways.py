@@ -22,7 +22,7 @@ def test_leave_one_image_out_is_exact():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(12, 4, 5))
     x -= x.reshape(-1, 5).mean(axis=0)
-    scores, lam = _loo_group_scores(x, 12, lams=(0.5,))
+    scores, lam = _loo_group_scores(lambda: iter([x[:5], x[5:]]), lams=(0.5,))  # two blocks
     xf = x.reshape(-1, 5)
     y = np.tile(np.eye(4), (12, 1)) - 0.25
     lam_abs = 0.5 * np.linalg.eigvalsh(xf.T @ xf).clip(0).mean()

@@ -1,7 +1,13 @@
-"""Embedding cache: one SQLite database in the cache dir, keyed by what decides an embedding.
+"""The cache: one SQLite database in the cache dir, keyed by what decides each entry.
 
-Key: (file sha256, model key, variant, orientation policy), where the model key names the
-backbone, its weights' hash and the preprocessing version. A hit never touches the image.
+- embeddings: (file sha256, model key, variant, orientation policy), where the model key
+  names the backbone, its weights' hash and the preprocessing version. A hit never touches
+  the image.
+- what a run learned about a file (known_files.py reads and writes these): `files` maps a
+  path to its content hash while its size, mtime and inode are unchanged (a stat instead of
+  reading the bytes); `facts` holds metadata.describe's header facts and `decodes` whether
+  the pixels decode, both keyed by content hash and a version of the code that found them;
+  `thumbs` holds the train report's upright thumbnails, keyed by content hash and size.
 
 Crash and concurrency safety: WAL journal, a commit per batch (a killed run keeps every
 finished batch, never a half-written row), and a busy timeout so two runs can share it.
@@ -32,7 +38,33 @@ CREATE TABLE IF NOT EXISTS embeddings (
     vec     BLOB NOT NULL,
     PRIMARY KEY (sha256, model, variant, orient)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS files (
+    path    TEXT PRIMARY KEY,
+    size    INTEGER NOT NULL,
+    mtime   INTEGER NOT NULL,
+    inode   INTEGER NOT NULL,
+    sha256  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS facts (
+    sha256  TEXT NOT NULL,
+    version TEXT NOT NULL,
+    facts   TEXT NOT NULL,
+    PRIMARY KEY (sha256, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decodes (
+    sha256  TEXT NOT NULL,
+    version TEXT NOT NULL,
+    reason  TEXT,
+    PRIMARY KEY (sha256, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS thumbs (
+    sha256  TEXT NOT NULL,
+    side    INTEGER NOT NULL,
+    url     TEXT NOT NULL,
+    PRIMARY KEY (sha256, side)
+) WITHOUT ROWID;
 """
+CHUNK = 500  # keys per SELECT ... IN (...): under SQLite's bound-parameter limit
 
 
 def default_cache_dir() -> Path:
@@ -85,32 +117,104 @@ class EmbeddingCache:
     def get_many(self, shas: Iterable[str], model: str, variants: Iterable[str], orient: bool
                  ) -> dict[tuple[str, str], np.ndarray]:
         """{(sha256, variant): vector} for every cached pair."""
+        out: dict[tuple[str, str], np.ndarray] = {}
+        for sha, var, vec in self._vectors(shas, model, variants, orient):
+            out[(sha, var)] = vec
+        return out
+
+    def read_into(self, shas: list[str | None], model: str, variants: tuple[str, ...], orient: bool,
+                  out: np.ndarray) -> np.ndarray:
+        """Write every cached vector straight into out[i, j] (i: each file holding that content,
+        j: the variant); returns the bool [N, V] mask of what was found. Rows stream from the
+        database one chunk at a time, so nothing is held twice."""
+        where: dict[str, list[int]] = {}
+        for i, sha in enumerate(shas):
+            if sha is not None:
+                where.setdefault(sha, []).append(i)
+        col = {v: j for j, v in enumerate(variants)}
+        found = np.zeros((len(shas), len(variants)), bool)
+        for sha, var, vec in self._vectors(where, model, variants, orient):
+            rows = where[sha]
+            out[rows, col[var]] = vec
+            found[rows, col[var]] = True
+        return found
+
+    def _vectors(self, shas: Iterable[str], model: str, variants: Iterable[str], orient: bool):
+        """(sha256, variant, vector) of every cached pair, chunk by chunk."""
         shas = sorted(set(shas))
         variants = list(variants)
-        out: dict[tuple[str, str], np.ndarray] = {}
         vq = ",".join("?" * len(variants))
-        for i in range(0, len(shas), 500):
-            chunk = shas[i:i + 500]
+        for i in range(0, len(shas), CHUNK):
+            chunk = shas[i:i + CHUNK]
             rows = self.db.execute(
                 f"SELECT sha256, variant, dim, vec FROM embeddings WHERE model=? AND orient=? "
                 f"AND variant IN ({vq}) AND sha256 IN ({','.join('?' * len(chunk))})",
                 [model, int(orient), *variants, *chunk],
-            ).fetchall()
+            )
             for sha, var, dim, blob in rows:
                 vec = np.frombuffer(blob, np.float32)
                 if vec.size == dim:
-                    out[(sha, var)] = vec
-        return out
+                    yield sha, var, vec
+
+    def has_embedding(self, shas: Iterable[str]) -> set[str]:
+        """The contents with at least one cached embedding (any model): decoded once already."""
+        return {row[0] for row in self._select("SELECT DISTINCT sha256 FROM embeddings WHERE sha256 IN ({})",
+                                               shas)}
 
     def put_many(self, rows: Iterable[tuple[str, str, np.ndarray]], model: str, orient: bool) -> None:
         """Insert (sha256, variant, vector) rows in one transaction (one commit per batch)."""
         data = [(sha, model, var, int(orient), int(v.size), np.asarray(v, np.float32).tobytes())
                 for sha, var, v in rows]
+        self._write("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?,?,?)", data)
+
+    # -- what runs learned about files (known_files.py) ------------------------------------
+    def file_hashes(self, paths: Iterable[str]) -> dict[str, tuple[int, int, int, str]]:
+        """{path: (size, mtime_ns, inode, sha256)} recorded for these paths."""
+        return {p: (size, mtime, inode, sha) for p, size, mtime, inode, sha in
+                self._select("SELECT path, size, mtime, inode, sha256 FROM files WHERE path IN ({})", paths)}
+
+    def put_file_hashes(self, rows: list[tuple[str, int, int, int, str]]) -> None:
+        """(path, size, mtime_ns, inode, sha256) rows."""
+        self._write("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?)", rows)
+
+    def facts(self, shas: Iterable[str], version: str) -> dict[str, str]:
+        """{sha256: facts JSON} recorded under this version."""
+        return dict(self._select("SELECT sha256, facts FROM facts WHERE version=? AND sha256 IN ({})", shas,
+                                 (version,)))
+
+    def put_facts(self, rows: list[tuple[str, str]], version: str) -> None:
+        """(sha256, facts JSON) rows."""
+        self._write("INSERT OR REPLACE INTO facts VALUES (?,?,?)", [(sha, version, js) for sha, js in rows])
+
+    def decodes(self, shas: Iterable[str], version: str) -> dict[str, str | None]:
+        """{sha256: None (decodes) or the one-line reason it does not}, for the recorded ones."""
+        return dict(self._select("SELECT sha256, reason FROM decodes WHERE version=? AND sha256 IN ({})", shas,
+                                 (version,)))
+
+    def put_decodes(self, rows: list[tuple[str, str | None]], version: str) -> None:
+        self._write("INSERT OR REPLACE INTO decodes VALUES (?,?,?)", [(sha, version, why) for sha, why in rows])
+
+    def thumbs(self, shas: Iterable[str], side: int) -> dict[str, str]:
+        """{sha256: data URL} of the upright thumbnails recorded at this size."""
+        return dict(self._select("SELECT sha256, url FROM thumbs WHERE side=? AND sha256 IN ({})", shas, (side,)))
+
+    def put_thumbs(self, rows: list[tuple[str, str]], side: int) -> None:
+        self._write("INSERT OR REPLACE INTO thumbs VALUES (?,?,?)", [(sha, side, url) for sha, url in rows])
+
+    def _select(self, sql: str, keys: Iterable[str], params: tuple = ()):
+        """Rows of `sql` (its IN ({}) filled with one chunk of keys at a time)."""
+        keys = sorted(set(keys))
+        for i in range(0, len(keys), CHUNK):
+            chunk = keys[i:i + CHUNK]
+            yield from self.db.execute(sql.format(",".join("?" * len(chunk))), [*params, *chunk])
+
+    def _write(self, sql: str, data: list[tuple]) -> None:
+        """executemany in one transaction (a killed run keeps what was committed before)."""
         if not data:
             return
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.executemany("INSERT OR REPLACE INTO embeddings VALUES (?,?,?,?,?,?)", data)
+            self.db.executemany(sql, data)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise

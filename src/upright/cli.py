@@ -147,7 +147,7 @@ def audit(
                        engine=engine.value, ray_address=ray_address)
     if report is not None:
         write_audit_report(result, report, data=data)
-        result["report"] = str(report)
+        result.report = str(report)
 
     def human(r):
         print_audit_summary(r)
@@ -223,6 +223,12 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="With --fine-tune: continue a killed or crashed run of the same photos and options from its last checkpoint (kept in .MODEL.upright-checkpoint/ beside MODEL until the model is written)."),
     val_split: float = typer.Option(DEFAULT_VAL_FRACTION, "--val-split", help="Held-out fraction when DATA has no val/ folder."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    no_report: bool = typer.Option(
+        False, "--no-report",
+        help="Do not write MODEL/report.html. The report reads nothing again (it reuses the run's scan, the header "
+             "facts and thumbnails recorded in the cache and the embedding pass's decode results); it costs the "
+             "header audit's checks and, the first time, a header read of every photo and up to 24 thumbnails: "
+             "REPORT_COST."),
     cache: Optional[Path] = CACHE,
     json_out: bool = JSON,
     engine: Engine = ENGINE,
@@ -237,7 +243,7 @@ Embeddings (of every --augment variant) are cached by file content, so a re-trai
     result = train_dataset(data, out, backbone=backbone, augment=augment.value, epochs=epochs,
                            fine_tune=fine_tune, val_split=val_split, seed=seed, cache_dir=cache,
                            progress=not json_out, force=force, resume=resume, preset=preset.value,
-                           engine=engine.value, ray_address=ray_address)
+                           engine=engine.value, ray_address=ray_address, report=not no_report)
     emit(result, json_out, print_train_summary)
 
 

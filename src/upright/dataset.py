@@ -85,10 +85,12 @@ def _hash_and_size(path: Path) -> tuple[str, int]:
 
 
 def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, read=("train", "val", "test"),
-         workers: int | None = None) -> Dataset:
+         workers: int | None = None, known=None) -> Dataset:
     """Scan DATA into a Dataset. Raises UprightError when DATA is missing or has no classes.
 
     The files are hashed on `workers` threads (parallel.ordered_map; default: the usable cores).
+    `known` (a known_files.KnownFiles): hashes recorded in the cache are reused for files
+    whose path, size, mtime and inode are unchanged, and new ones recorded.
 
     read: the explicit split folders to open; the others are listed in `not_read`, untouched
     (train passes ("train", "val") so that test/ photos are never read, hashed or fitted).
@@ -118,7 +120,9 @@ def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, re
         for cls in _class_dirs(base, skipped):
             labels.add(cls.name)
             found += [(p, cls.name, split) for p in image_files(cls, skipped)]
-    digests = ordered_map(_hash_and_size, [p for p, _, _ in found], workers=workers)
+    paths = [p for p, _, _ in found]
+    digests = (known.hash_and_size(paths, workers) if known is not None
+               else ordered_map(_hash_and_size, paths, workers=workers))
     records: list[Record] = []
     for (p, label, split), (digest, size) in zip(found, digests):
         hashed = split is None or (split == "train" and not has_val)

@@ -120,20 +120,17 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
     key = runner.key if runner is not None else backbones.weights_sha256(backbone)
     store = SqliteStore(cache_dir, model_key(backbone, key, PREPROCESS_VERSION), orient)
     try:
-        found = store.get_many([s for s in shas if s], variants)
+        # cached vectors go straight into `vectors` (no dict of every vector: memory stays N x V x D)
+        found = store.read_into(shas, variants, vectors)
+        ok[:] = found.all(axis=1)
+        hits = int(ok.sum())
+        col = {v: j for j, v in enumerate(variants)}
         copies: dict[str, list[int]] = {}  # content -> the files still to embed that hold it
-        hits = 0
-        for i, sha in enumerate(shas):
-            if sha is None:
-                continue
-            if all((sha, v) in found for v in variants):
-                vectors[i] = np.stack([found[(sha, v)] for v in variants])
-                ok[i] = True
-                hits += 1
-            else:
-                copies.setdefault(sha, []).append(i)
-        jobs = [Job(group[0], paths[group[0]], tuple(v for v in variants if (sha, v) not in found))
-                for sha, group in copies.items()]  # one decode per distinct content
+        for i in np.flatnonzero(~ok):
+            if shas[i] is not None:
+                copies.setdefault(shas[i], []).append(int(i))
+        jobs = [Job(group[0], paths[group[0]], tuple(v for v in variants if not found[group[0], col[v]]))
+                for group in copies.values()]  # one decode per distinct content
         task = Task(backbone, orient, None if cache_dir is None else str(cache_dir), device)
         with progress_bar(n, description, enabled=progress) as advance:
             advance(n - sum(len(g) for g in copies.values()))
@@ -144,11 +141,11 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
                     group = copies[sha]
                     if vecs is None:
                         errors.update({g: why for g in group})
+                        vectors[group] = np.nan
                     else:
                         for v, e in vecs.items():
-                            found[(sha, v)] = e
+                            vectors[group, col[v]] = e
                             rows.append((sha, v, e, None))
-                        vectors[group] = np.stack([found[(sha, v)] for v in variants])
                         ok[group] = True
                     advance(len(group))
                 store.put_many(rows)

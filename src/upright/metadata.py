@@ -13,6 +13,9 @@ from .imaging import DECODER_ORIENTS, crop_box, frame_count, header_exif, open_h
 from .orientation import SWAPS_AXES
 
 MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
+#: Bump when `describe` reads a fact differently: the facts recorded in the cache
+#: (known_files.py) under another version are read again.
+DESCRIBE_VERSION = 1
 
 
 @dataclass

@@ -26,7 +26,8 @@ from .atomic import stage_folder, swap_folder
 from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
 from .features import AUGMENT_VARIANTS, embed_paths
-from .head import DEFAULT_HEAD_ITERS, SoftmaxRegression, _rows, select_head
+from .known_files import KnownFiles
+from .head import DEFAULT_HEAD_ITERS, SoftmaxRegression, select_head
 from .model import META_FILE, save_model
 from .preprocess import describe as describe_preprocessing
 from .results import TrainResult
@@ -66,21 +67,6 @@ def check_target(out, force: bool) -> bool:
     if not force:
         raise UprightError(f"{out}: a model is already there; pass --force to replace it, or choose another -o")
     return True
-
-
-def audit_warnings(folders) -> list[dict]:
-    """Warnings the header audit raises on the photos a model is fitted on (about a second).
-
-    One small function so the audit's check registry can be wired in here alone.
-    """
-    from .audit import run_audit
-
-    found = []
-    for folder in folders:
-        for f in run_audit(folder, content=False, progress=False)["findings"]:
-            if f.get("severity") in ("warning", "error"):
-                found.append({**f, "folder": str(folder)})
-    return found
 
 
 def _split_indices(records, labels, ok):
@@ -137,7 +123,8 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     spec = backbones.spec(backbone)
     replacing = check_target(out, force)
     weights_hash = backbones.weights_sha256(backbone)
-    ds = scan(data, val_split, read=TRAIN_SPLITS)
+    with KnownFiles(cache_dir) as known:  # hashes recorded by earlier runs are reused (known_files.py)
+        ds = scan(data, val_split, read=TRAIN_SPLITS, known=known)
     check_dataset(ds)
     labels = ds.labels
     records = [r for r in ds.records if r.split in TRAIN_SPLITS]
@@ -158,11 +145,11 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
                          tta_options=[accurate.TEST_VIEWS] if preset == "accurate" else None)
     vi = {v: i for i, v in enumerate(variants)}
     aug = [vi[v] for v in aug_views]
-    val_acc = choice["accuracy"]
-    # final fit on every readable photo train reads (train + val) with the chosen l2
+    val_acc = choice.accuracy
+    # final fit on every readable photo train reads (train + val) with the chosen l2, the rows
+    # read in place from the embeddings (no copy of them)
     all_idx = np.flatnonzero(ok)
-    X, yy = _rows(X3, all_idx, y, aug)
-    head = SoftmaxRegression(l2=choice["l2"], max_iter=max_iter).fit(X, yy)
+    head = SoftmaxRegression(l2=choice.l2, max_iter=max_iter).fit_views(X3, all_idx, y, aug)
     W, b = head.coef_, head.intercept_
     fitted = provenance.fingerprints(records[i].sha256 for i in all_idx)
     meta_extra: dict = {}
@@ -175,13 +162,12 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         checkpoint = Checkpoint(checkpoint_folder(out), run_key(
             kind="fine-tune", photos=[(r.sha256, r.split, r.label) for r in records], labels=labels,
             backbone=backbone, weights=weights_hash, augment=augment, epochs=epochs, seed=seed, orient=orient,
-            lr=FINE_TUNE_LR, batch=FINE_TUNE_BATCH, head=[float(choice["l2"])]))
+            lr=FINE_TUNE_LR, batch=FINE_TUNE_BATCH, head=[float(choice.l2)]))
         # start from a head fitted on the train photos alone: the val photos choose the best
         # epoch, so no weight may have seen them (the head above was fitted on train + val)
         start = (W, b)
         if len(val_idx) and len(np.unique(y[train_idx])) == len(labels):
-            Xt, yt = _rows(X3, np.asarray(train_idx), y, aug)
-            h0 = SoftmaxRegression(l2=choice["l2"], max_iter=max_iter).fit(Xt, yt)
+            h0 = SoftmaxRegression(l2=choice.l2, max_iter=max_iter).fit_views(X3, train_idx, y, aug)
             start = (h0.coef_, h0.intercept_)
         ft = run_fine_tune([str(records[i].path) for i in train_idx], y[train_idx],
                            [str(records[i].path) for i in val_idx], y[val_idx], labels, backbone, start,
@@ -190,7 +176,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         W, b, backbone_state = ft["weight"], ft["bias"], ft["state"]
         meta_extra["fine_tune"] = ft["info"]
         meta_extra["backbone_sha256"] = backbones.state_dict_sha256(backbone_state)
-        choice["test_views"] = ["id"]
+        choice.test_views = ["id"]
         if ft["info"].get("val_accuracy") is not None:
             val_acc = ft["info"]["val_accuracy"]
     seconds = time.perf_counter() - t0
@@ -208,10 +194,10 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         "preset": preset,
         "augment": augment if preset == "fast" else "10-crop",
         "train_variants": list(aug_views),
-        "test_views": choice["test_views"],
+        "test_views": choice.test_views,
         "fine_tuned": bool(fine_tune),
-        "head": {"type": "linear-softmax", "estimator": "upright.head.SoftmaxRegression", "l2": choice["l2"],
-                 "selected_by": choice["method"], "solver": "L-BFGS", "max_iter": max_iter,
+        "head": {"type": "linear-softmax", "estimator": "upright.head.SoftmaxRegression", "l2": choice.l2,
+                 "selected_by": choice.method, "solver": "L-BFGS", "max_iter": max_iter,
                  "final_fit": "train+val", "iterations": int(head.n_iter_),
                  "applies_to": "raw embedding (standardisation folded into weight and bias)"},
         "onnx_input": {"name": "input", "shape": ["batch", 3, spec.size, spec.size], "dtype": "float32",
@@ -219,22 +205,22 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
                        "output": "probabilities [batch, n_labels], averaged over test_views"},
         "training": {"val_accuracy": round(val_acc, 6), "n_train": n_train, "n_val": n_val,
                      "classes": {lab: int(((y == i) & ok).sum()) for i, lab in enumerate(labels)},
-                     "seed": seed, "seconds": round(seconds, 3), "l2_grid": choice["grid"],
+                     "seed": seed, "seconds": round(seconds, 3), "l2_grid": choice.grid,
                      "unreadable": len(unreadable)},
         "fitted_on": _fitted_on(fitted, fitted_splits, ds),
         **meta_extra,
     }
     result = TrainResult(
         model=str(Path(out)), labels=labels, val_accuracy=round(float(val_acc), 6), n_train=n_train, n_val=n_val,
-        seconds=0.0, backbone=backbone, augment=meta["augment"], val_method=choice["method"], l2=choice["l2"],
-        test_views=choice["test_views"], classes=meta["training"]["classes"],
+        seconds=0.0, backbone=backbone, augment=meta["augment"], val_method=choice.method, l2=choice.l2,
+        test_views=choice.test_views, classes=meta["training"]["classes"],
         orientation_policy=meta["orientation_policy"], fine_tuned=bool(fine_tune), unreadable=unreadable,
         skipped=skipped, cache_hits=int(emb.hits), decoded=int(emb.decoded), n_fitted=int(len(fitted)),
         test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root),
         fine_tune={k: meta_extra["fine_tune"][k] for k in ("epochs", "best_epoch", "resumed_from_epoch", "history")}
         if fine_tune else None, preset=preset)
     return _write_model(out, meta, W, b, backbone_state, fitted, result, report, ds, records, y, choice,
-                        checkpoint, t0)
+                        checkpoint, t0, cache_dir)
 
 
 def _fitted_on(fitted, splits, ds: Dataset) -> dict:
@@ -245,13 +231,13 @@ def _fitted_on(fitted, splits, ds: Dataset) -> dict:
 
 
 def _write_model(out, meta, W, b, backbone_state, fitted, result: TrainResult, report: bool, ds, records, y,
-                 choice, checkpoint, t0) -> TrainResult:
+                 choice, checkpoint, t0, cache_dir=None) -> TrainResult:
     """Build the model folder beside `out` and swap it in whole; then drop the run's checkpoint."""
     stage = stage_folder(out)
     try:
         save_model(stage, meta, W, b, backbone_state, fitted)
         if report:
-            result.report = _write_report(stage, out, meta, result, ds, records, y, choice)
+            result.report = _write_report(stage, out, meta, result, ds, records, y, choice, cache_dir)
         swap_folder(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -262,17 +248,19 @@ def _write_model(out, meta, W, b, backbone_state, fitted, result: TrainResult, r
     return result
 
 
-def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset, records, y, choice) -> str | None:
-    """MODEL/report.html; a report that cannot be made is a warning, never a lost model."""
+def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset, records, y, choice,
+                  cache_dir=None) -> str | None:
+    """MODEL/report.html; a report that cannot be made is a warning, never a lost model. It
+    reuses what the run recorded (train_report.py): no second scan, hash, header read or decode."""
     from .console import err
     from .errors import one_line
-    from .train_report import heldout_rows, write_train_report
+    from .train_report import audit_warnings, heldout_rows, write_train_report
 
     try:
-        folders = [Path(p) for p in ds.read_folders]
-        write_train_report(stage / REPORT_FILE, meta=meta, result=result.to_dict(),
-                           heldout=heldout_rows(choice["heldout"], records, y, meta["labels"]),
-                           warnings=audit_warnings(folders))
+        with KnownFiles(cache_dir) as known:
+            write_train_report(stage / REPORT_FILE, meta=meta, result=result.to_dict(),
+                               heldout=heldout_rows(choice.heldout, records, y, meta["labels"]),
+                               warnings=audit_warnings(ds, result.unreadable, known), known=known)
     except Exception as exc:  # noqa: BLE001 (the model is the product; the page is a bonus)
         err.print(f"[yellow]report.html not written:[/] {one_line(exc)}")
         return None

@@ -1,24 +1,36 @@
-"""MODEL/report.html, written by every `upright train`: how good the model is on photos it was
-not fitted on, where it goes wrong, and what the audit says about the training photos.
+"""MODEL/report.html, written by every `upright train` (unless --no-report): how good the model
+is on photos it was not fitted on, where it goes wrong, and what the audit says about the
+training photos.
 
 Figures come from the head selection's held-out predictions (val/, the hash split, or
-cross-validation folds: each photo predicted by a head not fitted on it).
+cross-validation folds: each photo predicted by a head not fitted on it). The audit's
+warnings come from what the run already knows (`audit_warnings`): the scan's records and
+hashes, the header facts recorded in the cache, the embedding pass's decode failures; the
+thumbnails of the worst mistakes are recorded in the cache too. So a warm re-train's report
+reads no header, hashes no file and decodes no picture; a cold one reads each header once
+(recorded for the next run) and decodes at most MAX_MISTAKES_SHOWN thumbnails.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 MAX_MISTAKES_SHOWN = 24
+THUMB_SIDE = 256
 
 
-def heldout_rows(heldout: dict, records, y, labels: list[str]) -> list[dict]:
-    """Per held-out photo: path, label, predicted, top labels with scores, score of the true label."""
+def heldout_rows(heldout, records, y, labels: list[str]) -> list[dict]:
+    """Per held-out photo (head.HeldOut): path, label, predicted, top labels with scores, score
+    of the true label, content hash."""
     rows = []
-    for j, i in enumerate(heldout["index"]):
-        top = [{"label": labels[int(c)], "score": float(p)} for c, p in zip(heldout["top"][j], heldout["top_p"][j])]
+    for j, i in enumerate(heldout.index):
+        top = [{"label": labels[int(c)], "score": float(p)} for c, p in zip(heldout.top[j], heldout.top_p[j])]
         rows.append({"path": str(records[int(i)].path), "label": labels[int(y[int(i)])],
-                     "predicted": top[0]["label"], "top": top, "p_true": float(heldout["p_true"][j])})
+                     "predicted": top[0]["label"], "top": top, "p_true": float(heldout.p_true[j]),
+                     "sha256": records[int(i)].sha256})
     return rows
 
 
@@ -36,7 +48,7 @@ def summarise(heldout: list[dict], labels: list[str]) -> dict:
     return {**metrics, "n": len(heldout), "mistakes": mistakes}
 
 
-def _thumb(path: str, side: int = 256) -> str | None:
+def _thumb(path: str, side: int = THUMB_SIDE) -> str | None:
     from .imaging import open_upright
     from .report.html import image_data_url
 
@@ -46,17 +58,56 @@ def _thumb(path: str, side: int = 256) -> str | None:
         return None
 
 
-def mistake_views(mistakes: list[dict]) -> list[dict]:
-    """What macros.mistake_card shows: the upright picture (256 px) and the top scores."""
-    import os
-
-    return [{"src": _thumb(mk["path"]), "name": os.path.basename(mk["path"]), "path": mk["path"],
+def mistake_views(mistakes: list[dict], known=None) -> list[dict]:
+    """What macros.mistake_card shows: the upright picture (256 px) and the top scores.
+    known (known_files.KnownFiles): thumbnails recorded by content hash are reused."""
+    if known is not None and all(mk.get("sha256") for mk in mistakes):
+        srcs = known.thumbnails([mk["path"] for mk in mistakes], [mk["sha256"] for mk in mistakes], THUMB_SIDE,
+                                _thumb)
+    else:
+        srcs = [_thumb(mk["path"]) for mk in mistakes]
+    return [{"src": src, "name": os.path.basename(mk["path"]), "path": mk["path"],
              "label": mk["label"], "predicted": mk["predicted"],
-             "top": mk.get("top") or [{"label": mk["predicted"], "score": mk["score"]}]} for mk in mistakes]
+             "top": mk.get("top") or [{"label": mk["predicted"], "score": mk["score"]}]}
+            for mk, src in zip(mistakes, srcs)]
 
 
-def write_train_report(path, *, meta: dict, result: dict, heldout: list[dict], warnings: list[dict]) -> None:
-    """A self-contained HTML page about a freshly trained model (see the module docstring)."""
+def folder_dataset(ds, folder):
+    """What scan(folder) gives for one folder the run read (DATA, or DATA/train, DATA/val),
+    from the records it already has: a plain folder-per-class tree, hash-split as the audit
+    splits it. No file is listed, read or hashed again (only the class folders are listed)."""
+    from dataclasses import replace
+
+    from .dataset import DEFAULT_VAL_FRACTION, Dataset, hash_split
+
+    top = os.fspath(folder).rstrip(os.sep) + os.sep
+    records = [replace(r, split=hash_split(r.sha256, DEFAULT_VAL_FRACTION)) for r in ds.records
+               if os.fspath(r.path).startswith(top)]
+    labels = sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+    skipped = [(p, why) for p, why in ds.skipped if p.startswith(top)]
+    return Dataset(Path(folder), records, labels, skipped)
+
+
+def audit_warnings(ds, unreadable: list[dict], known) -> list[dict]:
+    """Warnings and errors of the header audit on the photos a model is fitted on, one audit per
+    folder the run read, from what the run knows (see the module docstring): the files that
+    did not decode are the embedding pass's `unreadable` [{"path", "reason"}]."""
+    from .audit.run import audit_dataset, plan
+
+    failures = {u["path"]: u["reason"] for u in unreadable}
+    found = []
+    for folder in ds.read_folders:
+        result = audit_dataset(folder_dataset(ds, folder), plan(content=False), known,
+                               decoded=(failures, "this train's embedding pass"))
+        found += [{**f.to_dict(), "folder": str(folder)} for f in result.findings
+                  if f.severity in ("warning", "error")]
+    return found
+
+
+def write_train_report(path, *, meta: dict, result: dict, heldout: list[dict], warnings: list[dict],
+                       known=None) -> None:
+    """A self-contained HTML page about a freshly trained model (see the module docstring).
+    known (known_files.KnownFiles): where the mistakes' thumbnails are recorded."""
     from .atomic import atomic_write_text
     from .report.html import figure_data_url
     from .report.plots import confusion_figure, learning_curve_figure
@@ -78,5 +129,5 @@ def write_train_report(path, *, meta: dict, result: dict, heldout: list[dict], w
         confusion_plot=figure_data_url(confusion_figure(s["confusion"], labels)) if s["confusion"] else "",
         learning_plot=figure_data_url(learning_curve_figure(history)) if history else "",
         best_epoch=fine_tune.get("best_epoch"), warnings=warnings,
-        n_mistakes=len(s["mistakes"]), mistakes=mistake_views(s["mistakes"][:MAX_MISTAKES_SHOWN]))
+        n_mistakes=len(s["mistakes"]), mistakes=mistake_views(s["mistakes"][:MAX_MISTAKES_SHOWN], known))
     atomic_write_text(path, html)

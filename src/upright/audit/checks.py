@@ -23,35 +23,12 @@ import numpy as np
 
 from ..errors import UprightError
 from . import duplicates, leakage, sideways
+from .finding import Finding
+from .table import FactsTable, VectorFile
 
 NEEDS = ("facts", "decode", "embeddings", "rotations")
 #: what a check that needs embeddings gets embedded (features variants)
 VARIANTS_FOR = {"embeddings": ("id",), "rotations": sideways.VARIANTS}
-
-
-@dataclass
-class Finding:
-    """One finding. `details` holds the kind-specific JSON keys (items, table, also, groups...)."""
-
-    kind: str
-    severity: str
-    message: str
-    attribute: str | None = None
-    score: float = 0.0
-    paths: list[str] = field(default_factory=list)
-    details: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        out = {"kind": self.kind, "severity": self.severity, "attribute": self.attribute,
-               "score": round(float(self.score), 4), "message": self.message, "paths": list(self.paths)}
-        out.update(self.details)
-        return out
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Finding":
-        core = {"kind", "severity", "message", "attribute", "score", "paths"}
-        return cls(d["kind"], d["severity"], d["message"], d.get("attribute"), float(d.get("score") or 0.0),
-                   list(d.get("paths") or []), {k: v for k, v in d.items() if k not in core})
 
 
 @dataclass
@@ -63,34 +40,40 @@ class CheckResult:
 
 @dataclass
 class AuditData:
-    """What the runner prepared for the checks. Indices in `ok` refer to `paths`/`records`/`facts`."""
+    """What the runner prepared for the checks, per photo in columns (table.py). Indices in
+    `ok` refer to `paths`, `facts` and the per-photo arrays."""
 
     root: str
     labels: list[str]  # every class folder, readable files or not
-    records: list  # dataset.Record per file
     paths: list[str]
-    facts: list  # metadata.FileFacts per file
+    label_of: np.ndarray  # int [N]: index into labels
+    split_of: np.ndarray  # str [N]: "train", "val" or "test"
+    sha256: np.ndarray  # bytes [N] ("S64"): content hash, hex
+    facts: FactsTable  # metadata.FileFacts per file, as columns (facts[i] gives the object)
     unreadable: dict[str, str]  # path -> one-line reason (headers and decode)
-    ok: list[int]  # readable files
-    vectors: np.ndarray | None = None  # [len(ok), variants, D] embeddings of the readable files
+    ok: np.ndarray  # int: the readable files
+    vectors: VectorFile | None = None  # embeddings of the readable files (row j is file ok[j])
     variants: tuple[str, ...] = ()
     decode_note: str | None = None
 
     def label(self, i: int) -> str:
-        return self.records[i].label
+        return self.labels[int(self.label_of[i])]
 
     def classes(self) -> dict[str, int]:
-        counts = {lab: 0 for lab in self.labels}
-        for i in self.ok:
-            counts[self.records[i].label] += 1
-        return counts
+        counts = np.bincount(self.label_of[self.ok], minlength=len(self.labels))
+        return {lab: int(c) for lab, c in zip(self.labels, counts)}
 
     def views(self, names: Sequence[str]) -> np.ndarray:
         """Embeddings of the readable files in the given variants: [len(ok), len(names), D]."""
         if self.vectors is None:
             raise RuntimeError("no embeddings were prepared for this audit")
-        idx = [self.variants.index(n) for n in names]
-        return self.vectors[:, idx]
+        return np.stack([self.vectors.view(n) for n in names], axis=1)
+
+    def view_blocks(self, names: Sequence[str]):
+        """A callable yielding [b, len(names), D] blocks of the readable files' embeddings, in order."""
+        if self.vectors is None:
+            raise RuntimeError("no embeddings were prepared for this audit")
+        return lambda: (v for _, v in self.vectors.blocks(names))
 
 
 class Check:
@@ -194,31 +177,42 @@ class LabelLeak(Check):
     seed: int = 0
 
     def run(self, data: AuditData) -> CheckResult:
-        rows = [(data.paths[i], data.label(i), leakage.attributes_of(data.facts[i])) for i in data.ok]
-        found, tested = leakage.find_leaks(rows, n_perm=self.n_perm, seed=self.seed, fdr=self.fdr)
+        paths = [data.paths[i] for i in data.ok]
+        labels = [data.label(i) for i in data.ok]
+        columns = attribute_columns(data.facts, data.ok)
+        found, tested = leakage.find_leaks_in(paths, labels, columns, n_perm=self.n_perm, seed=self.seed, fdr=self.fdr)
         n_tests = tested[0].n_tests if tested else 0
         note = (f"{len(leakage.ATTRIBUTES)} attributes, {len(tested)} with 2+ values: {n_tests} exact per-class "
                 f"and overall tests, Benjamini-Hochberg FDR {self.fdr:.0%}")
-        if len({lab for _, lab, _ in rows}) < 2:
+        if len(set(labels)) < 2:
             note = "skipped: fewer than two classes with readable images"
-        return CheckResult([Finding.from_dict(r.to_finding()) for r in found], note,
-                           {"attributes": attribute_tables(tested, rows)})
+        return CheckResult([r.to_finding() for r in found], note, {"attributes": attribute_tables(tested, labels, columns)})
 
 
-def attribute_tables(tested, rows) -> dict:
+def attribute_columns(facts: FactsTable, idx) -> dict[str, list[str]]:
+    """leakage.attributes_of for the files idx, one list per attribute (equal values share one string)."""
+    shared: dict[str, str] = {}
+    columns: dict[str, list[str]] = {a: [] for a in leakage.ATTRIBUTES}
+    for i in idx:
+        for a, v in leakage.attributes_of(facts[int(i)]).items():
+            columns[a].append(shared.setdefault(v, v))
+    return columns
+
+
+def attribute_tables(tested, labels: Sequence[str], columns: dict[str, Sequence[str]]) -> dict:
     """Every attribute's value x class table, tested or not (the report's table, heat map, chart)."""
     out = {}
     by_attr = {r.attribute: r for r in tested}
-    labels = sorted({lab for _, lab, _ in rows})
+    names = sorted(set(labels))
     for attr in leakage.ATTRIBUTES:
         r = by_attr.get(attr)
         if r is not None:
             out[attr] = r.to_table()
         else:
-            c = Counter((a[attr], lab) for _, lab, a in rows)
+            c = Counter(zip(columns[attr], labels))
             values = sorted({v for v, _ in c})
-            out[attr] = {"values": values, "labels": labels,
-                         "counts": [[c.get((v, lab), 0) for lab in labels] for v in values],
+            out[attr] = {"values": values, "labels": names,
+                         "counts": [[c.get((v, lab), 0) for lab in names] for v in values],
                          "accuracy": None, "baseline": None, "score": None, "p_value": None, "q_value": None,
                          "best": None, "flagged": [], "severity": None, "folded_into": None, "tested": False}
     return out
@@ -231,8 +225,9 @@ class Tiny(Check):
     short_side: int = 96  # pixels: upscaled more than 2.3x to reach a 224 input
 
     def run(self, data: AuditData) -> CheckResult:
-        small = [(data.paths[i], data.facts[i].upright_size) for i in data.ok
-                 if data.facts[i].upright_size and min(data.facts[i].upright_size) < self.short_side]
+        sizes = data.facts.column("upright_size")[data.ok]  # [n, 2], NaN where unknown
+        small = [(data.paths[i], (int(w), int(h))) for i, (w, h) in zip(data.ok, sizes)
+                 if np.isfinite(w) and min(w, h) < self.short_side]
         note = f"short side < {self.short_side} px"
         if not small:
             return CheckResult(note=note)
@@ -245,7 +240,7 @@ class Tiny(Check):
 
 
 def _items(data: AuditData) -> list[duplicates.Item]:
-    return [duplicates.Item(data.paths[i], data.label(i), data.records[i].split, data.records[i].sha256)
+    return [duplicates.Item(data.paths[i], data.label(i), str(data.split_of[i]), data.sha256[i].decode())
             for i in data.ok]
 
 
@@ -255,8 +250,7 @@ class Duplicates(Check):
     summary: ClassVar[str] = "identical files (same bytes) across labels or train/val"
 
     def run(self, data: AuditData) -> CheckResult:
-        found = duplicates.findings(_items(data), None)
-        return CheckResult([Finding.from_dict(d) for d in found], "same sha256")
+        return CheckResult(duplicates.findings(_items(data), None), "same sha256")
 
 
 @dataclass
@@ -270,7 +264,7 @@ class NearDuplicates(Check):
     def run(self, data: AuditData) -> CheckResult:
         found = duplicates.near_findings(_items(data), data.views(("id",))[:, 0], self.threshold, self.ann_above)
         how = "approximate index (faiss IVF), exact cosine" if len(data.ok) > self.ann_above else "every pair"
-        return CheckResult([Finding.from_dict(d) for d in found], f"cosine >= {self.threshold} ({how})")
+        return CheckResult(found, f"cosine >= {self.threshold} ({how})")
 
 
 @dataclass
@@ -290,8 +284,8 @@ class Sideways(Check):
                 f"sideways check skipped: {n} readable images, the rotation head needs at least "
                 f"{sideways.MIN_IMAGES} to learn what upright looks like here.",
                 details={"items": [], "skipped": True})], "skipped: too few images", {"sideways": None})
-        sizes = np.array([data.facts[i].upright_size or (np.nan, np.nan) for i in data.ok], dtype=np.float64)
-        res = sideways.detect(data.views(sideways.VARIANTS), sizes=sizes)
+        sizes = data.facts.column("upright_size")[data.ok]
+        res = sideways.detect_blocks(data.view_blocks(sideways.VARIANTS), n, sizes=sizes)
         info = {"temperature": round(res.temperature, 4), "prior_turned": round(float(1 - res.prior[0]), 4),
                 "cv_accuracy": round(res.cv_accuracy, 4), "folds": res.folds, "ridge": res.ridge,
                 "shape_weight": res.shape_weight, "threshold": self.threshold}

@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .finding import Finding
+
 #: Cosine similarity of two embeddings at or above which two pictures count as near-identical.
 NEAR_THRESHOLD = 0.96
 #: Above this many pictures, near-duplicate candidates come from an approximate index (faiss IVF)
@@ -142,7 +144,7 @@ def _crossing(items: Sequence[Item], group: list[int]) -> tuple[bool, bool]:
 
 
 def findings(items: Sequence[Item], vectors: np.ndarray | None = None,
-             threshold: float = NEAR_THRESHOLD, ann_above: int = ANN_ABOVE) -> list[dict]:
+             threshold: float = NEAR_THRESHOLD, ann_above: int = ANN_ABOVE) -> list[Finding]:
     """Duplicate findings (the contracts' finding shape plus `groups`): exact first, then near."""
     out = _summarise(items, exact_groups(items), "exact", None)
     if vectors is not None:
@@ -151,7 +153,7 @@ def findings(items: Sequence[Item], vectors: np.ndarray | None = None,
 
 
 def near_findings(items: Sequence[Item], vectors: np.ndarray, threshold: float = NEAR_THRESHOLD,
-                  ann_above: int = ANN_ABOVE) -> list[dict]:
+                  ann_above: int = ANN_ABOVE) -> list[Finding]:
     """Near-duplicate findings only; groups that are nothing but one set of identical files are left out."""
     exact = exact_groups(items)
     exact_sets = [set(g) for g in exact]
@@ -168,7 +170,7 @@ def near_findings(items: Sequence[Item], vectors: np.ndarray, threshold: float =
     return _summarise(items, near, "near", best)
 
 
-def _summarise(items, groups, how: str, sims: dict | None) -> list[dict]:
+def _summarise(items, groups, how: str, sims: dict | None) -> list[Finding]:
     buckets: dict[str, list[list[int]]] = {"labels": [], "split": [], "same": []}
     for g in groups:
         cross_label, cross_split = _crossing(items, g)
@@ -194,10 +196,8 @@ def _summarise(items, groups, how: str, sims: dict | None) -> list[dict]:
             msg = (f"{len(gs)} group(s) of {what} ({n_files} files) within one class and split: harmless, "
                    f"but each counts more than once. Example: {ex}.")
         score = 1.0 if sims is None else max(sims.get(i, 0.0) for g in gs for i in g)
-        out.append({
-            "kind": "duplicate", "severity": severity, "attribute": None, "score": round(float(score), 4),
-            "message": msg, "paths": [items[i].path for g in gs for i in g],
-            "match": how, "crosses": key if key != "same" else None,
-            "groups": [[items[i].path for i in g] for g in gs],
-        })
+        out.append(Finding("duplicate", severity, msg, None, round(float(score), 4),
+                           [items[i].path for g in gs for i in g],
+                           {"match": how, "crosses": key if key != "same" else None,
+                            "groups": [[items[i].path for i in g] for g in gs]}))
     return out

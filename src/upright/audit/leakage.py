@@ -59,6 +59,7 @@ import numpy as np
 
 from ..orientation import STORED_WORDS, stored_words
 from . import stats
+from .finding import Finding
 from .severity import SEVERITY_RANK
 
 ATTRIBUTES = (
@@ -329,15 +330,10 @@ class LeakResult:
     def q_value(self) -> float | None:
         return self.flagged[0].q_value if self.per_class else self.overall_q
 
-    def to_finding(self) -> dict:
+    def to_finding(self) -> Finding:
         b = self.flagged[0] if self.per_class else None
-        return {
-            "kind": "label_leak",
-            "severity": self.severity,
-            "attribute": self.attribute,
-            "score": round(float(self.score), 4),
-            "message": self.message,
-            "paths": self.paths,
+        return Finding("label_leak", self.severity, self.message, self.attribute, round(float(self.score), 4),
+                       self.paths, {
             "test": "per_class" if b is not None else "overall",
             "class": b.label if b is not None else None,
             "value": b.value if b is not None else None,
@@ -355,7 +351,7 @@ class LeakResult:
             "n": self.n,
             "also": list(self.also),
             "table": {"values": self.values, "labels": self.labels, "counts": self.table.astype(int).tolist()},
-        }
+        })
 
     def to_table(self) -> dict:
         """The report's per-attribute row (every tested attribute, flagged or not)."""
@@ -559,33 +555,43 @@ def message_for(res: LeakResult) -> str:
     return f"{text} {advice}".strip()
 
 
-def _flag_paths(res: LeakResult, rows) -> list[str]:
+def _flag_paths(res: LeakResult, paths, labels, values) -> list[str]:
     if res.per_class:
         keys = {(c.label, c.value) for c in named_cells(res)}
     else:
         b = res.best
         keys = {(b.label, b.value)} if b is not None else set()
-    return [p for p, lab, a in rows if (lab, a[res.attribute]) in keys]
+    return [p for p, lab, v in zip(paths, labels, values) if (lab, v) in keys]
 
 
 def find_leaks(rows: Iterable[tuple[str, str, dict[str, str]]], *, n_perm: int | None = None, seed: int = 0,
                fdr: float = FDR, attributes: Sequence[str] = ATTRIBUTES) -> tuple[list[LeakResult], list[LeakResult]]:
-    """rows: (path, label, attributes). Returns (findings, every attribute tested).
+    """rows: (path, label, attributes). Returns (findings, every attribute tested): find_leaks_in by rows."""
+    rows = list(rows)
+    columns = {a: [attrs[a] for _, _, attrs in rows] for a in attributes}
+    return find_leaks_in([p for p, _, _ in rows], [lab for _, lab, _ in rows], columns, n_perm=n_perm, seed=seed,
+                         fdr=fdr, attributes=attributes)
+
+
+def find_leaks_in(paths: Sequence[str], labels: Sequence[str], columns: dict[str, Sequence[str]], *,
+                  n_perm: int | None = None, seed: int = 0, fdr: float = FDR,
+                  attributes: Sequence[str] = ATTRIBUTES) -> tuple[list[LeakResult], list[LeakResult]]:
+    """Per file: its path, its label and (columns) each attribute's value. Returns (findings,
+    every attribute tested).
 
     Findings are the tested attributes with a severity that were not folded into another;
     folded ones stay in `tested` with `folded_into` set.
     """
-    rows = list(rows)
-    labels = [lab for _, lab, _ in rows]
+    labels = list(labels)
     names = sorted(set(labels))
     tested = []
     if len(names) < 2:
         return [], tested
     y = np.array([names.index(lab) for lab in labels], dtype=np.int64) if len(names) < 64 else \
         np.searchsorted(np.array(names), np.array(labels))
-    perms = stats.shuffled_labels(y, default_permutations(len(rows)) if n_perm is None else n_perm, seed)
+    perms = stats.shuffled_labels(y, default_permutations(len(labels)) if n_perm is None else n_perm, seed)
     for attribute in attributes:
-        res = assess_attribute(attribute, [a[attribute] for _, _, a in rows], labels, perms=perms, label_names=names)
+        res = assess_attribute(attribute, list(columns[attribute]), labels, perms=perms, label_names=names)
         if res is not None:
             tested.append(res)
     adjust(tested, fdr)
@@ -593,7 +599,7 @@ def find_leaks(rows: Iterable[tuple[str, str, dict[str, str]]], *, n_perm: int |
     for res in tested:
         if res.severity:
             res.message = message_for(res)
-            res.paths = _flag_paths(res, rows)
+            res.paths = _flag_paths(res, paths, labels, columns[res.attribute])
             found.append(res)
     return _fold(found), tested
 

@@ -67,35 +67,60 @@ def view_scores(logp: np.ndarray) -> np.ndarray:
     return out
 
 
-def _loo_group_scores(x: np.ndarray, groups: int, lams=(1e-2, 1e-1, 1.0, 10.0, 100.0)):
+BLOCK = 1024  # pictures per block of the rotation head's passes: [BLOCK, 4, D] float64 at a time
+
+
+def _normalised(v: np.ndarray) -> np.ndarray:
+    x = np.asarray(v, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
+
+
+def _moments(blocks) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass: (N, mean row, centred X'X [D, D], X'y [D, 4]) of the rows."""
+    n, s1, s2, sy = 0, None, None, None
+    for x in blocks():
+        b, views, d = x.shape
+        if s1 is None:
+            s1, s2, sy = np.zeros(d), np.zeros((d, d)), np.zeros((d, views))
+        xf = x.reshape(-1, d)
+        s1 += xf.sum(axis=0)
+        s2 += xf.T @ xf
+        sy += x.sum(axis=0).T - 0.25 * xf.sum(axis=0)[:, None]  # sum over rows of x (e_view - 1/4)'
+        n += b
+    mean = s1 / (n * 4)
+    return n, mean, s2 - (n * 4) * np.outer(mean, mean), sy  # the targets sum to 0: X'y needs no centring
+
+
+def _loo_group_scores(blocks, lams=(1e-2, 1e-1, 1.0, 10.0, 100.0)):
     """Ridge regression (one-hot targets) of the turn from the embedding, with exact
     leave-one-*image*-out predictions (all four copies of an image held out together):
     for a linear smoother, the held-out residual of a group G is (I - H_GG)^-1 e_G.
 
-    x: [N, 4, D] (centred); returns (scores [N, 4 views, 4 classes], chosen lambda).
-    One eigendecomposition of X'X serves every lambda; cost is linear in N.
+    blocks: a callable giving the [b, 4, D] rows block by block (called twice); they are
+    centred as they come. Returns (scores [N, 4 views, 4 classes], lambda).
+    One eigendecomposition of X'X serves every lambda; cost linear in N, memory one block.
     """
-    n, v, d = x.shape
-    xf = x.reshape(n * v, d).astype(np.float64)
-    y = np.tile(np.eye(4), (n, 1)) - 0.25
-    evals, q = np.linalg.eigh(xf.T @ xf)
+    n, mean, gram, sy = _moments(blocks)
+    evals, q = np.linalg.eigh(gram)
     evals = np.clip(evals, 0, None)
-    z = xf @ q  # [NV, D]
-    zty = z.T @ y  # [D, 4]
-    zg = z.reshape(n, v, d)
-    best = None
-    for lam in lams:
-        lam_abs = lam * float(evals.mean())
-        inv = 1.0 / (evals + lam_abs)
-        fitted = (z * inv) @ zty
-        hgg = np.einsum("gid,d,gjd->gij", zg, inv, zg)  # [N, 4, 4] hat-matrix blocks
-        resid = (y - fitted).reshape(n, v, 4)
-        held = np.linalg.solve(np.eye(v)[None] - hgg, resid)
-        scores = y.reshape(n, v, 4) - held
-        acc = float((view_scores(scores).argmax(axis=1) == 0).mean())
-        if best is None or acc > best[0]:
-            best = (acc, scores, lam)
-    return best[1], best[2]
+    zty = q.T @ sy  # [D, 4]
+    eye = np.eye(4)
+    y = eye - 0.25  # the four views' targets, one block row per picture
+    invs = [1.0 / (evals + lam * float(evals.mean())) for lam in lams]
+    scores = [np.zeros((n, 4, 4)) for _ in lams]
+    at = 0
+    for x in blocks():
+        zg = (np.asarray(x, np.float64) - mean) @ q  # [b, 4, D]
+        b = len(zg)
+        for k, inv in enumerate(invs):
+            fitted = (zg * inv) @ zty  # [b, 4, 4]
+            hgg = np.einsum("gid,d,gjd->gij", zg, inv, zg)  # hat-matrix blocks
+            held = np.linalg.solve(eye[None] - hgg, y[None] - fitted)
+            scores[k][at:at + b] = y[None] - held
+        at += b
+    accs = [float((view_scores(sc).argmax(axis=1) == 0).mean()) for sc in scores]
+    best = int(np.argmax(accs))  # the first of equals, as a strict ">" over lams in order
+    return scores[best], lams[best]
 
 
 def detect(vectors: np.ndarray, *, sizes=None, seed: int = 0) -> SidewaysResult:
@@ -109,26 +134,46 @@ def detect(vectors: np.ndarray, *, sizes=None, seed: int = 0) -> SidewaysResult:
     n = v.shape[0]
     ok = np.isfinite(v).all(axis=(1, 2))
     idx = np.flatnonzero(ok)
-    if len(idx) < MIN_IMAGES:
-        raise ValueError(f"{len(idx)} readable images; the rotation head needs at least {MIN_IMAGES}")
-    x = v[idx].astype(np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=2, keepdims=True), 1e-12)
-    x = x - x.reshape(-1, x.shape[2]).mean(axis=0)
-    scores, lam = _loo_group_scores(x, len(idx))
+
+    def blocks():
+        for s in range(0, len(idx), BLOCK):
+            yield v[idx[s:s + BLOCK]]
+
+    res = detect_blocks(blocks, len(idx), sizes=None if sizes is None else np.asarray(sizes, np.float64)[idx])
+    prob = np.full((n, 4), np.nan)
+    prob[idx] = res.prob
+    rot = np.zeros(n, dtype=int)
+    rot[idx] = res.rotation
+    return SidewaysResult(prob, 1.0 - prob[:, 0], rot, res.temperature, res.prior, res.cv_accuracy, res.folds,
+                          res.ridge, res.shape_weight)
+
+
+def detect_blocks(blocks, n: int, *, sizes=None) -> SidewaysResult:
+    """detect() on N readable pictures whose [b, 4, D] embeddings `blocks()` yields in order
+    (called twice; e.g. read from the audit's VectorFile), so memory does not grow with N x D."""
+    if n < MIN_IMAGES:
+        raise ValueError(f"{n} readable images; the rotation head needs at least {MIN_IMAGES}")
+    scores, lam = _loo_group_scores(lambda: (_normalised(v) for v in blocks()))
     # Calibration on held-out rotated copies: a file turned by s shows views (j + s) % 4.
     ev_by_shift = [view_scores(np.roll(scores, -s, axis=1)) for s in range(4)]
     ev_cal = np.concatenate(ev_by_shift)
-    y_cal = np.repeat(np.arange(4), len(idx))
-    shape = None if sizes is None else _shape_index(np.asarray(sizes, dtype=np.float64)[idx])
+    y_cal = np.repeat(np.arange(4), n)
+    shape = None if sizes is None else _shape_index(np.asarray(sizes, dtype=np.float64))
     shapes = _shape_shares(shape, None)
     # the copies' shapes: a quarter turn swaps portrait and landscape
     cal_shape = None if shape is None else np.concatenate([shape if s % 2 == 0 else _SWAP[shape] for s in range(4)])
     temperature, weight = _fit_temperature(ev_cal, y_cal, _shape_term(cal_shape, shapes))
     cv_acc = float((ev_cal.argmax(axis=1) == y_cal).mean())
-    # Posterior for the files as they are, with the share of turned files estimated by EM.
-    lik = ev_by_shift[0] / temperature
-    # One share for "turned" (split evenly over 90/180/270), floored at 1%: per-turn shares
-    # collapse to zero on small datasets and would then silence real findings.
+    post, share = _posterior(ev_by_shift[0] / temperature, weight, shape, shapes)
+    prior = np.array([1 - share, share / 3, share / 3, share / 3])
+    rot = (post[:, 1:].argmax(axis=1) + 1) * 90
+    return SidewaysResult(post, 1.0 - post[:, 0], rot, float(temperature), prior, cv_acc, n, float(lam), weight)
+
+
+def _posterior(lik, weight, shape, shapes):
+    """P(turn | evidence) with the share of turned files estimated by EM. One share for
+    "turned" (split evenly over 90/180/270), floored at 1%: per-turn shares collapse to zero
+    on small datasets and would then silence real findings."""
     share = 0.1
     for _ in range(100):
         prior = np.array([1 - share, share / 3, share / 3, share / 3])
@@ -136,13 +181,7 @@ def detect(vectors: np.ndarray, *, sizes=None, seed: int = 0) -> SidewaysResult:
         share = float(np.clip(1 - post[:, 0].mean(), PRIOR_FLOOR, 0.5))
         shapes = _shape_shares(shape, post)
     prior = np.array([1 - share, share / 3, share / 3, share / 3])
-    post = np.exp(_log_softmax(lik + weight * _shape_term(shape, shapes) + np.log(prior)))
-    prob = np.full((n, 4), np.nan)
-    prob[idx] = post
-    turned = 1.0 - prob[:, 0]
-    rot = np.zeros(n, dtype=int)
-    rot[idx] = (post[:, 1:].argmax(axis=1) + 1) * 90
-    return SidewaysResult(prob, turned, rot, float(temperature), prior, cv_acc, len(idx), float(lam), weight)
+    return np.exp(_log_softmax(lik + weight * _shape_term(shape, shapes) + np.log(prior))), share
 
 
 #: picture shapes: 0 landscape, 1 portrait, 2 square (within 5%); a quarter turn swaps 0 and 1

@@ -46,6 +46,10 @@ class SqliteStore:
     def get_many(self, shas: Iterable[str], variants) -> dict[tuple[str, str], np.ndarray]:
         return self.cache.get_many(shas, self.model, variants, self.orient)
 
+    def read_into(self, shas, variants, out: np.ndarray) -> np.ndarray:
+        """Cached vectors written straight into out [N, V, D]; -> found mask [N, V] (cache.read_into)."""
+        return self.cache.read_into(list(shas), self.model, tuple(variants), self.orient, out)
+
     def put_many(self, rows: Iterable[Row]) -> None:
         self.cache.put_many([(sha, v, vec) for sha, v, vec, _ in rows], self.model, self.orient)
 
