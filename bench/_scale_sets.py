@@ -41,7 +41,13 @@ SEED_VARIANTS = ("id", "flip", "r90", "r180", "r270")  # what train (--augment f
 
 
 def sources() -> list[Path]:
-    return sorted(FLOWERS.rglob("*.jpg")) if FLOWERS.is_dir() else []
+    """flowers-500, one class after the other (daisy, dandelion, ..., daisy, ...): any first k
+    photos of a set hold every class."""
+    by_class: dict[str, list[Path]] = {}
+    for p in sorted(FLOWERS.rglob("*.jpg")) if FLOWERS.is_dir() else []:
+        by_class.setdefault(p.parent.name, []).append(p)
+    rounds = max((len(v) for v in by_class.values()), default=0)
+    return [v[r] for r in range(rounds) for v in by_class.values() if r < len(v)]
 
 
 def _synthetic(i: int) -> np.ndarray:
@@ -108,8 +114,9 @@ def make_set(folder: Path, kind: str, n: int, seed: int = 0, workers: int = 2) -
         return folder, what
     shutil.rmtree(folder, ignore_errors=True)
     labels = sorted({p.parent.name for p in srcs}) if srcs else [f"c{k}" for k in range(5)]
-    for lab in labels:
-        (folder / lab).mkdir(parents=True, exist_ok=True)
+    for k, lab in enumerate(labels):
+        if k < n:  # a class folder for every class a photo goes to
+            (folder / lab).mkdir(parents=True, exist_ok=True)
     job = _write_small if kind == "small" else _write_phone
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(job, [(str(folder), i, srcs, seed) for i in range(n)], chunksize=64))

@@ -132,18 +132,18 @@ def main(argv=None) -> int:
             ch = select_head(emb.vectors, y, len(labels), fit_idx, val_idx, views, views, seed=0,
                              tta_options=tta_options)
             X, yy = _rows(emb.vectors, tr, y, list(range(len(views))))
-            h = SoftmaxRegression(l2=ch["l2"]).fit(X, yy)
-            p = np.mean([softmax(emb.vectors[te, vi[v]] @ h.coef_.T + h.intercept_) for v in ch["test_views"]], axis=0)
+            h = SoftmaxRegression(l2=ch.l2).fit(X, yy)
+            p = np.mean([softmax(emb.vectors[te, vi[v]] @ h.coef_.T + h.intercept_) for v in ch.test_views], axis=0)
             accs.append(float((p.argmax(1) == y[te]).mean()))
             if f == 0 and rot_emb is not None:
                 for deg, r in ROT.items():
-                    cols = [rv.index(compose(r, v)) for v in ch["test_views"]]
+                    cols = [rv.index(compose(r, v)) for v in ch.test_views]
                     p = np.mean([softmax(rot_emb.vectors[:, c] @ h.coef_.T + h.intercept_) for c in cols], axis=0)
                     rot[deg] = round(float((p.argmax(1) == y[rot_idx]).mean()), 4)
                 rot["0"] = round(accs[0], 4)
             if not quiet:
-                print(f"{name} fold {f + 1}: {accs[-1]:.4f}  (l2 {ch['l2']:g}, test views "
-                      f"{'+'.join(ch['test_views'])})", flush=True)
+                print(f"{name} fold {f + 1}: {accs[-1]:.4f}  (l2 {ch.l2:g}, test views "
+                      f"{'+'.join(ch.test_views)})", flush=True)
         if rot_emb is not None:
             out[name] = {**spread(accs), "rotation_fold1": {k: rot[k] for k in ("0", "90", "180", "270")}}
             print(f"{name}: {out[name]}", flush=True)
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
             ch = select_head(emb.vectors[:, cols], y, len(labels), fit_idx, val_idx, views, views, seed=0,
                              tta_options=[("id", "flip")])
             X, yy = _rows(emb.vectors[:, cols], tr, y, list(range(len(cols))))
-            h = SoftmaxRegression(l2=ch["l2"]).fit(X, yy)
+            h = SoftmaxRegression(l2=ch.l2).fit(X, yy)
             p = np.mean([softmax(emb.vectors[te, c] @ h.coef_.T + h.intercept_) for c in (0, 5)], axis=0)
             accs.append(float((p.argmax(1) == y[te]).mean()))
     out["pair_centre_and_mirror"], out["accurate_tested_on_centre_and_mirror"] = spread(pair), spread(centre_test)
@@ -277,7 +277,7 @@ def last_blocks(args, out, paths, y, fold, rot_idx, labels, epochs) -> None:
         # frozen baseline and head init: l2 chosen on the training photos only (3-fold inside)
         ch = select_head(feats, y, len(labels), fit_idx, val_idx, names, names, seed=0)
         X, yy = _rows(feats, fit_idx, y, list(range(nv)))
-        h = SoftmaxRegression(l2=ch["l2"]).fit(X, yy)
+        h = SoftmaxRegression(l2=ch.l2).fit(X, yy)
         p = np.mean([softmax(feats[te, c] @ h.coef_.T + h.intercept_) for c in test_cols], axis=0)
         frozen.append(float((p.argmax(1) == y[te]).mean()))
         torch.manual_seed(f)

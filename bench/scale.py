@@ -1,15 +1,17 @@
-"""Scale-out benchmark for `upright embed`: local engine vs Ray Data, the ONNX Runtime ceiling,
-peak memory at 1k vs 10k photos, and a paper estimate of a 1M-photo run.
+"""Scale on one machine: `upright embed` (local engine vs Ray Data, the ONNX Runtime ceiling,
+peak memory at 1k vs 10k photos, a paper estimate of a 1M-photo run), and train and audit
+at 500 / 10,000 / 50,000 small photos and 2,000 phone photos (wall time, peak RSS, ratios).
 
-    .venv/bin/python bench/scale.py                  # the full run (10k photos: ~15-25 min on 2 cores)
+    .venv/bin/python bench/scale.py                  # the full run (about an hour on 2 cores the first time)
     .venv/bin/python bench/scale.py --quick          # a smoke test: tiny, no Ray
+    .venv/bin/python bench/scale.py --only sets --sets small:500,phone:2000 --src OLD/src   # before / after
     .venv/bin/python bench/scale.py --rss 1000,10000 --speed 500 --out bench/scale.md
 
 Photos: distinct variations of ../shared/data/flowers-500 (a random crop of 80-100 % and a
 small colour shift per copy, re-encoded as JPEG, five classes), written outside the repo to
 /tmp/upright-scale (kept between runs; made once). Synthetic pictures when flowers-500 is absent.
 
-Same run, same photos:
+`upright embed`, same run, same photos:
   local     run_embed(engine="local") into a fresh folder: decode pool + ONNX Runtime here
   ray       run_embed(engine="ray") on a local Ray instance with num_cpus = the cores
             (inside `unshare -n`: a network namespace with loopback alone; Ray binds every interface)
@@ -18,6 +20,19 @@ Same run, same photos:
   rss       peak RSS of a fresh process running `embed` (local engine) at each size, plus the
             peak of its decode workers: flat in the data-set size when the 10k/1k ratio is near 1
 Speeds are images/s over wall time, ratios against the ceiling and the local engine.
+
+train and audit (--sets; the sets are described in bench/_scale_sets.py), each step a fresh
+process through the Python API, its wall time and peak RSS (getrusage), with the load average:
+  train, cold           an empty cache (but the exported ONNX graph): every photo embedded
+  audit --metadata-only, cold    on an empty cache: every file hashed, every header read
+  train, warm           every embedding cached and a train before it: report included
+  train, warm, --no-report       the same without MODEL/report.html
+  audit --metadata-only the headers' step after a train
+  audit (full)          first (embeds the four turns the train did not), then warm
+Sets above --seeded-above photos get a seeded cache (bench/_scale_sets.py) instead of a real
+embedding run: their warm rows read it as they read real embeddings; no cold row for them.
+--src DIR runs every train/audit row again with the package in DIR (e.g. an older checkout's
+src/), in the same run: "before" and "after" on one machine, one after the other.
 """
 
 from __future__ import annotations
@@ -202,7 +217,8 @@ def estimate(local_ips: float, cores: int, ray_ratio: float | None, nodes=(1, 8,
 
 
 # -- train and audit at scale (issue 22's rows): one fresh process per figure ------------------
-ROWS = (("train_cold", "train, cold (empty cache)"), ("train_warm", "train, warm (report included)"),
+ROWS = (("train_cold", "train, cold (empty cache)"), ("audit_metadata_only_cold", "audit --metadata-only, cold (empty cache)"),
+        ("train_warm", "train, warm (report included)"),
         ("train_warm_no_report", "train, warm, --no-report"), ("audit_metadata_only", "audit --metadata-only"),
         ("audit_full_first", "audit (full), first: embeds the turns"), ("audit_full_warm", "audit (full), warm"))
 
@@ -247,6 +263,8 @@ def measure_set(kind: str, n: int, data: Path, work: Path, version: str, src: Pa
     else:
         cache = work / f"cache-{name}-{version}"
     if cold and not seeded:
+        _fresh_cache(cache, work)
+        rows["audit_metadata_only_cold"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=False)
         _fresh_cache(cache, work)
         rows["train_cold"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
         _keep_onnx(cache, work)
@@ -300,21 +318,23 @@ def train_audit_lines(res: dict) -> list[str]:
         for key, label in ROWS:
             if any(key in by_set[s] for s in names):
                 lines.append(f"| {label} | " + " | ".join(_cell(by_set[s].get(key)) for s in names) + " |")
-        ratios = []
+        lines.append("")
         for s in names:
             r = by_set[s]
             if "train_cold" in r:
-                ratios.append(f"{s}: warm train / cold train {r['train_warm']['seconds'] / r['train_cold']['seconds']:.3f}, "
-                              f"audit --metadata-only / cold train "
-                              f"{r['audit_metadata_only']['seconds'] / r['train_cold']['seconds']:.3f}")
-        lines += [""] + [f"ratios, {x}" for x in ratios]
+                cold = r["train_cold"]["seconds"]
+                parts = [f"warm train / cold train {r['train_warm']['seconds'] / cold:.3f}",
+                         f"audit --metadata-only / cold train {r['audit_metadata_only']['seconds'] / cold:.3f}"]
+                if "audit_metadata_only_cold" in r:
+                    parts.append(f"(on an empty cache {r['audit_metadata_only_cold']['seconds'] / cold:.3f})")
+                lines.append(f"ratios, {s}: " + ", ".join(parts))
     return lines
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="tiny smoke run: 24 photos, RSS at 12 vs 24, no Ray; sets small:48 (seeded) and phone:4")
+                    help="tiny smoke run: 24 photos, RSS at 12 vs 24, no Ray; sets small:48 (seeded) and phone:10")
     ap.add_argument("--speed", type=int, default=400, help="photos for the local / Ray / ceiling figures")
     ap.add_argument("--rss", default="1000,10000", help="sizes for the peak-RSS runs, comma-separated (none: skip)")
     ap.add_argument("--no-ray", action="store_true", help="leave Ray out")
@@ -330,7 +350,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if a.quick:
         a.speed, a.rss, a.no_ray = 24, "12,24", True
-        a.sets, a.cold, a.seeded_above = "small:48,phone:4", "phone:4", 24
+        a.sets, a.cold, a.seeded_above = "small:48,phone:10", "phone:10", 24
     if a.sets == "none":
         a.only = "embed"
     work = WORK / ("quick" if a.quick else "full")

@@ -110,7 +110,7 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
     tr = np.array([i for i, r in enumerate(ds.records) if r.split == "train"])
     va = np.array([i for i, r in enumerate(ds.records) if r.split != "train"])
     choice = select_head(emb, y, len(labels), tr, va, variants, AUGMENT_VARIANTS[augment])
-    return {"seconds": time.perf_counter() - t, "val_accuracy": choice["accuracy"], "rss_mb": _rss_mb()}
+    return {"seconds": time.perf_counter() - t, "val_accuracy": choice.accuracy, "rss_mb": _rss_mb()}
 
 
 def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) -> dict:
@@ -128,7 +128,7 @@ def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) 
     accs = []
     for k in range(folds):
         tr, va = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        accs.append(select_head(emb.vectors, y, len(ds.labels), tr, va, variants, AUGMENT_VARIANTS[augment])["accuracy"])
+        accs.append(select_head(emb.vectors, y, len(ds.labels), tr, va, variants, AUGMENT_VARIANTS[augment]).accuracy)
     return {"folds": accs, "mean": float(np.mean(accs))}
 
 

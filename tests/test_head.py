@@ -99,3 +99,33 @@ def test_matches_scikit_learn_logistic_regression():
     assert np.abs(ours.predict_proba(X) - ref.predict_proba(X)).max() < 1e-3
     assert np.abs(ours.coef_ - ref.coef_).max() < 1e-2 and np.abs(ours.intercept_ - ref.intercept_).max() < 1e-2
     assert (ours.predict(X) == ref.predict(X)).all()
+
+
+def test_select_head_is_typed_and_linear_in_the_photos():
+    """The l2 path is fitted on at most max_photos training photos (stratified); the chosen head
+    is then refitted on all of them, and every held-out photo is still predicted."""
+    from upright.head import HeadChoice, HeldOut, select_head
+
+    rng = np.random.default_rng(0)
+    X, y = blobs(n_per_class=150, d=16)
+    codes = np.unique(y, return_inverse=True)[1]
+    emb = np.stack([X, X + rng.normal(0, 0.2, X.shape).astype(np.float32)], axis=1)
+    val = np.flatnonzero(np.arange(len(X)) % 5 == 0)
+    train = np.setdiff1d(np.arange(len(X)), val)
+    full = select_head(emb, codes, 3, train, val, ("id", "flip"), ("id", "flip"))
+    small = select_head(emb, codes, 3, train, val, ("id", "flip"), ("id", "flip"), max_photos=60)
+    for c in (full, small):
+        assert isinstance(c, HeadChoice) and isinstance(c.heldout, HeldOut)
+        assert sorted(c.heldout.index) == sorted(val) and c.heldout.top.shape == (len(val), 3)
+        assert np.allclose(c.heldout.top_p.sum(1) <= 1.0 + 1e-5, True) and (c.heldout.p_true >= 0).all()
+    assert full.method == "validation split" and "at most 60 training photos" in small.method
+    assert small.accuracy >= full.accuracy - 0.05 and set(small.grid) == set(full.grid)
+
+
+def test_select_head_subsample_keeps_every_class():
+    from upright.head import _subsample
+
+    y = np.array([0] * 990 + [1] * 10)
+    picked = _subsample(np.arange(1000), y, 100, seed=0)
+    assert len(picked) <= 101 and set(y[picked]) == {0, 1} and (np.diff(picked) > 0).all()
+    assert np.array_equal(_subsample(np.arange(50), y, 100, seed=0), np.arange(50))

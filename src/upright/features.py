@@ -126,8 +126,11 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
         hits = int(ok.sum())
         col = {v: j for j, v in enumerate(variants)}
         copies: dict[str, list[int]] = {}  # content -> the files still to embed that hold it
+        failed = store.failures(shas[i] for i in np.flatnonzero(~ok) if shas[i] is not None)
         for i in np.flatnonzero(~ok):
-            if shas[i] is not None:
+            if shas[i] in failed:  # bytes an earlier run could not decode: not decoded again
+                errors[int(i)] = failed[shas[i]]
+            elif shas[i] is not None:
                 copies.setdefault(shas[i], []).append(int(i))
         jobs = [Job(group[0], paths[group[0]], tuple(v for v in variants if not found[group[0], col[v]]))
                 for group in copies.values()]  # one decode per distinct content
@@ -135,13 +138,14 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
         with progress_bar(n, description, enabled=progress) as advance:
             advance(n - sum(len(g) for g in copies.values()))
             for done in eng.run(jobs, task):
-                rows = []
+                rows, bad = [], []
                 for i, vecs, why in done:
                     sha = shas[i]
                     group = copies[sha]
                     if vecs is None:
                         errors.update({g: why for g in group})
                         vectors[group] = np.nan
+                        bad.append((sha, why))
                     else:
                         for v, e in vecs.items():
                             vectors[group, col[v]] = e
@@ -149,6 +153,7 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
                         ok[group] = True
                     advance(len(group))
                 store.put_many(rows)
+                store.put_failures(bad)
     finally:
         store.close()
     decoded = int(ok.sum()) - hits

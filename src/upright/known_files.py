@@ -4,10 +4,12 @@
   those four are unchanged a later run takes the hash from the cache (one stat, no read).
   A file that changed in any of them is hashed again.
 - Its header facts (`metadata.describe`) and whether its pixels decode (the audit's cheap
-  32 px decode, `decode_check`): keyed by the content hash and the version of the code that
-  found them (`metadata.DESCRIBE_VERSION` and FileFacts' fields; the pixel limit, which
-  decides what is refused), so they follow the bytes, not the name, and a new reader
-  re-reads them.
+  32 px decode, `decode_check`; the embedding pass records the files it could not decode,
+  features.embed_paths): keyed by the content hash and the version of the code that found
+  them (`metadata.DESCRIBE_VERSION` and FileFacts' fields; the pixel limit, which decides what
+  is refused; Pillow's version), so they follow the bytes, not the name, and a new reader
+  re-reads them. A failure that is the file's, not its bytes' (gone, no permission), is not
+  recorded.
 - The train report's upright thumbnails (`thumbnails`), keyed by content hash and size.
 
 So a warm re-train (its report included) hashes no file it knows and decodes no pixel; an
@@ -48,8 +50,22 @@ def facts_version() -> str:
     return f"d{DESCRIBE_VERSION}:{fields}:{_limits()}"
 
 
-def decode_version() -> str:
-    return f"c{DESCRIBE_VERSION}:{DECODE_SIZE}:{_limits()}"
+def decode_version(what: str = f"check{DECODE_SIZE}") -> str:
+    """What decides a recorded decode outcome: which decode (the 32 px check, the embedding
+    pass), the pixel limit, Pillow's version."""
+    import PIL
+
+    return f"{what}:{_limits()}:pil{PIL.__version__}"
+
+
+#: reasons about the file, not its bytes (gone, unreadable): never recorded against the content
+_NOT_CONTENT = ("file not found", "cannot read file")
+
+
+def about_content(reason: str | None) -> bool:
+    """True when a decode failure's reason is the bytes' (truncated, corrupt...), so it holds for
+    any file with that content; False for the file's own troubles (gone, no permission)."""
+    return reason is None or not reason.startswith(_NOT_CONTENT)
 
 
 def facts_to_json(f: FileFacts) -> str:
@@ -179,7 +195,7 @@ class KnownFiles:
         for i, why in zip(todo, reasons):
             if why is not None:
                 bad[i] = why
-        self.cache.put_decodes([(shas[i], why) for i, why in zip(todo, reasons)], version)
+        self.cache.put_decodes([(shas[i], why) for i, why in zip(todo, reasons) if about_content(why)], version)
         self.counts.decoded += len(todo)
         self.counts.decode_reused += len(paths) - len(todo)
         return bad

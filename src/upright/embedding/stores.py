@@ -46,6 +46,20 @@ class SqliteStore:
     def get_many(self, shas: Iterable[str], variants) -> dict[tuple[str, str], np.ndarray]:
         return self.cache.get_many(shas, self.model, variants, self.orient)
 
+    def failures(self, shas) -> dict[str, str]:
+        """{sha256: reason} of the contents an earlier embedding pass could not decode (known_files.py)."""
+        from ..known_files import decode_version
+
+        return {sha: why for sha, why in self.cache.decodes(shas, decode_version(f"embed:{self.model}")).items()
+                if why is not None}
+
+    def put_failures(self, rows: list[tuple[str, str]]) -> None:
+        """(sha256, reason) of contents that did not decode; the file's own troubles are left out."""
+        from ..known_files import about_content, decode_version
+
+        self.cache.put_decodes([(sha, why) for sha, why in rows if about_content(why)],
+                               decode_version(f"embed:{self.model}"))
+
     def read_into(self, shas, variants, out: np.ndarray) -> np.ndarray:
         """Cached vectors written straight into out [N, V, D]; -> found mask [N, V] (cache.read_into)."""
         return self.cache.read_into(list(shas), self.model, tuple(variants), self.orient, out)
