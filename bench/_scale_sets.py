@@ -170,6 +170,24 @@ def seed_cache(data: Path, cache: Path, variants=SEED_VARIANTS, base: int = 500,
     return written
 
 
+def forget(data: Path, cache: Path, k: int) -> int:
+    """Remove the cached embeddings of k photos of `data` (the last k by index), so the next
+    train embeds them: the cold path (ONNX Runtime session, decode pool, every photo's vector in
+    memory) without embedding every photo. Returns the rows removed."""
+    import sqlite3
+
+    photos = sorted(data.rglob("*.jpg"), key=lambda p: int(p.stem[1:]))[-k:]
+    shas = [_sha(str(p)) for p in photos]
+    db = sqlite3.connect(str(cache / "embeddings.sqlite3"), timeout=120)
+    try:
+        with db:
+            n = sum(db.execute(f"DELETE FROM embeddings WHERE sha256 IN ({','.join('?' * len(part))})", part).rowcount
+                    for part in (shas[s:s + 500] for s in range(0, len(shas), 500)))
+    finally:
+        db.close()
+    return n
+
+
 CHILD = r"""
 import json, resource, sys, time
 a = json.loads(sys.argv[1])
@@ -179,10 +197,27 @@ if a["verb"] == "train":
     r = upright.train(a["data"], a["out"], force=True, cache_dir=a["cache"], report=a["report"], progress=False)
     info = {"decoded": int(r["decoded"]), "cache_hits": int(r["cache_hits"]), "l2": r["l2"],
             "val_accuracy": r["val_accuracy"]}
-else:
+elif a["verb"] == "audit":
     from upright.audit import run_audit
     r = run_audit(a["data"], cache_dir=a["cache"], content=a["content"], progress=False)
     info = {"n": r["n_images"], "findings": len(r["findings"]), "unreadable": len(r["unreadable"])}
+else:  # select: the head's choice alone, on the cached embeddings train uses (--augment flip)
+    import numpy as np
+    from upright.dataset import scan
+    from upright.features import embed_paths
+    from upright.head import select_head
+    ds = scan(a["data"], read=("train", "val"))
+    recs, views = ds.records, ("id", "flip")
+    emb = embed_paths([r.path for r in recs], variants=views, cache_dir=a["cache"], progress=False,
+                      hashes=[r.sha256 for r in recs])
+    y = np.array([ds.labels.index(r.label) for r in recs])
+    split = np.array([r.split for r in recs])
+    t = time.perf_counter()
+    ch = select_head(emb.vectors, y, len(ds.labels), np.flatnonzero(emb.ok & (split == "train")),
+                     np.flatnonzero(emb.ok & (split == "val")), views, views)
+    get = (lambda k: ch[k]) if isinstance(ch, dict) else (lambda k: getattr(ch, k))
+    info = {"l2": get("l2"), "accuracy": round(float(get("accuracy")), 4), "test_views": get("test_views"),
+            "method": get("method")}
 seconds = time.perf_counter() - t
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"seconds": seconds, "rss_mb": me.ru_maxrss / 1024, "workers_rss_mb": kids.ru_maxrss / 1024,

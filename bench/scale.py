@@ -24,6 +24,9 @@ Speeds are images/s over wall time, ratios against the ceiling and the local eng
 train and audit (--sets; the sets are described in bench/_scale_sets.py), each step a fresh
 process through the Python API, its wall time and peak RSS (getrusage), with the load average:
   train, cold           an empty cache (but the exported ONNX graph): every photo embedded
+  train, cold path      seeded sets: 1,000 photos' embeddings removed first, so the run holds what a
+                        cold one holds (ONNX Runtime, decode workers, every vector) at a fraction of its time
+  select_head alone     the head's choice of l2 and test views on the cached embeddings (its l2, accuracy)
   audit --metadata-only, cold    on an empty cache: every file hashed, every header read
   train, warm           every embedding cached and a train before it: report included
   train, warm, --no-report       the same without MODEL/report.html
@@ -55,8 +58,9 @@ from _machine import machine  # noqa: E402
 
 FLOWERS = ROOT.parent / "shared" / "data" / "flowers-500"
 WORK = Path(os.environ.get("UPRIGHT_SCALE_DIR", "/tmp/upright-scale"))
-DEFAULT_SETS = "small:500,small:10000,small:50000,phone:2000"
+DEFAULT_SETS = "flowers:500,small:500,small:10000,small:50000,phone:2000"
 DEFAULT_COLD = "small:500,phone:2000"
+COLD_PATH_PHOTOS = 1000  # seeded sets: photos whose embeddings are removed before the first train
 
 RSS_CHILD = r"""
 import json, resource, sys, time
@@ -217,19 +221,21 @@ def estimate(local_ips: float, cores: int, ray_ratio: float | None, nodes=(1, 8,
 
 
 # -- train and audit at scale (issue 22's rows): one fresh process per figure ------------------
-ROWS = (("train_cold", "train, cold (empty cache)"), ("audit_metadata_only_cold", "audit --metadata-only, cold (empty cache)"),
+ROWS = (("train_cold", "train, cold (empty cache)"),
+        ("train_cold_path", "train, cold path: 1,000 photos to embed, the rest cached"), ("audit_metadata_only_cold", "audit --metadata-only, cold (empty cache)"),
         ("train_warm", "train, warm (report included)"),
-        ("train_warm_no_report", "train, warm, --no-report"), ("audit_metadata_only", "audit --metadata-only"),
+        ("train_warm_no_report", "train, warm, --no-report"),
+        ("select_head", "select_head alone (its l2, held-out accuracy)"), ("audit_metadata_only", "audit --metadata-only"),
         ("audit_full_first", "audit (full), first: embeds the turns"), ("audit_full_warm", "audit (full), warm"))
 
 
 def parse_sets(text: str) -> list[tuple[str, int]]:
-    """"small:500,phone:2000" -> [("small", 500), ("phone", 2000)]."""
+    """"small:500,phone:2000" -> [("small", 500), ("phone", 2000)]; flowers:500 is flowers-500 itself."""
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, n = part.partition(":")
-        if kind not in ("small", "phone") or not n.isdigit():
-            raise SystemExit(f"--sets: '{part}' is not small:N or phone:N")
+        if kind not in ("small", "phone", "flowers") or not n.isdigit():
+            raise SystemExit(f"--sets: '{part}' is not small:N, phone:N or flowers:500")
         out.append((kind, int(n)))
     return out
 
@@ -268,11 +274,15 @@ def measure_set(kind: str, n: int, data: Path, work: Path, version: str, src: Pa
         _fresh_cache(cache, work)
         rows["train_cold"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
         _keep_onnx(cache, work)
+    elif seeded and n >= 2 * COLD_PATH_PHOTOS:  # the cold path's memory: ONNX Runtime and every vector
+        sets.forget(data, cache, COLD_PATH_PHOTOS)
+        rows["train_cold_path"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
     else:  # a first train records what a warm one reuses
         sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
     rows["train_warm"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache, report=True)
     rows["train_warm_no_report"] = sets.run_child(src, verb="train", data=data, out=model, cache=cache,
                                                   report=False)
+    rows["select_head"] = sets.run_child(src, verb="select", data=data, cache=cache)
     rows["audit_metadata_only"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=False)
     if not seeded:
         rows["audit_full_first"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=True)
@@ -291,7 +301,11 @@ def train_audit_rows(a, work: Path) -> dict:
     cold = {f"{k}:{n}" for k, n in parse_sets(a.cold)}
     made, out = {}, {v: {} for v in versions}
     for kind, n in parse_sets(a.sets):
-        data, what = sets.make_set(WORK / "sets" / f"{kind}-{n}", kind, n)
+        if kind == "flowers" and not sets.FLOWERS.is_dir():
+            print(f"scale: {sets.FLOWERS} absent: flowers:{n} left out", file=sys.stderr)
+            continue
+        data, what = ((sets.FLOWERS, "flowers-500 itself (the shared folder)") if kind == "flowers"
+                      else sets.make_set(WORK / "sets" / f"{kind}-{n}", kind, n))
         made[f"{kind}:{n}"] = what
         for v, src in versions.items():
             print(f"scale: {kind}:{n} with {v} ...", file=sys.stderr, flush=True)
@@ -303,6 +317,8 @@ def train_audit_rows(a, work: Path) -> dict:
 def _cell(r: dict | None) -> str:
     if not r:
         return "-"
+    if "accuracy" in r:  # select_head
+        return f"{r['seconds']:.1f} s, l2 {r['l2']:g}, {r['accuracy']:.3f} (load {r['load']:.1f})"
     return f"{r['seconds']:.1f} s, {r['rss_mb']:.0f} MB (load {r['load']:.1f})"
 
 
@@ -312,6 +328,8 @@ def train_audit_lines(res: dict) -> list[str]:
     for name, what in res["sets"].items():
         lines.append(f"- {name}: {what}" + (" (cache seeded: see bench/_scale_sets.py)"
                                              if int(name.split(':')[1]) > res["seeded_above"] else ""))
+    lines.append("- select_head alone: the l2 and test views chosen on the cached embeddings of --augment flip "
+                 "(seeded sets: the accuracy of a seeded cache means nothing; the time does)")
     for version, by_set in res["versions"].items():
         names = list(by_set)
         lines += ["", f"### {version}", "", "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]

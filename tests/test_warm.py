@@ -155,3 +155,27 @@ def test_phone_photo_facts_are_recorded_by_content(tmp_path):
         assert k2.counts.described == 0
     assert [f.to_dict() for f in again] == [f.to_dict() for f in read]
     assert os.path.exists(Path(tmp_path / "c" / "embeddings.sqlite3"))
+
+
+def test_the_audit_keeps_facts_in_columns_that_give_the_objects_back(tmp_path):
+    from upright.audit.table import FactsTable, VectorFile
+    from upright.metadata import describe
+
+    data = af.messy(af.camera_leak(tmp_path / "d", n=4))
+    facts = [describe(p) for p in sorted(data.rglob("*.jpg"))]
+    table = FactsTable(facts[:5])
+    table.extend(facts[5:])
+    assert len(table) == len(facts) and [table[i] for i in range(len(facts))] == facts
+    assert list(table.column("make")) == [f.make for f in facts]
+    sizes = table.column("upright_size")
+    assert [None if s[0] != s[0] else (int(s[0]), int(s[1])) for s in sizes] == [f.upright_size for f in facts]
+    import numpy as np
+
+    vecs = np.arange(5 * 2 * 3, dtype=np.float32).reshape(5, 2, 3)
+    vf = VectorFile(5, ("id", "r90"), 3, tmp_path)
+    vf.write(0, vecs[:2])
+    vf.write(2, vecs[2:])
+    assert np.array_equal(vf.view("r90"), vecs[:, 1])
+    assert np.array_equal(np.concatenate([b for _, b in vf.blocks(("r90", "id"), size=2)]), vecs[:, ::-1])
+    vf.close()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".upright-vectors")]  # an unnamed file

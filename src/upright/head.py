@@ -183,6 +183,11 @@ class Standardiser:
         W2 = W / self.std
         return W2.astype(np.float32), (b - W2 @ self.mean).astype(np.float32)
 
+    def unfold(self, W, b):
+        """Head on raw embeddings -> the same head on these standardised inputs (fold's inverse):
+        a head fitted under other statistics warm-starts a fit under these."""
+        return (np.asarray(W) * self.std).astype(np.float32), (np.asarray(b) + np.asarray(W) @ self.mean).astype(np.float32)
+
 
 # -- the estimator --------------------------------------------------------------------------
 class NotFittedError(ValueError, AttributeError):
@@ -224,12 +229,14 @@ class SoftmaxRegression:
             raise ValueError(f"X must be [n_samples, n_features] matching y; got {X.shape} and {y.shape}")
         return self._fit_rows(X[:, None, :], np.arange(len(X)), y, (0,))
 
-    def fit_views(self, emb: np.ndarray, idx, y, views) -> "SoftmaxRegression":
+    def fit_views(self, emb: np.ndarray, idx, y, views, init=None) -> "SoftmaxRegression":
         """fit() on every listed view of the photos idx of emb [N, V, D] (y: label per photo),
-        without copying the rows: what fit(_rows(emb, idx, y, views)) gives, in constant extra memory."""
-        return self._fit_rows(np.asarray(emb, np.float32), idx, np.asarray(y), views)
+        without copying the rows: what fit(_rows(emb, idx, y, views)) gives, in constant extra memory.
+        init: (coef [C, D], intercept [C]) of a head on raw embeddings to start from (e.g.
+        HeadChoice.weights; the same optimum, reached in fewer iterations)."""
+        return self._fit_rows(np.asarray(emb, np.float32), idx, np.asarray(y), views, init)
 
-    def _fit_rows(self, emb, idx, y, views) -> "SoftmaxRegression":
+    def _fit_rows(self, emb, idx, y, views, init=None) -> "SoftmaxRegression":
         idx = np.asarray(idx)
         self.classes_ = np.unique(y[idx])
         if len(self.classes_) < 2:
@@ -237,7 +244,9 @@ class SoftmaxRegression:
         codes = np.clip(np.searchsorted(self.classes_, y), 0, len(self.classes_) - 1)
         rows = Rows(emb, idx, codes, views)
         std = Standardiser.of_rows(rows) if self.standardize else None
-        W, b, self.n_iter_ = _solve(rows, len(self.classes_), self.l2, self.max_iter, std=std)
+        if init is not None and std is not None:
+            init = std.unfold(*init)
+        W, b, self.n_iter_ = _solve(rows, len(self.classes_), self.l2, self.max_iter, init, std=std)
         if std is not None:
             W, b = std.fold(W, b)
         self.coef_, self.intercept_ = W, b
@@ -302,6 +311,8 @@ class HeadChoice:
     accuracy: float  # held-out accuracy of the chosen head
     grid: dict[str, float]  # "l2|views" -> held-out accuracy of every configuration tried
     heldout: HeldOut
+    weights: tuple[np.ndarray, np.ndarray] | None = None  # the last fold's chosen head on raw embeddings:
+    #                                                       a warm start for the final fit (fit_views init)
 
 
 def _folds(y, n_classes, train_idx, val_idx, seed):
@@ -371,19 +382,23 @@ class _Scores:
                                                round(self.totals[c][1] / total, 4), -c[0]))
 
 
-def _score_folds(emb, y, n_classes, folds, aug, tta_options, vi, max_iter, scores: _Scores, l2_grid) -> None:
-    """Fit each fold's path of l2 (warm-started, strongest first) and score every configuration."""
-    at = 0
-    for tr, va in folds:
+def _score_folds(emb, y, n_classes, folds, aug, tta_options, vi, max_iter, scores: _Scores, l2_grid,
+                 starts=None) -> dict:
+    """Fit each fold's path of l2 (warm-started, strongest first) and score every configuration.
+    starts: {fold: raw head} to start each fold's first fit from. -> {(fold, l2): raw head}."""
+    at, heads = 0, {}
+    for f, (tr, va) in enumerate(folds):
         rows = Rows(emb, tr, y, aug)
         std = Standardiser.of_rows(rows)
-        init = None
+        init = None if not starts else std.unfold(*starts[f])
         for l2 in sorted(l2_grid, reverse=True):
             W, b, _ = _solve(rows, n_classes, l2, max_iter, init, std)
             init = (W, b)
+            heads[(f, l2)] = std.fold(W, b)
             for tta in tta_options:
                 scores.add((l2, tta), _predict(emb, va, [vi[v] for v in tta], W, b, std), y[va], at)
         at += len(va)
+    return heads
 
 
 def select_head(emb: np.ndarray, y: np.ndarray, n_classes: int, train_idx, val_idx, variants, aug_views,
@@ -409,13 +424,14 @@ def select_head(emb: np.ndarray, y: np.ndarray, n_classes: int, train_idx, val_i
     heldout = np.concatenate([va for _, va in folds]).astype(int)
     k_top, total = min(TOP_K_KEPT, n_classes), len(heldout)
     scores = _Scores([(l2, tta) for l2 in L2_GRID for tta in tta_options], total, k_top, keep=not sampled)
-    _score_folds(emb, y, n_classes, small, aug, tta_options, vi, max_iter, scores, L2_GRID)
+    heads = _score_folds(emb, y, n_classes, small, aug, tta_options, vi, max_iter, scores, L2_GRID)
     best = scores.best(total)
     grid = {f"{l2:g}|{'+'.join(t)}": round(v[0] / total, 4) for (l2, t), v in scores.totals.items()}
-    if sampled:  # the chosen head fitted on every training photo of each fold predicts the held-out ones
+    if sampled:  # the chosen head, refitted on every training photo of each fold, predicts the held-out ones
         method += f" (l2 and test views chosen with at most {max_photos} training photos a fold)"
         scores = _Scores([best], total, k_top, keep=True)
-        _score_folds(emb, y, n_classes, folds, aug, [best[1]], vi, max_iter, scores, [best[0]])
+        heads = _score_folds(emb, y, n_classes, folds, aug, [best[1]], vi, max_iter, scores, [best[0]],
+                             starts={f: heads[(f, best[0])] for f in range(len(folds))})
     top, top_p, p_true = scores.per_photo[best]
     return HeadChoice(l2=best[0], test_views=list(best[1]), method=method, accuracy=scores.totals[best][0] / total,
-                      grid=grid, heldout=HeldOut(heldout, top, top_p, p_true))
+                      grid=grid, heldout=HeldOut(heldout, top, top_p, p_true), weights=heads[(len(folds) - 1, best[0])])

@@ -149,7 +149,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     # final fit on every readable photo train reads (train + val) with the chosen l2, the rows
     # read in place from the embeddings (no copy of them)
     all_idx = np.flatnonzero(ok)
-    head = SoftmaxRegression(l2=choice.l2, max_iter=max_iter).fit_views(X3, all_idx, y, aug)
+    head = SoftmaxRegression(l2=choice.l2, max_iter=max_iter).fit_views(X3, all_idx, y, aug, init=choice.weights)
     W, b = head.coef_, head.intercept_
     fitted = provenance.fingerprints(records[i].sha256 for i in all_idx)
     meta_extra: dict = {}
@@ -219,6 +219,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root),
         fine_tune={k: meta_extra["fine_tune"][k] for k in ("epochs", "best_epoch", "resumed_from_epoch", "history")}
         if fine_tune else None, preset=preset)
+    del emb, X3  # the report needs no embedding: their memory is free before it is made
     return _write_model(out, meta, W, b, backbone_state, fitted, result, report, ds, records, y, choice,
                         checkpoint, t0, cache_dir)
 

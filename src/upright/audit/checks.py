@@ -63,17 +63,23 @@ class AuditData:
         counts = np.bincount(self.label_of[self.ok], minlength=len(self.labels))
         return {lab: int(c) for lab, c in zip(self.labels, counts)}
 
+    def view(self, name: str) -> np.ndarray:
+        """One variant's embeddings of the readable files, [len(ok), D], a fresh array."""
+        if self.vectors is None:
+            raise RuntimeError("no embeddings were prepared for this audit")
+        return self.vectors.view(name)
+
     def views(self, names: Sequence[str]) -> np.ndarray:
         """Embeddings of the readable files in the given variants: [len(ok), len(names), D]."""
         if self.vectors is None:
             raise RuntimeError("no embeddings were prepared for this audit")
         return np.stack([self.vectors.view(n) for n in names], axis=1)
 
-    def view_blocks(self, names: Sequence[str]):
-        """A callable yielding [b, len(names), D] blocks of the readable files' embeddings, in order."""
+    def view_blocks(self, names: Sequence[str], size: int = 1024):
+        """A callable yielding [size, len(names), D] blocks of the readable files' embeddings, in order."""
         if self.vectors is None:
             raise RuntimeError("no embeddings were prepared for this audit")
-        return lambda: (v for _, v in self.vectors.blocks(names))
+        return lambda: (v for _, v in self.vectors.blocks(names, size))
 
 
 class Check:
@@ -262,7 +268,9 @@ class NearDuplicates(Check):
     ann_above: int = duplicates.ANN_ABOVE  # pictures above which an approximate index proposes the pairs
 
     def run(self, data: AuditData) -> CheckResult:
-        found = duplicates.near_findings(_items(data), data.views(("id",))[:, 0], self.threshold, self.ann_above)
+        # the upright view, read fresh from the audit's file and made unit length in place (one copy in memory)
+        x = duplicates.unit_rows(data.view("id"))
+        found = duplicates.near_findings(_items(data), x, self.threshold, self.ann_above, unit=True)
         how = "approximate index (faiss IVF), exact cosine" if len(data.ok) > self.ann_above else "every pair"
         return CheckResult(found, f"cosine >= {self.threshold} ({how})")
 
@@ -285,7 +293,7 @@ class Sideways(Check):
                 f"{sideways.MIN_IMAGES} to learn what upright looks like here.",
                 details={"items": [], "skipped": True})], "skipped: too few images", {"sideways": None})
         sizes = data.facts.column("upright_size")[data.ok]
-        res = sideways.detect_blocks(data.view_blocks(sideways.VARIANTS), n, sizes=sizes)
+        res = sideways.detect_blocks(data.view_blocks(sideways.VARIANTS, sideways.BLOCK), n, sizes=sizes)
         info = {"temperature": round(res.temperature, 4), "prior_turned": round(float(1 - res.prior[0]), 4),
                 "cv_accuracy": round(res.cv_accuracy, 4), "folds": res.folds, "ridge": res.ridge,
                 "shape_weight": res.shape_weight, "threshold": self.threshold}

@@ -59,24 +59,32 @@ def exact_groups(items: Sequence[Item]) -> list[list[int]]:
     return [g for g in by_hash.values() if len(g) > 1]
 
 
+def unit_rows(x: np.ndarray, block: int = 8192) -> np.ndarray:
+    """Scale every row of x to unit length in place, a block at a time (no temporary of x's size)."""
+    for s in range(0, len(x), block):
+        part = x[s:s + block]
+        part /= np.maximum(np.sqrt(np.einsum("ij,ij->i", part, part))[:, None], 1e-12)
+    return x
+
+
 def near_pairs(vectors: np.ndarray, threshold: float, block: int = 2048,
-               ann_above: int = ANN_ABOVE) -> list[tuple[int, int, float]]:
+               ann_above: int = ANN_ABOVE, unit: bool = False) -> list[tuple[int, int, float]]:
     """Pairs (i, j, cosine) with i < j and cosine >= threshold, sorted; rows with NaN are ignored.
 
     Up to `ann_above` rows every pair is compared (blocks of a matrix product); above, an
     approximate index proposes the candidates (`_ann_candidates`) and each is confirmed by its
     exact cosine, so a pair is either found with the exact path's cosine or missed, never invented.
+    unit: the rows are finite and of unit length already (unit_rows): used as they are, no copy.
     """
     v = np.asarray(vectors, dtype=np.float32)
-    ok = np.isfinite(v).all(axis=1)
-    idx = np.flatnonzero(ok)
+    idx = np.arange(len(v)) if unit else np.flatnonzero(np.isfinite(v).all(axis=1))
     if len(idx) < 2:
         return []
-    x = v[idx]
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    x = v if unit else unit_rows(v[idx])
     if len(x) > ann_above:
         a, b = _ann_candidates(x, threshold, block)
-        sims = np.einsum("ij,ij->i", x[a], x[b])
+        sims = np.concatenate([np.einsum("ij,ij->i", x[a[s:s + 8192]], x[b[s:s + 8192]])
+                               for s in range(0, len(a), 8192)] or [np.zeros(0, np.float32)])
         keep = sims >= threshold
         return [(int(idx[i]), int(idx[j]), float(s)) for i, j, s in zip(a[keep], b[keep], sims[keep])]
     out = []
@@ -108,6 +116,7 @@ def _ann_candidates(x: np.ndarray, threshold: float, block: int) -> tuple[np.nda
     rng = np.random.default_rng(0)
     train = x[np.sort(rng.choice(n, min(n, 32 * cells), replace=False))]  # k-means on a sample
     index.train(np.ascontiguousarray(train))
+    del train  # the sample is not needed beside the index
     index.add(np.ascontiguousarray(x))
     index.nprobe = min(cells, IVF_PROBES)
     # the index's inner products are float32 sums in another order: search a hair below the
@@ -153,11 +162,12 @@ def findings(items: Sequence[Item], vectors: np.ndarray | None = None,
 
 
 def near_findings(items: Sequence[Item], vectors: np.ndarray, threshold: float = NEAR_THRESHOLD,
-                  ann_above: int = ANN_ABOVE) -> list[Finding]:
-    """Near-duplicate findings only; groups that are nothing but one set of identical files are left out."""
+                  ann_above: int = ANN_ABOVE, unit: bool = False) -> list[Finding]:
+    """Near-duplicate findings only; groups that are nothing but one set of identical files are left out.
+    unit: as near_pairs'."""
     exact = exact_groups(items)
     exact_sets = [set(g) for g in exact]
-    pairs = near_pairs(vectors, threshold, ann_above=ann_above)
+    pairs = near_pairs(vectors, threshold, ann_above=ann_above, unit=unit)
     same_bytes = {(i, j) for g in exact for i in g for j in g}
     pairs = [p for p in pairs if (p[0], p[1]) not in same_bytes]
     near = _groups_from_pairs(len(items), pairs)

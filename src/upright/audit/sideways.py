@@ -110,11 +110,16 @@ def _loo_group_scores(blocks, lams=(1e-2, 1e-1, 1.0, 10.0, 100.0)):
     scores = [np.zeros((n, 4, 4)) for _ in lams]
     at = 0
     for x in blocks():
-        zg = (np.asarray(x, np.float64) - mean) @ q  # [b, 4, D]
-        b = len(zg)
+        b, v, d = x.shape
+        xc = np.array(x, np.float64).reshape(-1, d)
+        xc -= mean
+        z = xc @ q  # one [b*4, D] product (not b small ones)
+        del xc
+        zg = z.reshape(b, v, d)
         for k, inv in enumerate(invs):
-            fitted = (zg * inv) @ zty  # [b, 4, 4]
-            hgg = np.einsum("gid,d,gjd->gij", zg, inv, zg)  # hat-matrix blocks
+            zi = z * inv
+            fitted = (zi @ zty).reshape(b, v, 4)
+            hgg = zi.reshape(b, v, d) @ zg.transpose(0, 2, 1)  # hat-matrix blocks [b, 4, 4]
             held = np.linalg.solve(eye[None] - hgg, y[None] - fitted)
             scores[k][at:at + b] = y[None] - held
         at += b
