@@ -255,7 +255,7 @@ def _keep_onnx(cache: Path, work: Path) -> None:
 
 
 def measure_set(kind: str, n: int, data: Path, work: Path, version: str, src: Path, seeded: bool,
-                cold: bool) -> dict:
+                cold: bool, full_audit: bool = True) -> dict:
     """Every row for one set and one source tree (see ROWS), each in a fresh process."""
     import _scale_sets as sets
 
@@ -284,9 +284,10 @@ def measure_set(kind: str, n: int, data: Path, work: Path, version: str, src: Pa
                                                   report=False)
     rows["select_head"] = sets.run_child(src, verb="select", data=data, cache=cache)
     rows["audit_metadata_only"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=False)
-    if not seeded:
+    if full_audit and not seeded:
         rows["audit_full_first"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=True)
-    rows["audit_full_warm"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=True)
+    if full_audit:
+        rows["audit_full_warm"] = sets.run_child(src, verb="audit", data=data, cache=cache, content=True)
     shutil.rmtree(model, ignore_errors=True)
     return rows
 
@@ -310,7 +311,8 @@ def train_audit_rows(a, work: Path) -> dict:
         for v, src in versions.items():
             print(f"scale: {kind}:{n} with {v} ...", file=sys.stderr, flush=True)
             out[v][f"{kind}:{n}"] = measure_set(kind, n, data, work, v.split()[0], src, n > a.seeded_above,
-                                                f"{kind}:{n}" in cold)
+                                                f"{kind}:{n}" in cold,
+                                                full_audit=not v.startswith("before") or n <= a.src_full_audit_max)
     return {"sets": made, "versions": out, "seeded_above": a.seeded_above}
 
 
@@ -363,6 +365,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeded-above", type=int, default=5000,
                     help="sets bigger than this get a seeded cache instead of a real embedding run (default 5000)")
     ap.add_argument("--src", help="also run the train/audit rows against this source tree ('before')")
+    ap.add_argument("--src-full-audit-max", type=int, default=10000,
+                    help="largest set --src runs the full audit on (default 10000: an older tree may need "
+                         "several GB beyond)")
     ap.add_argument("--only", choices=("embed", "sets"), help="run one part alone")
     ap.add_argument("--out", type=Path, help="also write the figures (markdown) here")
     a = ap.parse_args(argv)
