@@ -1,8 +1,8 @@
 """The only command-line entry point: `upright VERB ...` (contracts: docs/contracts.md).
 
 Each verb parses its options here and hands over to the module that does the work; option
-defaults are read from those modules (one home per default). Only `serve` imports its module
-when it runs, because that loads FastAPI.
+defaults are read from those modules (one home per default). Only `serve` and `studio` import
+their modules when they run, because those load FastAPI.
 Exit codes: 0 ok, 1 findings/failed checks where noted, 2 usage or input error (one line).
 """
 
@@ -38,6 +38,8 @@ from .embedding.verb import run_embed
 from .model import DEFAULT_TOP_K
 from .predict import print_table, run_predict, write_csv, write_jsonl
 from .serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
+from .studio.defaults import DEFAULT_PORT as STUDIO_PORT
+from .studio.defaults import DEFAULT_QUOTA_GB
 from .train import DEFAULT_AUGMENT, train_dataset
 from .train import print_summary as print_train_summary
 
@@ -386,6 +388,36 @@ def serve(
 
     run_server(model, host=host, port=port, lan=lan, max_bytes=int(max_upload_mb * 1_000_000), top_k=top_k,
                max_batch=max_batch, echo=typer.echo)
+
+
+@app.command()
+def studio(
+    project: Path = typer.Argument(..., help="Project folder: an upright DATA folder (one folder per class, or "
+                                             "train/ + test/); created when missing."),
+    host: Optional[str] = typer.Option(
+        None, "--host", show_default=False,
+        help=f"Address to bind (default {DEFAULT_HOST}; {DEFAULT_LAN_HOST} with --lan). Without --lan only "
+        "loopback addresses: the studio writes to the project."),
+    port: int = typer.Option(STUDIO_PORT, "--port", help="Port to listen on (0 picks a free one)."),
+    lan: bool = typer.Option(
+        False, "--lan",
+        help="For the team's phones: https with this machine's self-signed certificate, a fresh access token, "
+        "the link and a QR code printed (as serve --lan)."),
+    quota_gb: float = typer.Option(DEFAULT_QUOTA_GB, "--quota-gb",
+                                   help="Most GB of photos (and trash) the project may hold; uploads past it are refused."),
+    max_upload_mb: float = typer.Option(DEFAULT_MAX_BYTES / 1e6, "--max-upload-mb",
+                                        help="Largest upload request accepted, in MB (413 beyond)."),
+) -> None:
+    """The training studio: phones fill the classes, the audit speaks as photos arrive; review, train, test, export.
+
+    Collect (upload, camera, hold for a burst), Review (stored vs upright, turn through fix, move, trash), Train (progress, cancel; a new model folder per run in PROJECT/.upright-models/), Test (serve's page on any of the project's models), Export (ONNX, TFLite, Core ML). Nothing is deleted: the trash is PROJECT/.upright-trash/.
+    """
+    if quota_gb <= 0 or max_upload_mb <= 0:
+        raise UprightError("--quota-gb and --max-upload-mb must be > 0")
+    from .studio import run as run_studio  # loads FastAPI: only when serving
+
+    run_studio(project, host=host, port=port, lan=lan, quota_gb=quota_gb, max_bytes=int(max_upload_mb * 1_000_000),
+               echo=typer.echo)
 
 
 _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)

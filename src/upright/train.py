@@ -23,6 +23,7 @@ import numpy as np
 from . import accurate, backbones, provenance
 from .views import describe as describe_views
 from .atomic import stage_folder, swap_folder
+from .console import step
 from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
 from .features import AUGMENT_VARIANTS, embed_paths
@@ -154,6 +155,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     y, train_idx, val_idx = _split_indices(records, labels, ok)
     max_iter = DEFAULT_HEAD_ITERS
     X3 = emb.vectors
+    step("fitting the head")
     choice = select_head(X3, y, len(labels), train_idx, val_idx, variants, aug_views, seed, max_iter,
                          tta_options=[accurate.TEST_VIEWS] if preset == "accurate" else None)
     vi = {v: i for i, v in enumerate(variants)}
@@ -233,6 +235,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root),
         fine_tune={k: meta_extra["fine_tune"][k] for k in ("epochs", "best_epoch", "resumed_from_epoch", "history")}
         if fine_tune else None, preset=preset)
+    step("writing the model and its report")
     return _write_model(out, meta, W, b, backbone_state, fitted, result, report, ds, records, y, choice,
                         checkpoint, t0)
 
