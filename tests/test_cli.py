@@ -12,7 +12,7 @@ import pytest
 
 from upright.cli import main
 
-VERBS = ["audit", "fix", "train", "embed", "predict", "eval", "serve", "export", "demo"]
+VERBS = ["audit", "fix", "train", "embed", "predict", "eval", "serve", "studio", "export", "demo"]
 
 
 def run(*args):

@@ -88,7 +88,9 @@ def _cancel_on_signal(proto_fd: int) -> None:
 def _cancel_when_orphaned() -> None:
     """The studio holds our stdin open; its end means the studio is gone: cancel, then exit."""
     def watch() -> None:
-        while sys.stdin.buffer.read(1024):
+        # os.read, not sys.stdin: a thread blocked in the buffered reader holds its lock, and a
+        # process forked meanwhile (the decode pool; multiprocessing closes stdin) would deadlock
+        while os.read(0, 1024):
             pass
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(GRACE_SECONDS)

@@ -19,6 +19,7 @@ let tab = "collect";
 let trainJob = null;       // the running (or last) training job
 let cameraFor = null;      // {label, stream}
 let reportFor = null;
+const exportStatus = new Map();  // model -> the last export words (kept when the list is redrawn)
 
 // ---------------------------------------------------------------- small helpers
 
@@ -38,9 +39,10 @@ function fmtMB(n) { return n >= 100_000 ? (n / 1e6).toFixed(1) + " MB" : n.toLoc
 function pct(x) { return (x * 100).toFixed(x >= 0.995 || x < 0.1 ? 0 : 1) + "%"; }
 function plural(n, word) { return `${n} ${word}${n === 1 ? "" : word.endsWith("s") ? "es" : "s"}`; }
 
-function showError(message) {
+function showError(message, kind = "error") {
   const box = $("error");
   box.textContent = message;
+  box.className = kind;  // "error", or "note": something to know, nothing went wrong
   box.hidden = false;
   clearTimeout(showError.timer);
   showError.timer = setTimeout(() => { box.hidden = true; }, 12000);
@@ -179,7 +181,7 @@ $("new-class").addEventListener("submit", async (ev) => {
   if (!name) return;
   const r = await api("POST", "/api/classes", { name });
   if (!r.ok) { showError(r.body.error); return; }
-  input.value = "";
+  if (input.value.trim() === name) input.value = "";  // unless the next name is being typed already
   projectChanged();
 });
 
@@ -210,9 +212,12 @@ function status(label, text) {
   if (card) card.querySelector(".status").textContent = text;
 }
 
+const TOTALS_FOR_MS = 20000;  // photos sent within this of the last ones add to the same summary
+
 function enqueue(label, files, source) {
   let q = queues.get(label + "\u0000" + source);
-  if (!q) { q = { label, source, items: [], sending: 0, totals: fresh() }; queues.set(label + "\u0000" + source, q); }
+  if (!q) { q = { label, source, items: [], sending: 0, totals: fresh(), idle: 0 }; queues.set(label + "\u0000" + source, q); }
+  if (!q.items.length && !q.sending && Date.now() - q.idle > TOTALS_FOR_MS) q.totals = fresh();
   for (const f of files) {
     if (f.size > maxBytes) q.totals.refused.push(`${f.name}: ${fmtMB(f.size)}, over the ${fmtMB(maxBytes)} limit`);
     else q.items.push({ blob: f, name: f.name || "photo.jpg" });
@@ -264,7 +269,7 @@ function report(q) {
     t.duplicates.length ? `${plural(t.duplicates.length, "duplicate")} not stored again: ${t.duplicates.slice(0, 3).join(", ")}` : null,
     t.refused.length ? `${t.refused.length} refused: ${t.refused.slice(0, 3).join("; ")}` : null];
   status(q.label, parts.filter(Boolean).join(" · "));
-  if (!busy) queues.delete(q.label + "\u0000" + q.source);
+  if (!busy) q.idle = Date.now();
 }
 
 // ---------------------------------------------------------------- Collect: the page's camera
@@ -404,7 +409,7 @@ async function loadTrash() {
     btn.addEventListener("click", async () => {
       const res = await api("POST", `/api/trash/${encodeURIComponent(it.item)}/restore`);
       if (!res.ok) showError(res.body.error);
-      else if (res.body.kept.length) showError(`Restored ${res.body.restored}; left in the trash: ${res.body.kept.join("; ")}`);
+      else if (res.body.kept.length) showError(`Restored ${res.body.restored}; left in the trash: ${res.body.kept.join("; ")}`, "note");
       projectChanged();
     });
     return el("li", {}, el("span", { text: `${what}, deleted ${it.when || ""}` }), btn);
@@ -488,7 +493,7 @@ function moveSelect(p, others) {
 async function turn(p, degrees) {
   const r = await api("POST", "/api/photos/turn", { photo: p.id, degrees });
   if (!r.ok) { showError(r.body.error); return; }
-  if (r.body.note) showError(`${p.id}: ${r.body.note}`);
+  if (r.body.note) showError(`${p.id}: ${r.body.note}`, "note");
   await loadReview();
 }
 
@@ -505,7 +510,7 @@ $("undo-turns").addEventListener("click", async () => {
   const r = await api("POST", "/api/photos/undo-turns");
   if (!r.ok) showError(r.body.error);
   else showError(`${plural(r.body.restored.length, "photo")} back as uploaded` +
-    (r.body.conflicts.length ? `; ${r.body.conflicts.length} changed since and left alone` : ""));
+    (r.body.conflicts.length ? `; ${r.body.conflicts.length} changed since and left alone` : ""), "note");
   loadReview();
 });
 
@@ -570,13 +575,13 @@ function modelCard(m) {
   for (const [fmt, label] of [["onnx", "ONNX"], ["tflite", "TFLite"], ["coreml", "Core ML"]]) {
     const missing = project.converters && project.converters[fmt];
     const b = action(label, missing || `Download ${label}` + (fmt === "onnx" ? " (preprocessing in the graph)" : ""),
-      () => download(m.name, fmt, b));
+      () => download(m.name, fmt));
     b.classList.add("export-btn");
     b.dataset.format = fmt;
     if (missing) b.classList.add("unavailable");
     row.append(b);
   }
-  card.append(row, el("p", { class: "export-status muted small", "aria-live": "polite" }));
+  card.append(row, el("p", { class: "export-status muted small", "aria-live": "polite", text: exportStatus.get(m.name) || "" }));
   return card;
 }
 
@@ -591,8 +596,14 @@ function showReport(name) {
 }
 $("report-close").addEventListener("click", () => { $("report-box").hidden = true; $("report").src = "about:blank"; });
 
-async function download(name, fmt, button) {
-  const line = button.closest(".model").querySelector(".export-status");
+function exportSays(name, text) {
+  exportStatus.set(name, text);
+  const card = document.querySelector(`.model[data-model="${CSS.escape(name)}"] .export-status`);
+  if (card) card.textContent = text;
+}
+
+async function download(name, fmt) {
+  const line = { set textContent(text) { exportSays(name, text); } };
   line.textContent = `exporting ${fmt}… (the first time takes a while)`;
   let res;
   try { res = await fetch(`/api/models/${encodeURIComponent(name)}/export?format=${fmt}`); } catch (e) { line.textContent = "the studio did not answer"; return; }
