@@ -77,6 +77,10 @@ def test_classes_are_created_refused_renamed_trashed_and_restored(studio):
         r = c.post("/api/classes", json={"name": bad})
         assert r.status_code == 400 and r.json()["error"], bad
     assert c.post("/api/classes", json={"name": "DIET"}).status_code == 409  # one folder on macOS
+    for path in ("/api/classes/%2E%2E", "/api/classes/%2E", "/api/classes/.upright-trash"):  # not classes
+        assert c.patch(path, json={"name": "taken"}).status_code == 404, path
+        assert c.delete(path).status_code == 404, path
+    assert studio.root.is_dir() and not (studio.root.parent / "taken").exists()
     assert sorted(p.name for p in studio.root.iterdir() if not p.name.startswith(".")) == ["diet"]
     assert not (studio.root.parent / "evil").exists()
 
@@ -371,7 +375,29 @@ def test_training_runs_in_a_worker_with_progress_then_test_and_export(studio):
     second = c.post("/api/train", json={"preset": "fast"}).json()
     assert _wait(c, second["job"])[0]["state"] == "done" and second["model"] != name
     assert [m["name"] for m in c.get("/api/models").json()["models"]] == [second["model"], name]
+    assert c.get("/api/model").json()["model"] == second["model"]  # the newest, unless the page picks one
+    c.cookies.set("upright_model", name)  # what the page's model list sets
+    assert c.get("/api/model").json()["model"] == name
+    c.cookies.clear()
     assert c.post(f"/api/predict?model={name}", files={"file": ("t.jpg", photo(1, 78), JPEG)}).status_code == 200
+
+
+@pytest.mark.slow
+def test_content_audit_scores_every_photo_for_the_review(studio):
+    c = studio.client
+    _two_classes(c, n=22)
+    sideways = encode(class_picture(0, 900).rotate(90, expand=True), "JPEG")  # content turned, no tag
+    turned_id = c.post("/api/classes/diet/photos", files=files(("turned.jpg", sideways))).json()["stored"][0]["id"]
+    job = c.post("/api/audit/content")
+    assert job.status_code == 202
+    j, _ = _wait(c, job.json()["job"])
+    assert j["state"] == "done", j
+    photos = c.get("/api/classes/diet/photos").json()["photos"] + c.get("/api/classes/zero/photos").json()["photos"]
+    assert all(p["sideways"] is not None and 0 <= p["sideways"]["confidence"] <= 1 for p in photos)
+    top = max(photos, key=lambda p: p["sideways"]["confidence"])
+    assert top["id"] == turned_id, [(p["id"], p["sideways"]) for p in photos][:5]
+    view = c.get("/api/audit/view").json()
+    assert view["content"]["done"] and view["content"]["scored"] == 45
 
 
 @pytest.mark.slow
@@ -439,7 +465,8 @@ def test_sigkill_mid_upload_and_mid_training_loses_nothing(tmp_path):
         deadline = time.monotonic() + 60
         while _workers(root) and time.monotonic() < deadline:  # the orphaned worker cancels itself
             time.sleep(0.1)
-        assert not _workers(root)
+        assert not _workers(root), [(pid, Path(f"/proc/{pid}/status").read_text().split("\n")[:3])
+                                    for pid in _workers(root)]
         models = root / ".upright-models"
         assert not models.exists() or [p.name for p in models.iterdir() if p.name.startswith(".")] == []
     finally:

@@ -84,8 +84,3 @@ def _free_name(dest: Path) -> Path:
     while (alt := dest.with_name(f"{dest.stem}-{n}{dest.suffix}")).exists():
         n += 1
     return alt
-
-
-def check_exists(project: Project, label: str) -> None:
-    if label not in project.classes():
-        raise KeyError(label)

@@ -41,6 +41,7 @@ class Job:
     steps: list[str] = field(default_factory=list)
     result: dict | None = None
     error: str | None = None
+    outcome: str | None = None  # the worker's last word; `state` follows once the studio has used it
     started: float = field(default_factory=time.time)
     ended: float | None = None
     model: str | None = None  # the model folder's name (train)
@@ -123,16 +124,16 @@ class Jobs:
                 continue
             self._apply(job, msg)
         code = job.proc.wait()
-        if job.state == "running":  # no final word: the worker died
-            job.state = "failed"
+        if job.outcome is None:  # no final word: the worker died
             tail = job.stderr[-1] if job.stderr else ""
-            job.error = f"the worker stopped (exit code {code})" + (f": {tail}" if tail else "")
+            job.outcome, job.error = "failed", f"the worker stopped (exit code {code})" + (f": {tail}" if tail else "")
         job.ended = time.time()
-        if on_done is not None:
+        if on_done is not None and job.outcome == "done":
             try:
-                on_done(job)
+                on_done(job)  # before the state says done: a client that sees "done" sees its effects
             except Exception as exc:  # noqa: BLE001 - one job's follow-up never stops the studio
-                job.error = job.error or f"after the job: {type(exc).__name__}: {exc}"
+                job.error = f"after the job: {type(exc).__name__}: {exc}"
+        job.state = job.outcome
         job.done.set()
         self.on_change(job)
 
@@ -143,11 +144,11 @@ class Jobs:
                 job.steps.append(step)
             job.progress = msg["progress"]
         elif "result" in msg:
-            job.state, job.result = "done", msg["result"]
+            job.outcome, job.result = "done", msg["result"]
         elif "error" in msg:
-            job.state, job.error = "failed", str(msg["error"])
+            job.outcome, job.error = "failed", str(msg["error"])
         elif msg.get("cancelled"):
-            job.state = "cancelled"
+            job.outcome = "cancelled"
         self.on_change(job)
 
 

@@ -79,6 +79,7 @@ class Project:
         self.photos: dict[str, Photo] = {}
         self.by_hash: dict[str, str] = {}  # content hash (and the hash a name was given by) -> photo id
         self.version = 0  # bumped on every change the pages must see
+        self._trash_bytes: int | None = None
         self.refresh()
 
     # -- layout ---------------------------------------------------------------------------
@@ -99,6 +100,9 @@ class Project:
         return sorted(names, key=lambda n: (n.casefold(), n))
 
     def class_dirs(self, label: str) -> list[tuple[str | None, Path]]:
+        """The folders of an existing class (none for any other name: '..' is not a class)."""
+        if label not in self.classes():
+            return []
         return [(s, base / label) for s, base in self.folders() if (base / label).is_dir()]
 
     def cache_dir(self, *parts: str) -> Path:
@@ -132,6 +136,7 @@ class Project:
                     seen[ph.id] = ph
             changed = bool(todo) or seen.keys() != self.photos.keys()
             if changed:
+                self._trash_bytes = None  # photos went to (or came from) the trash, maybe
                 self.photos = seen
                 self._rehash()
                 self.version += 1
@@ -178,11 +183,14 @@ class Project:
 
     def bytes_used(self) -> int:
         """Photos plus the trash: what the quota counts (nothing is ever deleted)."""
-        trash = self.root / TRASH_DIR
-        in_trash = sum(p.stat().st_size for p in trash.rglob("*") if p.is_file()) if trash.is_dir() else 0
-        return sum(p.size for p in self.photos.values()) + in_trash
+        if self._trash_bytes is None:
+            trash = self.root / TRASH_DIR
+            self._trash_bytes = sum(p.stat().st_size for p in trash.rglob("*") if p.is_file()) \
+                if trash.is_dir() else 0
+        return sum(p.size for p in self.photos.values()) + self._trash_bytes
 
     def touch(self) -> None:
         """Something the pages show changed (classes, trash) without a photo being indexed."""
         with self.lock:
+            self._trash_bytes = None
             self.version += 1

@@ -45,42 +45,36 @@ def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
         return {"refused": exc.reason, "status": exc.status}
 
 
-def _class_routes(app: FastAPI, st: Studio) -> None:
-    async def run(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(st.pool, fn, *args)
+async def _change(st: Studio, fn, *args, missing: str = "unknown"):
+    """Run a change of the project in the pool, tell the pages, and answer its errors in words:
+    404 for an unknown class, photo or trash item, 400 a bad name, 409 a name taken."""
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(st.pool, fn, *args)
+    except KeyError as exc:
+        return error(404, f"{missing}: {exc.args[0] if exc.args else ''}")
+    except BadName as exc:
+        return error(400, str(exc))
+    except (classes.Conflict, UprightError) as exc:
+        return error(409, one_line(exc))
+    st.changed()
+    return result
 
+
+def _class_routes(app: FastAPI, st: Studio) -> None:
     @app.post("/api/classes", status_code=201)
     async def create_class(body: NameBody):
-        try:
-            name = await run(classes.create, st.project, body.name)
-        except BadName as exc:
-            return error(400, str(exc))
-        except classes.Conflict as exc:
-            return error(409, str(exc))
-        st.changed()
-        return {"name": name}
+        name = await _change(st, classes.create, st.project, body.name)
+        return {"name": name} if isinstance(name, str) else name
 
     @app.patch("/api/classes/{name}")
     async def rename_class(name: str, body: NameBody):
-        try:
-            new = await run(classes.rename, st.project, name, body.name)
-        except KeyError:
-            return error(404, f"no class '{name}'")
-        except BadName as exc:
-            return error(400, str(exc))
-        except classes.Conflict as exc:
-            return error(409, str(exc))
-        st.changed()
-        return {"name": new}
+        new = await _change(st, classes.rename, st.project, name, body.name, missing="no class")
+        return {"name": new} if isinstance(new, str) else new
 
     @app.delete("/api/classes/{name}")
     async def delete_class(name: str):
-        try:
-            about = await run(trash.trash_class, st.project, name)
-        except KeyError:
-            return error(404, f"no class '{name}'")
-        st.changed()
-        return {"trashed": about}
+        about = await _change(st, trash.trash_class, st.project, name, missing="no class")
+        return {"trashed": about} if isinstance(about, dict) else about
 
     @app.get("/api/classes/{name}/photos")
     async def list_photos(name: str):
@@ -132,26 +126,14 @@ async def _upload(st: Studio, name: str, request: Request) -> dict:
 
 
 def _photo_routes(app: FastAPI, st: Studio) -> None:
-    async def run(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(st.pool, fn, *args)
-
     @app.post("/api/photos/move")
     async def move(body: PhotosBody):
-        try:
-            done = await run(classes.move, st.project, body.photos, body.to or "")
-        except KeyError as exc:
-            return error(404, f"unknown photo or class: {exc.args[0]}")
-        st.changed()
-        return done
+        return await _change(st, classes.move, st.project, body.photos, body.to or "", missing="unknown photo or class")
 
     @app.post("/api/photos/trash")
     async def trash_photos(body: PhotosBody):
-        try:
-            about = await run(trash.trash_photos, st.project, body.photos)
-        except KeyError as exc:
-            return error(404, f"unknown photo: {exc.args[0]}")
-        st.changed()
-        return {"trashed": about}
+        about = await _change(st, trash.trash_photos, st.project, body.photos, missing="unknown photo")
+        return {"trashed": about} if isinstance(about, dict) else about
 
     @app.post("/api/photos/turn")
     async def turn(body: TurnBody):
@@ -160,20 +142,14 @@ def _photo_routes(app: FastAPI, st: Studio) -> None:
         photo = st.project.photo(body.photo)
         if photo is None:
             return error(404, f"unknown photo: {body.photo}")
-        res = await run(_turn, st, photo.id, body.degrees)
-        if res.get("outcome") == "failed":
+        res = await _change(st, _turn, st, photo.id, body.degrees)
+        if isinstance(res, dict) and res.get("outcome") == "failed":
             return error(422, f"cannot turn {photo.id}: {res.get('note')}")
-        st.changed()
         return res
 
     @app.post("/api/photos/undo-turns")
     async def undo_turns():
-        try:
-            res = await run(_undo, st)
-        except UprightError as exc:
-            return error(409, one_line(exc))
-        st.changed()
-        return res
+        return await _change(st, _undo, st)
 
 
 def _turn(st: Studio, pid: str, degrees: int) -> dict:
@@ -211,12 +187,7 @@ def _media_routes(app: FastAPI, st: Studio) -> None:
 
     @app.post("/api/trash/{item}/restore")
     async def restore(item: str):
-        try:
-            res = await asyncio.get_running_loop().run_in_executor(st.pool, trash.restore, st.project, item)
-        except KeyError:
-            return error(404, f"no trash item '{item}'")
-        st.changed()
-        return res
+        return await _change(st, trash.restore, st.project, item, missing="no trash item")
 
     @app.get("/api/project")
     async def project():

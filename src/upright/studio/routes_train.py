@@ -77,7 +77,7 @@ def _job_routes(app: FastAPI, st: Studio) -> None:
         name = new_model_name(folder)
         spec = {"project": str(st.project.root), "out": str(folder / name), "preset": body.preset,
                 "fine_tune": body.fine_tune, "epochs": body.epochs}
-        job = st.jobs.start("train", spec, model=name, on_done=lambda j: st.changed(audit=False))
+        job = st.jobs.start("train", spec, model=name)
         return {"job": job.id, "model": name}
 
     @app.get("/api/jobs")
@@ -126,7 +126,7 @@ def _model_routes(app: FastAPI, st: Studio) -> None:
                 return error(500, f"export failed: {job.error or job.state}")
             path = models.package(st.project, name, format)
         return FileResponse(path, media_type="application/octet-stream",
-                            filename=f"{st.project.name}-{name}{path.suffix}")
+                            filename=f"{st.project.name}-{name}-{path.name}")
 
 
 def _export(st: Studio, name: str, fmt: str) -> Job:

@@ -60,6 +60,8 @@ class Studio:
 
     def _job_changed(self, job: Job) -> None:
         self.events.publish("job", job.to_dict())
+        if job.state == "done" and job.kind == "train":
+            self.events.publish("project", {"version": self.project.version})  # a new model
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -75,7 +77,7 @@ class Studio:
             return {}
 
     def content_done(self, job: Job) -> None:
-        if job.state != "done" or not job.result:
+        if not job.result:
             return
         self.content = job.result.get("audit")
         by_path = {str(self.project.root / p.id): p.sha256 for p in self.project.photos.values()}

@@ -111,7 +111,7 @@ def store(project: Project, label: str, checked: Checked, quota: int) -> dict:
     with project.lock:
         split, base = project.upload_folder()
         folder = base / label
-        if not folder.is_dir():
+        if label not in project.classes() or not folder.is_dir():
             raise Refused(f"no class '{label}' (deleted meanwhile?)", 404)
         known = project.duplicate_of(checked.sha256)
         if known is not None:

@@ -85,6 +85,20 @@ def _cancel_on_signal(proto_fd: int) -> None:
     os.register_at_fork(after_in_child=in_child)
 
 
+def _end_children() -> None:
+    """Kill what this process forked (the decode pool) so nothing outlives it. The studio starts
+    each worker as the leader of its own process group: then the whole group goes, this process
+    last, which also reaches a pool process forked at the very moment of the cancel (one the pool
+    never got to count); run by hand, only the children multiprocessing knows of."""
+    import multiprocessing
+
+    for child in multiprocessing.active_children():
+        child.kill()
+    if os.getpgrp() == os.getpid():
+        sys.stdout.flush()
+        os.killpg(os.getpid(), signal.SIGKILL)
+
+
 def _cancel_when_orphaned() -> None:
     """The studio holds our stdin open; its end means the studio is gone: cancel, then exit."""
     def watch() -> None:
@@ -94,6 +108,7 @@ def _cancel_when_orphaned() -> None:
             pass
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(GRACE_SECONDS)
+        _end_children()
         os._exit(130)
 
     threading.Thread(target=watch, name="upright-worker-orphan", daemon=True).start()
@@ -106,12 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     spec = json.loads((argv or sys.argv[1:])[0])
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # whatever else prints goes to stderr, never into the protocol
-    lock = threading.Lock()
+    lock = threading.RLock()  # a cancel may land inside say(), which then says "cancelled"
 
     def say(**message) -> None:
         with lock:
-            proto.write(json.dumps(message) + "\n")
-            proto.flush()
+            try:
+                proto.write(json.dumps(message) + "\n")
+                proto.flush()
+            except (OSError, ValueError):  # the studio is gone: nobody to tell
+                pass
 
     _cancel_on_signal(proto.fileno())
     _cancel_when_orphaned()
@@ -119,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         with listening(_reporter(say)):
             result = RUNNERS[spec["kind"]](spec)
     except (Cancelled, KeyboardInterrupt):
-        say(cancelled=True)
+        try:
+            say(cancelled=True)
+        finally:
+            _end_children()
         return 130
     except UprightError as exc:
         say(error=one_line(exc, 500))
@@ -127,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the studio shows it in one line
         say(error=f"{type(exc).__name__}: {one_line(exc, 400)}")
         return 1
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # done: the result is the last word
     say(result=result)
     return 0
 
