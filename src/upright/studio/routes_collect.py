@@ -42,7 +42,7 @@ def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
     try:
         return store(st.project, label, check(data, captured), st.quota)
     except Refused as exc:
-        return {"refused": exc.reason, "status": exc.status}
+        return {"refused": exc.reason}
 
 
 async def _change(st: Studio, fn, *args, missing: str = "unknown"):

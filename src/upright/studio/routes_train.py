@@ -46,7 +46,12 @@ def _audit_routes(app: FastAPI, st: Studio) -> None:
 
     @app.get("/api/audit/view")
     async def audit_view():
-        shown = view(st.audit.result, st.project, st.content)
+        key = (st.audit.runs, id(st.content), st.project.version)  # every page asks after each run: once
+        if st.view_cache[0] != key:
+            shown = await asyncio.get_running_loop().run_in_executor(
+                st.pool, view, st.audit.result, st.project, st.content)
+            st.view_cache = (key, shown)
+        shown = st.view_cache[1]
         running = st.jobs.running("audit")
         return {**shown, "running": st.audit.running, "content": {
             "done": st.content is not None, "job": running[0].to_dict() if running else None,

@@ -29,6 +29,7 @@ class Studio:
     events: Events = field(default_factory=Events)
     content: dict | None = None  # the last content audit (every check)
     sideways: dict[str, dict] = field(default_factory=dict)  # sha256 -> {"confidence", "rotation"}
+    view_cache: tuple = (None, None)  # ((audit run, content, project version), GET /api/audit/view)
     jobs: Jobs = field(init=False)
     audit: LiveAudit = field(init=False)
     tests: models.TestApps = field(init=False)

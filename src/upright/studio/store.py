@@ -48,9 +48,9 @@ class Checked:
 class Refused(Exception):
     """An upload the studio will not store; `reason` is one line for the phone."""
 
-    def __init__(self, reason: str, status: int = 400):
+    def __init__(self, reason: str):
         super().__init__(reason)
-        self.reason, self.status = reason, status
+        self.reason = reason
 
 
 def mark_captured(data: bytes) -> bytes:
@@ -84,13 +84,13 @@ def check(data: bytes, captured: bool = False) -> Checked:
     try:
         decoded = open_image(data, size=THUMB_SHORT)
     except UnreadableImage as exc:
-        raise Refused(exc.reason, 415 if exc.reason.lower().startswith(("not an image", "unsupported")) else 400)
+        raise Refused(exc.reason) from None
     except MemoryError:
         raise Refused("image too large to decode in memory") from None
     except Exception as exc:  # noqa: BLE001 - a hostile upload is refused, never a crash
         raise Refused(f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})") from None
     if decoded.format not in EXTENSIONS:
-        raise Refused(f"unsupported format {decoded.format}", 415)
+        raise Refused(f"unsupported format {decoded.format}")
     o = decoded.orientation
     tag = o.tag if o.tag is not None and 2 <= o.tag <= 8 and not o.problem else None
     return Checked(data, hashlib.sha256(data).hexdigest(), decoded.format, decoded.image, tag)
@@ -100,9 +100,9 @@ def _room(project: Project, n: int, quota: int) -> None:
     used = project.bytes_used()
     if used + n > quota:
         raise Refused(f"the project is full: {used / 1e9:.2f} GB of its {quota / 1e9:.1f} GB quota used "
-                      "(upright studio --quota-gb; the trash counts too)", 507)
+                      "(upright studio --quota-gb; the trash counts too)")
     if shutil.disk_usage(project.root).free < n + DISK_MARGIN:
-        raise Refused("the disk is nearly full: nothing more is stored", 507)
+        raise Refused("the disk is nearly full: nothing more is stored")
 
 
 def store(project: Project, label: str, checked: Checked, quota: int) -> dict:
@@ -112,7 +112,7 @@ def store(project: Project, label: str, checked: Checked, quota: int) -> dict:
         split, base = project.upload_folder()
         folder = base / label
         if label not in project.classes() or not folder.is_dir():
-            raise Refused(f"no class '{label}' (deleted meanwhile?)", 404)
+            raise Refused(f"no class '{label}' (deleted meanwhile?)")
         known = project.duplicate_of(checked.sha256)
         if known is not None:
             return {"duplicate": known}

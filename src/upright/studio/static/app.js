@@ -18,7 +18,6 @@ let maxBytes = 25_000_000;
 let tab = "collect";
 let trainJob = null;       // the running (or last) training job
 let cameraFor = null;      // {label, stream}
-let reportFor = null;
 const exportStatus = new Map();  // model -> the last export words (kept when the list is redrawn)
 
 // ---------------------------------------------------------------- small helpers
@@ -87,7 +86,7 @@ async function loadProject() {
   renderModels();
   renderTrainReady();
   for (const j of project.jobs || []) if (j.kind === "train") renderJob(j);
-  if (tab === "review") loadReview(true);
+  if (tab === "review") loadReview();
 }
 
 let projectTimer = null;
@@ -420,7 +419,7 @@ async function loadTrash() {
 
 let reviewPhotos = [];
 
-async function loadReview(keep) {
+async function loadReview() {
   const select = $("review-class");
   const names = project ? project.classes.map((c) => c.name) : [];
   const current = select.value;
@@ -586,7 +585,6 @@ function modelCard(m) {
 }
 
 function showReport(name) {
-  reportFor = name;
   $("report-name").textContent = name;
   $("report-box").hidden = false;
   const frame = $("report");
