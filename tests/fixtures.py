@@ -311,6 +311,16 @@ def browser_unavailable(reason: str):
     pytest.skip(reason)
 
 
+def require_module(name: str, env: str, why: str):
+    """Import `name`, else skip; fail instead under `env`=1 (the side venv's run in CI must not skip)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get(env) == "1":
+            pytest.fail(f"{name} is not installed ({env}=1)")
+        pytest.skip(why)
+
+
 def sync_playwright():
     """Playwright's sync_playwright() once chromium and playwright are known to be there."""
     try:

@@ -303,7 +303,7 @@ class Layout(str, Enum):
 @app.command(name="eval")
 def evaluate(
     model: Optional[Path] = typer.Argument(None, show_default=False,
-                                           help="Model folder (with --onnx: leave it out, give DATA only)."),
+                                           help="Model folder (with --onnx or --tflite: leave it out, give DATA only)."),
     data: Optional[Path] = typer.Argument(None, show_default=False,
                                           help="Folder with one sub-folder per class (or train/, val/, test/: test/ is scored)."),
     json_out: bool = JSON,
@@ -316,42 +316,59 @@ def evaluate(
         help="Score an ONNX classifier trained elsewhere (TensorFlow, PyTorch, ...) instead of a model folder: "
              "upright eval --onnx FILE DATA. Labels and input contract from the options below, else from the "
              "file's metadata (\"labels\", \"preprocessing\", as upright export writes), else from its input shape."),
+    tflite_file: Optional[Path] = typer.Option(
+        None, "--tflite", metavar="FILE",
+        help="Score a TFLite (LiteRT) classifier instead of a model folder: upright eval --tflite FILE DATA "
+             "(needs ai-edge-litert). Input size, layout and dtype from the model (uint8/int8 quantised inputs "
+             "fed quantised); labels from --labels, else NAME.labels.txt beside FILE, else a labels file packed in it."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,C|FILE",
-                                         help="--onnx: the class names in output order, or a text file with one a line."),
+                                         help="--onnx/--tflite: the class names in output order, or a text file "
+                                              "with one a line."),
     input_size: Optional[int] = typer.Option(None, "--input-size", metavar="N",
-                                             help="--onnx: square input side (default: from the graph)."),
+                                             help="--onnx/--tflite: square input side (default: from the model)."),
     resize: Optional[int] = typer.Option(None, "--resize", metavar="N",
-                                         help="--onnx: short side before the centre crop (default: input size / 0.875)."),
+                                         help="--onnx/--tflite: short side before the centre crop "
+                                              "(default: input size / 0.875)."),
     mean: Optional[str] = typer.Option(None, "--mean", metavar="M[,M,M]",
-                                       help="--onnx: input = (pixel - mean) / std, pixels 0-255, RGB (default 0). "
+                                       help="--onnx/--tflite: input = (pixel - mean) / std, pixels 0-255, RGB "
+                                            "(default 0; a quantised input: its quantised range is the pixel range). "
                                             "ImageNet-normalised: --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375; "
                                             "[0, 1]: --std 255; [-1, 1]: --mean 127.5 --std 127.5."),
-    std: Optional[str] = typer.Option(None, "--std", metavar="S[,S,S]", help="--onnx: see --mean (default 1)."),
-    layout: Optional[Layout] = typer.Option(None, "--layout", help="--onnx: input layout (default: the axis of size 3)."),
+    std: Optional[str] = typer.Option(None, "--std", metavar="S[,S,S]", help="--onnx/--tflite: see --mean (default 1)."),
+    layout: Optional[Layout] = typer.Option(None, "--layout",
+                                            help="--onnx/--tflite: input layout (default: the axis of size 3)."),
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, top-k accuracy, confusion matrix and accuracy under 0/90/180/270 rotations, and how many scored photos the model was fitted on.
 
-DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so. A model trained elsewhere (--onnx) records nothing of the kind: seen_in_training is null (unknown), and eval says that too. Photos are read upright either way.
+DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so. A model trained elsewhere (--onnx, --tflite) records nothing of the kind: seen_in_training is null (unknown), and eval says that too. Photos are read upright either way.
     """
     external = {"--labels": labels, "--input-size": input_size, "--resize": resize, "--mean": mean, "--std": std,
                 "--layout": layout}
-    if onnx_file is None:
+    foreign = onnx_file or tflite_file
+    if onnx_file is not None and tflite_file is not None:
+        raise UprightError("give one of --onnx FILE and --tflite FILE")
+    if foreign is None:
         given = [k for k, v in external.items() if v is not None]
         if given:
-            raise UprightError(f"{', '.join(given)}: only with --onnx FILE")
+            raise UprightError(f"{', '.join(given)}: only with --onnx FILE or --tflite FILE")
         if model is None or data is None:
-            raise UprightError("eval needs MODEL DATA (or --onnx FILE DATA)")
+            raise UprightError("eval needs MODEL DATA (or --onnx FILE DATA, --tflite FILE DATA)")
         result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
     else:
         from .external import evaluate_onnx, parse_labels, parse_triple
 
+        flag = "--onnx" if onnx_file is not None else "--tflite"
         if model is None or data is not None:
-            raise UprightError("with --onnx FILE give DATA only: upright eval --onnx FILE DATA")
-        result = evaluate_onnx(onnx_file, model, labels=parse_labels(labels) if labels else None,
-                               input_size=input_size, resize=resize,
-                               mean=parse_triple(mean, "--mean") if mean is not None else None,
-                               std=parse_triple(std, "--std") if std is not None else None,
-                               layout=layout.value if layout else None, report=report, csv=csv)
+            raise UprightError(f"with {flag} FILE give DATA only: upright eval {flag} FILE DATA")
+        if tflite_file is not None:
+            from .tflite_runner import evaluate_tflite as run_foreign
+        else:
+            run_foreign = evaluate_onnx
+        result = run_foreign(foreign, model, labels=parse_labels(labels) if labels else None,
+                             input_size=input_size, resize=resize,
+                             mean=parse_triple(mean, "--mean") if mean is not None else None,
+                             std=parse_triple(std, "--std") if std is not None else None,
+                             layout=layout.value if layout else None, report=report, csv=csv)
     emit(result, json_out, print_eval_summary)
 
 

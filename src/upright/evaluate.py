@@ -183,7 +183,7 @@ def _csv_bool(value) -> str:
 def seen_sentence(result) -> tuple[str, str]:
     """(severity, sentence) about whether the scored photos were held out: "error", "ok" or "unknown"."""
     n, seen = result["n"], result["seen_in_training"]
-    if seen is None and result.get("model_format") == "onnx":
+    if seen is None and result.get("model_format") in ("onnx", "tflite"):
         return "unknown", ("this model was trained elsewhere: nothing records which photos it was fitted on "
                            "(seen_in_training unknown), so these figures are a test only if you know it never "
                            "saw these photos.")

@@ -110,5 +110,5 @@ class EvalResult(Result):
     report: Optional[str] = None
     csv: Optional[str] = None
     photos: list[dict] = field(default_factory=list, metadata={"json": False})  # one row per scored photo
-    model_format: str = "upright"  # "upright": a model folder; "onnx": a classifier trained elsewhere (eval --onnx)
-    input_contract: Optional[str] = None  # eval --onnx: how the photos were fed (layout, size, resize, scaling)
+    model_format: str = "upright"  # "upright": a model folder; "onnx"/"tflite": a classifier trained elsewhere
+    input_contract: Optional[str] = None  # eval --onnx/--tflite: how the photos were fed (layout, size, resize, scaling)
