@@ -1,12 +1,18 @@
 """Shared pytest fixtures. Builders (pictures, datasets, a live server) are in fixtures.py."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from fixtures import launch_chromium, make_dataset, make_stripes_dataset, sync_playwright, upright_photos
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Keras 3 (upright.keras) reads these on import: the torch backend unless a run names another
+# (make test-keras-tf: tensorflow), and a config folder of the tests' own, not ~/.keras.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("KERAS_HOME", os.path.join(tempfile.gettempdir(), "upright-tests-keras"))
 
 
 @pytest.fixture(autouse=True, scope="session")
