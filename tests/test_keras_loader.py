@@ -4,67 +4,22 @@ that model.fit trains on, unreadable files left out. The tf.data path: tests/tes
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 
 import numpy as np
 import pytest
-from fixtures import asym_picture, looks_upright, stripes_picture, write_photo
+from fixtures import (KERAS_FORMATS, asym_picture, check_upright, keras_tree, looks_upright, orientation_tree,
+                      stripes_picture, tiny_keras_model, write_photo)
 from PIL import Image
 
 keras = pytest.importorskip("keras")
+if importlib.util.find_spec("tensorflow"):
+    pytest.skip("TensorFlow is installed: the default is a tf.data.Dataset (tests/test_keras_tf.py)",
+                allow_module_level=True)
 import upright.keras as uk  # noqa: E402
 from upright.errors import UprightError  # noqa: E402
-from upright.imaging import open_stored, open_upright  # noqa: E402
-
-KERAS_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # Keras' ALLOWLIST_FORMATS
-
-
-def orientation_tree(shared: os.PathLike, root) -> tuple[object, list[str]]:
-    """exif-orientation-examples as two classes, landscape/ and portrait/ (links, nothing copied)."""
-    src = os.path.join(shared, "exif-orientation-examples")
-    names = sorted(n for n in os.listdir(src) if n.endswith(".jpg"))
-    for n in names:
-        folder = root / ("landscape" if n.startswith("Landscape") else "portrait")
-        folder.mkdir(parents=True, exist_ok=True)
-        os.symlink(os.path.join(src, n), folder / n)
-    return root, names
-
-
-def check_upright(images: np.ndarray, paths: list[str], size: tuple[int, int]) -> None:
-    """Each image is its file read upright (resized as the loader does), the same picture for every
-    tag, and for the files tagged 2-8 (flipped, turned) clearly not the stored pixels an EXIF-blind
-    loader gives (Keras' own: tf.io.decode_image)."""
-    assert (np.abs(images - images[0]).mean(axis=(1, 2, 3)) < 3).all()
-    for img, path in zip(images, paths):
-        want = np.asarray(open_upright(path, 200).resize(size[::-1], Image.Resampling.BILINEAR), np.float32)
-        assert np.abs(img - want).mean() < 6, path
-        if int(path[-5]) >= 2:
-            stored = np.asarray(open_stored(path, 200).resize(size[::-1], Image.Resampling.BILINEAR), np.float32)
-            assert np.abs(img - stored).mean() > 25, path
-
-
-def tiny_model(size: tuple[int, int], classes: int):
-    """A small convolutional classifier with its own Rescaling layer, as Keras' tutorials build."""
-    layers = keras.layers
-    model = keras.Sequential([keras.Input(size + (3,)), layers.Rescaling(1 / 255), layers.Conv2D(4, 3, activation="relu"),
-                              layers.GlobalAveragePooling2D(), layers.Dense(classes)])
-    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-    return model
-
-
-def keras_tree(root):
-    """3 classes (one nested folder, mixed-case extensions), a hidden class folder, a non-image."""
-    pic = asym_picture()
-    for c, n in (("b_dog", 5), ("a_cat", 4), ("c_owl", 3)):
-        for i in range(n):
-            ext = (".jpg", ".JPG", ".png", ".jpeg")[i % 4]
-            sub = "deep/" if (c, i) == ("a_cat", 2) else ""
-            write_photo(root / c / f"{sub}{i:02d}{ext}", pic, fmt="PNG" if ext == ".png" else "JPEG")
-    write_photo(root / ".hidden" / "x.jpg", pic)
-    (root / "b_dog" / "notes.txt").write_text("not a photo")
-    return root
 
 
 def keras_index(root, **kw):
@@ -82,8 +37,9 @@ def test_file_order_shuffle_split_and_labels_are_keras(tmp_path):
     for kw in ({"shuffle": False}, {"shuffle": True, "seed": 1337}, {"shuffle": True, "seed": 7, "class_names": ["c_owl", "a_cat"]},
                {"shuffle": True, "seed": 3, "labels": None}, {"shuffle": True, "seed": 5, "labels": [0, 1, 0, 2, 1, 1] * 2 + [2]}):
         labels = kw.pop("labels", "inferred")
-        want = keras_index(root, labels=list(labels) if isinstance(labels, list) else labels, **kw)  # Keras
-        got = uk.index_directory(root, labels, KERAS_FORMATS, verbose=False, **kw)  # shuffles the list in place
+        # a copy for Keras, which shuffles a labels list in place
+        want = keras_index(root, labels=list(labels) if isinstance(labels, list) else labels, **kw)
+        got = uk.index_directory(root, labels, KERAS_FORMATS, verbose=False, **kw)
         assert got[0] == want[0] and got[2] == want[2], kw
         assert (got[1] is None and want[1] is None) or list(got[1]) == list(want[1]), kw
     paths, labels, names = keras_index(root, shuffle=True, seed=11)
@@ -120,7 +76,7 @@ def test_a_tiny_keras_model_trains_on_it_with_fit(tmp_path):
             write_photo(tmp_path / label / f"{i}.jpg", stripes_picture(label, i, 64, 48), 6 if i == 0 else None)
     train, val = uk.image_dataset_from_directory(tmp_path, validation_split=0.25, subset="both", seed=1,
                                                  image_size=(32, 32), batch_size=4, verbose=False)
-    model = tiny_model((32, 32), 2)
+    model = tiny_keras_model((32, 32), 2)
     before = train.order.copy()
     history = model.fit(train, validation_data=val, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()

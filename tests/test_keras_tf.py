@@ -9,13 +9,13 @@ import warnings
 
 import numpy as np
 import pytest
-from fixtures import asym_picture, looks_upright, require_module, stripes_picture, write_photo
+from fixtures import (asym_picture, check_upright, keras_tree, looks_upright, orientation_tree, require_module,
+                      stripes_picture, tiny_keras_model, write_photo)
 from PIL import Image
 
 tf = require_module("tensorflow", "UPRIGHT_REQUIRE_TF", "TensorFlow is not installed (make test-keras-tf runs "
                     "this file in its side venv)")
 import keras  # noqa: E402
-from test_keras_loader import check_upright, keras_tree, orientation_tree, tiny_model  # noqa: E402
 
 import upright.keras as uk  # noqa: E402
 from upright.imaging import open_upright  # noqa: E402
@@ -71,7 +71,7 @@ def test_model_fit_on_the_tf_dataset_and_unreadable_files(tmp_path):
     assert not any(p.endswith("junk.jpg") for p in train.file_paths + val.file_paths)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # cut.jpg: one "could not be decoded" warning, from a tf.data thread
-        history = tiny_model((32, 32), 2).fit(train, validation_data=val, epochs=2, verbose=0)
+        history = tiny_keras_model((32, 32), 2).fit(train, validation_data=val, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["val_loss"]).all()
     write_photo(tmp_path / "turned" / "a.jpg", asym_picture(), 6)
     x, y = next(iter(uk.image_dataset_from_directory(tmp_path, class_names=["turned"], image_size=(64, 96),

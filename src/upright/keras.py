@@ -37,13 +37,18 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import keras  # Keras 3 (absolute import: this module is upright.keras)
 import numpy as np
 from PIL import Image
 
 from .errors import UnreadableImage, UprightError
 from .files import IMAGE_EXTENSIONS
 from .imaging import open_header, open_upright
+
+try:
+    import keras  # Keras 3 (absolute import: this module is upright.keras)
+except ImportError as exc:  # pragma: no cover - keras is in [keras] and [dev]
+    raise ImportError("upright.keras needs Keras 3: pip install 'upright[keras]' (and a backend: "
+                      "TensorFlow, torch or JAX)") from exc
 
 __all__ = ["ALLOWLIST_FORMATS", "image_dataset_from_directory", "index_directory", "split"]
 
