@@ -371,7 +371,7 @@ def require_module(name: str, env: str, why: str):
     except ImportError:
         if os.environ.get(env) == "1":
             pytest.fail(f"{name} is not installed ({env}=1)")
-        pytest.skip(why)
+        pytest.skip(why, allow_module_level=True)
 
 
 def sync_playwright():
