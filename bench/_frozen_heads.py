@@ -52,7 +52,7 @@ def _views(path, pair):
     from PIL import Image
 
     from upright.imaging import open_image
-    from upright.preprocess import load_canvas
+    from upright.pipeline.decode import load_canvas
     from upright.views import TEN_CROPS, cut_all, window
 
     canvas, _ = load_canvas(path, pair.name, True, whole=True)
@@ -76,7 +76,7 @@ def extract(paths, store: Path) -> dict[str, np.ndarray]:
     import torch
 
     from upright import backbones
-    from upright.preprocess import to_input
+    from upright.pipeline.decode import to_input
 
     store.mkdir(parents=True, exist_ok=True)
     pair = backbones.spec("efficientnet-lite0+lite2")
@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mlp", action="store_true", help="also the MLP head (about 5 minutes a seed on 2 cores)")
     ap.add_argument("--store", type=Path, default=Path("/tmp/upright-heads"))
     args = ap.parse_args(argv)
-    from upright.dataset import scan
+    from upright.pipeline.scan import scan
 
     if not args.data.is_dir():
         print(f"no data at {args.data}")

@@ -6,7 +6,7 @@
 One fold of bench/accuracy.py's 5-fold CV on flowers-500 (same folds). The photos are decoded
 through the product's path (short side 256, the backbone's resize) and held in memory. The
 linear head starts as a probe fitted on the centre crops and their mirrors of the training
-photos (upright.head), then backbone and head train together through upright.finetune.train_epochs
+photos (upright.head), then backbone and head train together through upright.pipeline.finetune.train_epochs
 (AdamW, warm-up + cosine, BatchNorm statistics frozen, label smoothing 0.1, weight decay 0.02,
 head lr 5x) on random resized crops (scale 0.25-1, aspect 3/4-4/3, bilinear, random mirror),
 the usual augmentation for fine-tuning on few photos; the last epoch is scored on the held-out
@@ -71,11 +71,11 @@ def main(argv=None) -> int:
     import torch
 
     from upright import backbones
-    from upright.dataset import scan
-    from upright.features import embed_crops
-    from upright.finetune import train_epochs
+    from upright.pipeline.scan import scan
+    from upright.pipeline.embed import embed_crops
+    from upright.pipeline.finetune import train_epochs
     from upright.head import SoftmaxRegression
-    from upright.preprocess import load_canvas, to_input
+    from upright.pipeline.decode import load_canvas, to_input
     from upright.views import TEN_CROPS, cut_all
 
     if not args.data.is_dir():

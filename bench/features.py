@@ -46,9 +46,9 @@ def extract(name: str, configs: list[str]) -> None:
     from PIL import Image
 
     from upright import backbones
-    from upright.dataset import scan
+    from upright.pipeline.scan import scan
     from upright.imaging import open_image
-    from upright.preprocess import centre_crop, to_input
+    from upright.pipeline.decode import centre_crop, to_input
 
     base = backbones.spec(name)
 

@@ -67,8 +67,8 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
     from PIL import Image
 
     from upright import backbones
-    from upright.dataset import scan
-    from upright.features import AUGMENT_VARIANTS
+    from upright.pipeline.scan import scan
+    from upright.pipeline.embed import AUGMENT_VARIANTS
     from upright.head import select_head
     from upright.orientation import variant_array
 
@@ -115,8 +115,8 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
 
 def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) -> dict:
     """Val accuracy on `folds` disjoint hash folds (embeddings from the warm cache)."""
-    from upright.dataset import scan
-    from upright.features import AUGMENT_VARIANTS, embed_paths
+    from upright.pipeline.scan import scan
+    from upright.pipeline.embed import AUGMENT_VARIANTS, embed_paths
     from upright.head import select_head
 
     ds = scan(data, 0.2)

@@ -406,8 +406,8 @@ def load_bench(name: str):
 #: and then sleeps 0.3 s (features.get_runner is swapped for a slow one; batches of BATCH views).
 SLOW_RUNNER = """
 import sys, time
-from upright import features
-from upright.embedding import batch
+from upright.pipeline import embed as features
+from upright.pipeline import shard as batch
 orig = features.get_runner
 def slow_runner(*a, **k):
     r = orig(*a, **k)

@@ -73,7 +73,7 @@ def test_input_contract_is_read_from_the_spec(monkeypatch):
 
     from PIL import Image
 
-    from upright import preprocess
+    from upright.pipeline import decode as preprocess
 
     s = backbones.spec("efficientnet-lite0")
     assert preprocess.describe(s.name)["scaling"] == s.scaling == "(x - 127) / 128"

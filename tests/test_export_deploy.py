@@ -79,7 +79,7 @@ def test_tflite_export_runs_in_the_litert_interpreter_and_agrees_with_predict(tr
                    "(make test-tflite runs this test)")
     from ai_edge_litert.interpreter import Interpreter
 
-    from upright.preprocess import load_crop
+    from upright.pipeline.decode import load_crop
 
     out = tmp_path / "m.tflite"
     code, _, err = cli("export", trained["model"], "--format", "tflite", "-o", out)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from upright import backbones
-from upright.features import AUGMENT_VARIANTS, VARIANTS, embed_images, embed_paths
+from upright.pipeline.embed import AUGMENT_VARIANTS, VARIANTS, embed_images, embed_paths
 from upright.orientation import VARIANTS as ORIENTATION_VARIANTS
 from fixtures import make_dataset
 

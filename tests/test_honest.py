@@ -18,7 +18,7 @@ from safetensors.numpy import load_file
 import upright
 from fixtures import class_picture, write_photo
 from upright import provenance
-from upright.dataset import file_sha256
+from upright.pipeline.scan import file_sha256
 
 CLASSES = ("cat", "dog", "owl")
 
@@ -89,7 +89,7 @@ def test_train_never_opens_test(tmp_path, monkeypatch):
     (data / "test" / "zebra").mkdir()  # a class only test/ has: train would have to know it if it looked
     write_photo(data / "test" / "zebra" / "z.jpg", class_picture(4, 1))
     opened = []
-    import upright.dataset as dataset
+    import upright.pipeline.scan as dataset
 
     real = dataset.file_sha256
     monkeypatch.setattr(dataset, "file_sha256", lambda p, *a: opened.append(Path(p)) or real(p, *a))

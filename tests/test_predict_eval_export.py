@@ -55,7 +55,7 @@ def test_export_matches_predict(trained, tmp_path, cli):
     import onnx
     import onnxruntime as ort
 
-    from upright.preprocess import load_crop, to_input
+    from upright.pipeline.decode import load_crop, to_input
 
     out = tmp_path / "whole.onnx"
     code, _, err = cli("export", str(trained["model"]), "--format", "onnx", "-o", str(out))

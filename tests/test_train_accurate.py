@@ -62,7 +62,7 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     import onnx
     import onnxruntime as ort
 
-    from upright.preprocess import load_crop, to_input
+    from upright.pipeline.decode import load_crop, to_input
 
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert json.loads(props["test_views_in_graph"]) == ["id", "flip"] and len(json.loads(props["test_views"])) == 10

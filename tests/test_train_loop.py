@@ -14,7 +14,7 @@ import pytest
 import upright
 from fixtures import make_dataset
 from upright.errors import UprightError
-from upright.finetune import Checkpoint, lr_factor, run_key, train_epochs
+from upright.pipeline.finetune import Checkpoint, lr_factor, run_key, train_epochs
 
 
 def _toy(seed=0):

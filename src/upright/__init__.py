@@ -7,7 +7,7 @@ __version__ = "0.1.0"
 import sys
 import types
 
-from .dataset import Dataset, Record, scan
+from .pipeline.scan import Dataset, Record, scan
 from .errors import UnreadableImage, UprightError
 from .imaging import open_image, open_stored, open_upright
 from .metadata import FileFacts, describe

@@ -22,7 +22,7 @@ from .audit import fails
 from .audit import print_summary as print_audit_summary
 from .audit import run_audit
 from .audit.report import write_report as write_audit_report
-from .dataset import DEFAULT_VAL_FRACTION
+from .pipeline.scan import DEFAULT_VAL_FRACTION
 from .demo import run_demo
 from .demo.data import DEFAULT_PHOTOS
 from .errors import UprightError

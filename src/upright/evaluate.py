@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import provenance
-from .dataset import scan
+from .pipeline.scan import scan
 from .errors import UprightError
 from .orientation import ROTATIONS as TURNS
 from .views import compose
@@ -87,7 +87,7 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     views = list(m.views)
     rots = ROTATIONS if rotations else {"0": "id"}
     needed = list(dict.fromkeys(compose(rot, v) for rot in rots.values() for v in views))
-    from .features import embed_paths
+    from .pipeline.embed import embed_paths
 
     emb = embed_paths([r.path for r in known], backbone=m.backbone, variants=needed, orient=m.orient,
                       cache_dir=m.cache_dir, progress=progress, workers=workers, hashes=[r.sha256 for r in known],

@@ -308,7 +308,7 @@ class ExternalModel(ForeignClassifier):
 def load_crop(path, contract: InputContract) -> np.ndarray:
     """A photo through the one door (upright), as the contract says -> uint8 HWC."""
     from .imaging import open_image
-    from .preprocess import centre_crop
+    from .pipeline.decode import centre_crop
 
     img = open_image(path, size=contract.resize).image
     return centre_crop(img, contract) if contract.size else np.asarray(img)

@@ -101,7 +101,7 @@ class Model:
     @property
     def runner(self) -> backbones.Runner:
         if self._runner is None:
-            from .features import get_runner
+            from .pipeline.embed import get_runner
 
             if self.backbone_state is not None:
                 import torch
@@ -118,7 +118,7 @@ class Model:
         return p.mean(axis=1)
 
     def embed_paths(self, paths, variants=None, progress=False, workers=None, description="embedding"):
-        from .features import embed_paths
+        from .pipeline.embed import embed_paths
 
         return embed_paths(paths, backbone=self.backbone, variants=variants or self.views, orient=self.orient,
                            cache_dir=self.cache_dir, progress=progress, workers=workers, runner=self.runner,
@@ -132,7 +132,7 @@ class Model:
     # -- public API -------------------------------------------------------------------
     def predict_images(self, images: list[Image.Image], top_k: int = DEFAULT_TOP_K) -> list[list[tuple[str, float]]]:
         """Top-k (label, score) per in-memory image, taken as already upright."""
-        from .features import embed_images
+        from .pipeline.embed import embed_images
 
         emb = embed_images(list(images), backbone=self.backbone, variants=self.views, runner=self.runner)
         return [self._top(p, top_k) for p in self.proba_from_embeddings(emb)] if len(emb) else []
@@ -146,9 +146,9 @@ class Model:
         UnreadableImage for the first unreadable item; errors="keep" returns a Prediction
         with `error` set instead.
         """
-        from .features import embed_crops
+        from .pipeline.embed import embed_crops
         from .imaging import open_header, read_orientation
-        from .preprocess import image_canvas, load_canvas
+        from .pipeline.decode import image_canvas, load_canvas
         from .views import needs_picture
 
         if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or hasattr(items, "read"):

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accurate, backbones, provenance
+from . import backbones, presets, provenance
 from .views import describe as describe_views
 from .atomic import stage_folder, swap_folder
-from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
+from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
 from .errors import UprightError
-from .features import AUGMENT_VARIANTS, embed_paths
+from .pipeline.embed import AUGMENT_VARIANTS, embed_paths
 from .head import DEFAULT_HEAD_ITERS, SoftmaxRegression, _rows, select_head
 from .model import META_FILE, save_model
-from .preprocess import describe as describe_preprocessing
+from .pipeline.decode import describe as describe_preprocessing
 from .results import TrainResult
 
 DEFAULT_AUGMENT = "flip"
@@ -117,11 +117,11 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     if preset == "accurate":
         if fine_tune:
             raise UprightError("--preset accurate does not fine-tune (measured: it did not help); drop --fine-tune")
-        if backbone not in (None, accurate.BACKBONE):
-            raise UprightError(f"--preset accurate uses {accurate.BACKBONE}; drop --backbone")
+        if backbone not in (None, presets.BACKBONE):
+            raise UprightError(f"--preset accurate uses {presets.BACKBONE}; drop --backbone")
         if augment != DEFAULT_AUGMENT:
             raise UprightError("--preset accurate trains on 10 crops and their mirrors; --augment is the fast preset's")
-        backbone = accurate.BACKBONE
+        backbone = presets.BACKBONE
     backbone = backbone or backbones.DEFAULT
     if augment not in AUGMENT_VARIANTS:
         raise UprightError(f"unknown --augment '{augment}' (none, flip, rotate, d4)")
@@ -141,7 +141,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     check_dataset(ds)
     labels = ds.labels
     records = [r for r in ds.records if r.split in TRAIN_SPLITS]
-    aug_views = AUGMENT_VARIANTS[augment] if preset == "fast" else accurate.VIEW_NAMES
+    aug_views = AUGMENT_VARIANTS[augment] if preset == "fast" else presets.VIEW_NAMES
     variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
     emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
                 cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
@@ -155,7 +155,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     max_iter = DEFAULT_HEAD_ITERS
     X3 = emb.vectors
     choice = select_head(X3, y, len(labels), train_idx, val_idx, variants, aug_views, seed, max_iter,
-                         tta_options=[accurate.TEST_VIEWS] if preset == "accurate" else None)
+                         tta_options=[presets.TEST_VIEWS] if preset == "accurate" else None)
     vi = {v: i for i, v in enumerate(variants)}
     aug = [vi[v] for v in aug_views]
     val_acc = choice["accuracy"]
@@ -169,7 +169,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     backbone_state = None
     checkpoint = None
     if fine_tune:
-        from .finetune import Checkpoint, checkpoint_folder, run_key
+        from .pipeline.finetune import Checkpoint, checkpoint_folder, run_key
 
         epochs = epochs or DEFAULT_FINE_TUNE_EPOCHS
         checkpoint = Checkpoint(checkpoint_folder(out), run_key(
@@ -282,7 +282,7 @@ def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset
 # -- optional end-to-end fine-tuning -------------------------------------------------------
 def _load_crops(paths, backbone, orient, progress, description):
     from .console import progress as progress_bar
-    from .embedding.engines import CHUNK, decoded_stream, default_workers
+    from .pipeline.engines import CHUNK, decoded_stream, default_workers
 
     spec = backbones.spec(backbone)
     crops = np.zeros((len(paths), spec.size, spec.size, 3), np.uint8)
@@ -312,9 +312,9 @@ def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head
     embeddings), the backbone state and figures."""
     import torch
 
-    from .finetune import print_epoch, train_epochs
+    from .pipeline.finetune import print_epoch, train_epochs
     from .orientation import variant_array
-    from .preprocess import to_input
+    from .pipeline.decode import to_input
 
     t0 = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -15,12 +15,12 @@ import time
 from .. import backbones
 from ..cache import model_key
 from ..console import progress as progress_bar
-from ..dataset import DEFAULT_VAL_FRACTION, scan
+from ..pipeline.scan import DEFAULT_VAL_FRACTION, scan
 from ..errors import UprightError
-from ..preprocess import PREPROCESS_VERSION
-from .batch import Task
-from .engines import Job, make_engine
-from .stores import ParquetStore
+from ..pipeline.decode import PREPROCESS_VERSION
+from ..pipeline.shard import Task
+from ..pipeline.engines import Job, make_engine
+from ..pipeline.stores import ParquetStore
 
 DEFAULT_AUGMENT = "none"
 
@@ -32,7 +32,7 @@ def run_embed(data, out, *, engine="local", ray_address: str | None = None, augm
     """Embed DATA (folder per class, or train/ val/ test/) into Parquet shards under `out`.
 
     Returns {"n", "embedded", "reused", "out", "engine", "seconds", ...} (the contracts' JSON)."""
-    from ..features import AUGMENT_VARIANTS
+    from ..pipeline.embed import AUGMENT_VARIANTS
 
     t0 = time.perf_counter()
     if augment not in AUGMENT_VARIANTS:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .backbones import DEFAULT, BackboneSpec, spec
-from .imaging import Decoded, open_image
-from .views import window
+from ..backbones import DEFAULT, BackboneSpec, spec
+from ..imaging import Decoded, open_image
+from ..views import window
 
 PREPROCESS_VERSION = 1
 

@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from . import backbones, orientation, views
-from .cache import model_key, resolve_cache_dir
-from .console import progress as progress_bar
-from .embedding.batch import Task, views_per_call
-from .embedding.engines import Job, make_engine
-from .embedding.stores import SqliteStore
-from .errors import UprightError
-from .files import file_sha256
-from .preprocess import PREPROCESS_VERSION, image_canvas, to_input
+from .. import backbones, orientation, views
+from ..cache import model_key, resolve_cache_dir
+from ..console import progress as progress_bar
+from .shard import Task, views_per_call
+from .engines import Job, make_engine
+from .stores import SqliteStore
+from ..errors import UprightError
+from ..files import file_sha256
+from .decode import PREPROCESS_VERSION, image_canvas, to_input
 
 VARIANTS = tuple(orientation.VARIANTS)  # "id", "flip", "r90", ... (see upright.orientation)
 AUGMENT_VARIANTS = {"none": ("id",), "flip": ("id", "flip"), "rotate": ("id", "r90", "r180", "r270"),

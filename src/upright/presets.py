@@ -16,7 +16,7 @@ Measured in bench/accuracy.py (5-fold CV on flowers-500, README "Accuracy: fast 
 which also tried fine-tuning the last block of each network on activations cached once per
 view (bench/_last_blocks.py): it scored below these frozen features, so it is not the preset.
 
-The 10 views are ordinary cached embeddings (upright.features.embed_paths, any engine): the
+The 10 views are ordinary cached embeddings (upright.pipeline.embed.embed_paths, any engine): the
 first training run embeds them, a re-train is seconds, and predicting a photo seen before
 costs no network run.
 """

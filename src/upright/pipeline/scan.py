@@ -18,9 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UprightError
-from .files import file_sha256, image_files
-from .parallel import ordered_map
+from ..errors import UprightError
+from ..files import file_sha256, image_files
+from ..parallel import ordered_map
 
 #: Share of the images held out for validation when DATA has no val/ or test/ folder.
 DEFAULT_VAL_FRACTION = 0.2

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import backbones
 from ..errors import UnreadableImage, one_line
-from ..preprocess import load_canvas, to_input
+from .decode import load_canvas, to_input
 from ..views import cut_all, needs_picture
 
 BATCH = 32  # views per ONNX Runtime call (Lite0 at 224 px; see views_per_call)
@@ -69,7 +69,7 @@ class Embedder:
 
     def __init__(self, task: Task = Task(), threads: int | None = None, runner: backbones.Runner | None = None):
         if runner is None:
-            from ..features import get_runner
+            from .embed import get_runner
 
             runner = get_runner(task.backbone, task.cache_dir, threads=threads, device=task.device)
         self.runner = runner

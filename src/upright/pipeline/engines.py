@@ -27,8 +27,8 @@ import numpy as np
 
 from .. import backbones
 from ..errors import UprightError
-from . import batch as B
-from .batch import Embedder, Task
+from . import shard as B
+from .shard import Embedder, Task
 from ..views import needs_picture
 
 CHUNK = 8  # files per decode task

@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import UprightError, one_line
+from ..errors import UprightError, one_line
 
 CHECKPOINT_FORMAT = "upright-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -68,7 +68,7 @@ class Checkpoint:
     def save(self, tensors: dict, info: dict) -> None:
         from safetensors.torch import save_file
 
-        from .atomic import atomic_path, clean_leftovers
+        from ..atomic import atomic_path, clean_leftovers
 
         self.folder.mkdir(parents=True, exist_ok=True)
         clean_leftovers(self.folder)  # the temp file of a save that was killed
@@ -149,7 +149,7 @@ def train_epochs(module, groups: list[dict], *, batches: Callable[[int], Iterabl
     """
     import torch
 
-    from .console import progress as progress_bar
+    from ..console import progress as progress_bar
 
     t0 = time.perf_counter()
     opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=weight_decay)
@@ -229,7 +229,7 @@ def train_epochs(module, groups: list[dict], *, batches: Callable[[int], Iterabl
 
 def print_epoch(row: dict, epochs: int) -> None:
     """One line per epoch on stderr: epoch, training loss, val accuracy and loss, seconds."""
-    from .console import err
+    from ..console import err
 
     val = (f"val acc {row['val_accuracy']:.3f}  val loss {row['val_loss']:.3f}"
            if row.get("val_accuracy") is not None else "no val photos")
