@@ -220,7 +220,7 @@ def main(argv=None) -> dict:
     speed_data = subset(photos, a.speed)
     out: dict = {"machine": machine("onnxruntime", "ray", "pyarrow", "numpy"), "photos": origin,
                  "photos_made_s": round(made, 1), "cores": cores}
-    from upright.pipeline.embed import get_runner
+    from upright.backbones import get_runner
 
     get_runner()  # the ONNX graph exported before anything is timed
     res = {"local": timed_embed(speed_data, "local", work / "out-local")}

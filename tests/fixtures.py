@@ -403,12 +403,11 @@ def load_bench(name: str):
 
 
 #: Python source for a subprocess to be killed mid-run: every ONNX Runtime call prints "batch"
-#: and then sleeps 0.3 s (features.get_runner is swapped for a slow one; batches of BATCH views).
+#: and then sleeps 0.3 s (backbones.get_runner is swapped for a slow one; batches of BATCH views).
 SLOW_RUNNER = """
 import sys, time
-from upright.pipeline import embed as features
-from upright.pipeline import shard as batch
-orig = features.get_runner
+from upright import backbones
+orig = backbones.get_runner
 def slow_runner(*a, **k):
     r = orig(*a, **k)
     class Slow:
@@ -419,5 +418,5 @@ def slow_runner(*a, **k):
             time.sleep(0.3)
             return out
     return Slow()
-features.get_runner = slow_runner
+backbones.get_runner = slow_runner
 """

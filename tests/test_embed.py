@@ -137,7 +137,7 @@ def test_ray_that_cannot_start_is_one_line(cli, photos, tmp_path):
 def test_embed_batch_takes_bytes_or_paths(photos):
     """The pure batch function: bytes and paths give the same vectors; a bad one is NaN with a reason."""
     from upright.embedding import Embedder, Task, embed_batch
-    from upright.pipeline.embed import get_runner
+    from upright.backbones import get_runner
 
     path = photos / "cat" / "cat_001.jpg"
     emb = Embedder(Task(device="cpu"), threads=1)

@@ -337,3 +337,20 @@ class Runner:
             return np.zeros((0, self.spec.dim), np.float32)
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
         return np.asarray(out, np.float32)
+
+
+_runners: dict[tuple, Runner] = {}
+_runners_lock = threading.Lock()
+
+
+def get_runner(backbone: str = DEFAULT, cache_dir=None, state_dict: dict | None = None,
+               key: str | None = None, threads: int | None = None, device: str = "auto") -> Runner:
+    """A memoised ONNX Runtime runner for these weights (one session per process and setting)."""
+    if key is None:
+        key = weights_sha256(backbone) if state_dict is None else state_dict_sha256(state_dict)
+    k = (backbone, key, str(resolve_cache_dir(cache_dir)), threads, device)
+    with _runners_lock:
+        r = _runners.get(k)
+        if r is None:
+            r = _runners[k] = Runner(backbone, cache_dir, state_dict, key, threads=threads, device=device)
+        return r

@@ -13,6 +13,7 @@ import numpy as np
 from . import provenance
 from .pipeline.scan import scan
 from .errors import UprightError
+from .metrics import classification_metrics
 from .orientation import ROTATIONS as TURNS
 from .views import compose
 from .results import EvalResult
@@ -24,29 +25,6 @@ MAX_MISTAKES_SHOWN = 48
 TOP_K = (1, 2, 3, 5)  # reported where k < the number of labels
 MAX_MISTAKES_JSON = 100
 CSV_COLUMNS = ("path", "label", "predicted", "score", "seen_in_training", "correct", "top", "error")
-
-
-def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1 (None where undefined), macro-F1, confusion matrix.
-
-    Precision is undefined (None) for a class nothing was predicted as, recall and F1 for a
-    class absent from the data; macro-F1 averages the classes present in the data.
-    """
-    n_cls = len(labels)
-    cm = np.zeros((n_cls, n_cls), int)
-    np.add.at(cm, (y_true, y_pred), 1)
-    per = {}
-    f1s = []
-    for i, lab in enumerate(labels):
-        tp, col, row = cm[i, i], cm[:, i].sum(), cm[i].sum()
-        f1 = round(float(2 * tp / (row + col)), 6) if row else None
-        per[lab] = {"precision": round(float(tp / col), 6) if col else None,
-                    "recall": round(float(tp / row), 6) if row else None, "f1": f1, "n": int(row)}
-        if f1 is not None:
-            f1s.append(f1)
-    return {"accuracy": round(float((y_true == y_pred).mean()), 6) if len(y_true) else 0.0,
-            "per_class": per, "confusion": cm.tolist(),
-            "macro_f1": round(float(np.mean(f1s)), 6) if f1s else None}
 
 
 def held_out_records(ds):
@@ -116,7 +94,7 @@ def score(known, ok, errors: dict, probs: dict, labels: list[str], seen, *, spli
     p0 = probs["0"]
     pred = p0.argmax(1)
     order = np.argsort(-p0, axis=1, kind="stable")
-    metrics = _metrics(y, pred, labels)
+    metrics = classification_metrics(y, pred, labels)
     top_k = {str(k): round(float((order[:, :k] == y[:, None]).any(1).mean()), 6)
              for k in TOP_K if k == 1 or k < len(labels)}
     photos, j = [], 0

@@ -101,15 +101,13 @@ class Model:
     @property
     def runner(self) -> backbones.Runner:
         if self._runner is None:
-            from .pipeline.embed import get_runner
-
             if self.backbone_state is not None:
                 import torch
 
                 sd = {k: torch.from_numpy(v) for k, v in self.backbone_state.items()}
-                self._runner = get_runner(self.backbone, self.cache_dir, sd, self.meta.get("backbone_sha256"))
+                self._runner = backbones.get_runner(self.backbone, self.cache_dir, sd, self.meta.get("backbone_sha256"))
             else:
-                self._runner = get_runner(self.backbone, self.cache_dir)
+                self._runner = backbones.get_runner(self.backbone, self.cache_dir)
         return self._runner
 
     def proba_from_embeddings(self, emb: np.ndarray) -> np.ndarray:

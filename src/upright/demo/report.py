@@ -32,6 +32,15 @@ def _pair(path: str, label: str) -> dict:
     return view
 
 
+def orientation_finding(findings: list[dict]) -> dict | None:
+    """The audit finding that says the EXIF orientation predicts the class (or folds it in)."""
+    for f in findings:
+        if f.get("kind") == "label_leak" and (
+                f.get("attribute") == "exif_orientation" or "exif_orientation" in (f.get("also") or [])):
+            return f
+    return None
+
+
 def _finding(f: dict) -> dict:
     return {"severity": f["severity"], "title": f["kind"] + (f" · {f['attribute']}" if f.get("attribute") else ""),
             "message": f["message"], "attribute": f.get("attribute") or "",
@@ -57,7 +66,6 @@ def _drop(rotations: dict) -> float:
 
 def render(result: dict, audit: dict, data) -> str:
     from ..audit.report import orientation_plot
-    from .story import orientation_finding
 
     labels = list(data.labels)
     naive, upright = result["naive"], result["upright"]

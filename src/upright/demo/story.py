@@ -31,7 +31,7 @@ from ..errors import UprightError
 from ..evaluate import evaluate
 from ..train import train_dataset
 from .data import DEFAULT_PHOTOS, build_dataset, test_photos_for
-from .report import write_report
+from .report import orientation_finding, write_report
 
 NAIVE_NAME = "naive (tag ignored)"
 UPRIGHT_NAME = "upright"
@@ -39,15 +39,6 @@ NAIVE_HOW = ("pixels as stored, EXIF Orientation ignored: a faithful imitation o
              "Image.open, torchvision's ImageFolder, Keras and tf.io")
 UPRIGHT_HOW = "EXIF Orientation applied once, as the phone and every photo viewer show the photo"
 REPORT_NAME = "upright-demo-report.html"
-
-
-def orientation_finding(findings: list[dict]) -> dict | None:
-    """The audit finding that says the EXIF orientation predicts the class (or folds it in)."""
-    for f in findings:
-        if f.get("kind") == "label_leak" and (
-                f.get("attribute") == "exif_orientation" or "exif_orientation" in (f.get("also") or [])):
-            return f
-    return None
 
 
 def _prepare_out(out) -> tuple[Path, bool]:

@@ -15,7 +15,6 @@ mirror, "flip_rN" the mirror rotated N degrees clockwise), or the same on a corn
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,23 +43,6 @@ class Embeddings:
     variants: tuple[str, ...] = ("id",)
     hits: int = 0  # files served entirely from the cache
     decoded: int = 0  # files decoded in this call
-
-
-_runners: dict[tuple, backbones.Runner] = {}
-_runners_lock = threading.Lock()
-
-
-def get_runner(backbone: str = backbones.DEFAULT, cache_dir=None, state_dict: dict | None = None,
-               key: str | None = None, threads: int | None = None, device: str = "auto") -> backbones.Runner:
-    """A memoised ONNX Runtime runner for these weights (one session per process and setting)."""
-    if key is None:
-        key = backbones.weights_sha256(backbone) if state_dict is None else backbones.state_dict_sha256(state_dict)
-    k = (backbone, key, str(resolve_cache_dir(cache_dir)), threads, device)
-    with _runners_lock:
-        r = _runners.get(k)
-        if r is None:
-            r = _runners[k] = backbones.Runner(backbone, cache_dir, state_dict, key, threads=threads, device=device)
-        return r
 
 
 def check_variants(variants) -> tuple[str, ...]:
@@ -163,7 +145,7 @@ def embed_crops(crops, *, backbone: str = backbones.DEFAULT, variants=("id",),
     """uint8 crops [N, S, S, 3] (or, for views off centre, resized pictures: a list of
     preprocess.image_canvas arrays) -> [N, V, D] (no cache)."""
     variants = check_variants(variants)
-    run = runner or get_runner(backbone, cache_dir)
+    run = runner or backbones.get_runner(backbone, cache_dir)
     n, nv = len(crops), len(variants)
     out = np.zeros((n, nv, run.spec.dim), np.float32)
     flat = [(i, j, v) for i in range(n) for j, v in enumerate(variants)]
@@ -186,5 +168,4 @@ def embed_images(images: list[Image.Image], *, backbone: str = backbones.DEFAULT
     return embed_crops(crops, backbone=backbone, variants=variants, runner=runner, cache_dir=cache_dir)
 
 
-__all__ = ["AUGMENT_VARIANTS", "Embeddings", "VARIANTS", "embed_crops", "embed_images", "embed_paths", "get_runner",
-           "hash_files"]
+__all__ = ["AUGMENT_VARIANTS", "Embeddings", "VARIANTS", "embed_crops", "embed_images", "embed_paths", "hash_files"]

@@ -69,9 +69,7 @@ class Embedder:
 
     def __init__(self, task: Task = Task(), threads: int | None = None, runner: backbones.Runner | None = None):
         if runner is None:
-            from .embed import get_runner
-
-            runner = get_runner(task.backbone, task.cache_dir, threads=threads, device=task.device)
+            runner = backbones.get_runner(task.backbone, task.cache_dir, threads=threads, device=task.device)
         self.runner = runner
         self.backbone = runner.spec.name
         self.dim = runner.spec.dim
