@@ -52,10 +52,11 @@ def _views(path, pair):
     from PIL import Image
 
     from upright.imaging import open_image
+    from upright.contract import InputContract
     from upright.pipeline.decode import load_canvas
     from upright.views import TEN_CROPS, cut_all, window
 
-    canvas, _ = load_canvas(path, pair.name, True, whole=True)
+    canvas, _ = load_canvas(path, InputContract.for_backbone(pair.name), picture=True)
     img = open_image(path, size=380).image.convert("RGB")
 
     def centre(short):
@@ -76,6 +77,7 @@ def extract(paths, store: Path) -> dict[str, np.ndarray]:
     import torch
 
     from upright import backbones
+    from upright.contract import InputContract
     from upright.pipeline.decode import to_input
 
     store.mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,7 @@ def extract(paths, store: Path) -> dict[str, np.ndarray]:
         sessions[part] = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
     out: dict[str, list] = {n: [] for n in names}
     for p in paths:
-        x = to_input(_views(p, pair), pair.name)
+        x = to_input(_views(p, pair), InputContract.for_backbone(pair.name))
         for part, sess in sessions.items():
             for o, value in zip(OUTPUTS, sess.run(None, {"input": x})):
                 out[f"{part}_{o}"].append(value)

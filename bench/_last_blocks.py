@@ -136,6 +136,7 @@ def cache_activations(paths, *, orient: bool = True, views="train", cache_dir=No
     """The frozen bottoms' outputs for every photo and view: ([float16 [N, V, C, H, W] per part],
     ok [N], {index: reason}). views="train": the 10 crops; or a tuple of variants of the centre crop."""
     from upright.console import progress as progress_bar
+    from upright.contract import InputContract
     from upright.pipeline.decode import to_input
 
     paths = [str(p) for p in paths]
@@ -154,7 +155,7 @@ def cache_activations(paths, *, orient: bool = True, views="train", cache_dir=No
     def flush():
         if not pending:
             return
-        x = to_input(np.concatenate([v for _, v in pending]), BACKBONE)
+        x = to_input(np.concatenate([v for _, v in pending]), InputContract.for_backbone(BACKBONE))
         for k, sess in enumerate(sessions):
             out = sess.run(None, {sess.get_inputs()[0].name: x})[0].astype(np.float16)
             if acts[k] is None:

@@ -119,11 +119,10 @@ def timed_embed(data: Path, engine: str, out: Path) -> dict:
 
 def ceiling(data: Path) -> dict:
     """ONNX Runtime alone on pre-decoded crops (every core): images/s."""
-    from upright import backbones
-    from upright.pipeline.shard import Embedder, Task, decode_items
+    from upright.pipeline.shard import Embedder, Job, Task, read_shard
 
     files = sorted(data.rglob("*.jpg"))
-    crops = np.stack([c for _, c, _ in decode_items(enumerate(files), backbones.DEFAULT) if c is not None])
+    crops = read_shard([Job(i, f, ("id",)) for i, f in enumerate(files)], Task().contract).pixels
     emb = Embedder(Task())
     emb(crops[:32])  # warm up
     best = 0.0

@@ -68,7 +68,7 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
 
     from upright import backbones
     from upright.pipeline.scan import scan
-    from upright.pipeline.embed import AUGMENT_VARIANTS
+    from upright.presets import AUGMENT_VARIANTS
     from upright.head import select_head
     from upright.orientation import variant_array
 
@@ -116,7 +116,8 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
 def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) -> dict:
     """Val accuracy on `folds` disjoint hash folds (embeddings from the warm cache)."""
     from upright.pipeline.scan import scan
-    from upright.pipeline.embed import AUGMENT_VARIANTS, embed_paths
+    from upright.pipeline.embed import embed_paths
+    from upright.presets import AUGMENT_VARIANTS
     from upright.head import select_head
 
     ds = scan(data, 0.2)

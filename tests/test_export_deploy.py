@@ -79,7 +79,7 @@ def test_tflite_export_runs_in_the_litert_interpreter_and_agrees_with_predict(tr
                    "(make test-tflite runs this test)")
     from ai_edge_litert.interpreter import Interpreter
 
-    from upright.pipeline.decode import load_crop
+    from upright.pipeline.decode import load_canvas
 
     out = tmp_path / "m.tflite"
     code, _, err = cli("export", trained["model"], "--format", "tflite", "-o", out)
@@ -94,7 +94,7 @@ def test_tflite_export_runs_in_the_litert_interpreter_and_agrees_with_predict(tr
     want = np.stack([[dict(p.predictions)[lab] for lab in m.labels] for p in m.predict(photos, top_k=99)])
     got = []
     for p in photos:
-        it.set_tensor(inp["index"], load_crop(p, m.backbone)[0][None])
+        it.set_tensor(inp["index"], load_canvas(p, m.contract)[0][None])
         it.invoke()
         got.append(it.get_tensor(outp["index"])[0])
     assert np.abs(np.stack(got) - want).max() < 1e-3

@@ -135,7 +135,7 @@ def test_tflite_quantised_input_follows_mean_and_std(stripes_tflite, stripes_dat
 
     crop = np.full((SIZE, SIZE, 3), 200, np.uint8)
     default = TFLiteModel(stripes_tflite["int8"])
-    from upright.external import to_input
+    from upright.pipeline.decode import to_input
 
     assert int(to_input([crop], default.contract)[0, 0, 0, 0]) == 200 - 128
     halved = TFLiteModel(stripes_tflite["int8"], mean=(0.0,) * 3, std=(510.0,) * 3)  # real = x / 510

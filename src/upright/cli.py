@@ -17,17 +17,21 @@ from typing import List, Optional
 import typer
 from rich.markup import escape
 
-from . import __version__, backbones
+from . import __version__, backbones, presets
 from .audit import fails
 from .audit import print_summary as print_audit_summary
 from .audit import run_audit
 from .audit.report import write_report as write_audit_report
+from .audit.severity import SEVERITIES
+from .contract import LAYOUTS, InputContract
+from .pipeline.engines import ENGINES
 from .pipeline.scan import DEFAULT_VAL_FRACTION
 from .demo import run_demo
 from .demo.data import DEFAULT_PHOTOS
 from .errors import UprightError
 from .evaluate import evaluate as run_eval
 from .evaluate import print_summary as print_eval_summary
+from .export import FORMATS as EXPORT_FORMATS
 from .export import run_export
 from .fix import ROTATE_MIN_CONFIDENCE, run_fix
 from .fix import print_summary as print_fix_summary
@@ -38,7 +42,7 @@ from .embedding.verb import run_embed
 from .model import DEFAULT_TOP_K
 from .predict import print_table, run_predict, write_csv, write_jsonl
 from .serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
-from .train import DEFAULT_AUGMENT, train_dataset
+from .train import train_dataset
 from .train import print_summary as print_train_summary
 
 app = typer.Typer(
@@ -56,47 +60,26 @@ JSON = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
 CACHE = typer.Option(None, "--cache", help="Cache folder (default: the user cache dir, XDG rules).")
 
 
-class Augment(str, Enum):
-    none = "none"
-    flip = "flip"
-    rotate = "rotate"
-    d4 = "d4"
+def _choices(name: str, values) -> type[Enum]:
+    """A CLI choice list (a str Enum, as typer wants) made from the tuple that is its home."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
+Augment = _choices("Augment", presets.AUGMENT_VARIANTS)
+Engine = _choices("Engine", ENGINES)
+Device = _choices("Device", backbones.DEVICES)
+Preset = _choices("Preset", presets.PRESETS)
+FailOn = _choices("FailOn", [s for s in reversed(SEVERITIES) if s != "info"])  # warning, error
+ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
+Layout = _choices("Layout", LAYOUTS)
 
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-ENGINE = typer.Option(Engine.local, "--engine",
+ENGINE = typer.Option(Engine("local"), "--engine",
                       help=escape("Where the embedding step runs: local (a process pool on this machine, default) or "
                            "ray (Ray Data: a local Ray instance started for the run, or the cluster at --ray-address; "
                            "needs the [ray] extra). Both give the same embeddings."))
 RAY_ADDRESS = typer.Option(None, "--ray-address", metavar="ADDR",
                            help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
                                 "instead of starting a local instance.")
-
-
-class Preset(str, Enum):
-    fast = "fast"
-    accurate = "accurate"
-
-
-class FailOn(str, Enum):
-    warning = "warning"
-    error = "error"
-
-
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-    coreml = "coreml"
-    tflite = "tflite"
 
 
 def emit(result, json_out: bool, human) -> None:
@@ -205,7 +188,7 @@ def train(
     force: bool = typer.Option(False, "--force",
                                help="Replace an existing model folder (atomically: a crash leaves the old model "
                                "or the new one). Without it, an existing model is never overwritten (exit 2)."),
-    preset: Preset = typer.Option(Preset.fast, "--preset",
+    preset: Preset = typer.Option(Preset(presets.DEFAULT_PRESET), "--preset",
                                   help="fast (default): Lite0 features of each photo and its mirror, a linear head; "
                                   "seconds once the photos are cached. accurate: Lite0+Lite2 features of 10 crops of "
                                   "every photo (centre + 4 corners, each mirrored), the same head, and the same 10 "
@@ -217,7 +200,7 @@ def train(
         help="Backbone name (fast preset): efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
              "(both nets on one 260-px crop, features concatenated: about +1.5 points on "
              "flowers-500 for 3x the embedding time), efficientnet-lite1, efficientnet-lite2."),
-    augment: Augment = typer.Option(Augment(DEFAULT_AUGMENT), "--augment", help="Training variants: none, flip, rotate, d4."),
+    augment: Augment = typer.Option(Augment(presets.DEFAULT_AUGMENT), "--augment", help="Training variants: none, flip, rotate, d4."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --fine-tune (default 3). The plain head (either preset) is fitted to convergence: --epochs without --fine-tune is refused (exit 2)."),
     fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the backbone end to end (slow on CPU): one line per epoch (train loss, val accuracy, seconds), the best epoch kept, a checkpoint after every epoch."),
     resume: bool = typer.Option(False, "--resume", help="With --fine-tune: continue a killed or crashed run of the same photos and options from its last checkpoint (kept in .MODEL.upright-checkpoint/ beside MODEL until the model is written)."),
@@ -250,7 +233,7 @@ def embed(
     augment: Augment = typer.Option(Augment(EMBED_AUGMENT), "--augment",
                                     help="Views per photo: none (one row per photo), flip, rotate, d4."),
     backbone: str = typer.Option(backbones.DEFAULT, "--backbone", help=f"Backbone name: {', '.join(backbones.REGISTRY)}."),
-    device: Device = typer.Option(Device.auto, "--device",
+    device: Device = typer.Option(Device("auto"), "--device",
                                   help="auto: CUDA when onnxruntime-gpu provides it, else CPU; cpu: CPU even where "
                                        "CUDA is present; cuda: CUDA or an error."),
     cache: Optional[Path] = CACHE,
@@ -293,11 +276,6 @@ Exit code 0 when every image was read, 1 when any input could not be read (each 
     if failed:
         typer.echo(f"upright: {failed} of {len(preds)} input(s) could not be read", err=True)
         raise typer.Exit(1)
-
-
-class Layout(str, Enum):
-    nchw = "nchw"
-    nhwc = "nhwc"
 
 
 @app.command(name="eval")
@@ -405,12 +383,12 @@ def serve(
                max_batch=max_batch, echo=typer.echo)
 
 
-_DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
+_DEFAULT_CONTRACT = InputContract.for_backbone(backbones.DEFAULT)
 
 
 @app.command(help=escape(
     "Export the whole model (backbone + head) to one ONNX file (or Core ML, TFLite).\n\n"
-    f"Input \"input\" (for the default {_DEFAULT_SPEC.name}): {_DEFAULT_SPEC.describe_input()}. "
+    f"Input \"input\" (for the default {_DEFAULT_CONTRACT.backbone}): {_DEFAULT_CONTRACT.describe_input()}. "
     "Each model's own contract is in its model.json \"preprocessing\" and in the graph's input "
     "description. Output \"probabilities\": [batch, n_labels] in the order of "
     "model.json \"labels\" (averaged over the model's test views, as `predict` does).\n\n"
@@ -424,7 +402,7 @@ _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
     "probabilities, labels in FILE.labels.txt."))
 def export(
     model: Path = typer.Argument(..., help="Model folder."),
-    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
+    format: ExportFormat = typer.Option(ExportFormat("onnx"), "--format", help="Export format."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="File to write (default MODEL/model.onnx; coreml: MODEL/model.mlpackage; "
                                                "tflite: MODEL/model.tflite and model.labels.txt)."),

@@ -7,18 +7,18 @@ up" as a feature loses accuracy on the rotated copies; one trained with --augmen
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import provenance
 from .pipeline.scan import scan
 from .errors import UprightError
 from .metrics import classification_metrics
-from .orientation import ROTATIONS as TURNS
-from .views import compose
+from .orientation import ROTATIONS
 from .results import EvalResult
+from .views import compose
 
-ROTATIONS = {str(deg): variant for deg, variant in TURNS.items()}  # JSON keys "0", "90", "180", "270"
+#: the rotation check's turns, keyed as in the eval JSON ("0", "90", "180", "270") -> variant
+ROTATION_CHECK = {str(deg): variant for deg, variant in ROTATIONS.items()}
 MAX_MISTAKES_SHOWN = 48
 
 
@@ -59,17 +59,12 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     from .model import Model, load_model
 
     m = model if isinstance(model, Model) else load_model(model, cache_dir=cache_dir)
-    if cache_dir is not None:
-        m.cache_dir = cache_dir
     ds, known, unknown, split = scored_records(data, m.labels)
     views = list(m.views)
-    rots = ROTATIONS if rotations else {"0": "id"}
+    rots = ROTATION_CHECK if rotations else {"0": "id"}
     needed = list(dict.fromkeys(compose(rot, v) for rot in rots.values() for v in views))
-    from .pipeline.embed import embed_paths
-
-    emb = embed_paths([r.path for r in known], backbone=m.backbone, variants=needed, orient=m.orient,
-                      cache_dir=m.cache_dir, progress=progress, workers=workers, hashes=[r.sha256 for r in known],
-                      runner=m.runner, description="evaluating")
+    emb = m.embed_paths([r.path for r in known], needed, progress, workers, "evaluating",
+                        hashes=[r.sha256 for r in known], cache_dir=cache_dir)
     ok = emb.ok
     if not ok.any():
         raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")

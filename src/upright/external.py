@@ -27,50 +27,21 @@ import math
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UnreadableImage, UprightError, one_line
+from .contract import LAYOUTS, InputContract
+from .errors import UprightError, one_line
 from .numerics import softmax
 from .orientation import variant_array
 
 MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit for one file
 MAX_LABELS_FILE_BYTES = 16 << 20
-LAYOUTS = ("nchw", "nhwc")
 BATCH = 32  # images per call when the graph's batch axis is free
 CHUNK = 256  # photos decoded and held at a time
 #: The ImageNet convention when only the crop size is known: the short side is resized to size / 0.875.
 CROP_SHARE = 0.875
-
-
-@dataclass(frozen=True)
-class InputContract:
-    """How a photo becomes the graph's input (the attributes preprocess.centre_crop reads)."""
-
-    size: int | None  # square input side; None: the graph takes any size (it preprocesses itself)
-    resize: int  # short side before the centre crop
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    layout: str  # "nchw" or "nhwc"
-    dtype: str  # "float32"; "uint8" (raw pixels, no scaling); "uint8"/"int8" with `quantization`
-    interpolation: str = "bicubic"
-    crop: str = "centre"
-    quantization: tuple[float, int] | None = None  # (scale, zero point) of a quantised input
-
-    def describe(self) -> str:
-        size = "any size" if self.size is None else f"{self.size} x {self.size}"
-        scaling = "none (uint8)" if self.dtype == "uint8" and not self.quantization else (
-            f"(x - {_fmt(self.mean)}) / {_fmt(self.std)}")
-        if self.quantization:
-            scaling += f", quantised (scale {self.quantization[0]:g}, zero point {self.quantization[1]})"
-        return (f"{self.layout.upper()} {self.dtype} {size}; short side resized to {self.resize} "
-                f"({self.interpolation}), centre crop; scaling {scaling}")
-
-
-def _fmt(v: tuple[float, ...]) -> str:
-    return f"{v[0]:g}" if len(set(v)) == 1 else "[" + ", ".join(f"{x:g}" for x in v) + "]"
 
 
 def parse_labels(text: str) -> list[str]:
@@ -190,18 +161,20 @@ def input_contract(path, name: str, dims: list, dtype: str, pre: dict | None = N
         if mean is None and std is None:  # the quantised range is the pixel range: q = x + the type's minimum
             mean, std = (float(zero - np.iinfo(dtype).min),) * 3, (1.0 / scale,) * 3
     try:
-        c = InputContract(size=None if any_size else int(size), resize=int(resize),
-                          mean=tuple(float(v) for v in (mean or (0.0,) * 3)),
-                          std=tuple(float(v) for v in (std or (1.0,) * 3)), layout=layout, dtype=dtype,
-                          quantization=quantization)
+        mean = tuple(float(v) for v in (mean or (0.0,) * 3))
+        std = tuple(float(v) for v in (std or (1.0,) * 3))
+        size, resize = None if any_size else int(size), int(resize)
     except (TypeError, ValueError):
         raise UprightError(f"{path}: unusable 'preprocessing' metadata; pass the input options") from None
-    if (c.size is not None and not 8 <= c.size <= 4096) or not 8 <= c.resize <= 8192 or (c.size and c.resize < c.size):
-        raise UprightError(f"{path}: input size {c.size} / resize {c.resize} out of range (resize >= size, 8-4096)")
-    if len(c.mean) != 3 or len(c.std) != 3 or not all(math.isfinite(v) for v in c.mean + c.std) \
-            or not all(v > 0 for v in c.std):
+    if (size is not None and not 8 <= size <= 4096) or not 8 <= resize <= 8192 or (size and resize < size):
+        raise UprightError(f"{path}: input size {size} / resize {resize} out of range (resize >= size, 8-4096)")
+    if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or not all(v > 0 for v in std):
         raise UprightError(f"{path}: mean and std need 3 finite values each, std > 0")
-    return c
+    try:
+        return InputContract(size=size, resize=resize, mean=mean, std=std, layout=layout, dtype=dtype,
+                             input_name=name, quantization=quantization)
+    except ValueError as exc:  # pydantic's ValidationError: a name or value this contract cannot hold
+        raise UprightError(f"{path}: unusable input '{str(name)[:80]}' ({one_line(exc, 160)})") from None
 
 
 def check_scores_shape(path, dims: list | None, labels: list[str]) -> None:
@@ -209,20 +182,6 @@ def check_scores_shape(path, dims: list | None, labels: list[str]) -> None:
     if dims is None or (dims and (len(dims) != 2 or (dims[1] and dims[1] != len(labels)))):
         raise UprightError(f"{path}: first output has shape {dims}; "
                            f"eval needs [batch, {len(labels)}] (one score per label)")
-
-
-def to_input(crops: list[np.ndarray], c: InputContract) -> np.ndarray:
-    """uint8 HWC crops (all one shape) -> the input batch the contract describes."""
-    x = np.stack(crops)
-    if c.dtype == "float32" or c.quantization:
-        x = (x.astype(np.float32) - np.float32(c.mean)) / np.float32(c.std)
-    if c.quantization:
-        scale, zero = c.quantization
-        info = np.iinfo(c.dtype)
-        x = np.clip(np.round(x / np.float32(scale)) + zero, info.min, info.max).astype(c.dtype)
-    if c.layout == "nchw":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x)
 
 
 class ForeignClassifier:
@@ -244,10 +203,12 @@ class ForeignClassifier:
 
     def proba(self, crops: list[np.ndarray]) -> np.ndarray:
         """[N, C] probabilities for uint8 HWC crops (one call per BATCH, or per image)."""
+        from .pipeline.decode import to_input
+
         step = self.batch or (BATCH if self.contract.size else 1)
         out = []
         for i in range(0, len(crops), step):
-            y = np.asarray(self.run(to_input(crops[i:i + step], self.contract)), np.float32)
+            y = np.asarray(self.run(to_input(np.stack(crops[i:i + step]), self.contract)), np.float32)
             if y.ndim != 2 or y.shape[1] != len(self.labels):
                 raise UprightError(f"{self.path}: output shape {list(y.shape)}, expected [batch, {len(self.labels)}]")
             out.append(y)
@@ -305,15 +266,6 @@ class ExternalModel(ForeignClassifier):
         return self.session.run(None, {self.input_name: x})[0]
 
 
-def load_crop(path, contract: InputContract) -> np.ndarray:
-    """A photo through the one door (upright), as the contract says -> uint8 HWC."""
-    from .imaging import open_image
-    from .pipeline.decode import centre_crop
-
-    img = open_image(path, size=contract.resize).image
-    return centre_crop(img, contract) if contract.size else np.asarray(img)
-
-
 def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean=None, std=None, layout=None,
                   rotations: bool = True, report=None, csv=None, workers: int | None = None):
     """Score an ONNX classifier trained elsewhere on DATA -> EvalResult (model_format "onnx",
@@ -326,17 +278,16 @@ def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, repo
                      workers: int | None = None):
     """Score a foreign classifier on DATA, photos read upright, with the rotation check -> EvalResult."""
     from .backbones import cpu_count
-    from .evaluate import ROTATIONS, finish, score, scored_records
+    from .evaluate import ROTATION_CHECK, finish, score, scored_records
+    from .pipeline.shard import read_one
 
     ds, known, unknown, split = scored_records(data, m.labels)
 
-    def read(r):
-        try:
-            return load_crop(r.path, m.contract), None
-        except UnreadableImage as exc:
-            return None, exc.reason
+    def read(r):  # the centre crop (any-size graphs: the resized picture), through the one door
+        canvas, _, why = read_one(str(r.path), m.contract, picture=False)
+        return canvas, why
 
-    rots = ROTATIONS if rotations else {"0": "id"}
+    rots = ROTATION_CHECK if rotations else {"0": "id"}
     errors: dict[int, str] = {}
     parts: dict[str, list[np.ndarray]] = {deg: [] for deg in rots}
     with ThreadPoolExecutor(max_workers=workers or cpu_count()) as pool:

@@ -112,3 +112,20 @@ class EvalResult(Result):
     photos: list[dict] = field(default_factory=list, metadata={"json": False})  # one row per scored photo
     model_format: str = "upright"  # "upright": a model folder; "onnx"/"tflite": a classifier trained elsewhere
     input_contract: Optional[str] = None  # eval --onnx/--tflite: how the photos were fed (layout, size, resize, scaling)
+
+
+@dataclass
+class Prediction:
+    """One image's answer from Model.predict; to_dict() is a `predict --json` line."""
+
+    path: str | None
+    orientation: int | None  # the file's orientation tag (None: none, or an in-memory picture)
+    predictions: list[tuple[str, float]]
+    error: str | None = None  # set (and predictions empty) when the image could not be read
+
+    def to_dict(self) -> dict:
+        d = {"path": self.path, "orientation": self.orientation,
+             "predictions": [{"label": lab, "score": float(s)} for lab, s in self.predictions]}
+        if self.error is not None:
+            d["error"] = self.error
+        return d

@@ -1,13 +1,12 @@
-"""Pixels -> network input, by the backbone spec's input contract (backbones.BackboneSpec):
-short side to `resize` (`interpolation`), centre crop `size`, scaled `(x - mean) / std`.
+"""The decode stage: a source -> the canvas a model's views are cut from, by its input contract
+(upright.contract.InputContract): short side to `resize` (`interpolation`), then either the
+whole resized picture (for views off centre) or its centre `size` window.
 
-Reads go through imaging.py only (`open_image(path, size=resize, orient=...)`, which decodes
+Reads go through imaging.py only (`open_image(source, size=resize, orient=...)`, which decodes
 JPEG in the DCT domain and applies the orientation once). Dihedral variants are taken on the
-square crop (for a square centre crop, cropping and rotating/flipping commute), so one
-decode serves all eight variants (orientation.variant_array).
-
-PREPROCESS_VERSION is part of every embedding cache key: bump it whenever the pixels fed
-to the network change.
+square crop (for a square centre crop, cropping and rotating/flipping commute), so one decode
+serves all eight variants (orientation.variant_array) and every corner view (upright.views).
+`to_input` is the last step before the network: the contract's scaling and layout.
 """
 
 from __future__ import annotations
@@ -15,65 +14,57 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..backbones import DEFAULT, BackboneSpec, spec
+from ..contract import InputContract
 from ..imaging import Decoded, open_image
 from ..views import window
 
-PREPROCESS_VERSION = 1
 
-
-def resized_picture(img: Image.Image, s: BackboneSpec) -> np.ndarray:
-    """uint8 [H, W, 3]: the picture with its short side resized to `s.resize` (unless already
-    there; neither side under `s.size`), the canvas every view is cut from (upright.views)."""
+def resized_picture(img: Image.Image, c: InputContract) -> np.ndarray:
+    """uint8 [H, W, 3]: the picture with its short side resized to `c.resize` (unless already
+    there; neither side under `c.size`), the canvas every view is cut from (upright.views)."""
     w, h = img.size
-    if min(w, h) != s.resize:
-        scale = s.resize / min(w, h)
-        img = img.resize((max(s.size, round(w * scale)), max(s.size, round(h * scale))),
-                         Image.Resampling[s.interpolation.upper()])
+    if min(w, h) != c.resize:
+        scale = c.resize / min(w, h)
+        least = c.size or 1
+        img = img.resize((max(least, round(w * scale)), max(least, round(h * scale))),
+                         Image.Resampling[c.interpolation.upper()])
     return np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
 
 
-def centre_crop(img: Image.Image, s: BackboneSpec) -> np.ndarray:
-    """Resize the short side to `s.resize` (unless already there) and crop the centre square."""
-    return np.ascontiguousarray(window(resized_picture(img, s), "centre", s.size))
+def centre_crop(img: Image.Image, c: InputContract) -> np.ndarray:
+    """Resize the short side to `c.resize` (unless already there) and cut the centre square
+    (a contract without a fixed `size` keeps the resized picture)."""
+    picture = resized_picture(img, c)
+    return np.ascontiguousarray(picture if c.size is None else window(picture, "centre", c.size))
 
 
-def image_crop(img: Image.Image, backbone: str) -> np.ndarray:
-    """An upright PIL image -> uint8 [size, size, 3] network crop."""
-    return centre_crop(img, spec(backbone))
+def image_canvas(img: Image.Image, c: InputContract, picture: bool = False) -> np.ndarray:
+    """What views are cut from: the whole resized picture when `picture` (views off centre need
+    it), else its centre crop."""
+    return np.ascontiguousarray(resized_picture(img, c)) if picture else centre_crop(img, c)
 
 
-def image_canvas(img: Image.Image, backbone: str, whole: bool) -> np.ndarray:
-    """What views are cut from: the resized picture when `whole` (corner views), else the centre crop."""
-    s = spec(backbone)
-    return np.ascontiguousarray(resized_picture(img, s)) if whole else centre_crop(img, s)
+def load_canvas(source, c: InputContract, picture: bool = False) -> tuple[np.ndarray, Decoded]:
+    """Decode through the one door at the size the contract needs -> (uint8 canvas, Decoded);
+    upright unless the contract reads pixels as stored."""
+    dec = open_image(source, size=c.resize, orient=c.orient)
+    return image_canvas(dec.image, c, picture), dec
 
 
-def load_canvas(source, backbone: str, orient: bool = True, whole: bool = False) -> tuple[np.ndarray, Decoded]:
-    """load_crop, or with `whole` the resized picture (for views off centre, upright.views)."""
-    dec = open_image(source, size=spec(backbone).resize, orient=orient)
-    return image_canvas(dec.image, backbone, whole), dec
+def to_input(batch_uint8: np.ndarray, c: InputContract) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> the network input the contract names: float32 scaled
+    (x - mean) / std; a quantised input round(((x - mean) / std) / scale) + zero point in its
+    integer type; or the raw uint8 pixels; NCHW or NHWC."""
+    x = np.asarray(batch_uint8)
+    if c.dtype == "float32" or c.quantization is not None:
+        x = (x.astype(np.float32) - np.float32(c.mean)) / np.float32(c.std)
+    if c.quantization is not None:
+        scale, zero = c.quantization
+        info = np.iinfo(c.dtype)
+        x = np.clip(np.round(x / np.float32(scale)) + zero, info.min, info.max).astype(c.dtype)
+    if c.layout == "nchw":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
 
 
-def load_crop(source, backbone: str, orient: bool = True) -> tuple[np.ndarray, Decoded]:
-    """Decode through the one door at the size the network needs -> (uint8 crop, Decoded)."""
-    return load_canvas(source, backbone, orient, whole=False)
-
-
-def to_input(batch_uint8: np.ndarray, backbone: str = DEFAULT) -> np.ndarray:
-    """uint8 [N, S, S, 3] -> float32 [N, 3, S, S] scaled by the backbone's contract (the ONNX input)."""
-    s = spec(backbone)
-    x = np.asarray(batch_uint8, np.float32).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray((x - s.mean) / s.std)
-
-
-def describe(backbone: str) -> dict:
-    """The preprocessing recipe, as recorded in model.json."""
-    s = spec(backbone)
-    return {
-        "version": PREPROCESS_VERSION,
-        "features": (" + ".join(f"{p} global-average-pooled {spec(p).dim}-d" for p in s.components)
-                     + (f", concatenated ({s.dim}-d), all on the same input" if s.parts else "")),
-        **s.input_contract(),
-        "decode": "upright.imaging.open_image(path, size=resize_short_side)",
-    }
+__all__ = ["centre_crop", "image_canvas", "load_canvas", "resized_picture", "to_input"]

@@ -1,16 +1,19 @@
-"""Engines: where the pure pieces (batch.py) run. One signature, swappable (like img2dataset's
+"""Engines: where shards of work (shard.py) run. One signature, swappable (like img2dataset's
 distributors):
 
-    engine.run(jobs, task) -> iterator of lists of (index, {variant: vector} | None, reason | None)
+    engine.run(jobs, task) -> iterator of shard.Vectors
 
-Each yielded list is one finished batch, so the caller can commit it to its store (a killed
-run keeps every finished batch). Jobs are `Job(index, source, variants)`: the views still
-missing for one file. Results come in any order; the caller keys them by index.
+Each yielded `Vectors` is one finished batch (a vector per (job, view), and the jobs that
+failed with their reason), so the caller can commit it to its store (a killed run keeps every
+finished batch). Jobs are `shard.Job(index, source, variants)`: the views still missing for
+one file. Rows come in any order, and the views of one job may come in different batches; the
+caller keys them by index and view.
 
-- `LocalEngine` (default): a process pool decodes (one decode per file, at the size the
-  network needs) while this process runs ONNX Runtime on batches.
-- `RayEngine` (ray_engine.py): the same pieces as Ray Data tasks and actors, on one machine
-  or a cluster.
+- `LocalEngine` (default): a process pool runs read_shard (one decode per file, at the size
+  the network needs) while this process runs embed_pixels on batches. `LocalEngine.read` is
+  the pool alone (fine-tuning reads its pixels through it).
+- `RayEngine` (ray_engine.py): the same two halves as Ray Data tasks and actors, on one
+  machine or a cluster.
 """
 
 from __future__ import annotations
@@ -20,35 +23,15 @@ import multiprocessing as mp
 import os
 import signal
 from collections import deque
-from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from .. import backbones
+from ..contract import InputContract
 from ..errors import UprightError
-from . import shard as B
-from .shard import Embedder, Task
-from ..views import needs_picture
+from . import shard
+from .shard import CHUNK, Embedder, Job, Pixels, Task, Vectors, embed_pixels, read_shard
 
-CHUNK = 8  # files per decode task
 ENGINES = ("local", "ray")
-
-Result = tuple[int, "dict[str, np.ndarray] | None", "str | None"]
-
-
-@dataclass(frozen=True)
-class Job:
-    index: int
-    source: str  # a path (or bytes)
-    variants: tuple[str, ...]
-
-
-# -- the local process pool --------------------------------------------------------------
-def _decode_chunk(job):
-    """Pool worker: (items, backbone, orient, whole) -> [(index, crop | None, reason | None)]."""
-    items, backbone, orient, whole = job
-    return B.decode_items(items, backbone, orient, whole)
 
 
 def _worker_init():
@@ -61,35 +44,15 @@ def _pool(workers: int):
     return mp.get_context(method).Pool(workers, initializer=_worker_init)
 
 
-def decoded_stream(jobs, workers: int):
-    """Yield decode results in order; with workers > 0 from a pool, at most a few chunks ahead."""
-    if workers <= 0:
-        for job in jobs:
-            yield from _decode_chunk(job)
-        return
-    pool = _pool(workers)
-    try:
-        pending: deque = deque()
-        window = 3 * workers
-        for job in jobs:
-            pending.append(pool.apply_async(_decode_chunk, (job,)))
-            if len(pending) >= window:
-                yield from pending.popleft().get()
-        while pending:
-            yield from pending.popleft().get()
-    finally:
-        pool.terminate()
-        pool.join()
-
-
 def default_workers(n_todo: int) -> int:
+    """Decode processes for n_todo files: none for a handful (the pool costs more than it saves)."""
     if n_todo < 2 * CHUNK:
         return 0
     return max(1, min(backbones.cpu_count(), 8, n_todo // CHUNK))
 
 
 class LocalEngine:
-    """Decode in a process pool, embed in this process (today's single-machine pipeline)."""
+    """Decode in a process pool, embed in this process (the single-machine pipeline)."""
 
     name = "local"
 
@@ -97,44 +60,43 @@ class LocalEngine:
         self.workers = workers
         self.runner = runner  # e.g. fine-tuned weights; None: the task's backbone
 
-    def run(self, jobs: Iterable[Job], task: Task) -> Iterator[list[Result]]:
+    def read(self, jobs: list[Job], c: InputContract) -> Iterator[Pixels]:
+        """read_shard over CHUNK-sized shards, in order; with workers, from a pool at most a few
+        shards ahead (bounded memory)."""
+        workers = default_workers(len(jobs)) if self.workers is None else self.workers
+        shards = [jobs[s:s + CHUNK] for s in range(0, len(jobs), CHUNK)]
+        if workers <= 0:
+            for part in shards:
+                yield read_shard(part, c)
+            return
+        pool = _pool(workers)
+        try:
+            pending: deque = deque()
+            for part in shards:
+                pending.append(pool.apply_async(read_shard, (part, c)))
+                if len(pending) >= 3 * workers:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
+        finally:
+            pool.terminate()
+            pool.join()
+
+    def run(self, jobs: Iterable[Job], task: Task) -> Iterator[Vectors]:
         jobs = list(jobs)
         if not jobs:
             return
-        workers = default_workers(len(jobs)) if self.workers is None else self.workers
-        wanted = {j.index: j.variants for j in jobs}
-        chunks = [([(j.index, j.source) for j in part], task.backbone, task.orient,
-                   any(needs_picture(j.variants) for j in part))
-                  for part in (jobs[s:s + CHUNK] for s in range(0, len(jobs), CHUNK))]
-        stream = decoded_stream(chunks, workers)
+        stream = self.read(jobs, task.contract)
         first = next(stream, None)  # the pool forks before ONNX Runtime starts its threads
         embedder = Embedder(task, runner=self.runner)
-        rows: list[tuple[int, np.ndarray]] = []  # (index, views uint8 [V, S, S, 3])
-        done: list[Result] = []
-
-        def flush() -> list[Result]:
-            if rows:
-                emb = embedder(np.concatenate([v for _, v in rows]))
-                pos = 0
-                for i, v in rows:
-                    done.append((i, dict(zip(wanted[i], emb[pos:pos + len(v)])), None))
-                    pos += len(v)
-                rows.clear()
-            out = list(done)
-            done.clear()
-            return out
-
-        for res in itertools.chain([] if first is None else [first], stream):
-            i, crop, why = res
-            if crop is None:
-                done.append((i, None, why))
-            else:
-                rows.append((i, B.views(crop, wanted[i], task.backbone)))
-            if sum(len(v) for _, v in rows) >= B.BATCH or len(done) >= B.BATCH:
-                yield flush()
-        last = flush()
-        if last:
-            yield last
+        waiting = None
+        for part in itertools.chain([first], stream):
+            waiting = part if waiting is None else Pixels.concat([waiting, part])
+            while len(waiting) >= shard.BATCH or len(waiting.failed) >= shard.BATCH:
+                batch, waiting = waiting.split(shard.BATCH)  # one file's views may straddle two batches
+                yield embed_pixels(batch, embedder)
+        if waiting is not None and (len(waiting) or waiting.failed):
+            yield embed_pixels(waiting, embedder)
 
 
 def make_engine(engine: "str | object | None" = "local", *, ray_address: str | None = None,
@@ -154,3 +116,6 @@ def make_engine(engine: "str | object | None" = "local", *, ray_address: str | N
     if isinstance(engine, str):
         raise UprightError(f"unknown --engine '{engine}' (choose from {', '.join(ENGINES)})")
     return engine
+
+
+__all__ = ["ENGINES", "Job", "LocalEngine", "Task", "default_workers", "make_engine"]

@@ -234,3 +234,105 @@ def print_epoch(row: dict, epochs: int) -> None:
     val = (f"val acc {row['val_accuracy']:.3f}  val loss {row['val_loss']:.3f}"
            if row.get("val_accuracy") is not None else "no val photos")
     err.print(f"epoch {row['epoch']}/{epochs}  train loss {row['loss']:.3f}  {val}  {row['seconds']:.1f} s")
+
+
+# -- fine-tuning the backbone end to end (train --fine-tune) ----------------------------------
+FINE_TUNE_LR = 1e-4  # backbone; the head gets 10x
+FINE_TUNE_BATCH = 16
+DEFAULT_FINE_TUNE_EPOCHS = 3
+
+
+def read_crops(paths, contract, progress: bool, description: str) -> tuple[np.ndarray, np.ndarray]:
+    """The centre crops of `paths`, decoded once through the engine's reader (shards in a process
+    pool) -> (uint8 [n_ok, S, S, 3] of the readable ones, ok mask [N])."""
+    from ..console import progress as progress_bar
+    from .engines import LocalEngine
+    from .shard import Job
+
+    crops = np.zeros((len(paths), contract.size, contract.size, 3), np.uint8)
+    ok = np.zeros(len(paths), bool)
+    with progress_bar(len(paths), description, enabled=progress) as advance:
+        for part in LocalEngine().read([Job(i, p, ("id",)) for i, p in enumerate(paths)], contract):
+            crops[part.index], ok[part.index] = part.pixels, True
+            advance(len(part.index) + len(part.failed))
+    return crops[ok], ok
+
+
+def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head, aug_views, *,
+                  epochs=DEFAULT_FINE_TUNE_EPOCHS, seed=0, orient=True, progress=True, batch_size=FINE_TUNE_BATCH,
+                  lr=FINE_TUNE_LR, checkpoint=None, resume=False):
+    """Fine-tune backbone + head end to end through train_epochs (AdamW, warm-up + cosine,
+    BatchNorm statistics frozen, one random training variant per image per epoch, from the
+    decoded crops held in memory; one line per epoch, the best epoch by val accuracy kept, a
+    checkpoint per epoch). Uses CUDA when present. Returns the new head (on raw embeddings),
+    the backbone state and figures."""
+    import torch
+
+    from .. import backbones
+    from ..contract import InputContract
+
+    t0 = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    contract = InputContract.for_backbone(backbone, orientation="upright" if orient else "stored")
+    crops, ok = read_crops(list(train_paths), contract, progress, "decoding (fine-tune)")
+    ytr = np.asarray(y_train)[ok]
+    vcrops, vok = read_crops(list(val_paths), contract, False, "") if len(val_paths) else (crops[:0], ok[:0])
+    yva = np.asarray(y_val)[vok] if len(val_paths) else np.zeros(0, int)
+    net = backbones.torch_module(backbone).to(device)
+    lin = torch.nn.Linear(backbones.spec(backbone).dim, len(labels)).to(device)
+    with torch.no_grad():
+        lin.weight.copy_(torch.from_numpy(head[0]))
+        lin.bias.copy_(torch.from_numpy(head[1]))
+    classifier = torch.nn.Sequential(net, lin)
+    run = train_epochs(classifier, [{"params": list(net.parameters()), "lr": lr},
+                                    {"params": list(lin.parameters()), "lr": lr * 10}],
+                       batches=_batches(crops, ytr, aug_views, contract, batch_size, seed, device),
+                       n_batches=math.ceil(len(crops) / batch_size),
+                       evaluate=_evaluator(classifier, vcrops, yva, contract, device) if len(vcrops) else None,
+                       epochs=epochs, seed=seed, checkpoint=checkpoint, resume=resume, progress=progress,
+                       on_epoch=print_epoch if progress else None)
+    best = next((h for h in run.history if h["epoch"] == run.best_epoch), {})
+    state = {k: v.detach().cpu().contiguous() for k, v in net.net.state_dict().items()}
+    info = {"epochs": epochs, "optimizer": "AdamW, linear warm-up + cosine", "lr_backbone": lr, "lr_head": lr * 10,
+            "batch_size": batch_size, "device": device, "batchnorm": "frozen statistics",
+            "val_accuracy": best.get("val_accuracy"), "best_epoch": run.best_epoch,
+            "kept": "the epoch with the best val accuracy (then val loss)" if len(vcrops) else "the last epoch",
+            "history": run.history, "resumed_from_epoch": run.resumed_from,
+            "seconds": round(time.perf_counter() - t0, 2)}
+    return {"weight": lin.weight.detach().cpu().numpy().astype(np.float32),
+            "bias": lin.bias.detach().cpu().numpy().astype(np.float32), "state": state, "info": info}
+
+
+def _batches(crops, y, aug_views, contract, batch_size: int, seed: int, device: str):
+    """batches(epoch) for train_epochs: shuffled by (seed, epoch), one random training view per crop."""
+    import torch
+
+    from ..orientation import variant_array
+    from .decode import to_input
+
+    def batches(epoch):
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(crops))
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            views = rng.choice(len(aug_views), len(idx))
+            xb = to_input(np.stack([variant_array(crops[i], aug_views[v]) for i, v in zip(idx, views)]), contract)
+            yield torch.from_numpy(xb).to(device), torch.from_numpy(y[idx]).to(device)
+
+    return batches
+
+
+def _evaluator(classifier, crops, y, contract, device: str):
+    """evaluate() for train_epochs: (val accuracy, val loss) on the val crops."""
+    import torch
+
+    from .decode import to_input
+
+    def evaluate():
+        logits = torch.cat([classifier(torch.from_numpy(to_input(crops[s:s + 32], contract)).to(device))
+                            for s in range(0, len(crops), 32)])
+        target = torch.from_numpy(y).to(device)
+        return (float((logits.argmax(1) == target).float().mean()),
+                float(torch.nn.functional.cross_entropy(logits, target)))
+
+    return evaluate
