@@ -60,7 +60,8 @@ def _model(key: str, r: dict, labels: list[str]) -> dict:
                                                              title="Accuracy with the test photos rotated"))}
 
 
-def _drop(rotations: dict) -> float:
+def rotation_drop(rotations: dict) -> float:
+    """How far accuracy moves from the upright photos' when they are turned (the rotation check)."""
     return max(abs(float(v) - float(rotations["0"])) for v in rotations.values())
 
 
@@ -92,7 +93,7 @@ def render(result: dict, audit: dict, data) -> str:
         orientation_plot=plot, other_findings=[_finding(f) for f in audit["findings"] if f is not main],
         models=[_model("naive", naive, labels), _model("upright", upright, labels)],
         naive_val_accuracy=naive["val_accuracy"], naive_sideways_recall=naive["per_class"][sideways[0]]["recall"],
-        upright_drop=_drop(upright["rotations"]), naive_drop=_drop(naive["rotations"]),
+        upright_drop=rotation_drop(upright["rotations"]), naive_drop=rotation_drop(naive["rotations"]),
     )
 
 

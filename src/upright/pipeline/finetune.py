@@ -134,6 +134,16 @@ def _better(row: dict, best: dict | None) -> bool:
     return (row["val_accuracy"], -row["val_loss"]) > (best["val_accuracy"], -best["val_loss"])
 
 
+@dataclass
+class _Loop:
+    """The state a run carries from epoch to epoch (and through a checkpoint)."""
+
+    history: list[dict]
+    best: dict | None
+    best_state: dict
+    start: int = 0  # epochs already done
+
+
 def train_epochs(module, groups: list[dict], *, batches: Callable[[int], Iterable], n_batches: int,
                  evaluate: Callable[[], tuple[float, float]] | None, epochs: int, seed: int = 0,
                  checkpoint: Checkpoint | None = None, resume: bool = False, progress: bool = True,
@@ -149,82 +159,108 @@ def train_epochs(module, groups: list[dict], *, batches: Callable[[int], Iterabl
     """
     import torch
 
-    from ..console import progress as progress_bar
-
     t0 = time.perf_counter()
     opt = torch.optim.AdamW([{"params": g["params"], "lr": g["lr"]} for g in groups], weight_decay=weight_decay)
-    peaks = [g["lr"] for g in groups]
-    total = max(1, epochs * n_batches)
     params = [p for g in opt.param_groups for p in g["params"]]
-    history: list[dict] = []
-    best: dict | None = None
-    best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    start = 0
+    loop = _Loop([], None, {k: v.detach().clone() for k, v in module.state_dict().items()})
     if checkpoint is not None:
-        found = checkpoint.load() if resume else None
-        if found is None and checkpoint.path.is_file():
-            checkpoint.remove()  # an earlier run's: this run starts afresh (resume is opt-in)
-        if found is not None:
-            tensors, info = found
-            module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("state.")})
-            best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-            sd = opt.state_dict()
-            sd["state"] = {}
-            for i in range(len(params)):
-                moments = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
-                if moments:
-                    sd["state"][i] = moments
-            opt.load_state_dict(sd)
-            history, start = info["history"], int(info["epoch"])
-            best = next((h for h in history if h["epoch"] == info["best_epoch"]), None)
+        _start(loop, checkpoint, resume, module, opt, params)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-    since_best = 0 if best is None else start - best["epoch"]
-    for epoch in range(start, epochs):
+    since_best = 0 if loop.best is None else loop.start - loop.best["epoch"]
+    for epoch in range(loop.start, epochs):
         if patience is not None and since_best >= patience:
             break
         te = time.perf_counter()
         torch.manual_seed(seed * 100_003 + epoch)
-        freeze_batchnorm(module)
-        losses = []
-        with progress_bar(n_batches, f"{description} epoch {epoch + 1}/{epochs}", enabled=progress) as advance:
-            for b, (xb, yb) in enumerate(batches(epoch)):
-                f = lr_factor(epoch * n_batches + b, total)
-                for g, peak in zip(opt.param_groups, peaks):
-                    g["lr"] = peak * f
-                loss = loss_fn(module(xb), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                advance(1)
-        module.eval()
-        row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)) if losses else float("nan"), 5),
-               "val_accuracy": None, "val_loss": None}
-        if evaluate is not None:
-            with torch.no_grad():
-                acc, vloss = evaluate()
-            row["val_accuracy"], row["val_loss"] = round(float(acc), 6), round(float(vloss), 5)
-        row["seconds"] = round(time.perf_counter() - te, 2)
-        history.append(row)
-        if _better(row, best):
-            best, since_best = row, 0
-            best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        losses = _one_epoch(module, opt, loss_fn, batches(epoch), epoch, n_batches, epochs, [g["lr"] for g in groups],
+                            f"{description} epoch {epoch + 1}/{epochs}", progress)
+        row = _score(module, evaluate, epoch, losses, te)
+        loop.history.append(row)
+        if _better(row, loop.best):
+            loop.best, since_best = row, 0
+            loop.best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
             since_best += 1
         if on_epoch is not None:
             on_epoch(row, epochs)
         if checkpoint is not None:
-            tensors = {f"state.{k}": v for k, v in module.state_dict().items()}
-            tensors |= {f"best.{k}": v for k, v in best_state.items()}
-            for i, p in enumerate(params):
-                for k, v in opt.state.get(p, {}).items():
-                    if torch.is_tensor(v):
-                        tensors[f"opt.{i}.{k}"] = v
-            checkpoint.save(tensors, {"epoch": epoch + 1, "history": history, "best_epoch": best["epoch"]})
-    module.load_state_dict(best_state)
+            _save(checkpoint, loop, module, opt, params, epoch)
+    module.load_state_dict(loop.best_state)
     module.eval()
-    return Epochs(best_state=best_state, best_epoch=int(best["epoch"]) if best else 0, history=history,
-                  resumed_from=start, seconds=round(time.perf_counter() - t0, 2))
+    return Epochs(best_state=loop.best_state, best_epoch=int(loop.best["epoch"]) if loop.best else 0,
+                  history=loop.history, resumed_from=loop.start, seconds=round(time.perf_counter() - t0, 2))
+
+
+def _start(loop: _Loop, checkpoint: Checkpoint, resume: bool, module, opt, params) -> None:
+    """With --resume, continue from the checkpoint (module, optimiser moments, best epoch, history);
+    without it, an earlier run's checkpoint is removed (resume is opt-in)."""
+    found = checkpoint.load() if resume else None
+    if found is None:
+        if checkpoint.path.is_file():
+            checkpoint.remove()
+        return
+    tensors, info = found
+    module.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("state.")})
+    loop.best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    sd = opt.state_dict()
+    sd["state"] = {}
+    for i in range(len(params)):
+        moments = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"opt.{i}.")}
+        if moments:
+            sd["state"][i] = moments
+    opt.load_state_dict(sd)
+    loop.history, loop.start = info["history"], int(info["epoch"])
+    loop.best = next((h for h in loop.history if h["epoch"] == info["best_epoch"]), None)
+
+
+def _one_epoch(module, opt, loss_fn, batches, epoch: int, n_batches: int, epochs: int, peaks: list[float],
+               description: str, progress: bool) -> list[float]:
+    """One pass over the batches (BatchNorm statistics frozen, the learning rate on its schedule)."""
+    from ..console import progress as progress_bar
+
+    freeze_batchnorm(module)
+    total = max(1, epochs * n_batches)
+    losses = []
+    with progress_bar(n_batches, description, enabled=progress) as advance:
+        for b, (xb, yb) in enumerate(batches):
+            f = lr_factor(epoch * n_batches + b, total)
+            for g, peak in zip(opt.param_groups, peaks):
+                g["lr"] = peak * f
+            loss = loss_fn(module(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            advance(1)
+    return losses
+
+
+def _score(module, evaluate, epoch: int, losses: list[float], started: float) -> dict:
+    """The epoch's history row: training loss, val accuracy and loss (module in eval mode), seconds."""
+    import torch
+
+    module.eval()
+    row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)) if losses else float("nan"), 5),
+           "val_accuracy": None, "val_loss": None}
+    if evaluate is not None:
+        with torch.no_grad():
+            acc, vloss = evaluate()
+        row["val_accuracy"], row["val_loss"] = round(float(acc), 6), round(float(vloss), 5)
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def _save(checkpoint: Checkpoint, loop: _Loop, module, opt, params, epoch: int) -> None:
+    """The checkpoint after an epoch: module, best state, optimiser moments, history."""
+    import torch
+
+    tensors = {f"state.{k}": v for k, v in module.state_dict().items()}
+    tensors |= {f"best.{k}": v for k, v in loop.best_state.items()}
+    for i, p in enumerate(params):
+        for k, v in opt.state.get(p, {}).items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{i}.{k}"] = v
+    checkpoint.save(tensors, {"epoch": epoch + 1, "history": loop.history, "best_epoch": loop.best["epoch"]})
 
 
 def print_epoch(row: dict, epochs: int) -> None:
