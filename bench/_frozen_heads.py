@@ -3,7 +3,7 @@
     .venv/bin/python bench/_frozen_heads.py [--seeds 3] [--mlp] [--store /tmp/upright-heads]
 
 Every photo of flowers-500 is decoded once through the product's own path
-(preprocess.load_canvas: the picture resized to 297 px) and its 10 crops (upright.views.TEN_CROPS)
+(pipeline.decode.load_canvas: the picture resized to 297 px) and its 10 crops (upright.views.TEN_CROPS)
 plus 6 more views (the centre crop of the picture resized to 260 and to 380 px, the whole
 picture squashed to 260 x 260, each with its mirror) go through Lite0 and Lite2 in one ONNX
 graph per network. The graph returns, per view: the pooled head features (`gap`, the 1280-d

@@ -1,4 +1,4 @@
-"""`upright train --preset accurate` (accurate.py): a Lite0+Lite2 model folder whose head saw 10
+"""`upright train --preset accurate` (presets.py): a Lite0+Lite2 model folder whose head saw 10
 crops of every photo, used unchanged by every verb and validated like any other."""
 
 from __future__ import annotations

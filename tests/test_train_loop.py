@@ -1,4 +1,4 @@
-"""The training loop users can watch (finetune.py): one line per epoch, the best epoch kept,
+"""The training loop users can watch (pipeline/finetune.py): one line per epoch, the best epoch kept,
 checkpoints after every epoch, and --resume after a SIGKILL."""
 
 from __future__ import annotations

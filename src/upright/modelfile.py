@@ -136,7 +136,7 @@ class ModelMeta(BaseModel):
     test_views: list[View] = Field(default_factory=lambda: ["id"], min_length=1, max_length=40)
     fine_tuned: bool = False
     fine_tune: FineTuneRecord | None = None
-    #: "accurate": Lite0+Lite2, head fitted on 10 crops of each photo (accurate.py); absent = "fast"
+    #: "accurate": Lite0+Lite2, head fitted on 10 crops of each photo (presets.py); absent = "fast"
     preset: Literal["fast", "accurate"] = "fast"
     fitted_on: FittedOn | None = None
     #: the input contract (contract.py), written since it existed; older folders derive it (`contract`)

@@ -80,7 +80,7 @@ class TrainResult(Result):
     replaced: bool = False  # --force replaced an existing model folder
     report: Optional[str] = None  # MODEL/report.html
     data: Optional[str] = None  # the DATA folder trained from
-    preset: str = "fast"  # "fast" (frozen features, linear head) or "accurate" (accurate.py)
+    preset: str = "fast"  # "fast" (frozen features, linear head) or "accurate" (presets.py)
     #: when fine-tuned: {"epochs", "best_epoch", "resumed_from_epoch", "history": [{"epoch", "loss",
     #: "val_accuracy", "val_loss", "seconds"}]}
     fine_tune: Optional[dict] = None
