@@ -126,3 +126,23 @@ def test_shard_rows_survive_the_ray_columns():
     dense = back.dense(3, ("id", "flip"))
     assert dense.shape == (3, 2, 4) and np.isnan(dense[1]).all() and np.isnan(dense[2, 1]).all()
     assert np.array_equal(dense[0], v.vectors[:2])
+
+
+def test_to_input_follows_the_contract_dtype_layout_and_quantisation():
+    """One home for the last step before a network: scaling, quantisation and layout (pipeline/decode.py);
+    eval --onnx and --tflite feed foreign graphs through it too."""
+    from upright.pipeline.decode import to_input
+
+    x = np.full((2, 8, 8, 3), 200, np.uint8)
+    x[..., 1] = 100
+    f = to_input(x, InputContract(size=8, resize=9, mean=(100.0, 50.0, 0.0), std=(2.0, 2.0, 4.0)))
+    assert f.dtype == np.float32 and f.shape == (2, 3, 8, 8) and f[0, :, 0, 0].tolist() == [50.0, 25.0, 50.0]
+    raw = to_input(x, InputContract(size=8, resize=9, dtype="uint8", layout="nhwc"))
+    assert raw.dtype == np.uint8 and raw.shape == (2, 8, 8, 3) and np.array_equal(raw, x)
+    q = InputContract(size=8, resize=9, dtype="int8", layout="nhwc", mean=(128.0,) * 3, std=(1.0,) * 3,
+                      quantization=(0.5, -10))
+    got = to_input(x, q)  # round(((x - 128) / 1) / 0.5) - 10, clipped to int8
+    assert got.dtype == np.int8 and got[0, 0, 0].tolist() == [127, -66, 127]
+    assert "quantised (scale 0.5, zero point -10)" in q.describe()
+    with pytest.raises(ValueError):
+        InputContract(size=8, resize=9, dtype="int8")  # an int8 input is a quantised one
