@@ -6,9 +6,25 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast test-tflite test-keras-tf bench fuzz clean
+.PHONY: setup system-tools demo test test-fast test-tflite test-keras-tf bench fuzz clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-tools
+
+# System tools, not pip packages: Debian's chromium drives the browser tests (Playwright, never a
+# downloaded browser; UPRIGHT_CHROMIUM names another binary), jpegtran (libjpeg-turbo-progs) makes
+# `upright fix` rotate JPEGs losslessly. Missing ones are named with the line that installs them;
+# their tests skip, and the end of `make test` counts them (tests/conftest.py). Never fails.
+CHROMIUM_BIN = $${UPRIGHT_CHROMIUM:-/usr/bin/chromium}
+system-tools:
+	@missing=""; \
+	if [ -x "$(CHROMIUM_BIN)" ]; then :; else missing="$$missing chromium"; \
+	  echo "==> chromium not found: the browser tests (web app, reports at phone width) will be skipped"; fi; \
+	if command -v jpegtran >/dev/null 2>&1; then :; else missing="$$missing libjpeg-turbo-progs"; \
+	  echo "==> jpegtran not found: \`upright fix\` re-encodes JPEGs (quality 95) instead of turning them losslessly," \
+	       "and its lossless tests will be skipped"; fi; \
+	if [ -z "$$missing" ]; then echo "==> system tools: chromium and jpegtran found"; \
+	elif command -v apt-get >/dev/null 2>&1; then echo "    install with: sudo apt-get install$$missing"; \
+	else echo "    install Chromium (then UPRIGHT_CHROMIUM=/path/to/it) and jpegtran (macOS: brew install jpeg-turbo)"; fi
 
 # Says what it is doing: numbered steps, pip's own progress lines, the time each step took.
 $(VENV)/.installed: pyproject.toml

@@ -233,6 +233,16 @@ def _valid_onnx(path: Path) -> bool:
 _export_lock = threading.Lock()
 
 
+def _say_preparing(name: str, folder: Path, fine_tuned: bool = False) -> None:
+    """A status line for the seconds a first run spends here (loading torch, tracing the network),
+    which a progress bar at 0% would otherwise leave unexplained. On stderr, above any bar."""
+    from .console import err
+
+    which = "the fine-tuned" if fine_tuned else "the backbone"
+    err.print(f"preparing {which} {name} (first run: exporting it to ONNX, a few seconds; kept in {folder})",
+              markup=False, soft_wrap=True)
+
+
 def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key: str | None = None) -> Path:
     """Path of the cached ONNX embedding graph for these weights, exporting it when missing or stale."""
     if key is None:
@@ -244,6 +254,7 @@ def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key:
         clean_leftovers(path.parent)  # a killed export's temp file (issue 10)
         if path.is_file() and path.stat().st_size > 0 and _valid_onnx(path):
             return path
+        _say_preparing(name, path.parent, fine_tuned=state_dict is not None)
         module = torch_module(name, state_dict)
         try:
             export_onnx(module, path, spec(name).size)

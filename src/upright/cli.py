@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 
 from . import __version__, backbones, presets
 from .audit import fails
 from .audit import print_summary as print_audit_summary
 from .audit import run_audit
 from .audit.report import write_report as write_audit_report
+from .cli_usage import Group, Typer, check_model_first
 from .audit.severity import SEVERITIES
 from .contract import LAYOUTS, InputContract
 from .pipeline.engines import ENGINES
@@ -45,8 +45,10 @@ from .serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH, D
 from .train import train_dataset
 from .train import print_summary as print_train_summary
 
-app = typer.Typer(
+app = Typer(  # cli_usage: plain help with examples, one-line usage errors with "did you mean"
     name="upright",
+    cls=Group,
+    rich_markup_mode=None,
     help="Train image classifiers from folders of real-world photos, right side up.\n\n"
     "Every image is read upright (EXIF/XMP/HEIF orientation applied once), so the way a "
     "phone stored its pixels never decides the label.",
@@ -74,9 +76,9 @@ ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
 Layout = _choices("Layout", LAYOUTS)
 
 ENGINE = typer.Option(Engine("local"), "--engine",
-                      help=escape("Where the embedding step runs: local (a process pool on this machine, default) or "
+                      help="Where the embedding step runs: local (a process pool on this machine, default) or "
                            "ray (Ray Data: a local Ray instance started for the run, or the cluster at --ray-address; "
-                           "needs the [ray] extra). Both give the same embeddings."))
+                           "needs the [ray] extra). Both give the same embeddings.")
 RAY_ADDRESS = typer.Option(None, "--ray-address", metavar="ADDR",
                            help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
                                 "instead of starting a local instance.")
@@ -266,6 +268,7 @@ def predict(
 
 Exit code 0 when every image was read, 1 when any input could not be read (each one is listed with its reason; the others are still predicted), 2 on a usage error (no model, no image files found).
     """
+    check_model_first("predict", model, images)
     preds = run_predict(model, images, top_k=top_k, cache_dir=cache, progress=not json_out)
     if csv is not None:
         write_csv(preds, csv)
@@ -331,6 +334,7 @@ DATA with a test/ folder is scored on test/ only (train never reads it); else on
             raise UprightError(f"{', '.join(given)}: only with --onnx FILE or --tflite FILE")
         if model is None or data is None:
             raise UprightError("eval needs MODEL DATA (or --onnx FILE DATA, --tflite FILE DATA)")
+        check_model_first("eval", model, [data])
         result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
     else:
         from .external import evaluate_onnx, parse_labels, parse_triple
@@ -386,7 +390,7 @@ def serve(
 _DEFAULT_CONTRACT = InputContract.for_backbone(backbones.DEFAULT)
 
 
-@app.command(help=escape(
+@app.command(help=(
     "Export the whole model (backbone + head) to one ONNX file (or Core ML, TFLite).\n\n"
     f"Input \"input\" (for the default {_DEFAULT_CONTRACT.backbone}): {_DEFAULT_CONTRACT.describe_input()}. "
     "Each model's own contract is in its model.json \"preprocessing\" and in the graph's input "

@@ -123,6 +123,16 @@ class Prediction:
     predictions: list[tuple[str, float]]
     error: str | None = None  # set (and predictions empty) when the image could not be read
 
+    @property
+    def label(self) -> str | None:
+        """The top label (None when the image could not be read)."""
+        return self.predictions[0][0] if self.predictions else None
+
+    @property
+    def score(self) -> float | None:
+        """The top label's probability (None when the image could not be read)."""
+        return float(self.predictions[0][1]) if self.predictions else None
+
     def to_dict(self) -> dict:
         d = {"path": self.path, "orientation": self.orientation,
              "predictions": [{"label": lab, "score": float(s)} for lab, s in self.predictions]}
