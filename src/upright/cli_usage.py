@@ -34,29 +34,29 @@ PROG = "upright"
 #: Two or three runs of each verb, shown at the end of its --help ("" is `upright --help`).
 #: tests/test_cli.py parses every line with the verb's own options, so they cannot go stale.
 EXAMPLES: dict[str, list[str]] = {
-    "": ["upright demo                                      # the whole story, offline",
+    "": ["upright demo  # the whole story, offline",
          "upright audit photos/ --report audit.html",
          "upright train photos/ -o model/ && upright eval model/ photos/"],
     "audit": ["upright audit photos/",
               "upright audit photos/ --report audit.html --fail-on error",
-              "upright audit photos/ --metadata-only --json      # headers only: seconds"],
-    "fix": ["upright fix photos/ --dry-run                     # say what would change",
+              "upright audit photos/ --metadata-only --json  # headers only: seconds"],
+    "fix": ["upright fix photos/ --dry-run  # say what would change",
             "upright fix photos/ --out photos-upright/",
-            "upright fix photos/ --in-place                    # later: --undo"],
+            "upright fix photos/ --in-place  # later: --undo"],
     "train": ["upright train photos/ -o model/",
               "upright train photos/ -o model/ --preset accurate --force",
-              "upright train photos/ -o model/ --augment d4      # no natural up"],
+              "upright train photos/ -o model/ --augment d4  # no natural up"],
     "embed": ["upright embed photos/ -o embeddings/",
               "upright embed photos/ -o embeddings/ --augment none --device cpu"],
     "predict": ["upright predict model/ IMG_0042.jpg",
                 "upright predict model/ inbox/ --top-k 3 --csv predictions.csv",
                 "upright predict model/ inbox/ --json > predictions.jsonl"],
-    "eval": ["upright eval model/ photos/                       # scores photos/test/",
+    "eval": ["upright eval model/ photos/  # scores photos/test/",
              "upright eval model/ photos/ --report eval.html --csv eval.csv",
              "upright eval --onnx net.onnx photos/ --labels cat,dog --std 255"],
-    "serve": ["upright serve model/                              # http://127.0.0.1:8000",
-              "upright serve model/ --lan                        # on your phone"],
-    "export": ["upright export model/                            # model/model.onnx",
+    "serve": ["upright serve model/  # http://127.0.0.1:8000",
+              "upright serve model/ --lan  # on your phone"],
+    "export": ["upright export model/  # model/model.onnx",
                "upright export model/ --preprocess -o upright.onnx",
                "upright export model/ --format tflite"],
     "demo": ["upright demo",
@@ -66,12 +66,14 @@ EXAMPLES: dict[str, list[str]] = {
 
 # -- help --------------------------------------------------------------------------------
 NBSP = "\xa0"  # textwrap breaks at ASCII whitespace only
-_GLUED = re.compile(r"(?<=\w) (?=\d)|(?<=\[)[^\]]*\]")  # "exit 2", "under 2 minutes"; "[default: fast]"
+_GLUED = re.compile(r"(?<=[\w,]) (?=\d)"  # "exit 2", "under 2 minutes", "[1, 3, 224, 224]"
+                    r"|(?<=\[)(?:default|required)[^\]]*\]"  # "[default: fast]"
+                    r"|\bupright [a-z]+(?: (?:--?[a-z][a-z-]*|[A-Z][A-Z_]+))+")  # "upright fix DATA --undo"
 
 
 def _glue(text: str) -> str:
-    """Spaces no line may break at: before a number, and inside a bracketed note."""
-    return _GLUED.sub(lambda m: m.group(0).replace(" ", NBSP) if m.group(0).strip() else NBSP, text)
+    """Spaces no line may break at: before a number, inside a bracketed note, inside a command."""
+    return _GLUED.sub(lambda m: m.group(0).replace(" ", NBSP), text)
 
 
 def wrap(text: str, width: int, indent: str = "") -> str:
@@ -127,10 +129,14 @@ def first_sentence(text: str) -> str:
 
 
 def _examples(formatter, lines) -> None:
-    if lines:
+    """The Examples block: one command a line, their # comments in one column."""
+    runs = [[part.strip() for part in line.split("#", 1)] for line in lines]
+    column = max((len(r[0]) for r in runs if len(r) > 1), default=0) + 2
+    if runs:
         with formatter.section("Examples"):
-            for line in lines:
-                formatter.write(" " * formatter.current_indent + line + "\n")
+            for r in runs:
+                text = r[0].ljust(column) + "# " + r[1] if len(r) > 1 else r[0]
+                formatter.write(" " * formatter.current_indent + text + "\n")
 
 
 class Command(TyperCommand):
