@@ -19,7 +19,7 @@ from fixtures import class_picture, write_photo
 from upright import backbones
 from upright.cli import app
 from upright.cli_usage import EXAMPLES, wrap
-from upright.model import Prediction
+from upright.results import Prediction
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = typer.main.get_command(app)

@@ -21,8 +21,8 @@ from .audit import fails
 from .audit import print_summary as print_audit_summary
 from .audit import run_audit
 from .audit.report import write_report as write_audit_report
-from .cli_usage import Group, Typer, check_model_first
 from .audit.severity import SEVERITIES
+from .cli_usage import Group, Typer, check_model_first
 from .contract import LAYOUTS, InputContract
 from .pipeline.engines import ENGINES
 from .pipeline.scan import DEFAULT_VAL_FRACTION
