@@ -21,7 +21,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from ..atomic import atomic_path
-from ..model import META_FILE
+from ..modelfile import META_FILE
 from .project import MODELS_DIR, Project
 
 KEEP_APPS = 2

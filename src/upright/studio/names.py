@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from ..dataset import SPLIT_DIRS
+from ..pipeline.scan import SPLIT_DIRS
 from ..errors import UprightError
 
 MAX_CHARS = 64

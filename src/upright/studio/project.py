@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..dataset import SPLIT_DIRS
+from ..pipeline.scan import SPLIT_DIRS
 from ..files import file_sha256, image_files
 from ..metadata import STUDIO_CAMERA, describe
 from ..parallel import ordered_map

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
-from ..train import PRESETS
+from ..presets import PRESETS
 from . import models
 from .jobs import Job, new_model_name
 from .live_audit import view
