@@ -147,7 +147,7 @@ function makeCard(name) {
 
 function fillCard(card, c) {
   card.querySelector(".class-name").textContent = c.name;
-  const extra = [c.captured ? `${c.captured} from the page's camera` : null, c.tagged ? `${c.tagged} stored turned` : null]
+  const extra = [c.captured ? `${c.captured} from the page's camera` : null, c.tagged ? `${c.tagged} with an orientation tag` : null]
     .filter(Boolean).join(", ");
   card.querySelector(".count").textContent = plural(c.count, "photo") + (extra ? ` (${extra})` : "");
   const thumbs = card.querySelector(".thumbs");
