@@ -142,7 +142,7 @@ def seed_cache(data: Path, cache: Path, variants=SEED_VARIANTS, base: int = 500,
 
     from upright import backbones
     from upright.cache import EmbeddingCache, model_key
-    from upright.features import embed_paths
+    from upright.pipeline.embed import embed_paths
     from upright.preprocess import PREPROCESS_VERSION
 
     marker = cache / f".seeded-{data.name}"
@@ -203,8 +203,8 @@ elif a["verb"] == "audit":
     info = {"n": r["n_images"], "findings": len(r["findings"]), "unreadable": len(r["unreadable"])}
 else:  # select: the head's choice alone, on the cached embeddings train uses (--augment flip)
     import numpy as np
-    from upright.dataset import scan
-    from upright.features import embed_paths
+    from upright.pipeline.scan import scan
+    from upright.pipeline.embed import embed_paths
     from upright.head import select_head
     ds = scan(a["data"], read=("train", "val"))
     recs, views = ds.records, ("id", "flip")

@@ -16,6 +16,9 @@ MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
 #: Bump when `describe` reads a fact differently: the facts recorded in the cache
 #: (known_files.py) under another version are read again.
 DESCRIBE_VERSION = 1
+#: EXIF Software of a photo taken with `upright studio`'s camera (a browser canvas, no EXIF of its
+#: own): the audit's "source" attribute tells these from uploaded files (audit/leakage.py).
+STUDIO_CAMERA = "upright studio: captured in the page"
 
 
 @dataclass

@@ -36,7 +36,7 @@ def heldout_rows(heldout, records, y, labels: list[str]) -> list[dict]:
 
 def summarise(heldout: list[dict], labels: list[str]) -> dict:
     """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes."""
-    from .evaluate import _metrics
+    from .metrics import classification_metrics as _metrics
 
     idx = {lab: i for i, lab in enumerate(labels)}
     y = np.array([idx[r["label"]] for r in heldout], int)
@@ -78,7 +78,7 @@ def folder_dataset(ds, folder):
     splits it. No file is listed, read or hashed again (only the class folders are listed)."""
     from dataclasses import replace
 
-    from .dataset import DEFAULT_VAL_FRACTION, Dataset, hash_split
+    from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, hash_split
 
     top = os.fspath(folder).rstrip(os.sep) + os.sep
     records = [replace(r, split=hash_split(r.sha256, DEFAULT_VAL_FRACTION)) for r in ds.records

@@ -43,9 +43,9 @@ from .severity import SEVERITY_COLOUR, SEVERITY_RANK, rank
 from .table import FactsTable, VectorFile
 from .. import backbones
 from ..console import progress as progress_bar
-from ..dataset import DEFAULT_VAL_FRACTION, Dataset, scan
 from ..errors import UprightError
 from ..known_files import KnownFiles
+from ..pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
 
 CONTENT_NEEDS = {"embeddings", "rotations"}
 FACTS_CHUNK = 4096  # files per step of reading facts: FileFacts objects live one chunk at a time
@@ -209,7 +209,7 @@ def embed_readable(paths, shas, header_ok, variants, *, cache_dir=None, progress
     """Embeddings of the files whose header reads, EMBED_CHUNK files at a time, into a
     VectorFile whose rows are the files that decode, in order."""
     from ..cache import resolve_cache_dir
-    from ..features import embed_paths
+    from ..pipeline.embed import embed_paths
 
     what = "embedding (4 rotations)" if len(variants) == 4 else "embedding"
     vectors = VectorFile(len(header_ok), variants, backbones.spec(backbone).dim, resolve_cache_dir(cache_dir))
