@@ -29,6 +29,7 @@ from .pipeline.scan import DEFAULT_VAL_FRACTION
 from .demo import run_demo
 from .demo.data import DEFAULT_PHOTOS
 from .errors import UprightError
+from .evaluate import DEFAULT_ROTATION_CHECK, ROTATION_CHECKS
 from .evaluate import evaluate as run_eval
 from .evaluate import print_summary as print_eval_summary
 from .export import FORMATS as EXPORT_FORMATS
@@ -72,6 +73,7 @@ Preset = _choices("Preset", presets.PRESETS)
 FailOn = _choices("FailOn", [s for s in reversed(SEVERITIES) if s != "info"])  # warning, error
 ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
 Layout = _choices("Layout", LAYOUTS)
+RotationCheck = _choices("RotationCheck", ROTATION_CHECKS)
 
 ENGINE = typer.Option(Engine("local"), "--engine",
                       help=escape("Where the embedding step runs: local (a process pool on this machine, default) or "
@@ -289,6 +291,12 @@ def evaluate(
     csv: Optional[Path] = typer.Option(None, "--csv", help="Write one CSV row per photo: path, label, predicted, "
                                        "score, seen_in_training, correct, top, error."),
     cache: Optional[Path] = CACHE,
+    rotation_check: RotationCheck = typer.Option(
+        RotationCheck(DEFAULT_ROTATION_CHECK), "--rotation-check",
+        help="Which test views each turn of the 0/90/180/270° check is scored on. centre (default): the views "
+             "at the centre of the picture: all of a fast model's, the centre crop and its mirror of an accurate "
+             "model's 10 crops (16 views a photo instead of 40); full: every test view (as predict would score "
+             "the turned photo); none: no turns, the upright photos only (a quarter of a fast model's views)."),
     onnx_file: Optional[Path] = typer.Option(
         None, "--onnx", metavar="FILE",
         help="Score an ONNX classifier trained elsewhere (TensorFlow, PyTorch, ...) instead of a model folder: "
@@ -331,7 +339,8 @@ DATA with a test/ folder is scored on test/ only (train never reads it); else on
             raise UprightError(f"{', '.join(given)}: only with --onnx FILE or --tflite FILE")
         if model is None or data is None:
             raise UprightError("eval needs MODEL DATA (or --onnx FILE DATA, --tflite FILE DATA)")
-        result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
+        result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv,
+                          rotation_check=rotation_check.value)
     else:
         from .external import evaluate_onnx, parse_labels, parse_triple
 
@@ -346,7 +355,8 @@ DATA with a test/ folder is scored on test/ only (train never reads it); else on
                              input_size=input_size, resize=resize,
                              mean=parse_triple(mean, "--mean") if mean is not None else None,
                              std=parse_triple(std, "--std") if std is not None else None,
-                             layout=layout.value if layout else None, report=report, csv=csv)
+                             layout=layout.value if layout else None, report=report, csv=csv,
+                             rotation_check=rotation_check.value)
     emit(result, json_out, print_eval_summary)
 
 
