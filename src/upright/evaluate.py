@@ -251,17 +251,23 @@ def seen_sentence(result) -> tuple[str, str]:
                            + "; the file does not carry their fingerprints and no model folder with its head is "
                            "beside it: seen_in_training unknown. `upright eval MODEL DATA` on the model folder counts "
                            "the photos it was fitted on and their near copies.")
-    elif seen is None and result.get("model_format") in ("onnx", "tflite"):
-        return "unknown", (f"nothing in this {result['model_format'].upper() if result['model_format'] == 'onnx' else 'TFLite'} "
-                           "file records which photos the model was fitted on (seen_in_training unknown), so these "
-                           "figures are a test only if you know it never saw these photos.")
+    elif seen is None and result.get("model_format") == "onnx":
+        return "unknown", ("this model was trained elsewhere: nothing records which photos it was fitted on "
+                           "(seen_in_training unknown), so these figures are a test only if you know it never "
+                           "saw these photos.")
+    elif seen is None and result.get("model_format") == "tflite":
+        return "unknown", ("nothing in a TFLite file records which photos its model was fitted on (seen_in_training "
+                           "unknown), so these figures are a test only if you know it never saw these photos; for "
+                           "upright's own export, `upright eval MODEL DATA` on its model folder counts them.")
     if seen is None:
         return "unknown", ("this model does not record which photos it was fitted on (trained by an older "
                            "upright): nothing says these photos are new to it.")
-    copies = "" if not near else f"{near} {'is a near copy' if near == 1 else 'are near copies'} of training photos"
+    copies = "" if not near else f"{near} " + ("is a near copy of a training photo" if near == 1 else
+                                               "are near copies of training photos")
+    fresh = n - (seen or 0) - (near or 0)
     if seen:
         return "error", (origin + f"{seen} of {n} photos were used in training: this is not a test"
-                         + ("" if seen == n else f"; only {n - seen - (near or 0)} are new to the model")
+                         + ("" if seen == n else f"; only {fresh} {'is' if fresh == 1 else 'are'} new to the model")
                          + (f" ({copies})" if copies else "")
                          + ". Keep test photos in DATA/test/: train never reads it.")
     if near:

@@ -12,7 +12,9 @@ export` writes), else from the graph's input shape. Pixel scaling is `(x - mean)
 pixels, per channel (default mean 0, std 1: the raw pixels, what a Keras model with its own
 Rescaling layer takes). Outputs are taken as probabilities when every row is non-negative and
 sums to 1, else as logits (softmax). Nothing records what such a model was fitted on, so
-`seen_in_training` is null ("unknown") and eval says so. A quantised input (TFLite uint8/int8 with
+`seen_in_training` is null ("unknown") and eval says so; a file `upright export` wrote (metadata
+upright_version, upright_head_sha256) that lies in the model folder it came from is counted from
+that folder (`source_folder`), and elsewhere eval says whose export it is. A quantised input (TFLite uint8/int8 with
 a scale and zero point) gets `round(((x - mean) / std) / scale) + zero_point`; without --mean/--std
 the quantised range is taken as the pixel range (q = x for uint8, x - 128 for int8).
 
