@@ -273,8 +273,9 @@ def seen_sentence(result) -> tuple[str, str]:
     if near:
         rest = result.get("accuracy_on_new_photos")
         return "warning", (origin + f"none of the {n} photos was used in training, but {copies} (embedding cosine "
-                           f">= {NEAR_THRESHOLD}, the audit's near-duplicate threshold): they score like training "
-                           "photos, so this is partly a re-test"
+                           f">= {NEAR_THRESHOLD}, the audit's near-duplicate threshold): "
+                           + ("it scores like a training photo" if near == 1 else "they score like training photos")
+                           + ", so this is partly a re-test"
                            + (f"; accuracy on the other {n - near}: {rest:.3f}" if rest is not None else "")
                            + ". --csv marks them (near_copy_of_training); move them out of test/ for a clean test.")
     if near is None:

@@ -81,6 +81,15 @@ def _label(value: str) -> str:
 Label = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_label)]
 
 
+def _registered(value: str) -> str:
+    if value not in backbones.REGISTRY:
+        raise ValueError(f"unknown backbone (available: {', '.join(backbones.REGISTRY)})")
+    return value
+
+
+Backbone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_registered)]
+
+
 class FittedEmbeddings(BaseModel):
     """model.json "fitted_on"."embeddings": the near-copy record (provenance.py), a file of the folder."""
 
@@ -88,18 +97,11 @@ class FittedEmbeddings(BaseModel):
 
     file: Literal[provenance.EMBEDDINGS_FILE]  # type: ignore[valid-type]  # the one name read, never a path
     sha256: Sha256
-    backbone: str = Field(max_length=64)
+    backbone: Backbone
     weights_sha256: Sha256
     view: Literal[provenance.RECORD_VIEW]  # type: ignore[valid-type]
     orientation: Literal["upright"]
     dtype: Literal["float16"]
-
-    @field_validator("backbone")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in backbones.REGISTRY:
-            raise ValueError(f"unknown backbone (available: {', '.join(backbones.REGISTRY)})")
-        return v
 
 
 class FittedOn(BaseModel):
@@ -148,7 +150,7 @@ class ModelMeta(BaseModel):
     format_version: int = Field(ge=1)
     upright_version: str | None = Field(None, max_length=64)
     labels: list[Label] = Field(min_length=1, max_length=MAX_LABELS)
-    backbone: str = Field(max_length=64)
+    backbone: Backbone
     weights_sha256: Sha256
     backbone_sha256: Sha256 | None = None
     head_sha256: Sha256 | None = None
@@ -192,12 +194,6 @@ class ModelMeta(BaseModel):
             raise ValueError("labels must be unique")
         return v
 
-    @field_validator("backbone")
-    @classmethod
-    def _known_backbone(cls, v: str) -> str:
-        if v not in backbones.REGISTRY:
-            raise ValueError(f"unknown backbone (available: {', '.join(backbones.REGISTRY)})")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelMeta":
