@@ -300,19 +300,20 @@ class ExternalModel(ForeignClassifier):
 
 def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean=None, std=None, layout=None,
                   rotations: bool = True, report=None, csv=None, workers: int | None = None,
-                  rotation_check: str = "full"):
+                  rotation_check: str = "full", cache_dir=None):
     """Score an ONNX classifier on DATA -> EvalResult (model_format "onnx"). seen_in_training is
     None (nothing records what it was fitted on) unless the file is upright's own export lying in
     the model folder it came from (export's default, MODEL/model.onnx): then that folder's counts."""
     m = ExternalModel(path, labels, input_size=input_size, resize=resize, mean=mean, std=std, layout=layout)
     return evaluate_foreign(m, data, rotations=rotations, report=report, csv=csv, workers=workers,
-                            rotation_check=rotation_check)
+                            rotation_check=rotation_check, cache_dir=cache_dir)
 
 
 def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, report=None, csv=None,
-                     workers: int | None = None, rotation_check: str = "full"):
+                     workers: int | None = None, rotation_check: str = "full", cache_dir=None):
     """Score a foreign classifier on DATA, photos read upright, with the rotation check (one
-    centre crop a turn: "centre" and "full" are the same here; "none" skips it) -> EvalResult."""
+    centre crop a turn: "centre" and "full" are the same here; "none" skips it) -> EvalResult.
+    `cache_dir`: the embedding cache of the near-copy check (upright's own exports only)."""
     from .backbones import cpu_count
     from .evaluate import ROTATION_CHECK, finish, rotation_views, score, scored_records, training_overlap
     from .pipeline.shard import read_one
@@ -344,7 +345,8 @@ def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, repo
     overlap = None
     if folder is not None:
         exported = {**exported, "model_folder": str(folder.folder)}
-        overlap = training_overlap(folder, [r for r, good in zip(known, ok) if good], workers=workers)
+        overlap = training_overlap(folder, [r for r, good in zip(known, ok) if good], cache_dir=cache_dir,
+                                   workers=workers)
     seen, near, note = (None, None, None) if overlap is None else (overlap.seen, overlap.near, overlap.note)
     result = score(known, ok, errors, probs, m.labels, seen, split=split, model=m.name, data=str(ds.root),
                    orientation_policy="upright", unknown=unknown, model_format=m.format, near=near)
