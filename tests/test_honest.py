@@ -143,7 +143,8 @@ def test_eval_on_training_photos_says_it_loudly(layouts, cli):
     assert "18 of 18 photos were used in training: this is not a test" in text
     data, model, _ = layouts["train+val+test"]
     code, out, err = cli("eval", model, data)
-    assert "none of the 6 photos was used in training: a fair test" in " ".join(out.split())
+    text = " ".join(out.split())  # (the generated test stripes are near copies: tests/test_near_copies.py)
+    assert "none of the 6 photos was used in training" in text and "NOT A TEST" not in text
 
 
 def test_model_without_a_record_is_unknown_not_unseen(layouts, tmp_path):

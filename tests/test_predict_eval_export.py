@@ -176,7 +176,9 @@ def test_eval_csv_macro_f1_top_k_and_absent_classes(trained, cli, tmp_path):
     assert {r["seen_in_training"] for r in rows if not r["error"]} == {"false"}
     code, out, err = cli("eval", str(trained["model"]), str(two))
     owl = [line for line in out.splitlines() if line.strip("│ ").startswith("owl")][0]
-    assert owl.count("n/a") == 3 and "a fair test" in " ".join(out.split())
+    # none was fitted; the generated stripes of one class are near copies of each other (cosine >= the
+    # audit's threshold), and eval says so (tests/test_near_copies.py: real photos)
+    assert owl.count("n/a") == 3 and "none of the 4 photos was used in training" in " ".join(out.split())
 
 
 def test_eval_precision_recall_f1_by_hand():
@@ -191,3 +193,57 @@ def test_eval_precision_recall_f1_by_hand():
     assert m["per_class"]["c"] == {"precision": None, "recall": 0.0, "f1": 0.0, "n": 1}  # never predicted
     assert m["per_class"]["d"] == {"precision": None, "recall": None, "f1": None, "n": 0}  # absent
     assert abs(m["macro_f1"] - np.mean([4 / 6, 0.4, 0.0])) < 1e-6  # over a, b, c: the classes present
+
+
+def test_rotation_check_centre_full_none(trained, cli):
+    """--rotation-check: each turn scored on the centre views (default), every test view, or no turns;
+    the accuracy is the model's own (its test views, upright) whichever is chosen."""
+    from upright.evaluate import ROTATION_CHECKS, rotation_views
+    from upright.views import TEN_CROPS
+
+    test_root = trained["tests"]["cat"][0].parent.parent
+    runs = {}
+    for check in ROTATION_CHECKS:
+        code, out, err = cli("eval", str(trained["model"]), str(test_root), "--json", "--rotation-check", check)
+        assert code == 0, err
+        runs[check] = json.loads(out)
+    assert runs["none"]["rotations"] == {"0": runs["none"]["accuracy"]} and runs["none"]["rotation_views"] == []
+    assert runs["none"]["rotation_check"] == "none"
+    m = load_model(trained["model"])
+    # a fast model's test views all sit at the centre: "centre" is the full check, and says so
+    assert runs["centre"]["rotation_check"] == runs["full"]["rotation_check"] == "full"
+    assert runs["centre"]["rotations"] == runs["full"]["rotations"] and runs["full"]["rotation_views"] == list(m.views)
+    assert len({r["accuracy"] for r in runs.values()}) == 1
+    # an accurate model's 10 crops: "centre" turns the centre crop and its mirror, "full" all ten
+    assert rotation_views(TEN_CROPS, "centre") == ["id", "flip"] and rotation_views(TEN_CROPS, "full") == list(TEN_CROPS)
+    code, out, err = cli("eval", str(trained["model"]), str(test_root), "--rotation-check", "none")
+    assert code == 0 and "rotation check skipped (--rotation-check none)" in " ".join(out.split())
+    code, out, err = cli("eval", str(trained["model"]), str(test_root), "--rotation-check", "half")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_eval_onnx_knows_uprights_own_export(trained, cli, tmp_path):
+    """An ONNX file upright exported is not "trained elsewhere": in its model folder (export's
+    default place) eval counts the photos it was fitted on; moved away, eval says what it knows."""
+    model = tmp_path / "model"
+    shutil.copytree(trained["model"], model)
+    code, _, err = cli("export", str(model), "--format", "onnx")
+    assert code == 0, err
+    onnx_file = model / "model.onnx"
+    data = trained["data"]  # the training photos themselves: every one was fitted
+    code, out, err = cli("eval", "--onnx", str(onnx_file), str(data), "--json", "--rotation-check", "none")
+    d = json.loads(out)
+    assert code == 0 and d["model_format"] == "onnx" and d["seen_in_training"] == d["n"] == 18
+    assert d["exported_by_upright"]["model_folder"] == str(model) and d["exported_by_upright"]["fitted_photos"] == 18
+    assert d["near_copies_of_training"] == 0
+    code, out, err = cli("eval", "--onnx", str(onnx_file), str(data), "--rotation-check", "none")
+    words = " ".join(out.split())
+    assert "checked against the model folder this file was exported from" in words and "NOT A TEST" in out
+    assert "trained elsewhere" not in words
+    moved = tmp_path / "elsewhere" / "m.onnx"
+    moved.parent.mkdir()
+    shutil.copy(onnx_file, moved)
+    code, out, err = cli("eval", "--onnx", str(moved), str(data), "--rotation-check", "none")
+    words = " ".join(out.split())
+    assert code == 0 and "exported by upright" in words and "from a model fitted on 18 photos" in words
+    assert "seen_in_training unknown" in words and "trained elsewhere" not in words

@@ -34,6 +34,12 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     meta = json.loads((model / "model.json").read_text())
     assert meta["preset"] == "accurate" and len(meta["train_variants"]) == 10 and meta["embedding_dim"] == 2560
     assert meta["format_version"] == 3  # corner views: a format-2 reader refuses it instead of mispredicting
+    # the fast preset's val accuracy on the same photos, from Lite0 embeddings the run cached: a fast
+    # train afterwards decodes nothing and validates exactly there
+    fast = upright.train(data, tmp_path / "fast")
+    assert fast.decoded == 0 and r["fast_val_accuracy"] == fast.val_accuracy and fast.fast_val_accuracy is None
+    assert r["val_photos"] == fast.val_photos == 12 and meta["training"]["fast_val_accuracy"] == r["fast_val_accuracy"]
+    assert meta["fitted_on"]["embeddings"]["backbone"] == "efficientnet-lite0"  # the near-copy record: Lite0's
     # the 10 views of every photo are cached: a re-train decodes nothing
     again = upright.train(data, tmp_path / "m2", preset="accurate")
     assert again.cache_hits == 12 and again.decoded == 0 and again.l2 == r["l2"]
@@ -44,6 +50,8 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     code, out, err = cli("eval", model, data, "--json")
     ev = json.loads(out)
     assert code == 0 and ev["n"] == 12 and ev["seen_in_training"] == 12 and set(ev["rotations"]) == {"0", "90", "180", "270"}
+    assert ev["rotation_check"] == "centre" and ev["rotation_views"] == ["id", "flip"]  # the default: 16 views, not 40
+    assert ev["near_copies_of_training"] == 0  # every photo was fitted itself: seen, not a near copy
     # the model averages its 10 crops at test time, the same from a path, bytes or a PIL image
     assert m.views == TEN_CROPS and meta["test_views"] == list(TEN_CROPS)
     from PIL import Image
@@ -92,3 +100,16 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     (model / "model.json").write_text(json.dumps(meta))
     with pytest.raises(upright.errors.UprightError, match="accurate model has a composite backbone"):
         upright.load_model(model)
+
+
+def test_the_summary_says_when_fast_validates_as_well():
+    """After an accurate run that validates no higher than the fast preset would have: keep fast."""
+    from upright.train import fast_or_accurate
+
+    base = {"val_accuracy": 0.894, "val_photos": 85, "data": "photos", "fast_val_accuracy": 0.929}
+    words = fast_or_accurate(base)
+    assert "validates higher than this accurate model" in words and "0.929 vs 0.894, 3 of 85" in words
+    assert "upright train photos -o MODEL --preset fast" in words and "keep a fast model" in words
+    assert "as well as" in fast_or_accurate({**base, "fast_val_accuracy": 0.894})
+    assert fast_or_accurate({**base, "fast_val_accuracy": 0.882}) is None  # accurate is better: nothing to say
+    assert fast_or_accurate({**base, "fast_val_accuracy": None}) is None  # a fast run

@@ -213,6 +213,18 @@ def with_preprocessing(network, c: InputContract, views=("id",)):
     return merged
 
 
+def source_metadata(m: Model) -> dict[str, str]:
+    """Which model folder a graph came from, for `eval --onnx`: its head's sha256 (eval finds the
+    folder beside the file by it) and how many photos it was fitted on. Not the photos'
+    fingerprints: a shipped file says nothing of which photos trained it."""
+    meta = {}
+    if m.info.head_sha256:
+        meta["upright_head_sha256"] = m.info.head_sha256
+    if m.info.fitted_on is not None:
+        meta["upright_fitted_photos"] = str(m.info.fitted_on.photos)
+    return meta
+
+
 def export_onnx(model, output=None, preprocess: bool = False) -> Path:
     """Write MODEL's whole graph (build_module) to `output` (default MODEL/model.onnx), atomically,
     with "labels" and "preprocessing" metadata; with `preprocess`, raw uint8 pixels in."""
@@ -237,7 +249,7 @@ def export_onnx(model, output=None, preprocess: bool = False) -> Path:
         meta = {"labels": json.dumps(m.labels), "upright_backbone": m.backbone,
                 "upright_version": __version__, "test_views": json.dumps(list(m.views)),
                 "test_views_in_graph": json.dumps(graph_views(m, preprocess)),
-                "preprocessing": json.dumps(c.graph_metadata(preprocess))}
+                "preprocessing": json.dumps(c.graph_metadata(preprocess)), **source_metadata(m)}
         for key, value in meta.items():
             graph.metadata_props.add(key=key, value=value)
         if preprocess:

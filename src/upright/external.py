@@ -12,7 +12,9 @@ export` writes), else from the graph's input shape. Pixel scaling is `(x - mean)
 pixels, per channel (default mean 0, std 1: the raw pixels, what a Keras model with its own
 Rescaling layer takes). Outputs are taken as probabilities when every row is non-negative and
 sums to 1, else as logits (softmax). Nothing records what such a model was fitted on, so
-`seen_in_training` is null ("unknown") and eval says so. A quantised input (TFLite uint8/int8 with
+`seen_in_training` is null ("unknown") and eval says so; a file `upright export` wrote (metadata
+upright_version, upright_head_sha256) that lies in the model folder it came from is counted from
+that folder (`source_folder`), and elsewhere eval says whose export it is. A quantised input (TFLite uint8/int8 with
 a scale and zero point) gets `round(((x - mean) / std) / scale) + zero_point`; without --mean/--std
 the quantised range is taken as the pixel range (q = x for uint8, x - 128 for int8).
 
@@ -122,6 +124,35 @@ def _metadata(proto, path: Path) -> tuple[list[str] | None, dict]:
     except ValueError as exc:
         raise UprightError(f"{path}: unusable metadata ({one_line(exc, 120)}); pass --labels and the input options") from None
     return labels, pre
+
+
+def upright_export(proto) -> dict | None:
+    """What the metadata of a file `upright export` wrote says of its model (None: another tool's):
+    {"upright_version", "backbone", "fitted_photos", "head_sha256", "model_folder": None}. Untrusted:
+    short strings, a count, a 64-hex hash, or None."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    if "upright_version" not in props and "upright_backbone" not in props:
+        return None
+    photos, head = props.get("upright_fitted_photos", ""), props.get("upright_head_sha256", "")
+    return {"upright_version": props.get("upright_version", "")[:64] or None,
+            "backbone": props.get("upright_backbone", "")[:64] or None,
+            "fitted_photos": int(photos) if photos.isdigit() and len(photos) < 13 else None,
+            "head_sha256": head if len(head) == 64 and all(c in "0123456789abcdef" for c in head) else None,
+            "model_folder": None}
+
+
+def source_folder(path: Path, exported: dict | None):
+    """The model folder beside an upright export whose head is the one exported (MODEL/model.onnx,
+    export's default), loaded with every check; None when there is none."""
+    from .model import load_model
+
+    if not exported or not exported["head_sha256"] or not (path.parent / "model.json").is_file():
+        return None
+    try:
+        m = load_model(path.parent)
+    except UprightError:
+        return None
+    return m if m.info.head_sha256 == exported["head_sha256"] else None
 
 
 def _dims(value_info) -> list:
@@ -261,24 +292,30 @@ class ExternalModel(ForeignClassifier):
             raise UprightError(f"{path}: ONNX Runtime cannot run it ({one_line(exc, 160)})") from None
         self.input_name = inp.name
         self.name = str(self.path)
+        self.exported = upright_export(proto)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
 
 
 def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean=None, std=None, layout=None,
-                  rotations: bool = True, report=None, csv=None, workers: int | None = None):
-    """Score an ONNX classifier trained elsewhere on DATA -> EvalResult (model_format "onnx",
-    seen_in_training None: nothing records what it was fitted on)."""
+                  rotations: bool = True, report=None, csv=None, workers: int | None = None,
+                  rotation_check: str = "full", cache_dir=None):
+    """Score an ONNX classifier on DATA -> EvalResult (model_format "onnx"). seen_in_training is
+    None (nothing records what it was fitted on) unless the file is upright's own export lying in
+    the model folder it came from (export's default, MODEL/model.onnx): then that folder's counts."""
     m = ExternalModel(path, labels, input_size=input_size, resize=resize, mean=mean, std=std, layout=layout)
-    return evaluate_foreign(m, data, rotations=rotations, report=report, csv=csv, workers=workers)
+    return evaluate_foreign(m, data, rotations=rotations, report=report, csv=csv, workers=workers,
+                            rotation_check=rotation_check, cache_dir=cache_dir)
 
 
 def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, report=None, csv=None,
-                     workers: int | None = None):
-    """Score a foreign classifier on DATA, photos read upright, with the rotation check -> EvalResult."""
+                     workers: int | None = None, rotation_check: str = "full", cache_dir=None):
+    """Score a foreign classifier on DATA, photos read upright, with the rotation check (one
+    centre crop a turn: "centre" and "full" are the same here; "none" skips it) -> EvalResult.
+    `cache_dir`: the embedding cache of the near-copy check (upright's own exports only)."""
     from .backbones import cpu_count
-    from .evaluate import ROTATION_CHECK, finish, score, scored_records
+    from .evaluate import ROTATION_CHECK, finish, rotation_views, score, scored_records, training_overlap
     from .pipeline.shard import read_one
 
     ds, known, unknown, split = scored_records(data, m.labels)
@@ -287,6 +324,7 @@ def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, repo
         canvas, _, why = read_one(str(r.path), m.contract, picture=False)
         return canvas, why
 
+    rotations = rotations and bool(rotation_views(["id"], rotation_check))
     rots = ROTATION_CHECK if rotations else {"0": "id"}
     errors: dict[int, str] = {}
     parts: dict[str, list[np.ndarray]] = {deg: [] for deg in rots}
@@ -302,9 +340,19 @@ def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, repo
     if not ok.any():
         raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
     probs = {deg: np.concatenate(p) for deg, p in parts.items()}
-    result = score(known, ok, errors, probs, m.labels, None, split=split, model=m.name, data=str(ds.root),
-                   orientation_policy="upright", unknown=unknown, model_format=m.format)
+    exported = getattr(m, "exported", None)
+    folder = source_folder(m.path, exported)
+    overlap = None
+    if folder is not None:
+        exported = {**exported, "model_folder": str(folder.folder)}
+        overlap = training_overlap(folder, [r for r, good in zip(known, ok) if good], cache_dir=cache_dir,
+                                   workers=workers)
+    seen, near, note = (None, None, None) if overlap is None else (overlap.seen, overlap.near, overlap.note)
+    result = score(known, ok, errors, probs, m.labels, seen, split=split, model=m.name, data=str(ds.root),
+                   orientation_policy="upright", unknown=unknown, model_format=m.format, near=near)
     result.input_contract = m.contract.describe()
+    result.exported_by_upright, result.near_copies_note = exported, note
+    result.rotation_check, result.rotation_views = ("full", ["id"]) if rotations else ("none", [])
     return finish(result, csv, report)
 
 

@@ -81,12 +81,36 @@ def _label(value: str) -> str:
 Label = Annotated[str, StringConstraints(min_length=1, max_length=255), AfterValidator(_label)]
 
 
+def _registered(value: str) -> str:
+    if value not in backbones.REGISTRY:
+        raise ValueError(f"unknown backbone (available: {', '.join(backbones.REGISTRY)})")
+    return value
+
+
+Backbone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_registered)]
+
+
+class FittedEmbeddings(BaseModel):
+    """model.json "fitted_on"."embeddings": the near-copy record (provenance.py), a file of the folder."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    file: Literal[provenance.EMBEDDINGS_FILE]  # type: ignore[valid-type]  # the one name read, never a path
+    sha256: Sha256
+    backbone: Backbone
+    weights_sha256: Sha256
+    view: Literal[provenance.RECORD_VIEW]  # type: ignore[valid-type]
+    orientation: Literal["upright"]
+    dtype: Literal["float16"]
+
+
 class FittedOn(BaseModel):
     """model.json's record of what the head was fitted on (the fingerprints live in head.safetensors)."""
 
     model_config = ConfigDict(extra="allow", strict=True)
 
     photos: int = Field(ge=0, le=MAX_FITTED)
+    embeddings: FittedEmbeddings | None = None  # absent: written before the record existed
 
 
 class EpochRow(BaseModel):
@@ -126,7 +150,7 @@ class ModelMeta(BaseModel):
     format_version: int = Field(ge=1)
     upright_version: str | None = Field(None, max_length=64)
     labels: list[Label] = Field(min_length=1, max_length=MAX_LABELS)
-    backbone: str = Field(max_length=64)
+    backbone: Backbone
     weights_sha256: Sha256
     backbone_sha256: Sha256 | None = None
     head_sha256: Sha256 | None = None
@@ -170,12 +194,6 @@ class ModelMeta(BaseModel):
             raise ValueError("labels must be unique")
         return v
 
-    @field_validator("backbone")
-    @classmethod
-    def _known_backbone(cls, v: str) -> str:
-        if v not in backbones.REGISTRY:
-            raise ValueError(f"unknown backbone (available: {', '.join(backbones.REGISTRY)})")
-        return v
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelMeta":
@@ -382,6 +400,33 @@ def load_head(hpath: Path, meta: ModelMeta):
     return weight, bias, bstate, fitted
 
 
+def read_fitted_embeddings(folder: Path, meta: ModelMeta) -> np.ndarray:
+    """The near-copy record (provenance.py): float16 [N, D], N = fitted_on.photos, D the record
+    backbone's width, finite, the file's sha256 as model.json says. UprightError (one line) when
+    the model has none or it fails a check; eval then says the near copies are unknown, and why."""
+    from safetensors.numpy import load as load_bytes
+
+    rec = meta.fitted_on.embeddings if meta.fitted_on is not None else None
+    if rec is None:
+        raise UprightError("the model keeps no embeddings of its training photos (trained before upright "
+                           "recorded them; a re-train adds them)")
+    path = folder / provenance.EMBEDDINGS_FILE
+    n, d = meta.fitted_on.photos, backbones.REGISTRY[rec.backbone].dim
+    data = read_bounded(path, 2 * n * d + HEAD_HEADER_ALLOWANCE, provenance.EMBEDDINGS_FILE)
+    if hashlib.sha256(data).hexdigest() != rec.sha256:
+        raise _fail(path, "sha256 does not match model.json's fitted_on.embeddings (altered or corrupt file)")
+    try:
+        rows = load_bytes(data).get(provenance.EMBEDDINGS_TENSOR)
+    except Exception as exc:  # safetensors raises its own error types for every malformation
+        raise _fail(path, f"corrupt ({one_line(exc, 120)})") from None
+    if rows is None or rows.dtype != np.float16 or rows.shape != (n, d):
+        raise _fail(path, f"'{provenance.EMBEDDINGS_TENSOR}' must be float16 [{n}, {d}]"
+                    + ("" if rows is None else f", got {rows.dtype} {list(rows.shape)}"))
+    if not np.isfinite(rows).all():
+        raise _fail(path, "contains NaN or infinity")
+    return rows
+
+
 def check_stock_weights(meta: ModelMeta, mpath: Path) -> None:
     """A head fitted on the stock backbone needs the same weights installed."""
     if meta.fine_tuned:
@@ -430,4 +475,4 @@ def validate_for_save(meta: dict) -> None:
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "HEAD_FILE", "MAX_META_BYTES", "META_FILE", "ModelFolder", "ModelMeta", "parse_meta",
-           "read_bounded", "read_model_folder", "tensors_sha256", "validate_for_save"]
+           "read_bounded", "read_fitted_embeddings", "read_model_folder", "tensors_sha256", "validate_for_save"]

@@ -84,6 +84,10 @@ class TrainResult(Result):
     #: when fine-tuned: {"epochs", "best_epoch", "resumed_from_epoch", "history": [{"epoch", "loss",
     #: "val_accuracy", "val_loss", "seconds"}]}
     fine_tune: Optional[dict] = None
+    val_photos: int = 0  # the held-out photos val_accuracy counts (val/, the hash split, or CV folds)
+    #: --preset accurate: the val accuracy the fast preset reaches on the same photos, split and method
+    #: (its Lite0 embeddings made in the same run); null for a fast run
+    fast_val_accuracy: Optional[float] = None
 
 
 @dataclass
@@ -112,6 +116,17 @@ class EvalResult(Result):
     photos: list[dict] = field(default_factory=list, metadata={"json": False})  # one row per scored photo
     model_format: str = "upright"  # "upright": a model folder; "onnx"/"tflite": a classifier trained elsewhere
     input_contract: Optional[str] = None  # eval --onnx/--tflite: how the photos were fed (layout, size, resize, scaling)
+    #: scored photos not fitted themselves but near copies of a fitted photo (the audit's embedding
+    #: cosine threshold); None: unknown (the model keeps no record of its training photos' embeddings)
+    near_copies_of_training: Optional[int] = None
+    near_copies_note: Optional[str] = None  # how near copies were counted, or why they could not be
+    #: accuracy on the photos neither fitted nor near copies; None when either count is unknown or none is left
+    accuracy_on_new_photos: Optional[float] = None
+    rotation_check: str = "full"  # "centre", "full" or "none" (evaluate.ROTATION_CHECKS)
+    rotation_views: list[str] = field(default_factory=list)  # the views each turn was scored on
+    #: eval --onnx of a file `upright export` wrote: {"upright_version", "backbone", "fitted_photos",
+    #: "model_folder"} (the folder beside it whose fingerprints were used, or None)
+    exported_by_upright: Optional[dict] = None
 
 
 @dataclass

@@ -140,8 +140,10 @@ class TFLiteModel(ForeignClassifier):
 
 
 def evaluate_tflite(path, data, *, labels=None, input_size=None, resize=None, mean=None, std=None, layout=None,
-                    rotations: bool = True, report=None, csv=None, workers: int | None = None):
+                    rotations: bool = True, report=None, csv=None, workers: int | None = None,
+                    rotation_check: str = "full", cache_dir=None):
     """Score a TFLite classifier trained elsewhere on DATA -> EvalResult (model_format "tflite",
     seen_in_training None: nothing records what it was fitted on)."""
     m = TFLiteModel(path, labels, input_size=input_size, resize=resize, mean=mean, std=std, layout=layout)
-    return evaluate_foreign(m, data, rotations=rotations, report=report, csv=csv, workers=workers)
+    return evaluate_foreign(m, data, rotations=rotations, report=report, csv=csv, workers=workers,
+                            rotation_check=rotation_check, cache_dir=cache_dir)

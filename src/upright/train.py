@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ from .known_files import KnownFiles
 from .modelfile import META_FILE
 from .pipeline.embed import Embeddings, embed_paths
 from .pipeline.finetune import DEFAULT_FINE_TUNE_EPOCHS, FINE_TUNE_BATCH, FINE_TUNE_LR, run_fine_tune
+from .head import DEFAULT_HEAD_ITERS, select_head
 from .pipeline.fit import HeadFit, embedded_views, fit_head, fit_on, split_indices
 from .pipeline.package import fitted_on, model_json, save_model
 from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
@@ -107,19 +108,53 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     step("fitting the head")
     fit = fit_head(emb.vectors, y, len(ds.labels), emb.ok, train_idx, val_idx, variants, train_views, seed,
                    test_views=[presets.TEST_VIEWS] if preset == "accurate" else None)
+    kw = {"cache_dir": cache_dir, "progress": progress, "workers": workers, "engine": engine, "ray_address": ray_address}
+    fast_acc = None
+    if preset == "accurate":  # what the fast preset would have validated at, on the same photos and split
+        fast = _default_views(records, (emb, backbone, orient), presets.AUGMENT_VARIANTS[DEFAULT_AUGMENT], orient,
+                              kw, "embedding (the fast preset, to compare)")
+        fast_acc = fast_val_accuracy(fast, y, train_idx, val_idx, len(ds.labels), seed)
+        del fast  # its vectors are not needed again
+    near = _default_views(records, (emb, backbone, orient), (provenance.RECORD_VIEW,), True, kw,
+                          "embedding (near-copy record)")
     tuned = None
     if fine_tune:
         tuned = _fine_tune(out, records, y, train_idx, val_idx, ds.labels, backbone, weights_hash, fit, emb,
                            train_views, augment=augment, epochs=epochs or DEFAULT_FINE_TUNE_EPOCHS, seed=seed,
                            orient=orient, progress=progress, resume=resume)
     run = _Run(ds, records, y, train_idx, val_idx, emb, fit, tuned, preset, augment, train_views, seed, orient,
-               backbone, weights_hash, replacing, out, t0)
+               backbone, weights_hash, replacing, out, t0, near.vectors[:, 0], fast_acc)
     meta, result = run.model_json(), run.result()
-    emb.vectors = None  # the report needs no embedding: their memory is free before it is made
+    fitted = (run.fitted, run.fitted_embeddings)
+    del run, near, emb  # the report needs no embedding: their memory is free before it is made
     W, b, state = (fit.weight, fit.bias, None) if tuned is None else (tuned.weight, tuned.bias, tuned.state)
     step("writing the model and its report")
-    return _write_model(out, meta, W, b, state, run.fitted, result, report, ds, records, y, fit.choice,
-                        None if tuned is None else tuned.checkpoint, t0, cache_dir)
+    return _write_model(out, meta, W, b, state, fitted, result, report, ds, records, y,
+                        fit.choice, None if tuned is None else tuned.checkpoint, t0, cache_dir)
+
+
+def _default_views(records, run: tuple[Embeddings, str, bool], views, orient: bool, kw: dict,
+                   description: str) -> Embeddings:
+    """Embeddings of `views` of every record by the default backbone (Lite0), read upright or as
+    stored (`orient`): the run's own (`run`: its embeddings, backbone, orient) when it made them,
+    else one more pass through the cache (what the near-copy record and the fast comparison need)."""
+    emb, run_backbone, run_orient = run
+    if run_backbone == backbones.DEFAULT and run_orient == orient and all(v in emb.variants for v in views):
+        cols = [emb.variants.index(v) for v in views]
+        run_of_cols = cols == list(range(cols[0], cols[0] + len(cols)))  # a slice: a view, not a copy
+        return replace(emb, vectors=emb.vectors[:, cols[0]:cols[0] + len(cols)] if run_of_cols else emb.vectors[:, cols],
+                       variants=tuple(views))
+    return embed_paths([r.path for r in records], backbone=backbones.DEFAULT, variants=tuple(views), orient=orient,
+                       hashes=[r.sha256 for r in records], description=description, **kw)
+
+
+def fast_val_accuracy(fast: Embeddings, y, train_idx, val_idx, n_labels: int, seed: int) -> float:
+    """The val accuracy `--preset fast` (default backbone and --augment) reaches on these photos
+    and this split: the same choice (head.select_head) a fast run makes."""
+    ok = fast.ok
+    choice = select_head(fast.vectors, y, n_labels, train_idx[ok[train_idx]], val_idx[ok[val_idx]], fast.variants,
+                         fast.variants, seed, DEFAULT_HEAD_ITERS)
+    return float(choice.accuracy)
 
 
 def _recipe(preset: str, backbone: str | None, augment: str, epochs, fine_tune: bool, resume: bool,
@@ -203,11 +238,16 @@ class _Run:
     replacing: bool
     out: object
     t0: float
+    near_vectors: np.ndarray  # [N, D]: each record's near-copy embedding (provenance.record)
+    fast_val_accuracy: float | None = None  # --preset accurate: what the fast preset validates at
 
     def __post_init__(self):
-        self.fitted = provenance.fingerprints(self.records[i].sha256 for i in self.fit.fitted)
+        rows = self.fit.fitted
+        self.fitted, self.fitted_embeddings = provenance.record([self.records[i].sha256 for i in rows],
+                                                                self.near_vectors, rows)
         tuned_acc = None if self.tuned is None else self.tuned.info.get("val_accuracy")
         self.val_accuracy = self.fit.choice.accuracy if tuned_acc is None else tuned_acc
+        self.val_photos = len(self.fit.choice.heldout.index) if tuned_acc is None else len(self.val_idx)
         self.test_views = ["id"] if self.tuned is not None else list(self.fit.choice.test_views)
         self.fit.choice.test_views = self.test_views  # the report reads the choice
         self.contract = InputContract.for_backbone(self.backbone, test_views=self.test_views,
@@ -223,7 +263,9 @@ class _Run:
         training = {"val_accuracy": round(self.val_accuracy, 6), "n_train": int(len(self.train_idx)),
                     "n_val": int(len(self.val_idx)), "classes": self.classes, "seed": self.seed,
                     "seconds": round(time.perf_counter() - self.t0, 3), "l2_grid": choice.grid,
-                    "unreadable": len(self.unreadable)}
+                    "unreadable": len(self.unreadable), "val_photos": self.val_photos}
+        if self.fast_val_accuracy is not None:
+            training["fast_val_accuracy"] = round(self.fast_val_accuracy, 6)
         splits = sorted({self.records[i].split for i in self.fit.fitted})
         return model_json(labels=self.ds.labels, contract=self.contract, weights_sha256=self.weights_hash,
                           preset=self.preset, augment=self.augment if self.preset == "fast" else "10-crop",
@@ -243,15 +285,17 @@ class _Run:
             cache_hits=int(self.emb.hits), decoded=int(self.emb.decoded), n_fitted=int(len(self.fitted)),
             test_not_read=ds.not_read.get("test"), replaced=self.replacing, data=str(ds.root),
             fine_tune=None if self.tuned is None else {k: self.tuned.info[k] for k in (
-                "epochs", "best_epoch", "resumed_from_epoch", "history")}, preset=self.preset)
+                "epochs", "best_epoch", "resumed_from_epoch", "history")}, preset=self.preset,
+            val_photos=self.val_photos,
+            fast_val_accuracy=None if self.fast_val_accuracy is None else round(self.fast_val_accuracy, 6))
 
 
-def _write_model(out, meta, W, b, backbone_state, fitted, result: TrainResult, report: bool, ds, records, y,
+def _write_model(out, meta, W, b, backbone_state, fitted: tuple, result: TrainResult, report: bool, ds, records, y,
                  choice, checkpoint, t0, cache_dir=None) -> TrainResult:
     """Build the model folder beside `out` and swap it in whole; then drop the run's checkpoint."""
     stage = stage_folder(out)
     try:
-        save_model(stage, meta, W, b, backbone_state, fitted)
+        save_model(stage, meta, W, b, backbone_state, *fitted)  # fingerprints, near-copy record
         if report:
             result.report = _write_report(stage, out, meta, result, ds, records, y, choice, cache_dir)
         swap_folder(stage, out)
@@ -285,6 +329,7 @@ def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset
 
 def print_summary(result) -> None:
     """The human summary of a training run: a table of classes, counts, accuracy and time."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .console import err, out
@@ -301,7 +346,10 @@ def print_summary(result) -> None:
     t.add_row("fitted on (train + val)", str(result["n_fitted"]))
     if result.get("test_not_read"):
         t.add_row("test photos", "not read (eval's)")
-    t.add_row("val accuracy", f"{result['val_accuracy']:.3f} ({result['val_method']})")
+    t.add_row("val accuracy", f"{result['val_accuracy']:.3f} ({result['val_method']}"
+              + (f", {result['val_photos']} photos)" if result.get("val_photos") else ")"))
+    if result.get("fast_val_accuracy") is not None:
+        t.add_row("the fast preset, same photos", f"{result['fast_val_accuracy']:.3f}")
     t.add_row("backbone", f"{result['backbone']}{' (fine-tuned)' if result['fine_tuned'] else ''}")
     t.add_row("augment / test views", f"{result['augment']} / {describe_views(result['test_views'])}")
     t.add_row("head l2", f"{result['l2']:g}")
@@ -314,3 +362,19 @@ def print_summary(result) -> None:
         out.print(f"replaced the model that was in {result['model']}")
     if result.get("report"):
         out.print(f"report: {result['report']}")
+    advice = fast_or_accurate(result)
+    if advice:
+        out.print(f"[yellow]{escape(advice)}[/yellow]")
+
+
+def fast_or_accurate(result) -> str | None:
+    """After an accurate run that validates no higher than the fast preset would have: which to keep."""
+    fast, acc, n = result.get("fast_val_accuracy"), result["val_accuracy"], result.get("val_photos") or 0
+    if fast is None or fast < acc:
+        return None
+    gap = round((fast - acc) * n)
+    where = f"{fast:.3f} vs {acc:.3f}, {gap} of {n} held-out photos" if gap else f"both {acc:.3f} on {n} held-out photos"
+    return (f"the fast preset validates {'higher than' if gap else 'as well as'} this accurate model on the same "
+            f"photos ({where}) at a fraction of the cost per prediction (2 views of one network instead of 10 of "
+            f"two): keep a fast model unless your test photos say otherwise. `upright train {result.get('data') or 'DATA'} "
+            "-o MODEL --preset fast` takes seconds now (its embeddings are cached); `upright eval` compares both.")

@@ -43,9 +43,19 @@ def model_json(*, labels: list[str], contract: InputContract, weights_sha256: st
             "training": training, "fitted_on": fitted, **extra}
 
 
+def embeddings_record(backbone: str, sha256: str) -> dict:
+    """model.json "fitted_on"."embeddings": how the near-copy record's rows were made (provenance.py)."""
+    return {"file": provenance.EMBEDDINGS_FILE, "sha256": sha256, "backbone": backbone,
+            "weights_sha256": backbones.weights_sha256(backbone), "view": provenance.RECORD_VIEW,
+            "orientation": "upright", "dtype": "float16",
+            "rows": f"L2-normalised embeddings in the order of {provenance.TENSOR}"}
+
+
 def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.ndarray,
-               backbone_state: dict | None = None, fitted: np.ndarray | None = None) -> Path:
-    """Write MODEL/head.safetensors then MODEL/model.json, each atomically."""
+               backbone_state: dict | None = None, fitted: np.ndarray | None = None,
+               fitted_embeddings: np.ndarray | None = None) -> Path:
+    """Write MODEL/fitted_embeddings.safetensors (the near-copy record, when given), then
+    MODEL/head.safetensors, then MODEL/model.json, each atomically."""
     from safetensors.numpy import save_file
 
     out = Path(out)
@@ -67,6 +77,13 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
             {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
     if fitted is not None:
         tensors[provenance.TENSOR] = np.ascontiguousarray(provenance.check(fitted))
+    if fitted_embeddings is not None:
+        if fitted is None or len(fitted_embeddings) != len(fitted):
+            raise UprightError("refusing to write a near-copy record whose rows are not the fitted photos")
+        with atomic_path(out / provenance.EMBEDDINGS_FILE) as tmp:
+            save_file({provenance.EMBEDDINGS_TENSOR: np.ascontiguousarray(fitted_embeddings, np.float16)}, str(tmp))
+            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        meta["fitted_on"] = {**meta["fitted_on"], "embeddings": embeddings_record(provenance.RECORD_BACKBONE, digest)}
     with atomic_path(out / HEAD_FILE) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
         meta["head_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
@@ -76,4 +93,4 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
     return out
 
 
-__all__ = ["META_FILE", "HEAD_FILE", "fitted_on", "model_json", "save_model"]
+__all__ = ["META_FILE", "HEAD_FILE", "embeddings_record", "fitted_on", "model_json", "save_model"]
