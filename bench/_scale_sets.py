@@ -7,8 +7,9 @@ Sets, made once under the scale folder (outside the repo) and reused:
             second one stored sideways with EXIF Orientation 6 (as phones do)
 
 A measured run is one fresh process (`run_child`): `upright.train` or `run_audit` through the
-Python API, its wall time and its peak RSS (getrusage: this process, and the largest of its
-children, the decode workers). `--src` runs the same children against another source tree,
+Python API, its wall time and its peak RSS (VmHWM of the process itself: getrusage's
+ru_maxrss would also count the pages it inherited from this benchmark at fork; and the largest
+of its children, the decode workers, by getrusage). `--src` runs the same children against another source tree,
 so "before" and "after" are measured on one machine in one run.
 
 Seeded caches (`seed_cache`): for sets too big to embed here in reasonable time, the first 500
@@ -137,22 +138,22 @@ def seed_cache(data: Path, cache: Path, variants=SEED_VARIANTS, base: int = 500,
     embedded (through the product), photo i >= base from photo i % base's vectors (the same
     flowers-500 source when base is 500) times a log-normal factor per feature (see the module
     docstring). Returns the rows seeded (0 when the cache was seeded before)."""
+    marker = cache / f".seeded-{data.name}"
+    if marker.is_file():
+        return 0
     sys.path.insert(0, str(ROOT / "src"))
     from concurrent.futures import ThreadPoolExecutor
 
     from upright import backbones
     from upright.cache import EmbeddingCache, model_key
+    from upright.contract import InputContract
     from upright.pipeline.embed import embed_paths
-    from upright.preprocess import PREPROCESS_VERSION
-
-    marker = cache / f".seeded-{data.name}"
-    if marker.is_file():
-        return 0
     photos = {int(p.stem[1:]): p for p in data.rglob("*.jpg")}
     real = [photos[i] for i in range(min(base, len(photos)))]
     vectors = embed_paths(real, variants=variants, cache_dir=cache, progress=False).vectors  # [base, V, D]
     rest = [photos[i] for i in sorted(photos) if i >= len(real)]
-    key = model_key(backbones.DEFAULT, backbones.weights_sha256(backbones.DEFAULT), PREPROCESS_VERSION)
+    key = model_key(backbones.DEFAULT, backbones.weights_sha256(backbones.DEFAULT),
+                    InputContract.for_backbone(backbones.DEFAULT).preprocess_version)
     with ThreadPoolExecutor(4) as pool:
         shas = list(pool.map(_sha, map(str, rest), chunksize=256))
     rng = np.random.default_rng(seed)
@@ -220,7 +221,9 @@ else:  # select: the head's choice alone, on the cached embeddings train uses (-
             "method": get("method")}
 seconds = time.perf_counter() - t
 me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-print(json.dumps({"seconds": seconds, "rss_mb": me.ru_maxrss / 1024, "workers_rss_mb": kids.ru_maxrss / 1024,
+# VmHWM: this process's own peak (ru_maxrss would count the benchmark's own pages, inherited at fork)
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds, "rss_mb": hwm / 1024, "workers_rss_mb": kids.ru_maxrss / 1024,
                   "cpu_s": me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, **info}))
 """
 

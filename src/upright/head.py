@@ -5,8 +5,14 @@
 `sklearn.linear_model.LogisticRegression` without the dependency. The objective is
 mean cross-entropy + l2/2 * |W|^2 (intercept not penalised), which equals scikit-learn's
 multinomial LogisticRegression with C = 1 / (l2 * n_samples). `select_head` picks the L2
-strength and the test-time views on held-out photos; no torch import anywhere here, so a
-warm re-train stays in seconds.
+strength and the test-time views on held-out photos (a HeadChoice); no torch import anywhere
+here, so a warm re-train stays in seconds.
+
+Memory and time that grow no faster than the photos: the solver reads its rows (`Rows`: every
+training view of every photo) block by block from the [N, V, D] embeddings, with the
+standardisation folded into the weights, so no copy of the rows, standardised or not, is ever
+made (`SoftmaxRegression.fit_views`); `select_head` fits its path of L2 strengths on at most
+SELECT_PHOTOS training photos a fold and refits only the chosen one on all of them.
 """
 
 from __future__ import annotations
