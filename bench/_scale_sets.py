@@ -239,4 +239,4 @@ def run_child(src: Path, **args) -> dict:
         raise SystemExit(f"{args.get('verb')} run failed:\n{res.stderr[-3000:]}")
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out["load"] = round((load + os.getloadavg()[0]) / 2, 2)
-    return {k: round(v, 2) if isinstance(v, float) else v for k, v in out.items()}
+    return {k: round(v, 2) if k in ("seconds", "rss_mb", "workers_rss_mb", "cpu_s") else v for k, v in out.items()}
