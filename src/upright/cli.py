@@ -120,7 +120,11 @@ def audit(
     fail_on: Optional[FailOn] = typer.Option(None, "--fail-on", help="Exit 1 if a finding is this severe or worse."),
     cache: Optional[Path] = CACHE,
     content: bool = typer.Option(True, "--content/--metadata-only",
-                                 help="Run the content checks (sideways, near duplicates) that need embeddings."),
+                                 help="--metadata-only reads headers and nothing else, no pixel: 2,000 12 MP phone "
+                                      "photos take 1.4 s on an empty cache, 0.4 s once recorded. The default also "
+                                      "decodes every file once (in the embedding pass, or at 32 px on every core: "
+                                      "11.8 s for those photos; the outcome is recorded) and runs the checks that "
+                                      "need embeddings (sideways, near duplicates)."),
     checks: Optional[str] = typer.Option(
         None, "--checks", metavar="A,B",
         help="Run only these checks (comma-separated; default all). Unknown names exit 2 with the list."),
@@ -219,7 +223,8 @@ def train(
         help="Do not write MODEL/report.html. The report reads nothing again (it reuses the run's scan, the header "
              "facts and thumbnails recorded in the cache and the embedding pass's decode results); it costs the "
              "header audit's checks and, the first time, a header read of every photo and up to 24 thumbnails: "
-             "REPORT_COST."),
+             "a warm re-train of 2,000 phone photos took 1.6 s with it and 1.1 s without, of 50,000 small "
+             "photos 10.5 s and 7.9 s (bench/scale.py)."),
     cache: Optional[Path] = CACHE,
     json_out: bool = JSON,
     engine: Engine = ENGINE,
@@ -227,7 +232,7 @@ def train(
 ) -> None:
     """Train a classifier on an embedded, offline ImageNet backbone.
 
-Reads DATA/train and DATA/val (or hash-splits a plain folder-per-class tree); DATA/test is never read: it is for `upright eval`. The head's regularisation is chosen on the val photos, then fitted on train + val, and the model records the fingerprints of every photo it was fitted on, so `eval` can say when it scores them. Writes MODEL/model.json, MODEL/head.safetensors and MODEL/report.html (held-out accuracy, per-class figures, confusion matrix, the worst mistakes, the audit's warnings on the training photos).
+Reads DATA/train and DATA/val (or hash-splits a plain folder-per-class tree); DATA/test is never read: it is for `upright eval`. The head's regularisation is chosen on the val photos, then fitted on train + val, and the model records the fingerprints of every photo it was fitted on, so `eval` can say when it scores them. Writes MODEL/model.json, MODEL/head.safetensors and, unless --no-report, MODEL/report.html (held-out accuracy, per-class figures, confusion matrix, the worst mistakes, the audit's warnings on the training photos). What a run learns about each file (its hash, header facts, whether it decodes) is recorded in the cache: a re-train of cached photos hashes no file it knows and decodes no picture, its report included.
 
 Embeddings (of every --augment variant) are cached by file content, so a re-train is seconds. The default --augment flip (mirror) keeps the model's sense of "up"; d4 adds the 8 rotations/mirrors for pictures with no natural up (microscopy, aerial, top-down).
     """
