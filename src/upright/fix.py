@@ -39,7 +39,7 @@ exactly as it was; a file changed since the fix is left alone and named.
 A run killed with SIGKILL can leave hidden temp files of its atomic writes; every run that
 writes (not --dry-run) first removes those that are provably a dead run's own (atomic.py).
 
-Reads go through imaging.py (`open_header`, `describe`); jpegtran gets file paths.
+Reads go through imaging.py (`open_header`, `open_pixels`, `describe`); jpegtran gets file paths.
 """
 
 from __future__ import annotations
@@ -55,14 +55,14 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from .atomic import atomic_path, atomic_write_text, clean_leftovers
 from .audit import run_audit
 from .console import progress as progress_bar
 from .errors import UnreadableImage, UprightError
 from .files import file_sha256, is_image_name, walk_files
-from .imaging import open_header, read_orientation
+from .imaging import open_header, open_pixels, read_orientation
 from .metadata import describe
 from .parallel import ordered_map
 from .orientation import (EXIF_UPRIGHT, ROTATIONS, SWAPS_AXES, apply_orientation, compose, exif_orientation,
@@ -239,18 +239,25 @@ def _xmp_of(im: Image.Image) -> bytes | None:
     return x or None
 
 
-def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]:
-    """Decode through the door (pixels as stored, no colour conversion) and re-encode upright."""
-    swap = e in SWAPS_AXES
-    with open_header(path) as im:
-        info = dict(im.info)
-        sampling = None
-        if fmt in ("JPEG", "MPO"):
-            from PIL import JpegImagePlugin
+@dataclass
+class _Stored:
+    """A file's pixels turned upright in its own mode, with the metadata its writer keeps."""
 
-            sampling = JpegImagePlugin.get_sampling(im)
+    pixels: Image.Image
+    info: dict
+    kw: dict  # icc_profile and the patched EXIF, as Pillow's writers take them
+    xmp: bytes | None
+    sampling: int | None = None  # JPEG chroma subsampling
+    text: dict | None = None  # PNG text chunks
+    tiff_exif: Image.Exif | None = None
+
+
+def _read_stored(path: str, e: int, fmt: str, turned: int) -> _Stored:
+    """Decode through the door (pixels as stored, no colour conversion) and turn them upright."""
+    with open_pixels(path) as im:
+        info = dict(im.info)
+        sampling = JpegImagePlugin.get_sampling(im) if fmt in ("JPEG", "MPO") else None
         text = dict(getattr(im, "text", {}) or {}) if fmt == "PNG" else {}
-        im.load()
         # TIFF: Pillow applied the orientation on load (DECODER_ORIENTS) and dropped the tag.
         if fmt == "TIFF":
             pixels = turn_back(im, turned) if turned else im
@@ -259,62 +266,77 @@ def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]
         if pixels is im:
             pixels = im.copy()
         pixels.info = info
-        kw = _save_kwargs(pixels, swap)
-        xmp = _xmp_of(pixels)
         tiff_exif = im.getexif() if fmt == "TIFF" else None
-    buf = io.BytesIO()
-    if fmt in ("JPEG", "MPO"):
-        if sampling is not None and sampling >= 0:
-            kw["subsampling"] = sampling
-        if xmp:
-            kw["xmp"] = patch_xmp(xmp)
-        if pixels.mode not in ("RGB", "L", "CMYK"):
-            pixels = pixels.convert("RGB")
-        pixels.save(buf, "JPEG", quality=JPEG_QUALITY, **kw)
-        return buf.getvalue(), f"reencode-jpeg-q{JPEG_QUALITY}"
-    if fmt == "PNG":
-        from PIL import PngImagePlugin
+    return _Stored(pixels, info, _save_kwargs(pixels, e in SWAPS_AXES), _xmp_of(pixels), sampling, text, tiff_exif)
 
-        pnginfo = PngImagePlugin.PngInfo()
-        for k, v in text.items():
-            if k == "XML:com.adobe.xmp":
-                v = patch_xmp(v.encode("utf-8") if isinstance(v, str) else v).decode("utf-8", "replace")
-                pnginfo.add_itxt(k, v)
-            elif k.startswith("Raw profile type"):
-                continue  # legacy EXIF text; the eXIf chunk carries it
-            else:
-                pnginfo.add_text(k, v if isinstance(v, str) else str(v))
-        for key in ("transparency", "dpi", "gamma"):
-            if key in info:
-                kw[key] = info[key]
-        pixels.save(buf, "PNG", pnginfo=pnginfo, **kw)
-        return buf.getvalue(), "png-lossless"
-    if fmt == "WEBP":
-        if xmp:
-            kw["xmp"] = patch_xmp(xmp)
-        pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
-        return buf.getvalue(), "webp-lossless"
-    if fmt == "TIFF":
-        # Only descriptive tags: the structural ones (size, strips, compression) are the new file's.
-        exif = Image.Exif()
-        for tag in _TIFF_KEEP:
-            if tiff_exif is not None and tag in tiff_exif:
-                exif[tag] = tiff_exif[tag]
-        for ifd in (0x8769, 0x8825):
-            sub = tiff_exif.get_ifd(ifd) if tiff_exif is not None else {}
-            if sub:
-                exif.get_ifd(ifd).update(sub)
-        tkw = {"compression": "tiff_lzw"}
-        if kw.get("icc_profile"):
-            tkw["icc_profile"] = kw["icc_profile"]
-        if exif is not None:
-            tkw["exif"] = exif
-        pixels.save(buf, "TIFF", **tkw)
-        return buf.getvalue(), "tiff-lossless"
-    if fmt == "AVIF":
-        pixels.save(buf, "AVIF", quality=JPEG_QUALITY, **kw)
-        return buf.getvalue(), f"reencode-avif-q{JPEG_QUALITY}"
-    raise UprightError(f"{path}: cannot rewrite {fmt} files")
+
+def _write_jpeg(s: _Stored, buf: io.BytesIO) -> str:
+    kw = dict(s.kw)
+    if s.sampling is not None and s.sampling >= 0:
+        kw["subsampling"] = s.sampling
+    if s.xmp:
+        kw["xmp"] = patch_xmp(s.xmp)
+    pixels = s.pixels if s.pixels.mode in ("RGB", "L", "CMYK") else s.pixels.convert("RGB")
+    pixels.save(buf, "JPEG", quality=JPEG_QUALITY, **kw)
+    return f"reencode-jpeg-q{JPEG_QUALITY}"
+
+
+def _write_png(s: _Stored, buf: io.BytesIO) -> str:
+    pnginfo = PngImagePlugin.PngInfo()
+    for k, v in (s.text or {}).items():
+        if k == "XML:com.adobe.xmp":
+            v = patch_xmp(v.encode("utf-8") if isinstance(v, str) else v).decode("utf-8", "replace")
+            pnginfo.add_itxt(k, v)
+        elif k.startswith("Raw profile type"):
+            continue  # legacy EXIF text; the eXIf chunk carries it
+        else:
+            pnginfo.add_text(k, v if isinstance(v, str) else str(v))
+    kw = dict(s.kw, **{key: s.info[key] for key in ("transparency", "dpi", "gamma") if key in s.info})
+    s.pixels.save(buf, "PNG", pnginfo=pnginfo, **kw)
+    return "png-lossless"
+
+
+def _write_webp(s: _Stored, buf: io.BytesIO) -> str:
+    kw = dict(s.kw, **({"xmp": patch_xmp(s.xmp)} if s.xmp else {}))
+    s.pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
+    return "webp-lossless"
+
+
+def _write_tiff(s: _Stored, buf: io.BytesIO) -> str:
+    # Only descriptive tags: the structural ones (size, strips, compression) are the new file's.
+    exif = Image.Exif()
+    for tag in _TIFF_KEEP:
+        if s.tiff_exif is not None and tag in s.tiff_exif:
+            exif[tag] = s.tiff_exif[tag]
+    for ifd in (0x8769, 0x8825):
+        sub = s.tiff_exif.get_ifd(ifd) if s.tiff_exif is not None else {}
+        if sub:
+            exif.get_ifd(ifd).update(sub)
+    kw = {"compression": "tiff_lzw", "exif": exif}
+    if s.kw.get("icc_profile"):
+        kw["icc_profile"] = s.kw["icc_profile"]
+    s.pixels.save(buf, "TIFF", **kw)
+    return "tiff-lossless"
+
+
+def _write_avif(s: _Stored, buf: io.BytesIO) -> str:
+    s.pixels.save(buf, "AVIF", quality=JPEG_QUALITY, **s.kw)
+    return f"reencode-avif-q{JPEG_QUALITY}"
+
+
+#: How each format is written back: a writer takes the upright pixels and returns the method name.
+WRITERS = {"JPEG": _write_jpeg, "MPO": _write_jpeg, "PNG": _write_png, "WEBP": _write_webp,
+           "TIFF": _write_tiff, "AVIF": _write_avif}
+
+
+def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]:
+    """Decode through the door (pixels as stored, no colour conversion) and re-encode upright."""
+    writer = WRITERS.get(fmt)
+    if writer is None:
+        raise UprightError(f"{path}: cannot rewrite {fmt} files")
+    buf = io.BytesIO()
+    method = writer(_read_stored(path, e, fmt, turned), buf)
+    return buf.getvalue(), method
 
 
 def _check_output(data: bytes, want_size: tuple[int, int]) -> None:
@@ -343,7 +365,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
     res.orientation, res.turned = facts.orientation, turned
     if e == 1 and not needs_retag:
         return None, res
-    if fmt not in ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "AVIF"):
+    if fmt not in WRITERS:
         res.note = f"{fmt} files carry no orientation to fix"
         return None, res
     swap = e in SWAPS_AXES
