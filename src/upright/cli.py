@@ -8,7 +8,11 @@ Exit codes: 0 ok, 1 findings/failed checks where noted, 2 usage or input error (
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
+import sqlite3
 import sys
 from enum import Enum
 from pathlib import Path
@@ -25,7 +29,7 @@ from .audit.report import write_report as write_audit_report
 from .dataset import DEFAULT_VAL_FRACTION
 from .demo import run_demo
 from .demo.data import DEFAULT_PHOTOS
-from .errors import UprightError
+from .errors import UprightError, one_line
 from .evaluate import evaluate as run_eval
 from .evaluate import print_summary as print_eval_summary
 from .export import run_export
@@ -188,7 +192,7 @@ def fix(
             raise UprightError("--undo takes only DATA (with --dry-run and --json if wanted)")
         result = undo_fix(data, dry_run=dry_run)
         emit(result, json_out, print_undo_summary)
-        if result["conflicts"]:
+        if not result["complete"]:  # fewer originals restored than the manifest lists
             raise typer.Exit(1)
         return
     result = run_fix(data, out=out, in_place=in_place, dry_run=dry_run, rotate_sideways=rotate_sideways,
@@ -442,16 +446,71 @@ def demo(
     emit(result, json_out, lambda r: None)  # the human story was told as it ran
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, schedulers), raised where Ctrl+C would be: every verb keeps its
+    finished work the same way (embed its shards, fix its written files)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked worker: die as a plain SIGTERM would kill it
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    raise Terminated()
+
+
+_MAIN_PID = os.getpid()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: one-line errors with exit 2, never a traceback for user errors."""
+    """Console-script entry: one-line errors with exit 2, never a traceback for user errors;
+    a full disk (ENOSPC, EDQUOT) is one of them. SIGTERM is handled like Ctrl+C (exit 143)."""
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(args=argv, prog_name="upright")
+    except SystemExit as exc:
+        if _caused_by(exc, Terminated):  # typer turns the interrupt into exit 130
+            typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
+            sys.exit(143)
+        raise
     except UprightError as exc:
         typer.echo(f"upright: error: {exc}", err=True)
         sys.exit(2)
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not disk_full(exc):
+            raise
+        typer.echo(f"upright: error: {disk_full(exc)}", err=True)
+        sys.exit(2)
+    except Terminated:
+        typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         typer.echo("upright: interrupted", err=True)
         sys.exit(130)
+
+
+def _caused_by(exc: BaseException | None, kind: type) -> bool:
+    while exc is not None:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The one-line reason when `exc` (or what caused it) is a full disk or quota, else None."""
+    while exc is not None:
+        if isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT) or any(
+                w in str(exc) for w in ("No space left on device", "Disk quota exceeded"))):
+            where = f": {exc.filename}" if exc.filename else ""
+            what = exc.strerror or one_line(exc, 160)
+            return f"{what}{where} (disk full; nothing half-written was left)"
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return "no space left on device: the cache database is full (nothing half-written was left)"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover
