@@ -16,6 +16,7 @@ Families: declared size against real data (`webp_lossless_canvas`, `webp_animate
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import sys
@@ -71,9 +72,11 @@ def _riff_webp(chunks: bytes) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WEBP" + chunks
 
 
-def webp_lossless_canvas(w: int = W, h: int = H) -> bytes:
-    """A valid lossless WebP of w x h transparent pixels in a few dozen bytes."""
-    return _riff_webp(_chunk_riff(b"VP8L", _vp8l(w, h)))
+def webp_lossless_canvas(w: int = W, h: int = H, pad: int = 0) -> bytes:
+    """A valid lossless WebP of w x h transparent pixels in a few dozen bytes (plus an unknown
+    chunk of `pad` bytes, which readers skip: the same canvas in a file that looks its size)."""
+    extra = _chunk_riff(b"XPAD", bytes(pad)) if pad else b""
+    return _riff_webp(_chunk_riff(b"VP8L", _vp8l(w, h)) + extra)
 
 
 def _u24(v: int) -> bytes:
@@ -159,15 +162,20 @@ def ispe(w: int, h: int) -> bytes:
     return _box(b"ispe", struct.pack(">III", 0, w, h))
 
 
-def avif_extra_ispe(w: int = W, h: int = H, first: bool = True) -> bytes:
-    """A 64x48 AVIF whose primary item carries a second 'ispe' declaring w x h (first: ahead of
-    the real one, which is the one libavif reads)."""
+@functools.lru_cache(maxsize=1)
+def _small_avif() -> bytes:
     from PIL import Image
 
     rng = np.random.default_rng(0)
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buf, "AVIF", quality=60)
-    return avif_with_property(buf.getvalue(), ispe(w, h), first=first)
+    return buf.getvalue()
+
+
+def avif_extra_ispe(w: int = W, h: int = H, first: bool = True) -> bytes:
+    """A 64x48 AVIF whose primary item carries a second 'ispe' declaring w x h (first: ahead of
+    the real one, which is the one libavif reads)."""
+    return avif_with_property(_small_avif(), ispe(w, h), first=first)
 
 
 # ---- TIFF ---------------------------------------------------------------------------------------
@@ -325,6 +333,34 @@ FAMILIES = {
 }
 EXTENSIONS = {"webp": ".webp", "avif": ".avif", "gif": ".gif", "tiff": ".tif", "bmp": ".bmp", "jpeg": ".jpg",
               "png": ".png"}
+
+
+#: What the fuzz target (targets.py `families`) varies in each family: name -> {param: (lo, hi)}.
+#: Ranges keep one input's file under a few MB, so the fuzzer tries many per second.
+FUZZ_RANGES = {
+    "webp_lossless_canvas": {"w": (1, 16384), "h": (1, 16384), "pad": (0, 70000)},
+    "webp_animated_canvas": {"w": (1, 16384), "h": (1, 16384), "frames": (1, 64)},
+    "avif_extra_ispe": {"w": (1, 70000), "h": (1, 70000), "first": (0, 1)},
+    "gif_canvas": {"w": (1, 65535), "h": (1, 65535)},
+    "tiff_planar_tiles": {"w": (1, 4096), "h": (1, 4096), "tile": (1, 8)},
+    "tiff_ifd_chain": {"pages": (1, 40000)},
+    "bmp_rle_rows": {"w": (1, 20000), "h": (1, 20000)},
+    "jpeg_app1_flood": {"segments": (1, 60000), "payload": (0, 64)},
+    "jpeg_fill_flood": {"fill": (1, 1_000_000)},
+    "jpeg_com_flood": {"markers": (1, 400_000)},
+    "jpeg_padded": {"padding": (0, 1_000_000), "w": (8, 640), "h": (8, 480)},
+    "png_chunk_flood": {"chunks": (1, 200_000)},
+}
+
+
+def draw(name: str, pick) -> dict:
+    """Parameters of family `name` for the fuzzer: pick(lo, hi) returns an int in [lo, hi]."""
+    params = {k: pick(lo, hi) for k, (lo, hi) in FUZZ_RANGES[name].items()}
+    if name == "tiff_planar_tiles":
+        params["tile"] *= 16  # TIFF tiles are multiples of 16
+    if name == "avif_extra_ispe":
+        params["first"] = bool(params["first"])
+    return params
 
 
 def write(folder: Path, name: str, **params) -> Path:

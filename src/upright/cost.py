@@ -33,8 +33,9 @@ from .containers import Survey
 
 #: Bytes one file's decode may cost: with Python, Pillow and numpy (~60 MB) under 1 GiB of RSS.
 DEFAULT_BUDGET = 960 << 20
-#: Pixels a Python-speed decoder may loop over (Pillow's BMP RLE: ~5 MP/s on one 2020s core).
-MAX_PYTHON_PIXELS = 16_000_000
+#: Pixels a Python-speed decoder may loop over (Pillow's BMP RLE: ~6 MP/s on one 2020s core,
+#: under 2 MP/s when the fuzzer instruments it): 4 MP, a second at most.
+MAX_PYTHON_PIXELS = 4_000_000
 #: Declared raw RGB bytes per coded byte: deflate tops out near 1,000:1, JPEG near 1,500:1;
 #: only a header lying about its canvas (or a blank canvas nobody photographs) goes further.
 MAX_DECLARED_RATIO = 100_000
@@ -137,7 +138,7 @@ def declared_reason(fmt: str, canvas: tuple[int, int], survey: Survey, file_size
                 f"per byte, over {MAX_DECLARED_RATIO:,}): a tiny file declaring a huge canvas")
     if survey.rle and w * h > MAX_PYTHON_PIXELS:
         return (f"RLE-compressed BMP of {w}x{h}: Pillow decodes RLE in Python, pixel by pixel, and over "
-                f"{MAX_PYTHON_PIXELS // 1_000_000} MP that takes minutes")
+                f"{MAX_PYTHON_PIXELS // 1_000_000} MP that takes seconds to minutes")
     return None
 
 
