@@ -56,7 +56,7 @@ from ..report.html import image_data_url
 from .access import TokenGate, new_token
 from .batcher import Batcher
 from .body import UploadError, read_upload
-from .budget import DecodeBudget, decode_upload
+from .budget import DecodeBudget, decode_upload, release_memory
 from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
 from .guard import RequestGuard, SecurityHeaders
@@ -147,25 +147,6 @@ def prepare(data: bytes, decode_size: int, orient: bool = True) -> Prepared:
         stored_size=d.stored_size, format=d.format, notes=list(d.notes),
         decode_ms=(time.perf_counter() - t0) * 1000,
     )
-
-
-_malloc_trim: list = []
-
-
-def release_memory() -> None:
-    """Hand the heap freed after a burst of uploads back to the OS. glibc keeps it (per-thread
-    arenas, a raised mmap threshold) and the server's RSS would stay at the burst's level;
-    malloc_trim returns it. A no-op where the C library has no malloc_trim."""
-    if not _malloc_trim:
-        try:
-            import ctypes
-
-            _malloc_trim.append(ctypes.CDLL(None).malloc_trim)
-        except (OSError, AttributeError):
-            _malloc_trim.append(None)
-    if _malloc_trim[0] is not None:
-        _malloc_trim[0](0)
-
 
 
 # --------------------------------------------------------------------------- app

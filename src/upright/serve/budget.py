@@ -24,6 +24,28 @@ from ..cost import DEFAULT_BUDGET
 from ..imaging import estimate
 
 T = TypeVar("T")
+#: After a decode that held at least this much, the freed heap goes back to the OS before the
+#: next one starts: glibc keeps it in the decoding thread's arena, and the next decode runs in
+#: another thread's arena, so two turns of the budget would otherwise cost twice its RSS.
+TRIM_AFTER = 64 << 20
+
+
+_malloc_trim: list = []
+
+
+def release_memory() -> None:
+    """Hand the heap freed after a burst of uploads back to the OS. glibc keeps it (per-thread
+    arenas, a raised mmap threshold) and the server's RSS would stay at the burst's level;
+    malloc_trim returns it. A no-op where the C library has no malloc_trim."""
+    if not _malloc_trim:
+        try:
+            import ctypes
+
+            _malloc_trim.append(ctypes.CDLL(None).malloc_trim)
+        except (OSError, AttributeError):
+            _malloc_trim.append(None)
+    if _malloc_trim[0] is not None:
+        _malloc_trim[0](0)
 
 
 class DecodeBudget:
@@ -60,5 +82,9 @@ async def decode_upload(data: bytes, size: int | None, *, budget: DecodeBudget,
     header), wait for its bytes in `budget`, then run `decode(data)` in `pool`."""
     loop = asyncio.get_running_loop()
     cost = await loop.run_in_executor(pool, estimate, data, size)
-    async with budget.hold(cost.total):
-        return await loop.run_in_executor(pool, decode, data)
+    async with budget.hold(cost.total) as held:
+        try:
+            return await loop.run_in_executor(pool, decode, data)
+        finally:
+            if held >= TRIM_AFTER:
+                await loop.run_in_executor(pool, release_memory)
