@@ -96,7 +96,7 @@ def webp_animated_canvas(w: int = W, h: int = H, frames: int = 4) -> bytes:
 
 # ---- AVIF (ISO boxes) ---------------------------------------------------------------------------
 
-def _box(kind: bytes, payload: bytes) -> bytes:
+def box(kind: bytes, payload: bytes) -> bytes:
     return struct.pack(">I", 8 + len(payload)) + kind + payload
 
 
@@ -152,14 +152,14 @@ def avif_with_property(data: bytes, prop: bytes, first: bool = False) -> bytes:
     ipma[10] += 1
     entry = bytes([0x80 | (n_props + 1)])
     ipma = ipma[:11] + entry + ipma[11:] if first else ipma + entry
-    iprp = _box(b"iprp", _box(b"ipco", ipco + prop) + _box(b"ipma", bytes(ipma)))
-    meta = bytearray(_box(b"meta", data[ms + 8:ps] + iprp + data[pe:me]))
+    iprp = box(b"iprp", box(b"ipco", ipco + prop) + box(b"ipma", bytes(ipma)))
+    meta = bytearray(box(b"meta", data[ms + 8:ps] + iprp + data[pe:me]))
     _shift_iloc(meta, len(meta) - (me - ms), me)
     return data[:ms] + bytes(meta) + data[me:]
 
 
 def ispe(w: int, h: int) -> bytes:
-    return _box(b"ispe", struct.pack(">III", 0, w, h))
+    return box(b"ispe", struct.pack(">III", 0, w, h))
 
 
 @functools.lru_cache(maxsize=1)

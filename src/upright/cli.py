@@ -178,14 +178,16 @@ def fix(
     cache: Optional[Path] = CACHE,
     undo: bool = typer.Option(False, "--undo",
                               help="The way back from --in-place: put every original back byte for byte and "
-                                   "remove DATA/.upright-originals/ (exit 1 if a file changed since)."),
+                                   "remove DATA/.upright-originals/ (exit 1 when fewer are restored than its "
+                                   "manifest lists, e.g. a file changed since)."),
 ) -> None:
     """Write upright copies of photos (lossless for JPEG where possible); never loses data.
 
     --in-place keeps every replaced original in DATA/.upright-originals/ (same relative
     paths, listed in manifest.jsonl); undo with: upright fix DATA --undo (leaves DATA
-    exactly as it was, nothing extra). Temp files a killed run left are removed on the
-    next run.
+    exactly as it was, nothing extra). It never writes through a symbolic link that leads
+    outside DATA nor replaces a linked file by a file (such files are skipped, the row says
+    why). Temp files a killed run left are removed on the next run.
     """
     if undo:
         if out or in_place or rotate_sideways:
@@ -382,7 +384,9 @@ def serve(
     """Start the web test app: upload, drag and drop or camera; shows what the model saw.
 
     Uploads over --max-upload-mb get 413 before their body is read; slow clients get 408
-    (request head within 10 s, body pauses at most 15 s, 120 s in all); every error is JSON.
+    (request head within 10 s, body pauses at most 15 s, 120 s in all); a POST from another
+    origin's web page gets 403; uploads decoding at once share one memory budget; every
+    error is JSON.
     """
     if max_upload_mb <= 0 or top_k < 1 or max_batch < 1:
         raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")

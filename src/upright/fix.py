@@ -34,7 +34,14 @@ its original is hard-linked (or copied) to DATA/.upright-originals/<same relativ
 a line is appended to DATA/.upright-originals/manifest.jsonl. `upright fix DATA --undo`
 (`undo_fix`) puts every original back byte for byte (the hard link itself is renamed back,
 so mode and times are the original's too) and removes .upright-originals/, leaving DATA
-exactly as it was; a file changed since the fix is left alone and named.
+exactly as it was; a file changed since the fix is left alone and named, and the run says
+(and `--undo` exits 1) whenever it restores fewer originals than the manifest lists.
+
+Symbolic links: `--in-place` never writes through a link that leads outside DATA (a file
+reached through a linked folder there is "skipped") and never turns a linked file into a
+plain file ("skipped": its target is fixed where it lives when it is inside DATA); `--out`
+never writes through a link inside OUT ("failed"). Any failed write (a full disk) leaves the
+file, the backup folder and the manifest as they were.
 
 A run killed with SIGKILL can leave hidden temp files of its atomic writes; every run that
 writes (not --dry-run) first removes those that are provably a dead run's own (atomic.py).
