@@ -105,27 +105,32 @@ def coefficient_bytes(w: int, h: int, layers) -> int:
 def price(fmt: str, mode: str, info: dict, canvas: tuple[int, int], size: int | None, *, survey: Survey,
           file_size: int, gap: int, coefficients: int = 0, bit_depth: int = 8) -> Cost:
     """The cost of reading a file whose header was opened: `canvas` is the largest picture it
-    declares (Pillow's size, or more when the container says so)."""
+    declares (Pillow's size, or more when the container says so). A full-size read's own
+    result (4 bytes a pixel) is in `total`, not in `decode`: the caller asked for it."""
     w, h = canvas
     px = w * h
     convert = not plain_rgb(mode, info)
+    picture = px * storage(mode)  # the decoded picture, at full size
     if fmt in ("JPEG", "MPO"):
-        held = jpeg_draft_pixels(w, h, size) * storage(mode) + coefficients
-        path = "libjpeg" + (f", {coefficients >> 20} MB of DCT coefficients" if coefficients else "")
+        decoded = jpeg_draft_pixels(w, h, size) * storage(mode) if size else picture
+        held, path = coefficients, "libjpeg" + (f", {coefficients >> 20} MB of DCT coefficients" if coefficients else "")
     elif fmt in LIBRARY_BYTES:
         per = LIBRARY_BYTES[fmt]
         if fmt == "HEIF":
             per += (2 if "A" in mode else 0) + (1.5 if bit_depth > 8 else 0)
-        held = int(px * per) + file_size
-        path = {"WEBP": "libwebp holds the whole canvas 4 times", "AVIF": "libavif",
-                "HEIF": "libheif"}[fmt]
+        decoded, held = 0, int(px * per) + file_size
+        path = {"WEBP": "libwebp holds the whole canvas 4 times", "AVIF": "libavif", "HEIF": "libheif"}[fmt]
+        convert = True  # their pixels always go through the RGB conversion
     else:
-        held = px * storage(mode) + (2 * px if survey.rle else 0)
+        decoded, held = picture, (2 * px if survey.rle else 0)
         path = "Pillow" + (", RLE in Python" if survey.rle else "")
+    if size:
+        held += decoded + reduced(w, h, size, gap) * 4
+    elif convert:
+        held += decoded  # converted into a new RGB picture: the decoded one is working memory
     if convert:
         held += BAND_BYTES
-    held += reduced(w, h, size, gap) * 4 if size else 0
-    result = px * 4 if (not size and convert) else 0
+    result = 0 if size else px * 4
     return Cost(decode=held, total=held + result, path=path)
 
 
