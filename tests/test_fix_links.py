@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from fixtures import SLOW_RUNNER, asym_picture, class_picture, make_dataset, write_photo
-from upright.cli import main
 from upright.fix import BACKUP_DIR, MANIFEST, run_fix, undo_fix
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -26,14 +25,6 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def sha(p: Path) -> str:
     return hashlib.sha256(Path(p).read_bytes()).hexdigest()
-
-
-def cli(*argv) -> int:
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        return exc.code or 0
-    return 0
 
 
 def tree(tmp_path: Path) -> tuple[Path, Path]:
@@ -63,7 +54,7 @@ def test_in_place_never_writes_outside_data_nor_replaces_a_link(tmp_path):
     assert r.to_dict()["files"][0]["path"] == r["files"][0].path  # the typed result's JSON
 
 
-def test_out_never_writes_through_a_link_in_out(tmp_path):
+def test_out_never_writes_through_a_link_in_out(tmp_path, cli):
     data = tmp_path / "data"
     write_photo(data / "sub" / "p.png", asym_picture(), 6, fmt="PNG")
     write_photo(data / "q.png", asym_picture(), 6, fmt="PNG")
@@ -73,12 +64,12 @@ def test_out_never_writes_through_a_link_in_out(tmp_path):
     (out / "sub").symlink_to(victim, target_is_directory=True)
     (out / "q.png").symlink_to(tmp_path / "precious.png")
     (tmp_path / "precious.png").write_bytes(b"precious")
-    assert cli("fix", data, "--out", out) == 1  # failed files: exit 1, said per file
+    assert cli("fix", data, "--out", out)[0] == 1  # failed files: exit 1, said per file
     assert list(victim.iterdir()) == [] and (tmp_path / "precious.png").read_bytes() == b"precious"
     assert (out / "q.png").is_symlink()
 
 
-def test_undo_exits_1_when_it_restores_less_than_its_manifest_lists(tmp_path, capsys):
+def test_undo_exits_1_when_it_restores_less_than_its_manifest_lists(tmp_path, cli):
     d = tmp_path / "d"
     (d / BACKUP_DIR).mkdir(parents=True)
     (tmp_path / "victim.jpg").write_bytes(b"precious")
@@ -86,15 +77,15 @@ def test_undo_exits_1_when_it_restores_less_than_its_manifest_lists(tmp_path, ca
     (d / BACKUP_DIR / MANIFEST).write_text(json.dumps(line) + "\n")
     r = undo_fix(d, dry_run=True)
     assert r["listed"] == 1 and not r["complete"]
-    assert cli("fix", d, "--undo") == 1
-    assert "1 of the 1 listed not restored" in capsys.readouterr().out
+    code, out, _ = cli("fix", d, "--undo")
+    assert code == 1 and "1 of the 1 listed not restored" in out
 
 
-def test_undo_of_a_clean_run_exits_0(tmp_path):
+def test_undo_of_a_clean_run_exits_0(tmp_path, cli):
     d = tmp_path / "d"
     write_photo(d / "p.png", asym_picture(), 6, fmt="PNG")
     run_fix(d, in_place=True, progress=False)
-    assert cli("fix", d, "--undo") == 0
+    assert cli("fix", d, "--undo")[0] == 0
 
 
 # ---- a full disk: a real tmpfs of 1 MB in a private mount namespace -------------------------------
@@ -192,7 +183,7 @@ cat "$SMALL.err"
     assert sum(x.startswith("upright: error:") for x in text.splitlines()) == 1, text
 
 
-def test_a_disk_full_error_anywhere_is_one_line(monkeypatch, tmp_path, capsys):
+def test_a_disk_full_error_anywhere_is_one_line(monkeypatch, tmp_path, cli):
     """Where no tmpfs can be mounted: the same path, with the write itself failing."""
     import errno
 
@@ -205,8 +196,8 @@ def test_a_disk_full_error_anywhere_is_one_line(monkeypatch, tmp_path, capsys):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "p.png"))
 
     monkeypatch.setattr(fix_module.shutil, "copystat", no_space)
-    assert cli("fix", data, "--out", tmp_path / "out") == 2
-    err = capsys.readouterr().err
+    code, _, err = cli("fix", data, "--out", tmp_path / "out")
+    assert code == 2
     said = [x for x in err.splitlines() if "upright:" in x]
     assert len(said) == 1 and said[0].endswith("(disk full; nothing half-written was left)"), err
     assert "No space left on device" in said[0] and "Traceback" not in err
@@ -247,7 +238,6 @@ def test_a_failed_manifest_append_leaves_no_half_line(tmp_path, monkeypatch):
 TERMINATED = SLOW_RUNNER + """
 from upright.embedding import stores
 batch.BATCH = stores.SHARD_ROWS = 2
-from upright.cli import main
 main(["embed", sys.argv[1], "-o", sys.argv[2]])
 """
 

@@ -9,7 +9,6 @@ import asyncio
 import io
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fixtures import LiveServer, SlowModel, asym_picture, encode
+from fixtures import LiveServer, SlowModel, asym_picture, encode, serve_process
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 sys.path.insert(0, str(FUZZ))
@@ -165,18 +164,7 @@ def test_eight_hostile_uploads_at_once_stay_under_the_budget(stripes_model_dir):
     """`upright serve` in its own process: 8 concurrent uploads, four 200 MP RGBA PNGs (each
     priced about 860 MB to decode: they take turns) and four hostile families (refused from
     their headers), while a normal photo is answered. Peak RSS stays under 1.5 GiB."""
-    proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(stripes_model_dir), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().split()[2].rstrip("/")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.1)
+    with serve_process(stripes_model_dir) as (proc, url):
         photo = encode(asym_picture(1600, 1200), "JPEG")
         assert httpx.post(url + "/api/predict", content=photo, timeout=120).status_code == 200  # warm-up
         uploads = [rgba_png(16320, 12240)] * 4 + [
@@ -202,9 +190,3 @@ def test_eight_hostile_uploads_at_once_stay_under_the_budget(stripes_model_dir):
         assert sorted(codes) == [200] * 4 + [400] * 4, codes
         assert health["decode_memory"]["peak_mb"] <= health["decode_memory"]["budget_mb"]
         assert peak < 1.5 * 2**30, peak
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()
