@@ -218,8 +218,7 @@ class Survey:
     progressive: bool = False  # JPEG: a progressive frame (SOF2/6/10/14)
     body: int | None = None  # JPEG: offset of the first SOS marker; PNG: of the first IDAT chunk
     rle: bool = False  # BMP: RLE4/RLE8, which Pillow decodes in Python, pixel by pixel
-    tables: int = 0  # TIFF: tile or strip entries of the first page (every plane)
-    planar: bool = False  # TIFF: PlanarConfiguration 2 (one plane after the other)
+    tables: int = 0  # TIFF: tile or strip entries of the first page (every plane: planar files have 3x)
 
 
 def survey(fp: BinaryIO) -> Survey:
@@ -427,7 +426,7 @@ def _tiff(w: _Window) -> Survey:
     for tag, typ, count, pos in entries:
         if typ not in _TIFF_BLOBS:
             values += count
-        if tag in (256, 257, 284) and count >= 1:
+        if tag in (256, 257) and count >= 1:
             fields[tag] = t.value(typ, pos)
         elif tag in (273, 324):  # StripOffsets, TileOffsets
             out.tables = max(out.tables, count)
@@ -436,7 +435,6 @@ def _tiff(w: _Window) -> Survey:
                           f"tiles), over the limit of {MAX_TIFF_VALUES:,}")
     if 256 in fields and 257 in fields:
         out.canvas = (fields[256], fields[257])
-    out.planar = fields.get(284) == 2
     return out
 
 
@@ -482,6 +480,8 @@ def _gif(w: _Window) -> Survey:
     pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
     out = Survey("GIF", canvas=(sw, sh))
     for _ in range(MAX_COUNTED_FRAMES):
+        if pos > 64 << 20:
+            break
         block = w.get(pos, 1)[0]
         if block == 0x21:
             pos = _skip_sub_blocks(w, pos + 2)
@@ -504,8 +504,9 @@ def _skip_sub_blocks(w: _Window, pos: int) -> int:
             return pos
 
 
-def gif_frame_count(fp: BinaryIO, limit: int = MAX_COUNTED_FRAMES) -> int:
-    """Images in a GIF, by walking its blocks (no LZW decode), counted up to `limit`. At least 1."""
+def gif_frame_count(fp: BinaryIO, limit: int = MAX_COUNTED_FRAMES, max_bytes: int = 64 << 20) -> int:
+    """Images in a GIF, by walking its blocks (no LZW decode), counted up to `limit` frames
+    or `max_bytes` into the file (what was counted so far). At least 1."""
     w = _Window(fp)
     frames = 0
     try:
@@ -513,7 +514,7 @@ def gif_frame_count(fp: BinaryIO, limit: int = MAX_COUNTED_FRAMES) -> int:
             return 1
         flags = w.get(10, 1)[0]
         pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
-        while frames < limit:
+        while frames < limit and pos < max_bytes:
             block = w.get(pos, 1)
             if not block or block[0] == 0x3B:  # the end, or the trailer
                 break

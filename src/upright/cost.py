@@ -8,7 +8,8 @@ figures in docs/contracts.md):
 
 - Pillow's own decoders (PNG, TIFF, GIF, BMP) hold the picture in Pillow's storage: 1 byte a
   pixel for 1/L/P, 2 for 16-bit grey, 4 for everything else. BMP's RLE decoder (Python)
-  holds two more copies of the 8-bit picture.
+  holds two more copies of the 8-bit picture. A planar TIFF costs what a contiguous one does
+  (measured); its three tile tables are what costs, and containers.survey caps them.
 - libwebp (every WebP, through Pillow's animation decoder): the canvas four times (its
   canvas, its frame buffer, the copy handed to Pillow, Pillow's picture): 16 bytes a pixel.
 - libavif (Pillow's AVIF plugin): YUV planes, an RGB copy and Pillow's picture: 9 bytes a
@@ -134,7 +135,7 @@ def price(fmt: str, mode: str, info: dict, canvas: tuple[int, int], size: int | 
     return Cost(decode=held, total=held + result, path=path)
 
 
-def declared_reason(fmt: str, canvas: tuple[int, int], survey: Survey, file_size: int) -> str | None:
+def declared_reason(canvas: tuple[int, int], survey: Survey, file_size: int) -> str | None:
     """Why a header's declarations alone refuse the file (before anything is decoded), or None."""
     w, h = canvas
     raw = w * h * 3

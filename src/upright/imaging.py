@@ -205,7 +205,7 @@ def _survey(fp: BinaryIO, file_size: int, name: str | None) -> containers.Survey
         w, h = found.canvas
         if w * h > _max_pixels:
             raise UnreadableImage(name, _bomb_reason((w, h), None))
-        why = cost.declared_reason(found.kind or "", found.canvas, found, file_size) if w and h else None
+        why = cost.declared_reason(found.canvas, found, file_size) if w and h else None
         if why:
             raise UnreadableImage(name, why)
     return found
