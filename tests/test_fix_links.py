@@ -238,6 +238,7 @@ def test_a_failed_manifest_append_leaves_no_half_line(tmp_path, monkeypatch):
 TERMINATED = SLOW_RUNNER + """
 from upright.embedding import stores
 batch.BATCH = stores.SHARD_ROWS = 2
+from upright.cli import main
 main(["embed", sys.argv[1], "-o", sys.argv[2]])
 """
 

@@ -230,3 +230,13 @@ def test_a_normal_photo_is_priced_small():
     assert cost.decode < 64 << 20 and cost.total == cost.decode
     full = imaging.estimate(data, None)  # the full-size result is the caller's: in total only
     assert full.total >= 4000 * 3000 * 4 > full.decode
+
+
+def test_a_webp_too_big_to_read_whole_is_refused_before_its_decoder_reads_it(tmp_path):
+    path = tmp_path / "huge.webp"
+    head = families.webp_lossless_canvas(100, 100)
+    with open(path, "wb") as f:  # 1.1 GB, sparse: Pillow's WebP plugin would read it all on open
+        f.write(head)
+        f.truncate(1_100_000_000)
+    facts = describe(path)
+    assert facts.unreadable and "reads whole" in facts.unreadable

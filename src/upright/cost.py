@@ -48,7 +48,8 @@ BAND_BYTES = 64 << 20
 _STORAGE = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}
 #: Bytes a pixel costs on each decoder path beside nothing else (see the module docstring).
 LIBRARY_BYTES = {"WEBP": 16.0, "AVIF": 9.0, "HEIF": 4.5}
-_READ_WHOLE = ("WEBP", "AVIF", "HEIF")
+#: Containers whose decoder reads the whole file into memory as it opens it (survey kinds).
+READ_WHOLE = ("WEBP", "ISOBMFF")
 
 
 def storage(mode: str) -> int:

@@ -201,6 +201,9 @@ def _survey(fp: BinaryIO, file_size: int, name: str | None) -> containers.Survey
         found = containers.survey(fp)
     except containers.HeaderLimit as exc:
         raise UnreadableImage(name, str(exc)) from None
+    if found.kind in cost.READ_WHOLE and file_size > _decode_budget:
+        raise UnreadableImage(name, f"a {file_size / 1e6:,.0f} MB {found.kind.lower()} file, which its decoder reads "
+                                    f"whole, over the memory budget of {_decode_budget >> 20:,} MB for one file")
     if found.canvas:
         w, h = found.canvas
         if w * h > _max_pixels:
