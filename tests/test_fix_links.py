@@ -137,6 +137,25 @@ def test_fix_out_on_a_full_disk_is_one_line_and_exit_2(tmp_path):
 
 
 @needs_mount
+@pytest.mark.slow
+@pytest.mark.parametrize("what,size,args", [
+    ("embed shards", "16k", 'embed {data} -o "$SMALL/out"'),
+    ("model writes", "12k", 'train {data} -o "$SMALL/model"'),
+    ("the cache", "256k", 'train {data} -o {tmp}/model'),
+])
+def test_every_writer_on_a_full_disk_is_one_line_and_exit_2(tmp_path, what, size, args, monkeypatch):
+    data = make_dataset(tmp_path / "data", n_per_class=4, classes=("cat", "dog"))
+    if what == "the cache":  # the cache itself on the small disk (ONNX export, SQLite)
+        monkeypatch.setenv("UPRIGHT_CACHE_DIR", str(tmp_path / "small" / "cache"))
+    rc, left, text = full_disk(tmp_path, size, args.format(data=data, tmp=tmp_path))
+    said = [x for x in text.splitlines() if x.startswith("upright:")]
+    assert rc == 2, text
+    assert len(said) == 1 and "Traceback" not in text, text
+    assert any(w in said[0] for w in ("No space left on device", "disk full", "is full")), said
+    assert left == [], left
+
+
+@needs_mount
 def test_fix_in_place_on_a_full_disk_leaves_every_file_whole(tmp_path):
     prelude, data_rel = tmp_path / "prelude.sh", "data"
     script = f"""
