@@ -6,7 +6,6 @@ each cost hundreds of MB to decode, which share one decode budget. A real uvicor
 from __future__ import annotations
 
 import asyncio
-import io
 import socket
 import struct
 import sys

@@ -8,8 +8,6 @@ import io
 import json
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path

@@ -61,7 +61,7 @@ from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, D
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
 from .guard import RequestGuard, SecurityHeaders
 from .lan import WILDCARDS, exposure_warning, is_ip, lan_addresses, link, phone_words, qr_lines
-from .protocol import protocol_class, server_config  # noqa: F401 - the serving config lives there
+from .protocol import server_config
 from .tls import certificate_for
 from .turns import thumbnails, turn_json, turned
 
