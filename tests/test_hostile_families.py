@@ -240,3 +240,22 @@ def test_a_webp_too_big_to_read_whole_is_refused_before_its_decoder_reads_it(tmp
         f.truncate(1_100_000_000)
     facts = describe(path)
     assert facts.unreadable and "reads whole" in facts.unreadable
+
+
+@pytest.mark.parametrize("data", [
+    b"II+\x00\x08\x00\x00\x00" + (2**64 - 5).to_bytes(8, "little") + bytes(32),  # BigTIFF: an IFD past any seek
+    b"II*\x00" + (2**32 - 5).to_bytes(4, "little") + bytes(32),
+    b"\x89PNG\r\n\x1a\n" + (2**32 - 1).to_bytes(4, "big") + b"IHDR" + bytes(40),
+    b"\xff\xd8\xff\xe0\xff\xff" + bytes(10),
+    b"GIF89a\x10\x00\x10\x00\x80\x00\x00",
+    b"RIFF\x10\x00\x00\x00WEBPVP8X" + bytes(4),
+    b"BM" + bytes(20),
+    b"\x00\x00\x00\x18ftypavif" + (2**32 - 1).to_bytes(4, "big") + b"meta",
+], ids=["bigtiff", "tiff", "png", "jpeg", "gif", "webp", "bmp", "avif"])
+def test_malformed_headers_never_break_the_walk(tmp_path, data):
+    path = tmp_path / "x.img"
+    path.write_bytes(data)
+    facts = describe(path)
+    assert facts.unreadable and "\n" not in facts.unreadable
+    with pytest.raises(UnreadableImage):
+        open_upright(data, size=16)

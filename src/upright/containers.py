@@ -183,8 +183,12 @@ def ispe_sizes(data: bytes) -> list[tuple[int, int]]:
 
 # ---- bounded walks over a file object ----------------------------------------------------------
 
-class HeaderLimit(ValueError):
+class HeaderLimit(Exception):
     """A header past one of the parsing caps; str() is the one-line reason."""
+
+
+#: What a walker meets in a malformed header (an offset past the end, or past what seek takes).
+_MALFORMED = (EOFError, struct.error, IndexError, OverflowError, OSError, ValueError)
 
 
 class _Window:
@@ -242,7 +246,9 @@ def survey(fp: BinaryIO) -> Survey:
         walker = _isobmff
     try:
         return walker(_Window(fp)) if walker else Survey(None)
-    except (EOFError, struct.error, IndexError):
+    except HeaderLimit:
+        raise
+    except _MALFORMED:
         return Survey(walker.__name__.strip("_").upper())  # malformed: the decoder's to refuse
     finally:
         fp.seek(0)
@@ -336,7 +342,7 @@ def jpeg_scan_count(fp: BinaryIO, start: int, max_scans: int, max_bytes: int) ->
                 pos, _ = _next_marker(w, pos, _JPEG_SCAN_MARKER, max_bytes - (pos - start), too_far)
             else:
                 pos, _ = _next_marker(w, pos, _JPEG_MARKER, MAX_JPEG_STRAY_BYTES, _STRAY)
-    except (EOFError, IndexError, struct.error):
+    except _MALFORMED:
         pass  # the end of the file: the decoder says whether it is truncated
     finally:
         fp.seek(0)
@@ -373,7 +379,7 @@ def png_chunk_count(fp: BinaryIO, start: int, limit: int) -> int:
             if kind == b"IEND":
                 return n
             pos += 12 + length
-    except EOFError:
+    except _MALFORMED:
         return n
     finally:
         fp.seek(0)
@@ -449,7 +455,7 @@ def tiff_page_count(fp: BinaryIO, limit: int = MAX_COUNTED_FRAMES) -> int:
             seen.add(at)
             n = t.w.unpack(t.e + ("Q" if t.big else "H"), at)[0]
             at = t.w.unpack(t.off, at + (8 + 20 * n if t.big else 2 + 12 * n))[0]
-    except (EOFError, struct.error):
+    except _MALFORMED:
         pass  # a broken link ends the chain where Pillow's would end too
     finally:
         fp.seek(0)
@@ -527,7 +533,7 @@ def gif_frame_count(fp: BinaryIO, limit: int = MAX_COUNTED_FRAMES, max_bytes: in
                 pos = _skip_sub_blocks(w, pos + 1)
             else:
                 break
-    except (EOFError, IndexError, struct.error):
+    except _MALFORMED:
         pass
     finally:
         fp.seek(0)
@@ -576,7 +582,7 @@ def read_meta_box(fp: BinaryIO) -> bytes:
     """The top-level 'meta' box of a HEIF/AVIF file (at most 16 MB); b"" when there is none."""
     try:
         return _read_meta(_Window(fp))
-    except (EOFError, struct.error):
+    except _MALFORMED:
         return b""
     finally:
         fp.seek(0)
