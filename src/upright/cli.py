@@ -14,6 +14,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -456,22 +457,33 @@ class Terminated(KeyboardInterrupt):
 
 
 def _on_sigterm(signum, frame) -> None:
-    if os.getpid() != _MAIN_PID:  # a forked worker: die as a plain SIGTERM would kill it
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
     raise Terminated()
 
 
-_MAIN_PID = os.getpid()
+def _default_sigterm_in_child() -> None:
+    """A forked worker (a decode pool) dies of SIGTERM at once, as it would without upright's
+    handler: a worker blocked in C would never run a Python handler, and its pool would wait."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry: one-line errors with exit 2, never a traceback for user errors;
-    a full disk (ENOSPC, EDQUOT) is one of them. SIGTERM is handled like Ctrl+C (exit 143)."""
-    global _MAIN_PID
-    _MAIN_PID = os.getpid()
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    a full disk (ENOSPC, EDQUOT) is one of them. SIGTERM is handled like Ctrl+C (exit 143)
+    while a verb runs; the previous handler is back afterwards."""
+    handle = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if handle else None
+    try:
+        _run(argv)
+    finally:
+        if handle:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="upright")
     except SystemExit as exc:
