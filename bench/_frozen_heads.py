@@ -3,7 +3,7 @@
     .venv/bin/python bench/_frozen_heads.py [--seeds 3] [--mlp] [--store /tmp/upright-heads]
 
 Every photo of flowers-500 is decoded once through the product's own path
-(preprocess.load_canvas: the picture resized to 297 px) and its 10 crops (upright.views.TEN_CROPS)
+(pipeline.decode.load_canvas: the picture resized to 297 px) and its 10 crops (upright.views.TEN_CROPS)
 plus 6 more views (the centre crop of the picture resized to 260 and to 380 px, the whole
 picture squashed to 260 x 260, each with its mirror) go through Lite0 and Lite2 in one ONNX
 graph per network. The graph returns, per view: the pooled head features (`gap`, the 1280-d
@@ -52,10 +52,11 @@ def _views(path, pair):
     from PIL import Image
 
     from upright.imaging import open_image
-    from upright.preprocess import load_canvas
+    from upright.contract import InputContract
+    from upright.pipeline.decode import load_canvas
     from upright.views import TEN_CROPS, cut_all, window
 
-    canvas, _ = load_canvas(path, pair.name, True, whole=True)
+    canvas, _ = load_canvas(path, InputContract.for_backbone(pair.name), picture=True)
     img = open_image(path, size=380).image.convert("RGB")
 
     def centre(short):
@@ -76,7 +77,8 @@ def extract(paths, store: Path) -> dict[str, np.ndarray]:
     import torch
 
     from upright import backbones
-    from upright.preprocess import to_input
+    from upright.contract import InputContract
+    from upright.pipeline.decode import to_input
 
     store.mkdir(parents=True, exist_ok=True)
     pair = backbones.spec("efficientnet-lite0+lite2")
@@ -110,7 +112,7 @@ def extract(paths, store: Path) -> dict[str, np.ndarray]:
         sessions[part] = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
     out: dict[str, list] = {n: [] for n in names}
     for p in paths:
-        x = to_input(_views(p, pair), pair.name)
+        x = to_input(_views(p, pair), InputContract.for_backbone(pair.name))
         for part, sess in sessions.items():
             for o, value in zip(OUTPUTS, sess.run(None, {"input": x})):
                 out[f"{part}_{o}"].append(value)
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mlp", action="store_true", help="also the MLP head (about 5 minutes a seed on 2 cores)")
     ap.add_argument("--store", type=Path, default=Path("/tmp/upright-heads"))
     args = ap.parse_args(argv)
-    from upright.dataset import scan
+    from upright.pipeline.scan import scan
 
     if not args.data.is_dir():
         print(f"no data at {args.data}")

@@ -4,10 +4,10 @@ block of Lite0 and of Lite2 fine-tuned on activations cached once per view.
 The early blocks of each network are frozen, so their output feature maps for the 10 crops of
 every photo are computed once (ONNX Runtime, float16: about 58 KB a view for the pair, 278 MB
 for 500 photos) and only the last block, the 1x1 head convolution and the linear classifier
-are trained, epoch by epoch, through upright.finetune.train_epochs (label smoothing 0.1,
+are trained, epoch by epoch, through upright.pipeline.finetune.train_epochs (label smoothing 0.1,
 warm-up + cosine, early stopping and the best epoch on a val split). On flowers-500 it scored
 below the frozen features it starts from (README, "Accuracy: fast or accurate"), so the preset is the frozen
-10-crop head (upright.accurate) and this stays here, runnable, for the next attempt.
+10-crop head (upright.presets) and this stays here, runnable, for the next attempt.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from upright import backbones
-from upright.accurate import BACKBONE
+from upright.presets import BACKBONE
 from upright.views import TEN_CROPS, cut_all, window
 from upright.errors import UnreadableImage, one_line
 
@@ -136,7 +136,8 @@ def cache_activations(paths, *, orient: bool = True, views="train", cache_dir=No
     """The frozen bottoms' outputs for every photo and view: ([float16 [N, V, C, H, W] per part],
     ok [N], {index: reason}). views="train": the 10 crops; or a tuple of variants of the centre crop."""
     from upright.console import progress as progress_bar
-    from upright.preprocess import to_input
+    from upright.contract import InputContract
+    from upright.pipeline.decode import to_input
 
     paths = [str(p) for p in paths]
     n = len(paths)
@@ -154,7 +155,7 @@ def cache_activations(paths, *, orient: bool = True, views="train", cache_dir=No
     def flush():
         if not pending:
             return
-        x = to_input(np.concatenate([v for _, v in pending]), BACKBONE)
+        x = to_input(np.concatenate([v for _, v in pending]), InputContract.for_backbone(BACKBONE))
         for k, sess in enumerate(sessions):
             out = sess.run(None, {sess.get_inputs()[0].name: x})[0].astype(np.float16)
             if acts[k] is None:
@@ -208,7 +209,7 @@ def fit_top(acts, y, train_idx, val_idx, n_classes, head_init, *, epochs: int = 
     the best epoch on the val photos (scored with `test_views` averaged). -> (top, Epochs)."""
     import torch
 
-    from upright.finetune import print_epoch, train_epochs
+    from upright.pipeline.finetune import print_epoch, train_epochs
 
     nets = _nets()
     cuts = {part: cut_index(net, tuned) for part, net in nets.items()}

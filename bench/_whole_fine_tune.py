@@ -6,7 +6,7 @@
 One fold of bench/accuracy.py's 5-fold CV on flowers-500 (same folds). The photos are decoded
 through the product's path (short side 256, the backbone's resize) and held in memory. The
 linear head starts as a probe fitted on the centre crops and their mirrors of the training
-photos (upright.head), then backbone and head train together through upright.finetune.train_epochs
+photos (upright.head), then backbone and head train together through upright.pipeline.finetune.train_epochs
 (AdamW, warm-up + cosine, BatchNorm statistics frozen, label smoothing 0.1, weight decay 0.02,
 head lr 5x) on random resized crops (scale 0.25-1, aspect 3/4-4/3, bilinear, random mirror),
 the usual augmentation for fine-tuning on few photos; the last epoch is scored on the held-out
@@ -71,11 +71,12 @@ def main(argv=None) -> int:
     import torch
 
     from upright import backbones
-    from upright.dataset import scan
-    from upright.features import embed_crops
-    from upright.finetune import train_epochs
+    from upright.pipeline.scan import scan
+    from upright.contract import InputContract
+    from upright.pipeline.embed import embed_canvases
+    from upright.pipeline.finetune import train_epochs
     from upright.head import SoftmaxRegression
-    from upright.preprocess import load_canvas, to_input
+    from upright.pipeline.decode import load_canvas, to_input
     from upright.views import TEN_CROPS, cut_all
 
     if not args.data.is_dir():
@@ -89,11 +90,12 @@ def main(argv=None) -> int:
     tr, te = np.flatnonzero(fold != args.fold - 1), np.flatnonzero(fold == args.fold - 1)
     size = backbones.spec(NET).size
     t0 = time.perf_counter()
-    pictures = {int(i): load_canvas(str(ds.records[i].path), NET, True, whole=True)[0] for i in np.r_[tr, te]}
+    contract = InputContract.for_backbone(NET)
+    pictures = {int(i): load_canvas(str(ds.records[i].path), contract, picture=True)[0] for i in np.r_[tr, te]}
     net = backbones.torch_module(NET)
 
     def embed(idx, views):  # the frozen network through the product's ONNX path
-        return embed_crops([pictures[int(i)] for i in idx], backbone=NET, variants=views)
+        return embed_canvases([pictures[int(i)] for i in idx], backbone=NET, variants=views)
 
     probe = SoftmaxRegression(l2=1e-2).fit(embed(tr, ("id", "flip")).reshape(-1, net.spec.dim), np.repeat(y[tr], 2))
     frozen_test = embed(te, TEN_CROPS)
@@ -112,7 +114,7 @@ def main(argv=None) -> int:
         for s in range(0, len(order), args.batch):
             idx = order[s:s + args.batch]
             x = np.stack([random_resized_crop(pictures[int(i)], size, rng) for i in idx])
-            yield torch.from_numpy(to_input(x, NET)), torch.from_numpy(y[idx])
+            yield torch.from_numpy(to_input(x, contract)), torch.from_numpy(y[idx])
 
     t1 = time.perf_counter()
     run = train_epochs(model, [{"params": list(net.parameters()), "lr": args.lr},
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
     per_epoch = (time.perf_counter() - t1) / args.epochs
     model.eval()
     with torch.no_grad():
-        p = np.stack([torch.softmax(model(torch.from_numpy(to_input(cut_all(pictures[int(i)], TEN_CROPS, size), NET))),
+        p = np.stack([torch.softmax(model(torch.from_numpy(to_input(cut_all(pictures[int(i)], TEN_CROPS, size), contract))),
                                     1).mean(0).numpy() for i in te])
     tuned = float((p.argmax(1) == y[te]).mean())
     print(f"losses by epoch: {[round(h['loss'], 3) for h in run.history]}")

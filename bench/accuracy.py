@@ -95,9 +95,9 @@ def main(argv=None) -> int:
     ap.add_argument("--head-lr-factor", type=float, default=None, help="--last-blocks: the head's lr / the blocks'")
     args = ap.parse_args(argv)
 
-    from upright import accurate
-    from upright.dataset import scan
-    from upright.features import embed_paths
+    from upright import presets as accurate
+    from upright.pipeline.scan import scan
+    from upright.pipeline.embed import embed_paths
     from upright.head import SoftmaxRegression, _rows, select_head
     from upright.numerics import softmax
     from upright.views import compose

@@ -116,7 +116,7 @@ def bench_files(data: Path, n_target: int, tmp: Path) -> dict:
     """Scan hashing and header facts: one loop vs threads vs processes, warm and cold page cache."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from upright.dataset import _hash_and_size, scan
+    from upright.pipeline.scan import _hash_and_size, scan
     from upright.metadata import describe
     from upright.parallel import default_workers, ordered_map
 

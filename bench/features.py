@@ -23,7 +23,6 @@ a busy 2-core machine: threaded BLAS on tiny matrices is 20x slower there.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
@@ -46,11 +45,12 @@ def extract(name: str, configs: list[str]) -> None:
     from PIL import Image
 
     from upright import backbones
-    from upright.dataset import scan
+    from upright.pipeline.scan import scan
     from upright.imaging import open_image
-    from upright.preprocess import centre_crop, to_input
+    from upright.contract import InputContract
+    from upright.pipeline.decode import centre_crop, to_input
 
-    base = backbones.spec(name)
+    base = InputContract.for_backbone(name)
 
     OUT.mkdir(parents=True, exist_ok=True)
     ds = scan(DATA, 0.2)
@@ -87,7 +87,7 @@ def extract(name: str, configs: list[str]) -> None:
         def crop(im):
             if cfg.startswith("c"):
                 r, c = map(int, cfg[1:].split("_"))
-                return centre_crop(im, dataclasses.replace(base, resize=r, size=c))
+                return centre_crop(im, base.replace(resize=r, size=c))
             s = int(cfg[2:])
             return np.asarray(im.resize((s, s), Image.Resampling.BICUBIC))
 
@@ -95,7 +95,7 @@ def extract(name: str, configs: list[str]) -> None:
         feats: dict[str, list] = {o: [] for o in OUTPUTS}
         for s in range(0, len(imgs), 16):
             cr = np.stack([crop(im) for im in imgs[s:s + 16]])
-            res = sess.run(None, {"input": to_input(np.concatenate([cr, cr[:, :, ::-1]]), name)})
+            res = sess.run(None, {"input": to_input(np.concatenate([cr, cr[:, :, ::-1]]), base)})
             for o, v in zip(OUTPUTS, res):
                 feats[o].append(np.stack([v[:len(cr)], v[len(cr):]], 1))
         for o in OUTPUTS:

@@ -88,7 +88,7 @@ def start(model_dir: Path, lan: bool, config: Path) -> tuple[subprocess.Popen, s
 def measure(url: str, verify, payloads: list[bytes], turns: bool, warmup: int = 2) -> dict:
     import httpx
 
-    ms, model_ms = [], []
+    ms, model_ms, labels, turn_tests = [], [], set(), 0
     with httpx.Client(verify=verify, timeout=120, follow_redirects=True) as c:
         c.get(url)  # the phone opens the link: token -> cookie
         base = url.split("?")[0]
@@ -99,11 +99,15 @@ def measure(url: str, verify, payloads: list[bytes], turns: bool, warmup: int = 
             elapsed = (time.perf_counter() - t0) * 1000
             r.raise_for_status()
             if i >= warmup:
+                answer = r.json()
                 ms.append(elapsed)
-                model_ms.append(r.json()["timings"]["model_ms"])
+                model_ms.append(answer["timings"]["model_ms"])
+                labels.add(answer["predictions"][0]["label"])
+                turn_tests += len((answer.get("turn_test") or {}).get("turns", [])) == 4
     p50 = statistics.median(ms)
     return {"frames": len(ms), "p50_ms": p50, "p95_ms": sorted(ms)[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))],
-            "model_ms": statistics.median(model_ms), "fps": 1000 / max(p50, LIVE_MIN_GAP_MS)}
+            "model_ms": statistics.median(model_ms), "fps": 1000 / max(p50, LIVE_MIN_GAP_MS),
+            "labels": sorted(labels), "turn_tests": turn_tests}
 
 
 def main(argv: list[str] | None = None) -> dict:

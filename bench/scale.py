@@ -119,11 +119,10 @@ def timed_embed(data: Path, engine: str, out: Path) -> dict:
 
 def ceiling(data: Path) -> dict:
     """ONNX Runtime alone on pre-decoded crops (every core): images/s."""
-    from upright import backbones
-    from upright.embedding.batch import Embedder, Task, decode_items
+    from upright.pipeline.shard import Embedder, Job, Task, read_shard
 
     files = sorted(data.rglob("*.jpg"))
-    crops = np.stack([c for _, c, _ in decode_items(enumerate(files), backbones.DEFAULT) if c is not None])
+    crops = read_shard([Job(i, f, ("id",)) for i, f in enumerate(files)], Task().contract).pixels
     emb = Embedder(Task())
     emb(crops[:32])  # warm up
     best = 0.0
@@ -156,7 +155,7 @@ def in_namespace() -> bool:
 def ray_figures(data: Path, out: Path) -> dict:
     """Ray's start, then two runs in that one session: the first pays for Ray Data's first
     plan and actors; the second is what a long run sees (actors start again per run)."""
-    from upright.embedding.ray_engine import ray_session
+    from upright.pipeline.ray_engine import ray_session
 
     t = time.perf_counter()
     with ray_session():
@@ -220,7 +219,7 @@ def main(argv=None) -> dict:
     speed_data = subset(photos, a.speed)
     out: dict = {"machine": machine("onnxruntime", "ray", "pyarrow", "numpy"), "photos": origin,
                  "photos_made_s": round(made, 1), "cores": cores}
-    from upright.features import get_runner
+    from upright.backbones import get_runner
 
     get_runner()  # the ONNX graph exported before anything is timed
     res = {"local": timed_embed(speed_data, "local", work / "out-local")}

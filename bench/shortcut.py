@@ -55,7 +55,7 @@ def _encode(picture, orientation: int) -> bytes:
 def build(source: Path, out: Path, sideways: list[str], test_fraction: float = TEST_FRACTION,
           train_per_class: int | None = None, classes: list[str] | None = None) -> dict:
     """Write out/train/<label> (confounded) and out/test/<label> (upright). Returns counts."""
-    from upright.dataset import scan
+    from upright.pipeline.scan import scan
     from upright.errors import UnreadableImage
     from upright.imaging import open_upright
 
@@ -122,7 +122,7 @@ def run_config(source: Path, origin: str, tmp: Path, classes: list[str] | None, 
                args) -> dict:
     """One confounded dataset, audited, trained naive/upright for each augment setting, evaluated."""
     from upright.audit import run_audit
-    from upright.dataset import scan
+    from upright.pipeline.scan import scan
     from upright.evaluate import evaluate
     from upright.train import train_dataset
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "sub-folder per class)", file=sys.stderr)
                 raise SystemExit(SKIP)
             origin = str(source)
-        from upright.dataset import scan
+        from upright.pipeline.scan import scan
 
         labels = scan(source, 0.0).labels
         if args.classes or args.sideways or args.quick:

@@ -59,7 +59,8 @@ def child_upright(data: str, out: str, cache: str, augment: str, backbone: str) 
     t = time.perf_counter()
     r = train_dataset(data, out, augment=augment, cache_dir=cache, progress=False, backbone=backbone)
     return {"seconds": time.perf_counter() - t, "val_accuracy": r["val_accuracy"], "n_train": r["n_train"],
-            "n_val": r["n_val"], "rss_mb": _rss_mb(), "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)}
+            "n_val": r["n_val"], "decoded": r["decoded"], "cache_hits": r["cache_hits"], "l2": r["l2"],
+            "rss_mb": _rss_mb(), "children_rss_mb": _rss_mb(resource.RUSAGE_CHILDREN)}
 
 
 def child_baseline(data: str, augment: str, backbone: str) -> dict:
@@ -67,8 +68,8 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
     from PIL import Image
 
     from upright import backbones
-    from upright.dataset import scan
-    from upright.features import AUGMENT_VARIANTS
+    from upright.pipeline.scan import scan
+    from upright.presets import AUGMENT_VARIANTS
     from upright.head import select_head
     from upright.orientation import variant_array
 
@@ -115,8 +116,9 @@ def child_baseline(data: str, augment: str, backbone: str) -> dict:
 
 def child_folds(data: str, cache: str, augment: str, backbone: str, folds: int) -> dict:
     """Val accuracy on `folds` disjoint hash folds (embeddings from the warm cache)."""
-    from upright.dataset import scan
-    from upright.features import AUGMENT_VARIANTS, embed_paths
+    from upright.pipeline.scan import scan
+    from upright.pipeline.embed import embed_paths
+    from upright.presets import AUGMENT_VARIANTS
     from upright.head import select_head
 
     ds = scan(data, 0.2)

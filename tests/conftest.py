@@ -1,12 +1,18 @@
 """Shared pytest fixtures. Builders (pictures, datasets, a live server) are in fixtures.py."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from fixtures import launch_chromium, make_dataset, make_stripes_dataset, sync_playwright, upright_photos
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Keras 3 (upright.keras) reads these on import: the torch backend unless a run names another
+# (make test-keras-tf: tensorflow), and a config folder of the tests' own, not ~/.keras.
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("KERAS_HOME", os.path.join(tempfile.gettempdir(), "upright-tests-keras"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -85,3 +91,28 @@ def browser(playwright):
     b = launch_chromium(playwright)
     yield b
     b.close()
+
+
+# -- the end of `make test`: which tests did not run for want of a system tool ------------------
+#: tool named in a skip reason -> (what its tests cover, the Debian package that installs it)
+SYSTEM_TOOLS = {"chromium": ("browser tests (the web app, reports at phone width)", "chromium"),
+                "jpegtran": ("lossless-fix tests", "libjpeg-turbo-progs")}
+
+
+def pytest_unconfigure(config):
+    """Say plainly, as the very last lines, how many tests a missing system tool skipped and the
+    one line that installs it (pytest's list of skips is easy to miss among the others)."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    missed = {}
+    for rep in (reporter.stats.get("skipped", []) if reporter else []):
+        reason = rep.longrepr[-1] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        for tool in SYSTEM_TOOLS:
+            if tool in reason:  # "jpegtran not installed", "/usr/bin/chromium not found (apt-get install chromium)"
+                missed[tool] = missed.get(tool, 0) + 1
+    if not missed:
+        return
+    reporter.write_sep("=", "not run: system tools missing", yellow=True, bold=True)
+    for tool, n in missed.items():
+        reporter.write_line(f"{SYSTEM_TOOLS[tool][0]}: {n} skipped ({tool} not found)")
+    reporter.write_line("install: sudo apt-get install " + " ".join(SYSTEM_TOOLS[t][1] for t in missed)
+                        + "  (then run make test again)")

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from upright.imaging import store_as
+from upright.imaging import open_stored, open_upright, store_as
 
 # Corner colours of the asymmetric picture, clockwise from top-left.
 RED, GREEN, BLUE, YELLOW = (220, 30, 30), (30, 200, 40), (30, 40, 220), (240, 220, 30)
@@ -121,6 +121,59 @@ def upright_photos(root: Path, classes=("cat", "dog", "owl"), start: int = 100, 
     for ci, lab in enumerate(classes):
         out[lab] = [write_photo(root / lab / f"t{i}.jpg", class_picture(ci, start + i)) for i in range(n)]
     return out
+
+
+# -- Keras (upright.keras; tests/test_keras_loader.py, tests/test_keras_tf.py) -------------------
+KERAS_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # Keras' ALLOWLIST_FORMATS
+
+
+def orientation_tree(shared: os.PathLike, root) -> tuple[object, list[str]]:
+    """exif-orientation-examples as two classes, landscape/ and portrait/ (links, nothing copied)."""
+    src = os.path.join(shared, "exif-orientation-examples")
+    names = sorted(n for n in os.listdir(src) if n.endswith(".jpg"))
+    for n in names:
+        folder = root / ("landscape" if n.startswith("Landscape") else "portrait")
+        folder.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.join(src, n), folder / n)
+    return root, names
+
+
+def check_upright(images: np.ndarray, paths: list[str], size: tuple[int, int]) -> None:
+    """Each image is its file read upright (resized as the loader does), the same picture for every
+    tag, and for the files tagged 2-8 (flipped, turned) clearly not the stored pixels an EXIF-blind
+    loader gives (Keras' own: tf.io.decode_image)."""
+    assert (np.abs(images - images[0]).mean(axis=(1, 2, 3)) < 3).all()
+    for img, path in zip(images, paths):
+        want = np.asarray(open_upright(path, 200).resize(size[::-1], Image.Resampling.BILINEAR), np.float32)
+        assert np.abs(img - want).mean() < 6, path
+        if int(path[-5]) >= 2:
+            stored = np.asarray(open_stored(path, 200).resize(size[::-1], Image.Resampling.BILINEAR), np.float32)
+            assert np.abs(img - stored).mean() > 25, path
+
+
+def tiny_keras_model(size: tuple[int, int], classes: int):
+    """A small convolutional classifier with its own Rescaling layer, as Keras' tutorials build."""
+    import keras
+
+    layers = keras.layers
+    model = keras.Sequential([keras.Input(size + (3,)), layers.Rescaling(1 / 255), layers.Conv2D(4, 3, activation="relu"),
+                              layers.GlobalAveragePooling2D(), layers.Dense(classes)])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def keras_tree(root):
+    """3 classes (one nested folder, mixed-case extensions), a hidden class folder, a non-image."""
+    pic = asym_picture()
+    for c, n in (("b_dog", 5), ("a_cat", 4), ("c_owl", 3)):
+        for i in range(n):
+            ext = (".jpg", ".JPG", ".png", ".jpeg")[i % 4]
+            sub = "deep/" if (c, i) == ("a_cat", 2) else ""
+            write_photo(root / c / f"{sub}{i:02d}{ext}", pic, fmt="PNG" if ext == ".png" else "JPEG")
+    write_photo(root / ".hidden" / "x.jpg", pic)
+    (root / "b_dog" / "notes.txt").write_text("not a photo")
+    return root
 
 
 # -- audit datasets (a few KB per file) ---------------------------------------------------------
@@ -340,6 +393,16 @@ def browser_unavailable(reason: str):
     pytest.skip(reason)
 
 
+def require_module(name: str, env: str, why: str):
+    """Import `name`, else skip; fail instead under `env`=1 (the side venv's run in CI must not skip)."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get(env) == "1":
+            pytest.fail(f"{name} is not installed ({env}=1)")
+        pytest.skip(why, allow_module_level=True)
+
+
 def sync_playwright():
     """Playwright's sync_playwright() once chromium and playwright are known to be there."""
     try:
@@ -369,12 +432,13 @@ def load_bench(name: str):
 
 
 #: Python source for a subprocess to be killed mid-run: every ONNX Runtime call prints "batch"
-#: and then sleeps 0.3 s (features.get_runner is swapped for a slow one; batches of BATCH views).
+#: and then sleeps 0.3 s (backbones.get_runner is swapped for a slow one; batches of BATCH views).
 SLOW_RUNNER = """
 import sys, time
-from upright import features
-from upright.embedding import batch
-orig = features.get_runner
+from upright import backbones
+from upright.pipeline import embed as features
+from upright.pipeline import shard as batch
+orig = backbones.get_runner
 def slow_runner(*a, **k):
     r = orig(*a, **k)
     class Slow:
@@ -385,5 +449,5 @@ def slow_runner(*a, **k):
             time.sleep(0.3)
             return out
     return Slow()
-features.get_runner = slow_runner
+backbones.get_runner = slow_runner
 """

@@ -16,8 +16,8 @@ from fixtures import make_dataset  # noqa: E402
 
 from upright.audit import run_audit  # noqa: E402
 from upright.cli import main  # noqa: E402
-from upright.embedding.ray_engine import ray_session  # noqa: E402
-from upright.embedding.stores import COLUMNS, read_rows  # noqa: E402
+from upright.pipeline.ray_engine import ray_session  # noqa: E402
+from upright.pipeline.stores import COLUMNS, read_rows  # noqa: E402
 from upright.embedding.verb import run_embed  # noqa: E402
 from upright.train import train_dataset  # noqa: E402
 
@@ -75,7 +75,7 @@ def main_inner(work: Path) -> dict:
                          "max_diff": float(max(np.abs(after[k][3] - before[k][3]).max() for k in before))}
 
         # views off centre (the 10 crops of --preset accurate) are cut from the resized picture on Ray too
-        from upright.features import embed_paths
+        from upright.pipeline.embed import embed_paths
         from upright.views import TEN_CROPS
 
         some = sorted(str(p) for p in data.rglob("*.jpg") if p.name != "broken.jpg")[:3]

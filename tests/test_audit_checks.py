@@ -91,7 +91,7 @@ class FakeEmbeddings:
         self.calls = []
 
     def __call__(self, paths, *, variants=("id",), **kw):
-        from upright.features import Embeddings
+        from upright.pipeline.embed import Embeddings
 
         self.calls.append(tuple(variants))
         rng = np.random.default_rng(0)
@@ -100,7 +100,7 @@ class FakeEmbeddings:
 
 
 def test_only_the_views_a_check_needs_are_embedded(tmp_path, monkeypatch):
-    import upright.features as features
+    import upright.pipeline.embed as features
 
     fake = FakeEmbeddings()
     monkeypatch.setattr(features, "embed_paths", fake)
@@ -113,7 +113,7 @@ def test_only_the_views_a_check_needs_are_embedded(tmp_path, monkeypatch):
 
 
 def test_fix_rotate_sideways_runs_the_sideways_check_alone(tmp_path, monkeypatch):
-    import upright.features as features
+    import upright.pipeline.embed as features
     import upright.fix as fix_module
     from upright.fix import run_fix
 

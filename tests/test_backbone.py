@@ -68,21 +68,24 @@ def test_composite_concatenates_its_parts_on_one_input(tmp_path):
 
 
 def test_input_contract_is_read_from_the_spec(monkeypatch):
-    """preprocess.py and model.json take size, resize, interpolation and scaling from the spec."""
+    """The input contract (decode.py and model.json read it) takes size, resize, interpolation
+    and scaling from the spec."""
     from dataclasses import replace
 
     from PIL import Image
 
-    from upright import preprocess
+    from upright.contract import InputContract
+    from upright.pipeline import decode as preprocess
 
     s = backbones.spec("efficientnet-lite0")
-    assert preprocess.describe(s.name)["scaling"] == s.scaling == "(x - 127) / 128"
+    assert InputContract.for_backbone(s.name).preprocessing()["scaling"] == "(x - 127) / 128"
     odd = replace(s, name="odd", mean=0.0, std=2.0, size=32, resize=40, interpolation="nearest")
     monkeypatch.setitem(backbones.REGISTRY, "odd", odd)
-    assert np.allclose(preprocess.to_input(np.full((1, 32, 32, 3), 200, np.uint8), "odd"), 100.0)
+    c = InputContract.for_backbone("odd")
+    assert np.allclose(preprocess.to_input(np.full((1, 32, 32, 3), 200, np.uint8), c), 100.0)
     stripes = Image.fromarray(np.tile(np.arange(80, dtype=np.uint8) * 3, (60, 1)).repeat(3).reshape(60, 80, 3))
-    crop = preprocess.image_crop(stripes, "odd")  # 80x60 -> nearest 53x40 -> centre 32x32
+    crop = preprocess.centre_crop(stripes, c)  # 80x60 -> nearest 53x40 -> centre 32x32
     assert crop.shape == (32, 32, 3) and set(np.unique(crop)) <= set(np.arange(80) * 3)  # nearest: no new values
-    d = preprocess.describe("odd")
+    d = c.preprocessing()
     assert (d["scaling"], d["interpolation"], d["resize_short_side"], d["input_size"]) == ("(x - 0) / 2", "nearest",
                                                                                            40, 32)

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from upright import features
+from upright.pipeline import embed as features
 from upright.cache import DB_NAME, EmbeddingCache, default_cache_dir, resolve_cache_dir
 from fixtures import SLOW_RUNNER, make_dataset
 
@@ -39,7 +39,7 @@ def test_hit_does_not_decode(tmp_path, monkeypatch):
     first = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert first.ok.all() and first.decoded == len(paths)
     calls = []
-    from upright.embedding import batch
+    from upright.pipeline import shard as batch
 
     real = batch.load_canvas
     monkeypatch.setattr(batch, "load_canvas", lambda *a, **k: calls.append(a) or real(*a, **k))

@@ -12,7 +12,7 @@ import pytest
 
 from upright.cli import main
 
-VERBS = ["audit", "fix", "train", "embed", "predict", "eval", "serve", "export", "demo"]
+VERBS = ["audit", "fix", "train", "embed", "predict", "eval", "serve", "studio", "export", "demo"]
 
 
 def run(*args):
@@ -64,8 +64,7 @@ def test_contracts_readme_and_help_agree(capsys):
     contracts = (ROOT / "docs" / "contracts.md").read_text()
     readme = (ROOT / "README.md").read_text()
     helps = {v: _help(v, capsys) for v in VERBS}
-    short = {v: dict((s, lng) for lng, s in re.findall(r"(--[a-z][a-z-]*)\s+(-[a-z])\b", h))
-             for v, h in helps.items()}
+    short = {v: dict(re.findall(r"(?<![\w-])(-[a-z]), (--[a-z][a-z-]*)", h)) for v, h in helps.items()}
 
     def long_names(verb, opts):
         return {short[verb].get(o, o) for o in opts}

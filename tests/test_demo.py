@@ -12,7 +12,7 @@ import re
 import pytest
 
 from upright.cli import main
-from upright.demo.story import orientation_finding
+from upright.demo.report import orientation_finding
 from upright.demo.data import build_dataset
 from upright.imaging import open_image
 

@@ -16,9 +16,9 @@ import pytest
 
 from fixtures import SLOW_RUNNER, make_dataset
 from upright import backbones
-from upright.embedding.stores import COLUMNS, read_rows
+from upright.pipeline.stores import COLUMNS, read_rows
 from upright.errors import UprightError
-from upright.features import embed_paths
+from upright.pipeline.embed import embed_paths
 
 DIM = backbones.spec(backbones.DEFAULT).dim
 
@@ -96,7 +96,7 @@ def test_provider_choice():
 
 
 KILLED = SLOW_RUNNER + """
-from upright.embedding import stores
+from upright.pipeline import stores
 from upright.embedding.verb import run_embed
 batch.BATCH = stores.SHARD_ROWS = 2
 run_embed(sys.argv[1], sys.argv[2], progress=False, workers=0)
@@ -137,7 +137,7 @@ def test_ray_that_cannot_start_is_one_line(cli, photos, tmp_path):
 def test_embed_batch_takes_bytes_or_paths(photos):
     """The pure batch function: bytes and paths give the same vectors; a bad one is NaN with a reason."""
     from upright.embedding import Embedder, Task, embed_batch
-    from upright.features import get_runner
+    from upright.backbones import get_runner
 
     path = photos / "cat" / "cat_001.jpg"
     emb = Embedder(Task(device="cpu"), threads=1)

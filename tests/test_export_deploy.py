@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
-from fixtures import class_picture, write_photo
+from fixtures import class_picture, require_module, write_photo
 
 from upright.imaging import open_upright
 from upright.model import load_model
@@ -76,15 +75,11 @@ def test_coreml_export_loads_as_a_classifier_spec(trained, tmp_path, cli):
 def test_tflite_export_runs_in_the_litert_interpreter_and_agrees_with_predict(trained, tmp_path, cli):
     """Needs the [tflite] extra (litert-torch, ai-edge-litert): not in dev, it pins older pydantic and
     typing-extensions and pulls jax and transformers (README: 'Deploy the model as it is')."""
-    try:
-        import litert_torch  # noqa: F401
-    except ImportError:
-        if os.environ.get("UPRIGHT_REQUIRE_TFLITE") == "1":  # make test-tflite (CI)
-            pytest.fail("litert-torch is not installed (UPRIGHT_REQUIRE_TFLITE=1)")
-        pytest.skip("the [tflite] extra is not installed (make test-tflite runs this test)")
+    require_module("litert_torch", "UPRIGHT_REQUIRE_TFLITE", "the [tflite] extra is not installed "
+                   "(make test-tflite runs this test)")
     from ai_edge_litert.interpreter import Interpreter
 
-    from upright.preprocess import load_crop
+    from upright.pipeline.decode import load_canvas
 
     out = tmp_path / "m.tflite"
     code, _, err = cli("export", trained["model"], "--format", "tflite", "-o", out)
@@ -99,7 +94,14 @@ def test_tflite_export_runs_in_the_litert_interpreter_and_agrees_with_predict(tr
     want = np.stack([[dict(p.predictions)[lab] for lab in m.labels] for p in m.predict(photos, top_k=99)])
     got = []
     for p in photos:
-        it.set_tensor(inp["index"], load_crop(p, m.backbone)[0][None])
+        it.set_tensor(inp["index"], load_canvas(p, m.contract)[0][None])
         it.invoke()
         got.append(it.get_tensor(outp["index"])[0])
     assert np.abs(np.stack(got) - want).max() < 1e-3
+    # eval --tflite reads the file back: labels from m.labels.txt, raw uint8 pixels in, the rotation check
+    code, text, err = cli("eval", "--tflite", out, trained["root"] / "upright-tests", "--json")
+    assert code == 0, err
+    d = json.loads(text)
+    assert d["model_format"] == "tflite" and d["labels"] == m.labels and d["seen_in_training"] is None
+    assert d["n"] == len(photos) and set(d["rotations"]) == {"0", "90", "180", "270"}
+    assert d["input_contract"].startswith("NHWC uint8 224 x 224; short side resized to 256")

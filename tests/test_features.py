@@ -2,8 +2,11 @@ import numpy as np
 import pytest
 
 from upright import backbones
-from upright.features import AUGMENT_VARIANTS, VARIANTS, embed_images, embed_paths
 from upright.orientation import VARIANTS as ORIENTATION_VARIANTS
+from upright.pipeline.embed import embed_images, embed_paths
+from upright.presets import AUGMENT_VARIANTS
+
+VARIANTS = tuple(ORIENTATION_VARIANTS)
 from fixtures import make_dataset
 
 

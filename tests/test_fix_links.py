@@ -255,7 +255,7 @@ def test_a_failed_manifest_append_leaves_no_half_line(tmp_path, monkeypatch):
 # ---- SIGTERM: like Ctrl+C ----------------------------------------------------------------------
 
 TERMINATED = SLOW_RUNNER + """
-from upright.embedding import stores
+from upright.pipeline import stores
 batch.BATCH = stores.SHARD_ROWS = 2
 from upright.cli import main
 main(["embed", sys.argv[1], "-o", sys.argv[2]])
@@ -264,7 +264,7 @@ main(["embed", sys.argv[1], "-o", sys.argv[2]])
 
 @pytest.mark.slow
 def test_sigterm_during_embed_keeps_its_finished_shards(tmp_path):
-    from upright.embedding.stores import read_rows
+    from upright.pipeline.stores import read_rows
     from upright.features import embed_paths
 
     data = make_dataset(tmp_path / "data", n_per_class=4, classes=("cat", "dog"))

@@ -4,6 +4,7 @@ says how many scored photos the model has seen, for every dataset layout."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from safetensors.numpy import load_file
 import upright
 from fixtures import class_picture, write_photo
 from upright import provenance
-from upright.dataset import file_sha256
+from upright.pipeline.scan import file_sha256
 
 CLASSES = ("cat", "dog", "owl")
 
@@ -83,18 +84,41 @@ def test_seen_rules_per_layout(layouts, kind):
         assert not provenance.seen(fitted, test_hashes).any()
 
 
+_WATCH: list[list[str]] = []  # while a list is in here, every path Python opens or lists goes into it
+
+
+def _record_paths(event: str, args: tuple) -> None:
+    if _WATCH and event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, Path)):
+        _WATCH[-1].append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_record_paths)  # audit hooks stay for the process: _WATCH switches this one on and off
+
+
 def test_train_never_opens_test(tmp_path, monkeypatch):
-    """Not just unfitted: train does not hash, decode or even list the photos under test/."""
+    """Not just unfitted: train does not hash, decode or even list the photos under test/, and
+    neither does the report it writes (its audit of the training photos, its thumbnails).
+    Watched where every read goes through: Python's audit events for open and listing a folder
+    (decoding in this process: workers=0)."""
     data = _layout(tmp_path / "d", "train+val+test")
     (data / "test" / "zebra").mkdir()  # a class only test/ has: train would have to know it if it looked
     write_photo(data / "test" / "zebra" / "z.jpg", class_picture(4, 1))
-    opened = []
-    import upright.dataset as dataset
+    hashed = []
+    import upright.pipeline.scan as dataset
 
     real = dataset.file_sha256
-    monkeypatch.setattr(dataset, "file_sha256", lambda p, *a: opened.append(Path(p)) or real(p, *a))
-    r = upright.train(data, tmp_path / "m", augment="none", report=False)
-    assert opened and not [p for p in opened if "test" in p.parts]
+    monkeypatch.setattr(dataset, "file_sha256", lambda p, *a: hashed.append(Path(p)) or real(p, *a))
+    touched: list[str] = []
+    _WATCH.append(touched)
+    try:
+        r = upright.train(data, tmp_path / "m", augment="none", workers=0)  # report=True: the default
+    finally:
+        _WATCH.remove(touched)
+    assert hashed and not [p for p in hashed if "test" in p.parts]
+    assert r.report and (tmp_path / "m" / "report.html").is_file()
+    under = [p for p in touched if os.path.abspath(p).startswith(str(data) + os.sep)]
+    assert any("train" in Path(p).parts for p in under)  # the watch sees train's reads...
+    assert not [p for p in under if "test" in Path(p).relative_to(data).parts]  # ...and none under test/
     assert r.labels == list(CLASSES) and r.to_dict()["test_not_read"] == str(data / "test")
 
 

@@ -17,7 +17,8 @@ import upright
 from upright import backbones
 from upright.cli import main
 from upright.errors import UprightError
-from upright.model import HEAD_FILE, META_FILE, load_model, save_model
+from upright.model import HEAD_FILE, META_FILE, load_model
+from upright.pipeline.package import save_model
 from fixtures import class_picture, write_photo
 
 ESCAPE = "../../../../../x"  # 16 characters: the part of a hash that names the ONNX cache file

@@ -6,7 +6,7 @@ import threading
 import time
 
 from fixtures import class_picture, messy, write_photo
-from upright.dataset import scan
+from upright.pipeline.scan import scan
 from upright.metadata import describe
 from upright.parallel import ordered_map
 

@@ -55,25 +55,27 @@ def test_export_matches_predict(trained, tmp_path, cli):
     import onnx
     import onnxruntime as ort
 
-    from upright.preprocess import load_crop, to_input
+    from upright.pipeline.decode import load_canvas, to_input
 
     out = tmp_path / "whole.onnx"
     code, _, err = cli("export", str(trained["model"]), "--format", "onnx", "-o", str(out))
     assert code == 0 and out.is_file()
     m = load_model(trained["model"])
     paths = [p for ps in trained["tests"].values() for p in ps]
-    x = to_input(np.stack([load_crop(p, m.backbone)[0] for p in paths]), m.backbone)
+    x = to_input(np.stack([load_canvas(p, m.contract)[0] for p in paths]), m.contract)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": x})[0]
     want = np.stack([[dict(p.predictions)[lab] for lab in m.labels] for p in m.predict(paths, top_k=99)])
     assert got.shape == (len(paths), 3)
     assert np.abs(got - want).max() < 1e-4
     # the input contract travels with the graph and with model.json, from the backbone spec
-    spec = backbones.spec(m.backbone)
+    spec, c = backbones.spec(m.backbone), m.contract
+    assert (c.size, c.resize, c.mean, c.std) == (spec.size, spec.resize, (spec.mean,) * 3, (spec.std,) * 3)
     doc = onnx.load(str(out)).graph.input[0].doc_string
-    assert doc == spec.describe_input() and spec.scaling in doc and f"short side is {spec.resize}" in doc
-    assert m.meta["preprocessing"]["scaling"] == spec.scaling == m.meta["onnx_input"]["scaling"]
+    assert doc == c.describe_input() and c.scaling in doc and f"short side is {spec.resize}" in doc
+    assert m.meta["preprocessing"]["scaling"] == c.scaling == m.meta["onnx_input"]["scaling"] == "(x - 127) / 128"
     assert m.meta["preprocessing"]["input_size"] == spec.size == session.get_inputs()[0].shape[2]
+    assert m.meta["input_contract"] == c.stored() and "test_views" not in c.stored()
 
 
 def test_error_cases_exit_2_with_one_line(trained, cli, tmp_path):
@@ -178,7 +180,7 @@ def test_eval_csv_macro_f1_top_k_and_absent_classes(trained, cli, tmp_path):
 
 
 def test_eval_precision_recall_f1_by_hand():
-    from upright.evaluate import _metrics
+    from upright.metrics import classification_metrics as _metrics
 
     y = np.array([0, 0, 0, 1, 1, 2])
     p = np.array([0, 0, 1, 1, 0, 1])

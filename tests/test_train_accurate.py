@@ -1,4 +1,4 @@
-"""`upright train --preset accurate` (accurate.py): a Lite0+Lite2 model folder whose head saw 10
+"""`upright train --preset accurate` (presets.py): a Lite0+Lite2 model folder whose head saw 10
 crops of every photo, used unchanged by every verb and validated like any other."""
 
 from __future__ import annotations
@@ -62,13 +62,13 @@ def test_accurate_model_works_with_every_verb(tmp_path, cli):
     import onnx
     import onnxruntime as ort
 
-    from upright.preprocess import load_crop, to_input
+    from upright.pipeline.decode import load_canvas, to_input
 
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert json.loads(props["test_views_in_graph"]) == ["id", "flip"] and len(json.loads(props["test_views"])) == 10
-    crop, _ = load_crop(str(photo), m.backbone)
+    crop, _ = load_canvas(str(photo), m.contract)
     sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
-    probs = sess.run(None, {"input": to_input(crop[None], m.backbone)})[0][0]
+    probs = sess.run(None, {"input": to_input(crop[None], m.contract)})[0][0]
     m.views = ("id", "flip")
     want = dict(m.predict([photo], top_k=3)[0].predictions)
     assert np.allclose([probs[m.labels.index(k)] for k in want], list(want.values()), atol=1e-4)

@@ -1,4 +1,4 @@
-"""The training loop users can watch (finetune.py): one line per epoch, the best epoch kept,
+"""The training loop users can watch (pipeline/finetune.py): one line per epoch, the best epoch kept,
 checkpoints after every epoch, and --resume after a SIGKILL."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import upright
 from fixtures import make_dataset
 from upright.errors import UprightError
-from upright.finetune import Checkpoint, lr_factor, run_key, train_epochs
+from upright.pipeline.finetune import Checkpoint, lr_factor, run_key, train_epochs
 
 
 def _toy(seed=0):

@@ -44,3 +44,34 @@ def test_a_centre_crop_is_its_own_centre_view_and_too_small_pictures_are_refused
     assert (V.cut(crop, "flip", 5) == crop[:, ::-1]).all()
     with pytest.raises(ValueError, match="smaller"):
         V.window(crop, "top-left", 6)
+
+
+def test_the_flips_and_turns_agree_in_numpy_pillow_torch_and_the_onnx_graph():
+    """The eight variants exist in four implementations: orientation.variant_array (numpy, what the
+    embeddings use), variant_image (Pillow, fix and serve), export.variant_tensor (torch, the exported
+    graph) and export.preprocess_graph's windows and mirror (ONNX, --preprocess). They must agree."""
+    import onnxruntime as ort
+    import torch
+    from PIL import Image
+
+    from upright.contract import InputContract
+    from upright.export import preprocess_graph, variant_tensor
+    from upright.orientation import variant_image
+    from upright.pipeline.decode import to_input
+
+    pic = np.random.default_rng(2).integers(0, 256, (7, 7, 3), dtype=np.uint8)  # square: every turn keeps the shape
+    for v in VARIANTS:
+        want = variant_array(pic, v)
+        assert (np.asarray(variant_image(Image.fromarray(pic), v)) == want).all(), v
+        got = variant_tensor(torch.from_numpy(pic).permute(2, 0, 1)[None], v)[0].permute(1, 2, 0).numpy()
+        assert (got == want).all(), v
+    # the ONNX graph on a picture already at the resize (no resampling): its windows, mirrored or not,
+    # are exactly views.cut of that picture, scaled as to_input scales
+    c = InputContract(size=8, resize=12, mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 8.0))
+    picture = np.random.default_rng(3).integers(0, 256, (12, 17, 3), dtype=np.uint8)
+    views = ("id", "flip", "crop-top-right", "flip-crop-bottom-left")
+    graph = preprocess_graph(c, 8, views)  # ONNX IR version 8
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"pixels": picture[None]})[0]
+    want = to_input(V.cut_all(picture, views, 8), c)
+    assert got.shape == want.shape == (4, 3, 8, 8) and np.abs(got - want).max() < 1e-4

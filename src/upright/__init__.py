@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import sys
 import types
 
-from .dataset import Dataset, Record, scan
 from .errors import UnreadableImage, UprightError
 from .imaging import open_image, open_stored, open_upright
 from .metadata import FileFacts, describe
 from .model import load_model
+from .pipeline.scan import Dataset, Record, scan
+from .version import __version__
 
 
 def train(data, out, *, force: bool = False, **options):

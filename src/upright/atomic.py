@@ -166,6 +166,16 @@ def stage_folder(target: str | os.PathLike) -> Path:
     return stage
 
 
+def dead_stages(folder: str | os.PathLike) -> list[Path]:
+    """The stage folders (stage_folder) that killed runs left in `folder`, whatever their target:
+    a run that never finished leaves one; nothing else matches (hidden, upright's name, pid gone)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [p for p in sorted(folder.iterdir()) if p.name.startswith(".") and _STAGE in p.name and p.is_dir()
+            and not p.is_symlink() and not _alive(p.name)]
+
+
 def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)

@@ -10,10 +10,10 @@ Runtime: the torch module is exported once to ONNX and kept in the cache dir, ke
 weights' hash (a new wheel or fine-tuned weights give a new file; a missing or broken file
 is re-exported). Export writes atomically.
 
-Each `BackboneSpec` carries its input contract, like timm's pretrained config: the crop size,
-the short side it is resized to first, the interpolation, the crop and the pixel scaling.
-preprocess.py, model.json, `upright export` and the ONNX graph's input description all read
-it from there.
+Each `BackboneSpec` holds the numbers of its input contract, like timm's pretrained config: the
+crop size, the short side it is resized to first, the interpolation, the crop and the pixel
+scaling. upright.contract.InputContract.for_backbone turns them into the contract a model
+carries; everything else reads the contract.
 """
 
 from __future__ import annotations
@@ -57,21 +57,6 @@ class BackboneSpec:
     @property
     def components(self) -> tuple[str, ...]:
         return self.parts or (self.name,)
-
-    @property
-    def scaling(self) -> str:
-        return f"(x - {self.mean:g}) / {self.std:g}"
-
-    def input_contract(self) -> dict:
-        """The input contract as recorded in model.json (keys of its "preprocessing")."""
-        return {"resize_short_side": self.resize, "interpolation": self.interpolation, "crop": self.crop,
-                "input_size": self.size, "scaling": self.scaling, "layout": "NCHW float32 RGB"}
-
-    def describe_input(self) -> str:
-        """The input contract in one sentence (the ONNX input's description, `export --help`)."""
-        return (f"float32 [batch, 3, {self.size}, {self.size}] RGB: the upright picture resized "
-                f"({self.interpolation}) so its short side is {self.resize}, {self.crop}-cropped to "
-                f"{self.size} x {self.size}, scaled {self.scaling}")
 
 
 REGISTRY: dict[str, BackboneSpec] = {
@@ -214,15 +199,13 @@ def onnx_file(name: str, cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "onnx" / f"{name}-{key[:16]}-x{EXPORT_VERSION}.onnx"
 
 
-def export_onnx(module, path: Path, spec: BackboneSpec, output_name: str = "embedding") -> Path:
-    """Export a torch module taking the spec's input to ONNX (opset 17, dynamic batch), atomically.
-
-    The graph's input carries the spec's input contract as its description (doc_string).
-    """
+def export_onnx(module, path: Path, size: int, output_name: str = "embedding", description: str = "") -> Path:
+    """Export a torch module taking float32 [batch, 3, size, size] to ONNX (opset 17, dynamic
+    batch), atomically; `description` becomes the input's doc_string (the input contract in words)."""
     import onnx
     import torch
 
-    dummy = torch.zeros(1, 3, spec.size, spec.size)
+    dummy = torch.zeros(1, 3, size, size)
     with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -230,9 +213,10 @@ def export_onnx(module, path: Path, spec: BackboneSpec, output_name: str = "embe
             input_names=["input"], output_names=[output_name],
             dynamic_axes={"input": {0: "batch"}, output_name: {0: "batch"}},
         )
-        graph = onnx.load(str(tmp))
-        graph.graph.input[0].doc_string = spec.describe_input()
-        onnx.save(graph, str(tmp))
+        if description:
+            graph = onnx.load(str(tmp))
+            graph.graph.input[0].doc_string = description
+            onnx.save(graph, str(tmp))
     return path
 
 
@@ -249,6 +233,16 @@ def _valid_onnx(path: Path) -> bool:
 _export_lock = threading.Lock()
 
 
+def _say_preparing(name: str, folder: Path, fine_tuned: bool = False) -> None:
+    """A status line for the seconds a first run spends here (loading torch, tracing the network),
+    which a progress bar at 0% would otherwise leave unexplained. On stderr, above any bar."""
+    from .console import err
+
+    which = "the fine-tuned" if fine_tuned else "the backbone"
+    err.print(f"preparing {which} {name} (first run: exporting it to ONNX, a few seconds; kept in {folder})",
+              markup=False, soft_wrap=True)
+
+
 def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key: str | None = None) -> Path:
     """Path of the cached ONNX embedding graph for these weights, exporting it when missing or stale."""
     if key is None:
@@ -260,9 +254,10 @@ def ensure_onnx(name: str, cache_dir: Path, state_dict: dict | None = None, key:
         clean_leftovers(path.parent)  # a killed export's temp file (issue 10)
         if path.is_file() and path.stat().st_size > 0 and _valid_onnx(path):
             return path
+        _say_preparing(name, path.parent, fine_tuned=state_dict is not None)
         module = torch_module(name, state_dict)
         try:
-            export_onnx(module, path, spec(name))
+            export_onnx(module, path, spec(name).size)
         except OSError as exc:
             raise UprightError(f"cannot write the ONNX cache at {path.parent}: {exc.strerror or exc}") from exc
     return path
@@ -337,3 +332,20 @@ class Runner:
             return np.zeros((0, self.spec.dim), np.float32)
         out = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
         return np.asarray(out, np.float32)
+
+
+_runners: dict[tuple, Runner] = {}
+_runners_lock = threading.Lock()
+
+
+def get_runner(backbone: str = DEFAULT, cache_dir=None, state_dict: dict | None = None,
+               key: str | None = None, threads: int | None = None, device: str = "auto") -> Runner:
+    """A memoised ONNX Runtime runner for these weights (one session per process and setting)."""
+    if key is None:
+        key = weights_sha256(backbone) if state_dict is None else state_dict_sha256(state_dict)
+    k = (backbone, key, str(resolve_cache_dir(cache_dir)), threads, device)
+    with _runners_lock:
+        r = _runners.get(k)
+        if r is None:
+            r = _runners[k] = Runner(backbone, cache_dir, state_dict, key, threads=threads, device=device)
+        return r

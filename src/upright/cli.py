@@ -1,8 +1,8 @@
 """The only command-line entry point: `upright VERB ...` (contracts: docs/contracts.md).
 
 Each verb parses its options here and hands over to the module that does the work; option
-defaults are read from those modules (one home per default). Only `serve` imports its module
-when it runs, because that loads FastAPI.
+defaults are read from those modules (one home per default). Only `serve` and `studio` import
+their modules when they run, because those load FastAPI.
 Exit codes: 0 ok, 1 findings/failed checks where noted, 2 usage or input error (one line).
 """
 
@@ -20,19 +20,23 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.markup import escape
 
-from . import __version__, backbones
+from . import __version__, backbones, presets
 from .audit import fails
 from .audit import print_summary as print_audit_summary
 from .audit import run_audit
 from .audit.report import write_report as write_audit_report
-from .dataset import DEFAULT_VAL_FRACTION
+from .audit.severity import SEVERITIES
+from .cli_usage import Group, Typer, check_model_first
+from .contract import LAYOUTS, InputContract
+from .pipeline.engines import ENGINES
+from .pipeline.scan import DEFAULT_VAL_FRACTION
 from .demo import run_demo
 from .demo.data import DEFAULT_PHOTOS
 from .errors import UprightError, one_line
 from .evaluate import evaluate as run_eval
 from .evaluate import print_summary as print_eval_summary
+from .export import FORMATS as EXPORT_FORMATS
 from .export import run_export
 from .fix import ROTATE_MIN_CONFIDENCE, run_fix
 from .fix import print_summary as print_fix_summary
@@ -43,11 +47,15 @@ from .embedding.verb import run_embed
 from .model import DEFAULT_TOP_K
 from .predict import print_table, run_predict, write_csv, write_jsonl
 from .serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT
-from .train import DEFAULT_AUGMENT, train_dataset
+from .studio.defaults import DEFAULT_PORT as STUDIO_PORT
+from .studio.defaults import DEFAULT_QUOTA_GB
+from .train import train_dataset
 from .train import print_summary as print_train_summary
 
-app = typer.Typer(
+app = Typer(  # cli_usage: plain help with examples, one-line usage errors with "did you mean"
     name="upright",
+    cls=Group,
+    rich_markup_mode=None,
     help="Train image classifiers from folders of real-world photos, right side up.\n\n"
     "Every image is read upright (EXIF/XMP/HEIF orientation applied once), so the way a "
     "phone stored its pixels never decides the label.",
@@ -61,47 +69,26 @@ JSON = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
 CACHE = typer.Option(None, "--cache", help="Cache folder (default: the user cache dir, XDG rules).")
 
 
-class Augment(str, Enum):
-    none = "none"
-    flip = "flip"
-    rotate = "rotate"
-    d4 = "d4"
+def _choices(name: str, values) -> type[Enum]:
+    """A CLI choice list (a str Enum, as typer wants) made from the tuple that is its home."""
+    return Enum(name, {v: v for v in values}, type=str)
 
 
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
+Augment = _choices("Augment", presets.AUGMENT_VARIANTS)
+Engine = _choices("Engine", ENGINES)
+Device = _choices("Device", backbones.DEVICES)
+Preset = _choices("Preset", presets.PRESETS)
+FailOn = _choices("FailOn", [s for s in reversed(SEVERITIES) if s != "info"])  # warning, error
+ExportFormat = _choices("ExportFormat", EXPORT_FORMATS)
+Layout = _choices("Layout", LAYOUTS)
 
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-ENGINE = typer.Option(Engine.local, "--engine",
-                      help=escape("Where the embedding step runs: local (a process pool on this machine, default) or "
+ENGINE = typer.Option(Engine("local"), "--engine",
+                      help="Where the embedding step runs: local (a process pool on this machine, default) or "
                            "ray (Ray Data: a local Ray instance started for the run, or the cluster at --ray-address; "
-                           "needs the [ray] extra). Both give the same embeddings."))
+                           "needs the [ray] extra). Both give the same embeddings.")
 RAY_ADDRESS = typer.Option(None, "--ray-address", metavar="ADDR",
                            help="With --engine ray: join this Ray cluster (e.g. ray://head:10001 or auto) "
                                 "instead of starting a local instance.")
-
-
-class Preset(str, Enum):
-    fast = "fast"
-    accurate = "accurate"
-
-
-class FailOn(str, Enum):
-    warning = "warning"
-    error = "error"
-
-
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-    coreml = "coreml"
-    tflite = "tflite"
 
 
 def emit(result, json_out: bool, human) -> None:
@@ -212,7 +199,7 @@ def train(
     force: bool = typer.Option(False, "--force",
                                help="Replace an existing model folder (atomically: a crash leaves the old model "
                                "or the new one). Without it, an existing model is never overwritten (exit 2)."),
-    preset: Preset = typer.Option(Preset.fast, "--preset",
+    preset: Preset = typer.Option(Preset(presets.DEFAULT_PRESET), "--preset",
                                   help="fast (default): Lite0 features of each photo and its mirror, a linear head; "
                                   "seconds once the photos are cached. accurate: Lite0+Lite2 features of 10 crops of "
                                   "every photo (centre + 4 corners, each mirrored), the same head, and the same 10 "
@@ -224,7 +211,7 @@ def train(
         help="Backbone name (fast preset): efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
              "(both nets on one 260-px crop, features concatenated: about +1.5 points on "
              "flowers-500 for 3x the embedding time), efficientnet-lite1, efficientnet-lite2."),
-    augment: Augment = typer.Option(Augment(DEFAULT_AUGMENT), "--augment", help="Training variants: none, flip, rotate, d4."),
+    augment: Augment = typer.Option(Augment(presets.DEFAULT_AUGMENT), "--augment", help="Training variants: none, flip, rotate, d4."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of --fine-tune (default 3). The plain head (either preset) is fitted to convergence: --epochs without --fine-tune is refused (exit 2)."),
     fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the backbone end to end (slow on CPU): one line per epoch (train loss, val accuracy, seconds), the best epoch kept, a checkpoint after every epoch."),
     resume: bool = typer.Option(False, "--resume", help="With --fine-tune: continue a killed or crashed run of the same photos and options from its last checkpoint (kept in .MODEL.upright-checkpoint/ beside MODEL until the model is written)."),
@@ -257,7 +244,7 @@ def embed(
     augment: Augment = typer.Option(Augment(EMBED_AUGMENT), "--augment",
                                     help="Views per photo: none (one row per photo), flip, rotate, d4."),
     backbone: str = typer.Option(backbones.DEFAULT, "--backbone", help=f"Backbone name: {', '.join(backbones.REGISTRY)}."),
-    device: Device = typer.Option(Device.auto, "--device",
+    device: Device = typer.Option(Device("auto"), "--device",
                                   help="auto: CUDA when onnxruntime-gpu provides it, else CPU; cpu: CPU even where "
                                        "CUDA is present; cuda: CUDA or an error."),
     cache: Optional[Path] = CACHE,
@@ -290,6 +277,7 @@ def predict(
 
 Exit code 0 when every image was read, 1 when any input could not be read (each one is listed with its reason; the others are still predicted), 2 on a usage error (no model, no image files found).
     """
+    check_model_first("predict", model, images)
     preds = run_predict(model, images, top_k=top_k, cache_dir=cache, progress=not json_out)
     if csv is not None:
         write_csv(preds, csv)
@@ -302,15 +290,10 @@ Exit code 0 when every image was read, 1 when any input could not be read (each 
         raise typer.Exit(1)
 
 
-class Layout(str, Enum):
-    nchw = "nchw"
-    nhwc = "nhwc"
-
-
 @app.command(name="eval")
 def evaluate(
     model: Optional[Path] = typer.Argument(None, show_default=False,
-                                           help="Model folder (with --onnx: leave it out, give DATA only)."),
+                                           help="Model folder (with --onnx or --tflite: leave it out, give DATA only)."),
     data: Optional[Path] = typer.Argument(None, show_default=False,
                                           help="Folder with one sub-folder per class (or train/, val/, test/: test/ is scored)."),
     json_out: bool = JSON,
@@ -323,42 +306,60 @@ def evaluate(
         help="Score an ONNX classifier trained elsewhere (TensorFlow, PyTorch, ...) instead of a model folder: "
              "upright eval --onnx FILE DATA. Labels and input contract from the options below, else from the "
              "file's metadata (\"labels\", \"preprocessing\", as upright export writes), else from its input shape."),
+    tflite_file: Optional[Path] = typer.Option(
+        None, "--tflite", metavar="FILE",
+        help="Score a TFLite (LiteRT) classifier instead of a model folder: upright eval --tflite FILE DATA "
+             "(needs ai-edge-litert). Input size, layout and dtype from the model (uint8/int8 quantised inputs "
+             "fed quantised); labels from --labels, else NAME.labels.txt beside FILE, else a labels file packed in it."),
     labels: Optional[str] = typer.Option(None, "--labels", metavar="A,B,C|FILE",
-                                         help="--onnx: the class names in output order, or a text file with one a line."),
+                                         help="--onnx/--tflite: the class names in output order, or a text file "
+                                              "with one a line."),
     input_size: Optional[int] = typer.Option(None, "--input-size", metavar="N",
-                                             help="--onnx: square input side (default: from the graph)."),
+                                             help="--onnx/--tflite: square input side (default: from the model)."),
     resize: Optional[int] = typer.Option(None, "--resize", metavar="N",
-                                         help="--onnx: short side before the centre crop (default: input size / 0.875)."),
+                                         help="--onnx/--tflite: short side before the centre crop "
+                                              "(default: input size / 0.875)."),
     mean: Optional[str] = typer.Option(None, "--mean", metavar="M[,M,M]",
-                                       help="--onnx: input = (pixel - mean) / std, pixels 0-255, RGB (default 0). "
+                                       help="--onnx/--tflite: input = (pixel - mean) / std, pixels 0-255, RGB "
+                                            "(default 0; a quantised input: its quantised range is the pixel range). "
                                             "ImageNet-normalised: --mean 123.675,116.28,103.53 --std 58.395,57.12,57.375; "
                                             "[0, 1]: --std 255; [-1, 1]: --mean 127.5 --std 127.5."),
-    std: Optional[str] = typer.Option(None, "--std", metavar="S[,S,S]", help="--onnx: see --mean (default 1)."),
-    layout: Optional[Layout] = typer.Option(None, "--layout", help="--onnx: input layout (default: the axis of size 3)."),
+    std: Optional[str] = typer.Option(None, "--std", metavar="S[,S,S]", help="--onnx/--tflite: see --mean (default 1)."),
+    layout: Optional[Layout] = typer.Option(None, "--layout",
+                                            help="--onnx/--tflite: input layout (default: the axis of size 3)."),
 ) -> None:
     """Accuracy, per-class precision/recall/F1, macro-F1, top-k accuracy, confusion matrix and accuracy under 0/90/180/270 rotations, and how many scored photos the model was fitted on.
 
-DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so. A model trained elsewhere (--onnx) records nothing of the kind: seen_in_training is null (unknown), and eval says that too. Photos are read upright either way.
+DATA with a test/ folder is scored on test/ only (train never reads it); else on val/, else on every photo. "seen_in_training" counts scored photos whose content the model was fitted on: when it is not 0, the figures are not a test, and eval says so. A model trained elsewhere (--onnx, --tflite) records nothing of the kind: seen_in_training is null (unknown), and eval says that too. Photos are read upright either way.
     """
     external = {"--labels": labels, "--input-size": input_size, "--resize": resize, "--mean": mean, "--std": std,
                 "--layout": layout}
-    if onnx_file is None:
+    foreign = onnx_file or tflite_file
+    if onnx_file is not None and tflite_file is not None:
+        raise UprightError("give one of --onnx FILE and --tflite FILE")
+    if foreign is None:
         given = [k for k, v in external.items() if v is not None]
         if given:
-            raise UprightError(f"{', '.join(given)}: only with --onnx FILE")
+            raise UprightError(f"{', '.join(given)}: only with --onnx FILE or --tflite FILE")
         if model is None or data is None:
-            raise UprightError("eval needs MODEL DATA (or --onnx FILE DATA)")
+            raise UprightError("eval needs MODEL DATA (or --onnx FILE DATA, --tflite FILE DATA)")
+        check_model_first("eval", model, [data])
         result = run_eval(model, data, cache_dir=cache, progress=not json_out, report=report, csv=csv)
     else:
         from .external import evaluate_onnx, parse_labels, parse_triple
 
+        flag = "--onnx" if onnx_file is not None else "--tflite"
         if model is None or data is not None:
-            raise UprightError("with --onnx FILE give DATA only: upright eval --onnx FILE DATA")
-        result = evaluate_onnx(onnx_file, model, labels=parse_labels(labels) if labels else None,
-                               input_size=input_size, resize=resize,
-                               mean=parse_triple(mean, "--mean") if mean is not None else None,
-                               std=parse_triple(std, "--std") if std is not None else None,
-                               layout=layout.value if layout else None, report=report, csv=csv)
+            raise UprightError(f"with {flag} FILE give DATA only: upright eval {flag} FILE DATA")
+        if tflite_file is not None:
+            from .tflite_runner import evaluate_tflite as run_foreign
+        else:
+            run_foreign = evaluate_onnx
+        result = run_foreign(foreign, model, labels=parse_labels(labels) if labels else None,
+                             input_size=input_size, resize=resize,
+                             mean=parse_triple(mean, "--mean") if mean is not None else None,
+                             std=parse_triple(std, "--std") if std is not None else None,
+                             layout=layout.value if layout else None, report=report, csv=csv)
     emit(result, json_out, print_eval_summary)
 
 
@@ -397,12 +398,42 @@ def serve(
                max_batch=max_batch, echo=typer.echo)
 
 
-_DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
+@app.command()
+def studio(
+    project: Path = typer.Argument(..., help="Project folder: an upright DATA folder (one folder per class, or "
+                                             "train/ + test/); created when missing."),
+    host: Optional[str] = typer.Option(
+        None, "--host", show_default=False,
+        help=f"Address to bind (default {DEFAULT_HOST}; {DEFAULT_LAN_HOST} with --lan). Without --lan only "
+        "loopback addresses: the studio writes to the project."),
+    port: int = typer.Option(STUDIO_PORT, "--port", help="Port to listen on (0 picks a free one)."),
+    lan: bool = typer.Option(
+        False, "--lan",
+        help="For the team's phones: https with this machine's self-signed certificate, a fresh access token, "
+        "the link and a QR code printed (as serve --lan)."),
+    quota_gb: float = typer.Option(DEFAULT_QUOTA_GB, "--quota-gb",
+                                   help="Most GB of photos (and trash) the project may hold; uploads past it are refused."),
+    max_upload_mb: float = typer.Option(DEFAULT_MAX_BYTES / 1e6, "--max-upload-mb",
+                                        help="Largest upload request accepted, in MB (413 beyond)."),
+) -> None:
+    """The training studio: phones fill the classes, the audit speaks as photos arrive; review, train, test, export.
+
+    Collect (upload, camera, hold for a burst), Review (stored vs upright, turn through fix, move, trash), Train (progress, cancel; a new model folder per run in PROJECT/.upright-models/), Test (serve's page on any of the project's models), Export (ONNX, TFLite, Core ML). Nothing is deleted: the trash is PROJECT/.upright-trash/.
+    """
+    if quota_gb <= 0 or max_upload_mb <= 0:
+        raise UprightError("--quota-gb and --max-upload-mb must be > 0")
+    from .studio import run as run_studio  # loads FastAPI: only when serving
+
+    run_studio(project, host=host, port=port, lan=lan, quota_gb=quota_gb, max_bytes=int(max_upload_mb * 1_000_000),
+               echo=typer.echo)
 
 
-@app.command(help=escape(
+_DEFAULT_CONTRACT = InputContract.for_backbone(backbones.DEFAULT)
+
+
+@app.command(help=(
     "Export the whole model (backbone + head) to one ONNX file (or Core ML, TFLite).\n\n"
-    f"Input \"input\" (for the default {_DEFAULT_SPEC.name}): {_DEFAULT_SPEC.describe_input()}. "
+    f"Input \"input\" (for the default {_DEFAULT_CONTRACT.backbone}): {_DEFAULT_CONTRACT.describe_input()}. "
     "Each model's own contract is in its model.json \"preprocessing\" and in the graph's input "
     "description. Output \"probabilities\": [batch, n_labels] in the order of "
     "model.json \"labels\" (averaged over the model's test views, as `predict` does).\n\n"
@@ -416,7 +447,7 @@ _DEFAULT_SPEC = backbones.spec(backbones.DEFAULT)
     "probabilities, labels in FILE.labels.txt."))
 def export(
     model: Path = typer.Argument(..., help="Model folder."),
-    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format."),
+    format: ExportFormat = typer.Option(ExportFormat("onnx"), "--format", help="Export format."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
                                           help="File to write (default MODEL/model.onnx; coreml: MODEL/model.mlpackage; "
                                                "tflite: MODEL/model.tflite and model.labels.txt)."),

@@ -7,46 +7,24 @@ up" as a feature loses accuracy on the rotated copies; one trained with --augmen
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import provenance
-from .dataset import scan
+from .pipeline.scan import scan
 from .errors import UprightError
-from .orientation import ROTATIONS as TURNS
-from .views import compose
+from .metrics import classification_metrics
+from .orientation import ROTATIONS
 from .results import EvalResult
+from .views import compose
 
-ROTATIONS = {str(deg): variant for deg, variant in TURNS.items()}  # JSON keys "0", "90", "180", "270"
+#: the rotation check's turns, keyed as in the eval JSON ("0", "90", "180", "270") -> variant
+ROTATION_CHECK = {str(deg): variant for deg, variant in ROTATIONS.items()}
 MAX_MISTAKES_SHOWN = 48
 
 
 TOP_K = (1, 2, 3, 5)  # reported where k < the number of labels
 MAX_MISTAKES_JSON = 100
 CSV_COLUMNS = ("path", "label", "predicted", "score", "seen_in_training", "correct", "top", "error")
-
-
-def _metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1 (None where undefined), macro-F1, confusion matrix.
-
-    Precision is undefined (None) for a class nothing was predicted as, recall and F1 for a
-    class absent from the data; macro-F1 averages the classes present in the data.
-    """
-    n_cls = len(labels)
-    cm = np.zeros((n_cls, n_cls), int)
-    np.add.at(cm, (y_true, y_pred), 1)
-    per = {}
-    f1s = []
-    for i, lab in enumerate(labels):
-        tp, col, row = cm[i, i], cm[:, i].sum(), cm[i].sum()
-        f1 = round(float(2 * tp / (row + col)), 6) if row else None
-        per[lab] = {"precision": round(float(tp / col), 6) if col else None,
-                    "recall": round(float(tp / row), 6) if row else None, "f1": f1, "n": int(row)}
-        if f1 is not None:
-            f1s.append(f1)
-    return {"accuracy": round(float((y_true == y_pred).mean()), 6) if len(y_true) else 0.0,
-            "per_class": per, "confusion": cm.tolist(),
-            "macro_f1": round(float(np.mean(f1s)), 6) if f1s else None}
 
 
 def held_out_records(ds):
@@ -81,17 +59,12 @@ def evaluate(model, data, *, rotations: bool = True, cache_dir=None, progress: b
     from .model import Model, load_model
 
     m = model if isinstance(model, Model) else load_model(model, cache_dir=cache_dir)
-    if cache_dir is not None:
-        m.cache_dir = cache_dir
     ds, known, unknown, split = scored_records(data, m.labels)
     views = list(m.views)
-    rots = ROTATIONS if rotations else {"0": "id"}
+    rots = ROTATION_CHECK if rotations else {"0": "id"}
     needed = list(dict.fromkeys(compose(rot, v) for rot in rots.values() for v in views))
-    from .features import embed_paths
-
-    emb = embed_paths([r.path for r in known], backbone=m.backbone, variants=needed, orient=m.orient,
-                      cache_dir=m.cache_dir, progress=progress, workers=workers, hashes=[r.sha256 for r in known],
-                      runner=m.runner, description="evaluating")
+    emb = m.embed_paths([r.path for r in known], needed, progress, workers, "evaluating",
+                        hashes=[r.sha256 for r in known], cache_dir=cache_dir)
     ok = emb.ok
     if not ok.any():
         raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
@@ -116,7 +89,7 @@ def score(known, ok, errors: dict, probs: dict, labels: list[str], seen, *, spli
     p0 = probs["0"]
     pred = p0.argmax(1)
     order = np.argsort(-p0, axis=1, kind="stable")
-    metrics = _metrics(y, pred, labels)
+    metrics = classification_metrics(y, pred, labels)
     top_k = {str(k): round(float((order[:, :k] == y[:, None]).any(1).mean()), 6)
              for k in TOP_K if k == 1 or k < len(labels)}
     photos, j = [], 0
@@ -183,7 +156,7 @@ def _csv_bool(value) -> str:
 def seen_sentence(result) -> tuple[str, str]:
     """(severity, sentence) about whether the scored photos were held out: "error", "ok" or "unknown"."""
     n, seen = result["n"], result["seen_in_training"]
-    if seen is None and result.get("model_format") == "onnx":
+    if seen is None and result.get("model_format") in ("onnx", "tflite"):
         return "unknown", ("this model was trained elsewhere: nothing records which photos it was fitted on "
                            "(seen_in_training unknown), so these figures are a test only if you know it never "
                            "saw these photos.")

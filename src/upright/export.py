@@ -1,6 +1,6 @@
 """`upright export MODEL --format onnx [--preprocess]`: one ONNX graph, backbone + head (+ test views).
 
-Plain: input "input" is the backbone's input contract (backbones.BackboneSpec.describe_input,
+Plain: input "input" is the model's input contract (contract.InputContract.describe_input,
 also written into the graph as the input's description and into model.json "preprocessing"):
 float32 [batch, 3, S, S] RGB, the upright picture resized so its short side is `resize`,
 centre-cropped to S x S and scaled. Output "probabilities": [batch, n_labels] in the order of
@@ -28,6 +28,7 @@ import numpy as np
 
 from . import __version__, backbones
 from .console import err
+from .contract import InputContract
 from .errors import UprightError
 from .model import Model, load_model
 from .orientation import VARIANTS
@@ -53,6 +54,17 @@ def differs_note(m, preprocess: bool = False) -> str | None:
             "(metadata test_views / test_views_in_graph; --preprocess puts every view in the graph)")
 
 
+def variant_tensor(x, variant: str):
+    """The `variant` (orientation.VARIANTS) of an NCHW torch batch: the torch twin of
+    orientation.variant_array (tests/test_views.py checks they agree on all eight)."""
+    import torch
+
+    flip, k = VARIANTS[variant]
+    if flip:  # NCHW: width is dim 3
+        x = torch.flip(x, dims=[3])
+    return torch.rot90(x, k=-k, dims=(2, 3)) if k else x  # negative k = clockwise
+
+
 def build_module(m, views=None):
     """The whole model as a torch module: preprocessed input -> probabilities, averaged over
     `views` (default graph_views(m)), variants of the centre crop it is given."""
@@ -62,9 +74,9 @@ def build_module(m, views=None):
     if m.backbone_state is not None:
         sd = {k: torch.from_numpy(np.array(v)) for k, v in m.backbone_state.items()}
     emb = backbones.torch_module(m.backbone, sd)
-    views = [VARIANTS[v] for v in (graph_views(m) if views is None else views)]
+    views = list(graph_views(m) if views is None else views)
 
-    class Whole(torch.nn.Module):
+    class Classifier(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.backbone = emb
@@ -75,15 +87,12 @@ def build_module(m, views=None):
 
         def forward(self, x):
             probs = None
-            for flip, k in views:  # NCHW: width is dim 3; clockwise quarter turn = rot90(k=-1, dims=(2,3))
-                v = torch.flip(x, dims=[3]) if flip else x
-                if k:
-                    v = torch.rot90(v, k=-k, dims=(2, 3))
-                p = torch.softmax(self.head(self.backbone(v)), dim=1)
+            for view in views:
+                p = torch.softmax(self.head(self.backbone(variant_tensor(x, view))), dim=1)
                 probs = p if probs is None else probs + p
             return probs / len(views)
 
-    return Whole().eval()
+    return Classifier().eval()
 
 
 #: ONNX opset of the exported graphs with --preprocess (Resize's antialias needs 18).
@@ -91,24 +100,13 @@ PREPROCESS_OPSET = 18
 FORMATS = ("onnx", "coreml", "tflite")
 
 
-def input_metadata(s: backbones.BackboneSpec, in_graph: bool) -> dict:
-    """The "preprocessing" metadata of an exported graph: the input contract in numbers."""
-    d = {"input_size": s.size, "resize_short_side": s.resize, "interpolation": s.interpolation,
-         "crop": s.crop, "mean": [s.mean] * 3, "std": [s.std] * 3, "scaling": s.scaling}
-    if in_graph:
-        return {**d, "input": "pixels", "layout": "nhwc", "dtype": "uint8", "any_size": True, "in_graph": True,
-                "resize_op": "ONNX Resize cubic (a=-0.5), antialias=1, exclude_outside=1, half_pixel; "
-                             "rounded to 8 bits; then centre crop and scaling"}
-    return {**d, "input": "input", "layout": "nchw", "dtype": "float32", "any_size": False, "in_graph": False}
+def preprocess_graph(c: InputContract, ir_version: int, views=("id",)):
+    """uint8 [1, H, W, 3] upright RGB -> float32 [V, 3, S, S] network input, by the input contract.
 
-
-def preprocess_graph(s: backbones.BackboneSpec, ir_version: int, views=("id",)):
-    """uint8 [1, H, W, 3] upright RGB -> float32 [V, 3, S, S] network input, by the spec's contract.
-
-    Short side to s.resize (the long side rounded as Pillow does, never under s.size), cubic
+    Short side to c.resize (the long side rounded as Pillow does, never under c.size), cubic
     with antialiasing when shrinking (what Pillow's bicubic does), rounded and clipped to
     0-255 as an 8-bit resize is, then one S x S window per view (upright.views: the centre at
-    (w - S) // 2 as preprocess.centre_crop, or a corner; mirrored for "flip" views) and scaled.
+    (w - S) // 2 as pipeline.decode.centre_crop, or a corner; mirrored for "flip" views) and scaled.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -116,12 +114,12 @@ def preprocess_graph(s: backbones.BackboneSpec, ir_version: int, views=("id",)):
         return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(np.array(value, dtype), name))
 
     nodes = [
-        const("c_resize", s.resize, np.float32), const("c_size_f", float(s.size), np.float32),
-        const("c_size", [s.size, s.size], np.int64), const("c_nc", [1, 3], np.int64),
+        const("c_resize", c.resize, np.float32), const("c_size_f", float(c.size), np.float32),
+        const("c_size", [c.size, c.size], np.int64), const("c_nc", [1, 3], np.int64),
         const("c_hw_idx", [1, 2], np.int64), const("c_two", 2, np.int64), const("c_axes", [2, 3], np.int64),
         const("c_lo", 0.0, np.float32), const("c_hi", 255.0, np.float32),
-        const("c_mean", np.full((1, 3, 1, 1), s.mean), np.float32),
-        const("c_std", np.full((1, 3, 1, 1), s.std), np.float32),
+        const("c_mean", np.reshape(c.mean, (1, 3, 1, 1)), np.float32),
+        const("c_std", np.reshape(c.std, (1, 3, 1, 1)), np.float32),
         helper.make_node("Cast", ["pixels"], ["x_f"], to=TensorProto.FLOAT),
         helper.make_node("Transpose", ["x_f"], ["x_nchw"], perm=[0, 3, 1, 2]),
         helper.make_node("Shape", ["pixels"], ["shape"]),
@@ -166,24 +164,24 @@ def preprocess_graph(s: backbones.BackboneSpec, ir_version: int, views=("id",)):
     graph = helper.make_graph(
         nodes, "upright_preprocess",
         [helper.make_tensor_value_info("pixels", TensorProto.UINT8, [1, "height", "width", 3])],
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [len(views), 3, s.size, s.size])])
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [len(views), 3, c.size, c.size])])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", PREPROCESS_OPSET)],
                              ir_version=ir_version, producer_name="upright")
 
 
-def _pixels_description(s: backbones.BackboneSpec, views=("id",)) -> str:
-    cut = (f"centre-crops {s.size} x {s.size}" if len(views) == 1 else
-           f"cuts the {len(views)} test views ({s.size} x {s.size} windows, see metadata test_views_in_graph) "
+def _pixels_description(c: InputContract, views=("id",)) -> str:
+    cut = (f"centre-crops {c.size} x {c.size}" if len(views) == 1 else
+           f"cuts the {len(views)} test views ({c.size} x {c.size} windows, see metadata test_views_in_graph) "
            "whose probabilities it averages,")
     return (f"uint8 [1, height, width, 3] RGB, the picture upright (e.g. upright.open_upright), any size: "
-            f"the graph resizes its short side to {s.resize} (cubic, antialiased), {cut} and scales {s.scaling}")
+            f"the graph resizes its short side to {c.resize} (cubic, antialiased), {cut} and scales {c.scaling}")
 
 
-def _mean_over_views(whole):
+def _mean_over_views(network):
     """The network's "probabilities" [V, C] (one row per view) -> their mean [1, C], same name."""
     from onnx import TensorProto, helper, numpy_helper
 
-    g = whole.graph
+    g = network.graph
     (out,) = g.output
     for node in g.node:
         node.output[:] = ["view_probabilities" if o == out.name else o for o in node.output]
@@ -193,20 +191,21 @@ def _mean_over_views(whole):
     g.node.append(helper.make_node("ReduceMean", ["view_probabilities", "c_view_axis"], [out.name], keepdims=1))
     g.ClearField("output")
     g.output.append(helper.make_tensor_value_info(out.name, TensorProto.FLOAT, [1, n_labels.dim_value or None]))
-    return whole
+    return network
 
 
-def with_preprocessing(whole, s: backbones.BackboneSpec, views=("id",)):
+def with_preprocessing(network, c: InputContract, views=("id",)):
     """The exported network (ModelProto, input "input") with the preprocessing graph in front;
     with several `views`, the graph embeds each window and averages their probabilities."""
     import onnx
     from onnx import compose, version_converter
 
-    whole = version_converter.convert_version(whole, PREPROCESS_OPSET)
+    network = version_converter.convert_version(network, PREPROCESS_OPSET)
     if len(views) > 1:
-        whole = _mean_over_views(whole)
-    merged = compose.merge_models(preprocess_graph(s, whole.ir_version, views), whole, io_map=[("input", "input")])
-    merged.graph.input[0].doc_string = _pixels_description(s, views)
+        network = _mean_over_views(network)
+    merged = compose.merge_models(preprocess_graph(c, network.ir_version, views), network,
+                                  io_map=[("input", "input")])
+    merged.graph.input[0].doc_string = _pixels_description(c, views)
     unique = {(o.domain, o.version): o for o in merged.opset_import}.values()  # merge repeats them
     merged.ClearField("opset_import")
     merged.opset_import.extend(unique)
@@ -227,22 +226,22 @@ def export_onnx(model, output=None, preprocess: bool = False) -> Path:
     out = Path(output) if output is not None else m.folder / "model.onnx"
     if out.is_dir():
         raise UprightError(f"{out}: is a folder; give a file name with -o")
-    s = backbones.spec(m.backbone)
+    c = m.contract
     try:
         with tempfile.TemporaryDirectory(prefix="upright-export-") as tmp:
             plain = Path(tmp) / "plain.onnx"
             in_pixels = preprocess and graph_views(m, True) == list(m.views)  # every view cut in the graph
-            backbones.export_onnx(build_module(m, ["id"] if in_pixels else None), plain, s,
-                                  output_name="probabilities")
+            backbones.export_onnx(build_module(m, ["id"] if in_pixels else None), plain, c.size,
+                                  output_name="probabilities", description=c.describe_input())
             graph = onnx.load(str(plain))
         meta = {"labels": json.dumps(m.labels), "upright_backbone": m.backbone,
                 "upright_version": __version__, "test_views": json.dumps(list(m.views)),
                 "test_views_in_graph": json.dumps(graph_views(m, preprocess)),
-                "preprocessing": json.dumps(input_metadata(s, preprocess))}
+                "preprocessing": json.dumps(c.graph_metadata(preprocess))}
         for key, value in meta.items():
             graph.metadata_props.add(key=key, value=value)
         if preprocess:
-            graph = with_preprocessing(graph, s, m.views if in_pixels else ("id",))
+            graph = with_preprocessing(graph, c, m.views if in_pixels else ("id",))
         with atomic_path(out) as tmp_out:
             onnx.save(graph, str(tmp_out))
     except OSError as exc:
@@ -293,21 +292,21 @@ def export_coreml(model, output=None) -> Path:
         raise UprightError(f"{out}: a Core ML package name ends .mlpackage")
     if out.exists() and not (out.is_dir() and (out / "Manifest.json").is_file()):
         raise UprightError(f"{out}: exists and is not a Core ML package; give a new name with -o")
-    s = backbones.spec(m.backbone)
+    c = m.contract
     with torch.no_grad(), _quiet():
-        traced = torch.jit.trace(build_module(m), torch.zeros(1, 3, s.size, s.size))
+        traced = torch.jit.trace(build_module(m), torch.zeros(1, 3, c.size, c.size))
         ml = ct.convert(
             traced, convert_to="mlprogram",
-            inputs=[ct.ImageType(name="image", shape=(1, 3, s.size, s.size), scale=1 / s.std,
-                                 bias=[-s.mean / s.std] * 3, color_layout=ct.colorlayout.RGB)],
+            inputs=[ct.ImageType(name="image", shape=(1, 3, c.size, c.size), scale=1 / c.std[0],
+                                 bias=[-mu / c.std[0] for mu in c.mean], color_layout=ct.colorlayout.RGB)],
             classifier_config=ct.ClassifierConfig(list(m.labels)),
             minimum_deployment_target=ct.target.iOS15, compute_precision=ct.precision.FLOAT32)
     ml.short_description = f"upright model ({m.backbone}): {len(m.labels)} labels"
-    ml.input_description["image"] = (f"RGB {s.size} x {s.size}, upright: the photo's short side resized to "
-                                     f"{s.resize} ({s.interpolation}), centre-cropped")
+    ml.input_description["image"] = (f"RGB {c.size} x {c.size}, upright: the photo's short side resized to "
+                                     f"{c.resize} ({c.interpolation}), centre-cropped")
     ml.user_defined_metadata.update({"labels": json.dumps(m.labels), "upright_backbone": m.backbone,
                                      "upright_version": __version__,
-                                     "preprocessing": json.dumps({**input_metadata(s, False), "input": "image",
+                                     "preprocessing": json.dumps({**c.graph_metadata(False), "input": "image",
                                                                   "layout": "image", "dtype": "image"})})
     try:
         stage = stage_folder(out)
@@ -341,20 +340,21 @@ def export_tflite(model, output=None) -> Path:
     out = Path(output) if output is not None else m.folder / "model.tflite"
     if out.is_dir():
         raise UprightError(f"{out}: is a folder; give a file name with -o")
-    s = backbones.spec(m.backbone)
-    whole = build_module(m)
+    c = m.contract
+    classifier = build_module(m)
+    mean, std = torch.tensor(c.mean).view(1, 3, 1, 1), torch.tensor(c.std).view(1, 3, 1, 1)
 
     class Pixels(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.whole = whole
+            self.classifier = classifier
 
         def forward(self, pixels):
-            x = (pixels.permute(0, 3, 1, 2).float() - s.mean) / s.std
-            return self.whole(x)
+            x = (pixels.permute(0, 3, 1, 2).float() - mean) / std
+            return self.classifier(x)
 
     with torch.no_grad(), _quiet():
-        edge = litert_torch.convert(Pixels().eval(), (torch.zeros(1, s.size, s.size, 3, dtype=torch.uint8),))
+        edge = litert_torch.convert(Pixels().eval(), (torch.zeros(1, c.size, c.size, 3, dtype=torch.uint8),))
     try:
         with atomic_path(out) as tmp:
             edge.export(str(tmp))

@@ -1,5 +1,8 @@
 """`upright eval --onnx FILE DATA`: score a classifier trained elsewhere (TensorFlow, PyTorch, ...).
 
+The input contract, pixel scaling, output reading and the evaluation loop here are shared by every
+foreign format: `ExternalModel` runs ONNX, `tflite_runner.TFLiteModel` runs TFLite (`eval --tflite`).
+
 The same accuracy figures and 0/90/180/270 rotation check as a model folder gets (evaluate.py's
 `score`), on photos read upright through the one door: "did my model learn rotation?"
 
@@ -9,7 +12,9 @@ export` writes), else from the graph's input shape. Pixel scaling is `(x - mean)
 pixels, per channel (default mean 0, std 1: the raw pixels, what a Keras model with its own
 Rescaling layer takes). Outputs are taken as probabilities when every row is non-negative and
 sums to 1, else as logits (softmax). Nothing records what such a model was fitted on, so
-`seen_in_training` is null ("unknown") and eval says so.
+`seen_in_training` is null ("unknown") and eval says so. A quantised input (TFLite uint8/int8 with
+a scale and zero point) gets `round(((x - mean) / std) / scale) + zero_point`; without --mean/--std
+the quantised range is taken as the pixel range (q = x for uint8, x - 128 for int8).
 
 The file is untrusted: a regular file of at most MAX_ONNX_BYTES, read once, parsed and checked
 (onnx.checker) before ONNX Runtime sees it, with one image input of rank 4 whose channel axis is 3.
@@ -22,47 +27,21 @@ import math
 import os
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import UnreadableImage, UprightError, one_line
+from .contract import LAYOUTS, InputContract
+from .errors import UprightError, one_line
 from .numerics import softmax
 from .orientation import variant_array
 
 MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit for one file
 MAX_LABELS_FILE_BYTES = 16 << 20
-LAYOUTS = ("nchw", "nhwc")
 BATCH = 32  # images per call when the graph's batch axis is free
 CHUNK = 256  # photos decoded and held at a time
 #: The ImageNet convention when only the crop size is known: the short side is resized to size / 0.875.
 CROP_SHARE = 0.875
-
-
-@dataclass(frozen=True)
-class InputContract:
-    """How a photo becomes the graph's input (the attributes preprocess.centre_crop reads)."""
-
-    size: int | None  # square input side; None: the graph takes any size (it preprocesses itself)
-    resize: int  # short side before the centre crop
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    layout: str  # "nchw" or "nhwc"
-    dtype: str  # "float32" or "uint8" (raw pixels, no scaling)
-    interpolation: str = "bicubic"
-    crop: str = "centre"
-
-    def describe(self) -> str:
-        size = "any size" if self.size is None else f"{self.size} x {self.size}"
-        scaling = "none (uint8)" if self.dtype == "uint8" else (
-            f"(x - {_fmt(self.mean)}) / {_fmt(self.std)}")
-        return (f"{self.layout.upper()} {self.dtype} {size}; short side resized to {self.resize} "
-                f"({self.interpolation}), centre crop; scaling {scaling}")
-
-
-def _fmt(v: tuple[float, ...]) -> str:
-    return f"{v[0]:g}" if len(set(v)) == 1 else "[" + ", ".join(f"{x:g}" for x in v) + "]"
 
 
 def parse_labels(text: str) -> list[str]:
@@ -92,22 +71,29 @@ def parse_triple(text: str, what: str) -> tuple[float, float, float]:
     return tuple(vals)  # type: ignore[return-value]
 
 
-def _read_model(path: Path):
-    """The ONNX ModelProto, after the size, parse and checker gates (one-line errors)."""
-    import onnx
-
+def read_model_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of an untrusted model file: a regular file of at most `limit` bytes, not empty."""
     try:
         st = os.stat(path)
     except OSError as exc:
         raise UprightError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st.st_mode):
         raise UprightError(f"{path}: not a regular file")
-    if st.st_size > MAX_ONNX_BYTES:
-        raise UprightError(f"{path}: {st.st_size / 2**30:.1f} GiB, more than an ONNX file can hold (2 GiB)")
+    if st.st_size > limit:
+        raise UprightError(f"{path}: {st.st_size / 2**30:.1f} GiB, more than {what} file can hold "
+                           f"({limit / 2**30:.0f} GiB)")
     with open(path, "rb") as f:
-        data = f.read(MAX_ONNX_BYTES + 1)
+        data = f.read(limit + 1)
     if not data:
-        raise UprightError(f"{path}: empty file, not an ONNX model")
+        raise UprightError(f"{path}: empty file, not {what} model")
+    return data
+
+
+def _read_model(path: Path):
+    """The ONNX ModelProto, after the size, parse and checker gates (one-line errors)."""
+    import onnx
+
+    data = read_model_file(path, MAX_ONNX_BYTES, "an ONNX")
     try:
         proto = onnx.load_model_from_string(data)
     except Exception as exc:
@@ -142,8 +128,100 @@ def _dims(value_info) -> list:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
-class ExternalModel:
-    """An ONNX classifier: photos (upright uint8 crops) in, probabilities [N, C] out."""
+def input_contract(path, name: str, dims: list, dtype: str, pre: dict | None = None, *,
+                   input_size: int | None = None, resize: int | None = None, mean: tuple | None = None,
+                   std: tuple | None = None, layout: str | None = None,
+                   quantization: tuple[float, int] | None = None) -> InputContract:
+    """How photos become the input `name` of shape `dims` (None: a free axis): from the options,
+    else the file's preprocessing metadata `pre`, else the shape (one-line errors)."""
+    pre = pre or {}
+    layout = str(layout or pre.get("layout") or ("nchw" if dims[1] == 3 else "nhwc" if dims[3] == 3 else "")).lower()
+    if not layout and dims[1] is not None and dims[3] is not None:
+        raise UprightError(f"{path}: input shape {dims} has no axis of 3 channels; eval feeds RGB")
+    if layout not in LAYOUTS:
+        raise UprightError(f"{path}: cannot tell the channel axis of input shape {dims}; pass --layout nchw|nhwc")
+    channels, hw = (dims[1], dims[2:]) if layout == "nchw" else (dims[3], dims[1:3])
+    if channels not in (3, None):
+        raise UprightError(f"{path}: input '{name}' has {channels} channels in {layout.upper()}; eval feeds RGB (3)")
+    fixed = hw[0] if hw[0] and hw[0] == hw[1] else None
+    if hw[0] and hw[1] and hw[0] != hw[1]:
+        raise UprightError(f"{path}: input is {hw[0]} x {hw[1]}; eval feeds square centre crops")
+    any_size = bool(pre.get("any_size")) and fixed is None
+    size = input_size or pre.get("input_size") or fixed
+    if fixed and size != fixed:
+        raise UprightError(f"{path}: --input-size {size} but the graph takes {fixed} x {fixed}")
+    if not any_size and not size:
+        raise UprightError(f"{path}: the graph takes any input size; pass --input-size N")
+    resize = resize or pre.get("resize_short_side") or (round(size / CROP_SHARE) if size else None)
+    mean, std = mean or pre.get("mean"), std or pre.get("std")
+    if quantization is not None:
+        scale, zero = quantization
+        if not (math.isfinite(scale) and scale > 0):
+            raise UprightError(f"{path}: input '{name}' has quantisation scale {scale}; eval needs one > 0")
+        if mean is None and std is None:  # the quantised range is the pixel range: q = x + the type's minimum
+            mean, std = (float(zero - np.iinfo(dtype).min),) * 3, (1.0 / scale,) * 3
+    try:
+        mean = tuple(float(v) for v in (mean or (0.0,) * 3))
+        std = tuple(float(v) for v in (std or (1.0,) * 3))
+        size, resize = None if any_size else int(size), int(resize)
+    except (TypeError, ValueError):
+        raise UprightError(f"{path}: unusable 'preprocessing' metadata; pass the input options") from None
+    if (size is not None and not 8 <= size <= 4096) or not 8 <= resize <= 8192 or (size and resize < size):
+        raise UprightError(f"{path}: input size {size} / resize {resize} out of range (resize >= size, 8-4096)")
+    if len(mean) != 3 or len(std) != 3 or not all(math.isfinite(v) for v in mean + std) or not all(v > 0 for v in std):
+        raise UprightError(f"{path}: mean and std need 3 finite values each, std > 0")
+    try:
+        return InputContract(size=size, resize=resize, mean=mean, std=std, layout=layout, dtype=dtype,
+                             input_name=name, quantization=quantization)
+    except ValueError as exc:  # pydantic's ValidationError: a name or value this contract cannot hold
+        raise UprightError(f"{path}: unusable input '{str(name)[:80]}' ({one_line(exc, 160)})") from None
+
+
+def check_scores_shape(path, dims: list | None, labels: list[str]) -> None:
+    """The first output must be [batch, one score per label] (an unknown shape passes)."""
+    if dims is None or (dims and (len(dims) != 2 or (dims[1] and dims[1] != len(labels)))):
+        raise UprightError(f"{path}: first output has shape {dims}; "
+                           f"eval needs [batch, {len(labels)}] (one score per label)")
+
+
+class ForeignClassifier:
+    """A classifier file from elsewhere: photos (upright uint8 crops) in, probabilities [N, C] out.
+
+    A runner sets `path`, `name`, `labels`, `contract`, `batch` (the input's fixed batch size, or
+    None) and `format` ("onnx", "tflite"), and implements `run` (one input batch -> raw scores).
+    """
+
+    format = ""
+    path: Path
+    labels: list[str]
+    contract: InputContract
+    batch: int | None = None
+    sum_tolerance = 1e-3  # rows summing to 1 within this are probabilities already (quantised ones: wider)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def proba(self, crops: list[np.ndarray]) -> np.ndarray:
+        """[N, C] probabilities for uint8 HWC crops (one call per BATCH, or per image)."""
+        from .pipeline.decode import to_input
+
+        step = self.batch or (BATCH if self.contract.size else 1)
+        out = []
+        for i in range(0, len(crops), step):
+            y = np.asarray(self.run(to_input(np.stack(crops[i:i + step]), self.contract)), np.float32)
+            if y.ndim != 2 or y.shape[1] != len(self.labels):
+                raise UprightError(f"{self.path}: output shape {list(y.shape)}, expected [batch, {len(self.labels)}]")
+            out.append(y)
+        y = np.concatenate(out)
+        if not ((y >= 0).all() and np.allclose(y.sum(1), 1.0, rtol=0, atol=self.sum_tolerance)):
+            y = softmax(y)
+        return y
+
+
+class ExternalModel(ForeignClassifier):
+    """An ONNX classifier, checked (module docstring) and run by ONNX Runtime."""
+
+    format = "onnx"
 
     def __init__(self, path, labels: list[str] | None = None, *, input_size: int | None = None,
                  resize: int | None = None, mean: tuple | None = None, std: tuple | None = None,
@@ -164,46 +242,13 @@ class ExternalModel:
         if len(dims) != 4 or dtype is None:
             raise UprightError(f"{path}: input '{inp.name}' is {len(dims)}-d "
                                f"{TensorProto.DataType.Name(elem).lower()}; eval needs a 4-d float32 or uint8 image batch")
-        layout = str(layout or pre.get("layout") or ("nchw" if dims[1] == 3 else "nhwc" if dims[3] == 3 else "")).lower()
-        if not layout and dims[1] is not None and dims[3] is not None:
-            raise UprightError(f"{path}: input shape {dims} has no axis of 3 channels; eval feeds RGB")
-        if layout not in LAYOUTS:
-            raise UprightError(f"{path}: cannot tell the channel axis of input shape {dims}; pass --layout nchw|nhwc")
-        channels, hw = (dims[1], dims[2:]) if layout == "nchw" else (dims[3], dims[1:3])
-        if channels not in (3, None):
-            raise UprightError(f"{path}: input '{inp.name}' has {channels} channels in {layout.upper()}; "
-                               "eval feeds RGB (3)")
-        fixed = hw[0] if hw[0] and hw[0] == hw[1] else None
-        if hw[0] and hw[1] and hw[0] != hw[1]:
-            raise UprightError(f"{path}: input is {hw[0]} x {hw[1]}; eval feeds square centre crops")
-        any_size = bool(pre.get("any_size")) and fixed is None
-        size = input_size or pre.get("input_size") or fixed
-        if fixed and size != fixed:
-            raise UprightError(f"{path}: --input-size {size} but the graph takes {fixed} x {fixed}")
-        if not any_size and not size:
-            raise UprightError(f"{path}: the graph takes any input size; pass --input-size N")
-        resize = resize or pre.get("resize_short_side") or (round(size / CROP_SHARE) if size else None)
+        self.contract = input_contract(path, inp.name, dims, dtype, pre, input_size=input_size, resize=resize,
+                                       mean=mean, std=std, layout=layout)
         self.labels = list(labels or meta_labels or [])
         if not self.labels:
             raise UprightError(f"{path}: no labels in the file's metadata; pass --labels a,b,c or a labels file")
-        try:
-            self.contract = InputContract(
-                size=None if any_size else int(size), resize=int(resize),
-                mean=tuple(float(v) for v in (mean or pre.get("mean") or (0.0,) * 3)),
-                std=tuple(float(v) for v in (std or pre.get("std") or (1.0,) * 3)), layout=layout, dtype=dtype)
-        except (TypeError, ValueError):
-            raise UprightError(f"{path}: unusable 'preprocessing' metadata; pass the input options") from None
-        c = self.contract
-        if (c.size is not None and not 8 <= c.size <= 4096) or not 8 <= c.resize <= 8192 or (c.size and c.resize < c.size):
-            raise UprightError(f"{path}: input size {c.size} / resize {c.resize} out of range (resize >= size, 8-4096)")
-        if len(c.mean) != 3 or len(c.std) != 3 or not all(math.isfinite(v) for v in c.mean + c.std) \
-                or not all(v > 0 for v in c.std):
-            raise UprightError(f"{path}: mean and std need 3 finite values each, std > 0")
-        outs = [_dims(o) for o in proto.graph.output]
-        if not outs or (outs[0] and (len(outs[0]) != 2 or (outs[0][1] and outs[0][1] != len(self.labels)))):
-            raise UprightError(f"{path}: first output has shape {outs[0] if outs else None}; "
-                               f"eval needs [batch, {len(self.labels)}] (one score per label)")
-        self.batch = None if dims[0] is None else dims[0]
+        check_scores_shape(path, _dims(proto.graph.output[0]) if proto.graph.output else None, self.labels)
+        self.batch = dims[0]
         from .backbones import providers
 
         try:
@@ -217,57 +262,32 @@ class ExternalModel:
         self.input_name = inp.name
         self.name = str(self.path)
 
-    def to_input(self, crops: list[np.ndarray]) -> np.ndarray:
-        """uint8 HWC crops (all one shape) -> the graph's input batch."""
-        c = self.contract
-        x = np.stack(crops)
-        if c.dtype == "float32":
-            x = (x.astype(np.float32) - np.float32(c.mean)) / np.float32(c.std)
-        if c.layout == "nchw":
-            x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x)
-
-    def proba(self, crops: list[np.ndarray]) -> np.ndarray:
-        """[N, C] probabilities for uint8 HWC crops (one graph call per BATCH, or per image)."""
-        step = self.batch or (BATCH if self.contract.size else 1)
-        out = []
-        for i in range(0, len(crops), step):
-            y = np.asarray(self.session.run(None, {self.input_name: self.to_input(crops[i:i + step])})[0], np.float32)
-            if y.ndim != 2 or y.shape[1] != len(self.labels):
-                raise UprightError(f"{self.path}: output shape {list(y.shape)}, expected [batch, {len(self.labels)}]")
-            out.append(y)
-        y = np.concatenate(out)
-        if not ((y >= 0).all() and np.allclose(y.sum(1), 1.0, atol=1e-3)):
-            y = softmax(y)
-        return y
-
-
-def load_crop(path, contract: InputContract) -> np.ndarray:
-    """A photo through the one door (upright), as the contract says -> uint8 HWC."""
-    from .imaging import open_image
-    from .preprocess import centre_crop
-
-    img = open_image(path, size=contract.resize).image
-    return centre_crop(img, contract) if contract.size else np.asarray(img)
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x})[0]
 
 
 def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean=None, std=None, layout=None,
                   rotations: bool = True, report=None, csv=None, workers: int | None = None):
     """Score an ONNX classifier trained elsewhere on DATA -> EvalResult (model_format "onnx",
     seen_in_training None: nothing records what it was fitted on)."""
-    from .backbones import cpu_count
-    from .evaluate import ROTATIONS, finish, score, scored_records
-
     m = ExternalModel(path, labels, input_size=input_size, resize=resize, mean=mean, std=std, layout=layout)
+    return evaluate_foreign(m, data, rotations=rotations, report=report, csv=csv, workers=workers)
+
+
+def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, report=None, csv=None,
+                     workers: int | None = None):
+    """Score a foreign classifier on DATA, photos read upright, with the rotation check -> EvalResult."""
+    from .backbones import cpu_count
+    from .evaluate import ROTATION_CHECK, finish, score, scored_records
+    from .pipeline.shard import read_one
+
     ds, known, unknown, split = scored_records(data, m.labels)
 
-    def read(r):
-        try:
-            return load_crop(r.path, m.contract), None
-        except UnreadableImage as exc:
-            return None, exc.reason
+    def read(r):  # the centre crop (any-size graphs: the resized picture), through the one door
+        canvas, _, why = read_one(str(r.path), m.contract, picture=False)
+        return canvas, why
 
-    rots = ROTATIONS if rotations else {"0": "id"}
+    rots = ROTATION_CHECK if rotations else {"0": "id"}
     errors: dict[int, str] = {}
     parts: dict[str, list[np.ndarray]] = {deg: [] for deg in rots}
     with ThreadPoolExecutor(max_workers=workers or cpu_count()) as pool:
@@ -283,12 +303,12 @@ def evaluate_onnx(path, data, *, labels=None, input_size=None, resize=None, mean
         raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
     probs = {deg: np.concatenate(p) for deg, p in parts.items()}
     result = score(known, ok, errors, probs, m.labels, None, split=split, model=m.name, data=str(ds.root),
-                   orientation_policy="upright", unknown=unknown, model_format="onnx")
+                   orientation_policy="upright", unknown=unknown, model_format=m.format)
     result.input_contract = m.contract.describe()
     return finish(result, csv, report)
 
 
-def _proba_by_shape(m: ExternalModel, crops: list[np.ndarray]) -> np.ndarray:
+def _proba_by_shape(m: ForeignClassifier, crops: list[np.ndarray]) -> np.ndarray:
     """Probabilities in input order; crops of one shape go in one batch (any-size graphs take 1)."""
     if m.contract.size:
         return m.proba(crops)

@@ -41,6 +41,49 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
+class _Walk:
+    """What one walk has seen: the folders read so far and the symlinked ones followed."""
+
+    def __init__(self, folder, exclude):
+        self.top = os.path.realpath(folder)
+        self.barred = [os.path.realpath(e) for e in exclude]
+        self.seen: set[str] = set()  # real paths of the folders walked so far
+        self.linked: list[str] = []  # real paths of the symlinked folders followed
+
+    def why_not(self, here: str, path: str, name: str) -> str | None:
+        """Why the sub-folder `name` of `here` (real path) is not entered, or None (and it is noted)."""
+        real = os.path.realpath(path)
+        link = os.path.islink(path)
+        if name.startswith("."):
+            return "hidden folder"
+        if link and _inside(here, real):
+            return "symlink loop: links to a folder above it"
+        if link and _inside(real, self.top):
+            return "symlink to a folder inside the tree (read where it is)"
+        if real in self.seen or (link and any(_inside(real, t) for t in self.linked)):
+            return "folder already scanned through another link"
+        if any(_inside(real, b) for b in self.barred):
+            return "excluded folder"
+        self.seen.add(real)
+        if link:
+            self.linked.append(real)
+        return None
+
+
+def _files_here(dirpath: str, filenames, skipped: Skipped) -> list[Path]:
+    """The visible regular files of one folder, in name order; the rest into `skipped`."""
+    found = []
+    for name in sorted(filenames):
+        p = Path(dirpath) / name
+        if name.startswith("."):
+            skipped.append((str(p), "hidden file"))
+        elif not p.is_file():
+            skipped.append((str(p), "not a regular file (broken link?)"))
+        else:
+            found.append(p)
+    return found
+
+
 def walk_files(folder: str | os.PathLike, skipped: Skipped | None = None, *,
                exclude: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
     """Every visible regular file under `folder` (see the module docstring for the rules).
@@ -49,46 +92,21 @@ def walk_files(folder: str | os.PathLike, skipped: Skipped | None = None, *,
     entered (e.g. an output folder that a link inside the data points to).
     """
     skipped = skipped if skipped is not None else []
-    top = os.path.realpath(folder)
-    barred = [os.path.realpath(e) for e in exclude]
-    seen: set[str] = set()  # real paths of the folders walked so far
-    linked: list[str] = []  # real paths of the symlinked folders followed
+    walk = _Walk(folder, exclude)
     found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = os.path.realpath(dirpath)
-        seen.add(here)
+        walk.seen.add(here)
         keep = []
         for name in sorted(dirnames):
             path = os.path.join(dirpath, name)
-            real = os.path.realpath(path)
-            link = os.path.islink(path)
-            why = None
-            if name.startswith("."):
-                why = "hidden folder"
-            elif link and _inside(here, real):
-                why = "symlink loop: links to a folder above it"
-            elif link and _inside(real, top):
-                why = "symlink to a folder inside the tree (read where it is)"
-            elif real in seen or (link and any(_inside(real, t) for t in linked)):
-                why = "folder already scanned through another link"
-            elif any(_inside(real, b) for b in barred):
-                why = "excluded folder"
+            why = walk.why_not(here, path, name)
             if why is None:
-                seen.add(real)
-                if link:
-                    linked.append(real)
                 keep.append(name)
             else:
                 skipped.append((path, why))
         dirnames[:] = keep
-        for name in sorted(filenames):
-            p = Path(dirpath) / name
-            if name.startswith("."):
-                skipped.append((str(p), "hidden file"))
-            elif not p.is_file():
-                skipped.append((str(p), "not a regular file (broken link?)"))
-            else:
-                found.append(p)
+        found += _files_here(dirpath, filenames, skipped)
     return found
 
 

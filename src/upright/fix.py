@@ -632,6 +632,13 @@ def _replace(root: Path, p: Path, data: bytes, res: FileResult) -> None:
             raise
 
 
+def fix_one_in_place(data, path, turned: int = 0) -> FileResult:
+    """`fix --in-place` for one file of DATA (same backup and manifest, so `--undo` brings it
+    back), also turning content that looks `turned` degrees clockwise back (0, 90, 180, 270)."""
+    root, p = Path(data), Path(path)
+    return _fix_one(root, p, None, True, False, {os.path.realpath(p): turned} if turned else {})
+
+
 def _copy(src: Path, dest: Path, dry_run: bool, res: FileResult) -> FileResult:
     if dest.exists() and _file_sha(dest) == _file_sha(src):
         res.action = "unchanged"

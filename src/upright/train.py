@@ -1,10 +1,11 @@
-"""Train: scan train/ (+ val/) -> cached embeddings of every variant -> softmax head -> model folder.
+"""`upright train`: the pipeline's stages in order, for the photos train may read.
 
-Head (head.py): multinomial logistic regression on standardised embeddings, fitted with
-L-BFGS, L2 strength chosen on the validation photos (val/ or the hash split; 3-fold
-cross-validation on the training photos when they are too few), then refitted on train +
-val. Test-time views ("id", or "id" + "flip" averaged) are chosen on the same held-out
-photos. Deterministic for a seed.
+    scan (train/ + val/) -> embed every training view (cached) -> fit the head (choose l2 and
+    test views on the held-out photos, fit on all) -> [fine-tune the backbone] -> package the
+    model folder (with its input contract) -> the report
+
+The stages live in upright.pipeline (scan, embed, fit, finetune, package); this module decides
+the recipe (presets.py), keeps the run honest and writes the folder whole.
 
 Honest by construction: DATA/test is never opened here (it is `eval`'s), the model records
 the content fingerprints of every photo the final head was fitted on (provenance.py), and the
@@ -13,26 +14,28 @@ model folder is built beside MODEL and swapped in whole (a crash leaves the old 
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import accurate, backbones, provenance
-from .views import describe as describe_views
+from . import backbones, presets, provenance
 from .atomic import stage_folder, swap_folder
-from .dataset import DEFAULT_VAL_FRACTION, Dataset, scan
+from .console import step
+from .contract import InputContract
 from .errors import UprightError
-from .features import AUGMENT_VARIANTS, embed_paths
-from .head import DEFAULT_HEAD_ITERS, SoftmaxRegression, _rows, select_head
-from .model import META_FILE, save_model
-from .preprocess import describe as describe_preprocessing
+from .modelfile import META_FILE
+from .pipeline.embed import Embeddings, embed_paths
+from .pipeline.finetune import DEFAULT_FINE_TUNE_EPOCHS, FINE_TUNE_BATCH, FINE_TUNE_LR, run_fine_tune
+from .pipeline.fit import HeadFit, embedded_views, fit_head, fit_on, split_indices
+from .pipeline.package import fitted_on, model_json, save_model
+from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
+from .presets import DEFAULT_AUGMENT, DEFAULT_PRESET, PRESETS
 from .results import TrainResult
+from .views import describe as describe_views
 
-DEFAULT_AUGMENT = "flip"
-PRESETS = ("fast", "accurate")
 TRAIN_SPLITS = ("train", "val")  # what train reads; DATA/test is eval's alone
 REPORT_FILE = "report.html"
 
@@ -83,48 +86,67 @@ def audit_warnings(folders) -> list[dict]:
     return found
 
 
-def _split_indices(records, labels, ok):
-    """-> (class index per record, readable train rows, readable val rows); every class needs a photo."""
-    y = np.array([labels.index(r.label) for r in records])
-    is_train = np.array([r.split == "train" for r in records]) & ok
-    is_val = np.array([r.split == "val" for r in records]) & ok
-    train_counts = np.bincount(y[is_train], minlength=len(labels))
-    missing = [labels[c] for c in range(len(labels)) if train_counts[c] == 0 and not (is_val & (y == c)).any()]
-    if missing:
-        raise UprightError(f"class '{missing[0]}' has no readable images")
-    return y, np.flatnonzero(is_train), np.flatnonzero(is_val)
-
-
 # -- the whole run ------------------------------------------------------------------------
 def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFAULT_AUGMENT,
                   epochs: int | None = None, fine_tune: bool = False, val_split: float = DEFAULT_VAL_FRACTION, seed: int = 0,
                   orient: bool = True, cache_dir=None, progress: bool = True, workers: int | None = None,
-                  force: bool = False, report: bool = True, resume: bool = False, preset: str = "fast",
+                  force: bool = False, report: bool = True, resume: bool = False, preset: str = DEFAULT_PRESET,
                   engine: str = "local", ray_address: str | None = None) -> TrainResult:
     """Train a model folder at `out` from DATA (its train/ and val/ only; test/ is never read).
 
     `preset`: "fast" (the backbone is `backbone`, default Lite0; --augment views) or "accurate"
-    (accurate.py: Lite0+Lite2, 10 crops of each photo); both fit the linear head on frozen features.
+    (presets.py: Lite0+Lite2, 10 crops of each photo); both fit the linear head on frozen features.
     `force` replaces an existing model folder (atomically); `report` writes MODEL/report.html.
     `epochs`: epochs of fine-tuning (the plain head is fitted to convergence and refuses it);
-    `resume` continues a fine-tune run from its last checkpoint (finetune.py).
+    `resume` continues a fine-tune run from its last checkpoint (pipeline/finetune.py).
     `engine`/`ray_address`: where the embedding step runs (local process pool or Ray Data).
     Returns a TrainResult whose to_dict() is the contracts' train JSON.
     """
     t0 = time.perf_counter()
+    backbone, train_views = _recipe(preset, backbone, augment, epochs, fine_tune, resume, val_split)
+    replacing = check_target(out, force)
+    weights_hash = backbones.weights_sha256(backbone)
+    ds = scan(data, val_split, read=TRAIN_SPLITS)
+    check_dataset(ds)
+    records = [r for r in ds.records if r.split in TRAIN_SPLITS]
+    variants = embedded_views(train_views)
+    emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
+                      cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
+                      workers=workers, description="embedding", engine=engine, ray_address=ray_address)
+    if not emb.ok.any():
+        raise UprightError(f"{ds.root}: no readable images ({len(records)} files, all unreadable)")
+    y, train_idx, val_idx = split_indices(records, ds.labels, emb.ok)
+    step("fitting the head")
+    fit = fit_head(emb.vectors, y, len(ds.labels), emb.ok, train_idx, val_idx, variants, train_views, seed,
+                   test_views=[presets.TEST_VIEWS] if preset == "accurate" else None)
+    tuned = None
+    if fine_tune:
+        tuned = _fine_tune(out, records, y, train_idx, val_idx, ds.labels, backbone, weights_hash, fit, emb,
+                           train_views, augment=augment, epochs=epochs or DEFAULT_FINE_TUNE_EPOCHS, seed=seed,
+                           orient=orient, progress=progress, resume=resume)
+    run = _Run(ds, records, y, train_idx, val_idx, emb, fit, tuned, preset, augment, train_views, seed, orient,
+               backbone, weights_hash, replacing, out, t0)
+    meta, result = run.model_json(), run.result()
+    W, b, state = (fit.weight, fit.bias, None) if tuned is None else (tuned.weight, tuned.bias, tuned.state)
+    step("writing the model and its report")
+    return _write_model(out, meta, W, b, state, run.fitted, result, report, ds, records, y, fit.choice,
+                        None if tuned is None else tuned.checkpoint, t0)
+
+
+def _recipe(preset: str, backbone: str | None, augment: str, epochs, fine_tune: bool, resume: bool,
+            val_split: float) -> tuple[str, tuple[str, ...]]:
+    """Check the options before any work -> (backbone, training views)."""
     if preset not in PRESETS:
         raise UprightError(f"unknown --preset '{preset}' ({', '.join(PRESETS)})")
     if preset == "accurate":
         if fine_tune:
             raise UprightError("--preset accurate does not fine-tune (measured: it did not help); drop --fine-tune")
-        if backbone not in (None, accurate.BACKBONE):
-            raise UprightError(f"--preset accurate uses {accurate.BACKBONE}; drop --backbone")
+        if backbone not in (None, presets.BACKBONE):
+            raise UprightError(f"--preset accurate uses {presets.BACKBONE}; drop --backbone")
         if augment != DEFAULT_AUGMENT:
             raise UprightError("--preset accurate trains on 10 crops and their mirrors; --augment is the fast preset's")
-        backbone = accurate.BACKBONE
-    backbone = backbone or backbones.DEFAULT
-    if augment not in AUGMENT_VARIANTS:
-        raise UprightError(f"unknown --augment '{augment}' (none, flip, rotate, d4)")
+    if augment not in presets.AUGMENT_VARIANTS:
+        raise UprightError(f"unknown --augment '{augment}' ({', '.join(presets.AUGMENT_VARIANTS)})")
     if not 0.0 <= val_split < 1.0:
         raise UprightError(f"--val-split must be in [0, 1), got {val_split}")
     if epochs is not None and epochs < 1:
@@ -134,114 +156,105 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
                            "convergence (add --fine-tune, or drop --epochs)")
     if resume and not fine_tune:
         raise UprightError("--resume continues a --fine-tune run; add --fine-tune")
-    spec = backbones.spec(backbone)
-    replacing = check_target(out, force)
-    weights_hash = backbones.weights_sha256(backbone)
-    ds = scan(data, val_split, read=TRAIN_SPLITS)
-    check_dataset(ds)
-    labels = ds.labels
-    records = [r for r in ds.records if r.split in TRAIN_SPLITS]
-    aug_views = AUGMENT_VARIANTS[augment] if preset == "fast" else accurate.VIEW_NAMES
-    variants = tuple(dict.fromkeys(aug_views + ("id", "flip")))
-    emb = embed_paths([r.path for r in records], backbone=backbone, variants=variants, orient=orient,
-                cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
-                workers=workers, description="embedding", engine=engine, ray_address=ray_address)
-    unreadable = [{"path": str(records[i].path), "reason": why} for i, why in sorted(emb.errors.items())]
-    skipped = [{"path": p, "reason": why} for p, why in ds.skipped]
-    ok = emb.ok
-    if not ok.any():
-        raise UprightError(f"{ds.root}: no readable images ({len(records)} files, all unreadable)")
-    y, train_idx, val_idx = _split_indices(records, labels, ok)
-    max_iter = DEFAULT_HEAD_ITERS
-    X3 = emb.vectors
-    choice = select_head(X3, y, len(labels), train_idx, val_idx, variants, aug_views, seed, max_iter,
-                         tta_options=[accurate.TEST_VIEWS] if preset == "accurate" else None)
-    vi = {v: i for i, v in enumerate(variants)}
-    aug = [vi[v] for v in aug_views]
-    val_acc = choice["accuracy"]
-    # final fit on every readable photo train reads (train + val) with the chosen l2
-    all_idx = np.flatnonzero(ok)
-    X, yy = _rows(X3, all_idx, y, aug)
-    head = SoftmaxRegression(l2=choice["l2"], max_iter=max_iter).fit(X, yy)
-    W, b = head.coef_, head.intercept_
-    fitted = provenance.fingerprints(records[i].sha256 for i in all_idx)
-    meta_extra: dict = {}
-    backbone_state = None
-    checkpoint = None
-    if fine_tune:
-        from .finetune import Checkpoint, checkpoint_folder, run_key
-
-        epochs = epochs or DEFAULT_FINE_TUNE_EPOCHS
-        checkpoint = Checkpoint(checkpoint_folder(out), run_key(
-            kind="fine-tune", photos=[(r.sha256, r.split, r.label) for r in records], labels=labels,
-            backbone=backbone, weights=weights_hash, augment=augment, epochs=epochs, seed=seed, orient=orient,
-            lr=FINE_TUNE_LR, batch=FINE_TUNE_BATCH, head=[float(choice["l2"])]))
-        # start from a head fitted on the train photos alone: the val photos choose the best
-        # epoch, so no weight may have seen them (the head above was fitted on train + val)
-        start = (W, b)
-        if len(val_idx) and len(np.unique(y[train_idx])) == len(labels):
-            Xt, yt = _rows(X3, np.asarray(train_idx), y, aug)
-            h0 = SoftmaxRegression(l2=choice["l2"], max_iter=max_iter).fit(Xt, yt)
-            start = (h0.coef_, h0.intercept_)
-        ft = run_fine_tune([str(records[i].path) for i in train_idx], y[train_idx],
-                           [str(records[i].path) for i in val_idx], y[val_idx], labels, backbone, start,
-                           aug_views, epochs=epochs, seed=seed, orient=orient, progress=progress,
-                           checkpoint=checkpoint, resume=resume)
-        W, b, backbone_state = ft["weight"], ft["bias"], ft["state"]
-        meta_extra["fine_tune"] = ft["info"]
-        meta_extra["backbone_sha256"] = backbones.state_dict_sha256(backbone_state)
-        choice["test_views"] = ["id"]
-        if ft["info"].get("val_accuracy") is not None:
-            val_acc = ft["info"]["val_accuracy"]
-    seconds = time.perf_counter() - t0
-    n_train, n_val = int(len(train_idx)), int(len(val_idx))
-    fitted_splits = sorted({records[i].split for i in all_idx})
-    meta = {
-        "labels": labels,
-        "backbone": backbone,
-        "backbone_parts": list(spec.components),
-        "weights_sha256": weights_hash,
-        "embedding_dim": spec.dim,
-        "input_size": spec.size,
-        "preprocessing": describe_preprocessing(backbone),
-        "orientation_policy": "upright" if orient else "stored",
-        "preset": preset,
-        "augment": augment if preset == "fast" else "10-crop",
-        "train_variants": list(aug_views),
-        "test_views": choice["test_views"],
-        "fine_tuned": bool(fine_tune),
-        "head": {"type": "linear-softmax", "estimator": "upright.head.SoftmaxRegression", "l2": choice["l2"],
-                 "selected_by": choice["method"], "solver": "L-BFGS", "max_iter": max_iter,
-                 "final_fit": "train+val", "iterations": int(head.n_iter_),
-                 "applies_to": "raw embedding (standardisation folded into weight and bias)"},
-        "onnx_input": {"name": "input", "shape": ["batch", 3, spec.size, spec.size], "dtype": "float32",
-                       "layout": "NCHW RGB", "scaling": spec.scaling,
-                       "output": "probabilities [batch, n_labels], averaged over test_views"},
-        "training": {"val_accuracy": round(val_acc, 6), "n_train": n_train, "n_val": n_val,
-                     "classes": {lab: int(((y == i) & ok).sum()) for i, lab in enumerate(labels)},
-                     "seed": seed, "seconds": round(seconds, 3), "l2_grid": choice["grid"],
-                     "unreadable": len(unreadable)},
-        "fitted_on": _fitted_on(fitted, fitted_splits, ds),
-        **meta_extra,
-    }
-    result = TrainResult(
-        model=str(Path(out)), labels=labels, val_accuracy=round(float(val_acc), 6), n_train=n_train, n_val=n_val,
-        seconds=0.0, backbone=backbone, augment=meta["augment"], val_method=choice["method"], l2=choice["l2"],
-        test_views=choice["test_views"], classes=meta["training"]["classes"],
-        orientation_policy=meta["orientation_policy"], fine_tuned=bool(fine_tune), unreadable=unreadable,
-        skipped=skipped, cache_hits=int(emb.hits), decoded=int(emb.decoded), n_fitted=int(len(fitted)),
-        test_not_read=ds.not_read.get("test"), replaced=replacing, data=str(ds.root),
-        fine_tune={k: meta_extra["fine_tune"][k] for k in ("epochs", "best_epoch", "resumed_from_epoch", "history")}
-        if fine_tune else None, preset=preset)
-    return _write_model(out, meta, W, b, backbone_state, fitted, result, report, ds, records, y, choice,
-                        checkpoint, t0)
+    if preset == "accurate":
+        return presets.BACKBONE, presets.VIEW_NAMES
+    return backbone or backbones.DEFAULT, presets.AUGMENT_VARIANTS[augment]
 
 
-def _fitted_on(fitted, splits, ds: Dataset) -> dict:
-    return {"photos": int(len(fitted)), "splits": splits, "tensor": provenance.TENSOR,
-            "fingerprint": f"first {provenance.PREFIX_BYTES} bytes of each photo's SHA-256, rows sorted, "
-                           "in head.safetensors",
-            "test_not_read": ds.not_read.get("test")}
+@dataclass
+class _Tuned:
+    """What fine-tuning gives: the new head and backbone, its record, and its checkpoint."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    state: dict
+    info: dict
+    checkpoint: object
+
+
+def _fine_tune(out, records, y, train_idx, val_idx, labels, backbone, weights_hash, fit: HeadFit, emb: Embeddings,
+               train_views, *, augment, epochs, seed, orient, progress, resume) -> _Tuned:
+    """Fine-tune the backbone end to end from a head fitted on the train photos alone: the val
+    photos choose the best epoch, so no weight may have seen them (fit's head saw train + val)."""
+    from .pipeline.finetune import Checkpoint, checkpoint_folder, run_key
+
+    checkpoint = Checkpoint(checkpoint_folder(out), run_key(
+        kind="fine-tune", photos=[(r.sha256, r.split, r.label) for r in records], labels=labels,
+        backbone=backbone, weights=weights_hash, augment=augment, epochs=epochs, seed=seed, orient=orient,
+        lr=FINE_TUNE_LR, batch=FINE_TUNE_BATCH, head=[float(fit.choice["l2"])]))
+    start = (fit.weight, fit.bias)
+    if len(val_idx) and len(np.unique(y[train_idx])) == len(labels):
+        start = fit_on(emb.vectors, y, train_idx, emb.variants, train_views, fit.choice["l2"])
+    ft = run_fine_tune([str(records[i].path) for i in train_idx], y[train_idx],
+                       [str(records[i].path) for i in val_idx], y[val_idx], labels, backbone, start,
+                       train_views, epochs=epochs, seed=seed, orient=orient, progress=progress,
+                       checkpoint=checkpoint, resume=resume)
+    return _Tuned(ft["weight"], ft["bias"], ft["state"], ft["info"], checkpoint)
+
+
+@dataclass
+class _Run:
+    """One training run's facts, from which model.json and the TrainResult are both written."""
+
+    ds: Dataset
+    records: list
+    y: np.ndarray
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    emb: Embeddings
+    fit: HeadFit
+    tuned: _Tuned | None
+    preset: str
+    augment: str
+    train_views: tuple[str, ...]
+    seed: int
+    orient: bool
+    backbone: str
+    weights_hash: str
+    replacing: bool
+    out: object
+    t0: float
+
+    def __post_init__(self):
+        self.fitted = provenance.fingerprints(self.records[i].sha256 for i in self.fit.fitted)
+        tuned_acc = None if self.tuned is None else self.tuned.info.get("val_accuracy")
+        self.val_accuracy = self.fit.choice["accuracy"] if tuned_acc is None else tuned_acc
+        self.test_views = ["id"] if self.tuned is not None else list(self.fit.choice["test_views"])
+        self.fit.choice["test_views"] = self.test_views  # the report reads the choice
+        self.contract = InputContract.for_backbone(self.backbone, test_views=self.test_views,
+                                                   orientation="upright" if self.orient else "stored")
+        self.classes = {lab: int(((self.y == i) & self.emb.ok).sum()) for i, lab in enumerate(self.ds.labels)}
+        self.unreadable = [{"path": str(self.records[i].path), "reason": why} for i, why in sorted(self.emb.errors.items())]
+
+    def model_json(self) -> dict:
+        extra = {}
+        if self.tuned is not None:
+            extra = {"fine_tune": self.tuned.info, "backbone_sha256": backbones.state_dict_sha256(self.tuned.state)}
+        choice = self.fit.choice
+        training = {"val_accuracy": round(self.val_accuracy, 6), "n_train": int(len(self.train_idx)),
+                    "n_val": int(len(self.val_idx)), "classes": self.classes, "seed": self.seed,
+                    "seconds": round(time.perf_counter() - self.t0, 3), "l2_grid": choice["grid"],
+                    "unreadable": len(self.unreadable)}
+        splits = sorted({self.records[i].split for i in self.fit.fitted})
+        return model_json(labels=self.ds.labels, contract=self.contract, weights_sha256=self.weights_hash,
+                          preset=self.preset, augment=self.augment if self.preset == "fast" else "10-crop",
+                          train_views=self.train_views, fine_tuned=self.tuned is not None, head=self.fit.record(),
+                          training=training, fitted=fitted_on(self.fitted, splits, self.ds.not_read.get("test")),
+                          **extra)
+
+    def result(self) -> TrainResult:
+        choice, ds = self.fit.choice, self.ds
+        return TrainResult(
+            model=str(Path(self.out)), labels=ds.labels, val_accuracy=round(float(self.val_accuracy), 6),
+            n_train=int(len(self.train_idx)), n_val=int(len(self.val_idx)), seconds=0.0, backbone=self.backbone,
+            augment=self.augment if self.preset == "fast" else "10-crop", val_method=choice["method"],
+            l2=choice["l2"], test_views=self.test_views, classes=self.classes,
+            orientation_policy=self.contract.orientation, fine_tuned=self.tuned is not None,
+            unreadable=self.unreadable, skipped=[{"path": p, "reason": why} for p, why in ds.skipped],
+            cache_hits=int(self.emb.hits), decoded=int(self.emb.decoded), n_fitted=int(len(self.fitted)),
+            test_not_read=ds.not_read.get("test"), replaced=self.replacing, data=str(ds.root),
+            fine_tune=None if self.tuned is None else {k: self.tuned.info[k] for k in (
+                "epochs", "best_epoch", "resumed_from_epoch", "history")}, preset=self.preset)
 
 
 def _write_model(out, meta, W, b, backbone_state, fitted, result: TrainResult, report: bool, ds, records, y,
@@ -277,90 +290,6 @@ def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset
         err.print(f"[yellow]report.html not written:[/] {one_line(exc)}")
         return None
     return str(Path(out) / REPORT_FILE)
-
-
-# -- optional end-to-end fine-tuning -------------------------------------------------------
-def _load_crops(paths, backbone, orient, progress, description):
-    from .console import progress as progress_bar
-    from .embedding.engines import CHUNK, decoded_stream, default_workers
-
-    spec = backbones.spec(backbone)
-    crops = np.zeros((len(paths), spec.size, spec.size, 3), np.uint8)
-    ok = np.zeros(len(paths), bool)
-    jobs = [([(i, paths[i]) for i in range(j, min(j + CHUNK, len(paths)))], backbone, orient, False)
-            for j in range(0, len(paths), CHUNK)]
-    with progress_bar(len(paths), description, enabled=progress) as advance:
-        for i, crop, _err in decoded_stream(jobs, default_workers(len(paths))):
-            if crop is not None:
-                crops[i], ok[i] = crop, True
-            advance(1)
-    return crops[ok], ok
-
-
-FINE_TUNE_LR = 1e-4  # backbone; the head gets 10x
-FINE_TUNE_BATCH = 16
-DEFAULT_FINE_TUNE_EPOCHS = 3
-
-
-def run_fine_tune(train_paths, y_train, val_paths, y_val, labels, backbone, head, aug_views, *,
-                  epochs=DEFAULT_FINE_TUNE_EPOCHS, seed=0, orient=True, progress=True, batch_size=FINE_TUNE_BATCH,
-                  lr=FINE_TUNE_LR, checkpoint=None, resume=False):
-    """Fine-tune backbone + head end to end through finetune.train_epochs (AdamW, warm-up +
-    cosine, BatchNorm statistics frozen, one random training variant per image per epoch,
-    from the decoded crops held in memory; one line per epoch, the best epoch by val accuracy
-    kept, a checkpoint per epoch). Uses CUDA when present. Returns the new head (on raw
-    embeddings), the backbone state and figures."""
-    import torch
-
-    from .finetune import print_epoch, train_epochs
-    from .orientation import variant_array
-    from .preprocess import to_input
-
-    t0 = time.perf_counter()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    crops, ok = _load_crops(list(train_paths), backbone, orient, progress, "decoding (fine-tune)")
-    ytr = np.asarray(y_train)[ok]
-    vcrops, vok = _load_crops(list(val_paths), backbone, orient, False, "") if len(val_paths) else (crops[:0], ok[:0])
-    yva = np.asarray(y_val)[vok] if len(val_paths) else np.zeros(0, int)
-    net = backbones.torch_module(backbone).to(device)
-    lin = torch.nn.Linear(backbones.spec(backbone).dim, len(labels)).to(device)
-    with torch.no_grad():
-        lin.weight.copy_(torch.from_numpy(head[0]))
-        lin.bias.copy_(torch.from_numpy(head[1]))
-    whole = torch.nn.Sequential(net, lin)
-
-    def batches(epoch):
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(crops))
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            views = rng.choice(len(aug_views), len(idx))
-            xb = to_input(np.stack([variant_array(crops[i], aug_views[v]) for i, v in zip(idx, views)]), backbone)
-            yield torch.from_numpy(xb).to(device), torch.from_numpy(ytr[idx]).to(device)
-
-    def evaluate():
-        logits = torch.cat([whole(torch.from_numpy(to_input(vcrops[s:s + 32], backbone)).to(device))
-                            for s in range(0, len(vcrops), 32)])
-        target = torch.from_numpy(yva).to(device)
-        return (float((logits.argmax(1) == target).float().mean()),
-                float(torch.nn.functional.cross_entropy(logits, target)))
-
-    run = train_epochs(whole, [{"params": list(net.parameters()), "lr": lr},
-                               {"params": list(lin.parameters()), "lr": lr * 10}],
-                       batches=batches, n_batches=math.ceil(len(crops) / batch_size),
-                       evaluate=evaluate if len(vcrops) else None, epochs=epochs, seed=seed,
-                       checkpoint=checkpoint, resume=resume, progress=progress,
-                       on_epoch=print_epoch if progress else None)
-    best = next((h for h in run.history if h["epoch"] == run.best_epoch), {})
-    state = {k: v.detach().cpu().contiguous() for k, v in net.net.state_dict().items()}
-    info = {"epochs": epochs, "optimizer": "AdamW, linear warm-up + cosine", "lr_backbone": lr, "lr_head": lr * 10,
-            "batch_size": batch_size, "device": device, "batchnorm": "frozen statistics",
-            "val_accuracy": best.get("val_accuracy"), "best_epoch": run.best_epoch,
-            "kept": "the epoch with the best val accuracy (then val loss)" if len(vcrops) else "the last epoch",
-            "history": run.history, "resumed_from_epoch": run.resumed_from,
-            "seconds": round(time.perf_counter() - t0, 2)}
-    return {"weight": lin.weight.detach().cpu().numpy().astype(np.float32),
-            "bias": lin.bias.detach().cpu().numpy().astype(np.float32), "state": state, "info": info}
 
 
 def print_summary(result) -> None:

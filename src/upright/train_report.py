@@ -24,7 +24,7 @@ def heldout_rows(heldout: dict, records, y, labels: list[str]) -> list[dict]:
 
 def summarise(heldout: list[dict], labels: list[str]) -> dict:
     """Accuracy, per-class precision/recall/F1, confusion matrix and the worst mistakes."""
-    from .evaluate import _metrics
+    from .metrics import classification_metrics as _metrics
 
     idx = {lab: i for i, lab in enumerate(labels)}
     y = np.array([idx[r["label"]] for r in heldout], int)

@@ -8,7 +8,7 @@ A view is what the network sees of a photo. Its name is a dihedral variant (upri
     "flip-crop-bottom-right"     the bottom-right window, mirrored
     "r90-crop-top-right"         the top-right window, turned 90 degrees clockwise
 
-The picture is the photo resized so its short side is the backbone's `resize` (preprocess.py);
+The picture is the photo resized so its short side is the contract's `resize` (pipeline/decode.py);
 the window is the backbone's `size` square. The centre views need only the centre crop, so
 `needs_picture` tells a decoder when it may keep just that (the fast path); corner views need
 the whole resized picture. TEN_CROPS are the classic ten: centre and four corners, each also
@@ -72,7 +72,7 @@ def needs_picture(views) -> bool:
 
 
 def window(picture: np.ndarray, position: str, size: int) -> np.ndarray:
-    """The size x size window of an HWC picture at `position` (the centre as preprocess.centre_crop:
+    """The size x size window of an HWC picture at `position` (the centre as pipeline.decode.centre_crop:
     (h - size) // 2 from the top, (w - size) // 2 from the left)."""
     h, w = picture.shape[:2]
     if h < size or w < size:

@@ -1,8 +1,9 @@
 """Does a file attribute predict the label? (the shortcut a model can learn instead of content)
 
-Fourteen attributes read from the headers (ATTRIBUTES: orientation tag, camera, shapes,
+Fifteen attributes read from the headers (ATTRIBUTES: orientation tag, camera, shapes,
 resolution, format, EXIF, colour mode, JPEG quality, capture day, software, GPS, colour
-profile, bit depth) are tested two ways, all in one family of tests:
+profile, bit depth, source: taken with `upright studio`'s camera or an uploaded file) are
+tested two ways, all in one family of tests:
 
 - Per class (the shortcut that matters): for every class c and value v, one class against the
   rest, "is v over-represented in c?": the one-sided Fisher exact test (hypergeometric tail,
@@ -57,6 +58,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from ..metadata import STUDIO_CAMERA
 from ..orientation import STORED_WORDS, stored_words
 from . import stats
 from .severity import SEVERITY_RANK
@@ -76,6 +78,7 @@ ATTRIBUTES = (
     "gps",
     "color_profile",
     "bit_depth",
+    "source",
 )
 
 #: Plain words for each attribute, used in messages and plots (short name before " (").
@@ -94,6 +97,7 @@ ATTRIBUTE_WORDS = {
     "gps": "GPS position present",
     "color_profile": "colour profile (ICC description)",
     "bit_depth": "bit depth (bits per channel)",
+    "source": "source (captured in the studio page or an uploaded file)",
 }
 
 #: Attributes whose effect upright removes before the model sees any pixel.
@@ -101,10 +105,10 @@ NEUTRALISED_BY_UPRIGHT = {"exif_orientation", "stored_aspect", "has_exif", "gps"
 #: The most severe a finding on these attributes can be (the network never sees them).
 SEVERITY_CAP = {a: "warning" for a in NEUTRALISED_BY_UPRIGHT}
 #: Which finding names the cause when two carry the same split (earlier = the cause).
-PRIORITY = ("exif_orientation", "camera", "software", "capture_date", "format", "jpeg_quality", "upright_aspect",
+PRIORITY = ("exif_orientation", "camera", "source", "software", "capture_date", "format", "jpeg_quality", "upright_aspect",
             "resolution", "color_mode", "bit_depth", "color_profile", "gps", "has_exif", "stored_aspect")
 #: Attributes that only exist when a file carries EXIF (EXIF present follows from them).
-EXIF_BORNE = {"exif_orientation", "camera", "software", "capture_date", "gps"}
+EXIF_BORNE = {"exif_orientation", "camera", "software", "capture_date", "gps", "source"}
 
 FDR = 0.05  # Benjamini-Hochberg false discovery rate
 CELL_LEVELS = (("error", 0.75), ("warning", 0.4), ("info", 0.15))  # identifiable share of one class
@@ -162,6 +166,7 @@ def attributes_of(facts) -> dict[str, str]:
         "gps": "yes" if getattr(facts, "gps", False) else "no",
         "color_profile": getattr(facts, "color_profile", None) or "none",
         "bit_depth": str(getattr(facts, "bit_depth", None) or "unknown"),
+        "source": "studio camera" if getattr(facts, "software", None) == STUDIO_CAMERA else "file",
     }
 
 
@@ -200,11 +205,13 @@ def describe_value(attribute: str, value: str) -> str:
         return "without a colour profile" if value == "none" else f"tagged with colour profile '{value}'"
     if attribute == "bit_depth":
         return f"{value} bits per channel" if value.isdigit() else "of unknown bit depth"
+    if attribute == "source":
+        return "captured in the studio page" if value == "studio camera" else "uploaded as files"
     return f"{attribute}={value}"
 
 
 #: Values nobody would call a shortcut by themselves; on a tie the unusual value is named.
-_ORDINARY = {"1", "none", "no", "unknown", "landscape", "RGB", "JPEG", "8", "not JPEG"}
+_ORDINARY = {"1", "none", "no", "unknown", "landscape", "RGB", "JPEG", "8", "not JPEG", "file"}
 
 
 def pct(x: float) -> str:
@@ -515,6 +522,9 @@ _ADVICE = {
     "color_profile": "the classes come from different devices or exports (iPhones tag Display P3, most others "
     "sRGB). upright converts every picture to sRGB, so the profile itself is neutralised here; tools that "
     "ignore profiles see shifted colours per class.",
+    "source": "photos taken with the studio page's camera (a browser canvas: the video stream's resolution, "
+    "processing and compression) look different from uploaded phone photos in ways a model can learn; "
+    "collect every class both ways, or all one way.",
     "bit_depth": "the classes were saved at different bit depths (16-bit exports, 8-bit photos), which leaves "
     "tonal traces; convert all classes alike.",
 }

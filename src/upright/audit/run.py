@@ -29,7 +29,7 @@ from .checks import AuditData, Check
 from .severity import SEVERITY_COLOUR, SEVERITY_RANK, rank
 from .. import backbones
 from ..console import progress as progress_bar
-from ..dataset import DEFAULT_VAL_FRACTION, scan
+from ..pipeline.scan import DEFAULT_VAL_FRACTION, scan
 from ..errors import UnreadableImage, UprightError, one_line
 from ..imaging import open_image
 from ..metadata import describe
@@ -121,7 +121,7 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
     decode_note = None
     t = time.perf_counter()
     if variants:
-        from ..features import embed_paths
+        from ..pipeline.embed import embed_paths
 
         what = "embedding (4 rotations)" if len(variants) == 4 else "embedding"
         emb = embed_paths([paths[i] for i in header_ok], backbone=backbone, variants=variants,

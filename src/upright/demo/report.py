@@ -32,6 +32,15 @@ def _pair(path: str, label: str) -> dict:
     return view
 
 
+def orientation_finding(findings: list[dict]) -> dict | None:
+    """The audit finding that says the EXIF orientation predicts the class (or folds it in)."""
+    for f in findings:
+        if f.get("kind") == "label_leak" and (
+                f.get("attribute") == "exif_orientation" or "exif_orientation" in (f.get("also") or [])):
+            return f
+    return None
+
+
 def _finding(f: dict) -> dict:
     return {"severity": f["severity"], "title": f["kind"] + (f" · {f['attribute']}" if f.get("attribute") else ""),
             "message": f["message"], "attribute": f.get("attribute") or "",
@@ -51,13 +60,13 @@ def _model(key: str, r: dict, labels: list[str]) -> dict:
                                                              title="Accuracy with the test photos rotated"))}
 
 
-def _drop(rotations: dict) -> float:
+def rotation_drop(rotations: dict) -> float:
+    """How far accuracy moves from the upright photos' when they are turned (the rotation check)."""
     return max(abs(float(v) - float(rotations["0"])) for v in rotations.values())
 
 
 def render(result: dict, audit: dict, data) -> str:
     from ..audit.report import orientation_plot
-    from .story import orientation_finding
 
     labels = list(data.labels)
     naive, upright = result["naive"], result["upright"]
@@ -84,7 +93,7 @@ def render(result: dict, audit: dict, data) -> str:
         orientation_plot=plot, other_findings=[_finding(f) for f in audit["findings"] if f is not main],
         models=[_model("naive", naive, labels), _model("upright", upright, labels)],
         naive_val_accuracy=naive["val_accuracy"], naive_sideways_recall=naive["per_class"][sideways[0]]["recall"],
-        upright_drop=_drop(upright["rotations"]), naive_drop=_drop(naive["rotations"]),
+        upright_drop=rotation_drop(upright["rotations"]), naive_drop=rotation_drop(naive["rotations"]),
     )
 
 

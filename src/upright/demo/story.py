@@ -31,7 +31,7 @@ from ..errors import UprightError
 from ..evaluate import evaluate
 from ..train import train_dataset
 from .data import DEFAULT_PHOTOS, build_dataset, test_photos_for
-from .report import write_report
+from .report import orientation_finding, rotation_drop, write_report
 
 NAIVE_NAME = "naive (tag ignored)"
 UPRIGHT_NAME = "upright"
@@ -39,15 +39,6 @@ NAIVE_HOW = ("pixels as stored, EXIF Orientation ignored: a faithful imitation o
              "Image.open, torchvision's ImageFolder, Keras and tf.io")
 UPRIGHT_HOW = "EXIF Orientation applied once, as the phone and every photo viewer show the photo"
 REPORT_NAME = "upright-demo-report.html"
-
-
-def orientation_finding(findings: list[dict]) -> dict | None:
-    """The audit finding that says the EXIF orientation predicts the class (or folds it in)."""
-    for f in findings:
-        if f.get("kind") == "label_leak" and (
-                f.get("attribute") == "exif_orientation" or "exif_orientation" in (f.get("also") or [])):
-            return f
-    return None
 
 
 def _prepare_out(out) -> tuple[Path, bool]:
@@ -72,105 +63,159 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = DEFAULT_PHOTO
     test_per_class = test_photos_for(per_class) if test_per_class is None else test_per_class
     if per_class < 10 or test_per_class < 4:
         raise UprightError("the demo needs at least 10 training and 4 test photos per class")
-    t0, cpu0 = time.perf_counter(), _cpu_seconds()
-    say = err if json_out else stdout  # with --json, stdout holds the JSON only
-    show = (not json_out) if progress is None else progress
-    root, temp = _prepare_out(out)
-    timings: dict[str, float] = {}
+    story = _Story(json_out, progress, seed, cache_dir)
+    story.begin(out)
+    data = story.photos(per_class, test_per_class)
+    audit, finding = story.audit(data)
+    runs = story.train_twice(data)
+    story.evaluate_both(data, runs)
+    story.compare(data, runs)
+    return story.report(data, audit, finding, runs)
 
-    say.rule("[bold]upright demo[/bold]: why a model must read photos upright")
-    say.print(f"Working folder: {escape(str(root))}" + ("  (a temp folder, kept so you can open the report and explore; "
-                                            "pass --out DIR to choose)" if temp else ""))
 
-    # 1. the data ---------------------------------------------------------------------------
-    say.print("\n[bold]1. The photos[/bold] (made now, offline, from photos that ship with installed packages)")
-    t = time.perf_counter()
-    data = build_dataset(root / "data", per_class=per_class, test_per_class=test_per_class, seed=seed)
-    timings["dataset"] = time.perf_counter() - t
-    for line in data.story():
-        say.print(f"  - {escape(line)}")
-    say.print(f"  Training photos: {escape(str(data.train_dir))}\n  Test photos:     {escape(str(data.test_dir))}")
+class _Story:
+    """The demo's chapters, told in order on the terminal (stderr with --json), each timed."""
 
-    # 2. the audit --------------------------------------------------------------------------
-    say.print(f"\n[bold]2. upright audit {data.train_dir.name}[/bold] (before training: does a file attribute "
-              "predict the label?)")
-    t = time.perf_counter()
-    # Header facts only: the shortcut lives in the files' metadata. (`upright audit` also runs a
-    # content pass by default: sideways-looking pictures and near-duplicates; see its --help.)
-    audit = run_audit(data.train_dir, cache_dir=cache_dir, progress=show, content=False)
-    timings["audit"] = time.perf_counter() - t
-    finding = orientation_finding(audit["findings"])
-    for f in audit["findings"]:
-        sev = f["severity"]
-        what = f["kind"] + (f" ({f['attribute']})" if f.get("attribute") else "")
-        say.print(f"  [{SEVERITY_COLOUR.get(sev, 'white')}]{sev}[/] {what}: {escape(f['message'])}")
-    if not audit["findings"]:
-        say.print("  no findings")
-    if finding is None:
-        say.print("  [red]the audit did not report the orientation shortcut[/red]")
+    def __init__(self, json_out: bool, progress: bool | None, seed: int, cache_dir):
+        self.t0, self.cpu0 = time.perf_counter(), _cpu_seconds()
+        self.say = err if json_out else stdout  # with --json, stdout holds the JSON only
+        self.show = (not json_out) if progress is None else progress
+        self.seed, self.cache_dir = seed, cache_dir
+        self.timings: dict[str, float] = {}
 
-    # 3. train twice ------------------------------------------------------------------------
-    say.print("\n[bold]3. Train twice on the same files[/bold] (same backbone, same head, same seed; "
-              "only the way the pixels are read differs)")
-    runs = {}
-    for key, name, orient, how in (("naive", NAIVE_NAME, False, NAIVE_HOW),
-                                   ("upright", UPRIGHT_NAME, True, UPRIGHT_HOW)):
-        say.print(f"  [bold]{name}[/bold]: {how}")
+    def _timed(self, name: str, started: float) -> None:
+        self.timings[name] = time.perf_counter() - started
+
+    def begin(self, out) -> None:
+        self.root, self.temp = _prepare_out(out)
+        self.say.rule("[bold]upright demo[/bold]: why a model must read photos upright")
+        self.say.print(f"Working folder: {escape(str(self.root))}" + (
+            "  (a temp folder, kept so you can open the report and explore; pass --out DIR to choose)"
+            if self.temp else ""))
+
+    def photos(self, per_class: int, test_per_class: int):
+        """1. The data."""
+        say = self.say
+        say.print("\n[bold]1. The photos[/bold] (made now, offline, from photos that ship with installed packages)")
         t = time.perf_counter()
-        res = train_dataset(data.train_dir, root / "models" / key, orient=orient, seed=seed,
-                            cache_dir=cache_dir, progress=show)
-        timings[f"train_{key}"] = time.perf_counter() - t
-        say.print(f"    validation accuracy {res['val_accuracy']:.1%} ({res['val_method']}, "
-                  f"{res['n_train']} train / {res['n_val']} held out from the same phones)")
-        runs[key] = {"train": res, "name": name, "how": how}
+        data = build_dataset(self.root / "data", per_class=per_class, test_per_class=test_per_class, seed=self.seed)
+        self._timed("dataset", t)
+        for line in data.story():
+            say.print(f"  - {escape(line)}")
+        say.print(f"  Training photos: {escape(str(data.train_dir))}\n  Test photos:     {escape(str(data.test_dir))}")
+        return data
 
-    # 4. evaluate both ----------------------------------------------------------------------
-    say.print(f"\n[bold]4. Evaluate both on {sum(data.n_test.values())} new upright test photos[/bold] "
-              "(plus the rotation check: the same photos turned 90/180/270°)")
-    for key in ("naive", "upright"):
+    def audit(self, data) -> tuple[dict, dict | None]:
+        """2. The audit, before training: does a file attribute predict the label?"""
+        say = self.say
+        say.print(f"\n[bold]2. upright audit {data.train_dir.name}[/bold] (before training: does a file attribute "
+                  "predict the label?)")
         t = time.perf_counter()
-        runs[key]["eval"] = evaluate(root / "models" / key, data.test_dir, cache_dir=cache_dir, progress=show)
-        timings[f"eval_{key}"] = time.perf_counter() - t
-    naive_acc = runs["naive"]["eval"]["accuracy"]
-    upright_acc = runs["upright"]["eval"]["accuracy"]
+        # Header facts only: the shortcut lives in the files' metadata. (`upright audit` also runs a
+        # content pass by default: sideways-looking pictures and near-duplicates; see its --help.)
+        audit = run_audit(data.train_dir, cache_dir=self.cache_dir, progress=self.show, content=False)
+        self._timed("audit", t)
+        finding = orientation_finding(audit["findings"])
+        for f in audit["findings"]:
+            sev = f["severity"]
+            what = f["kind"] + (f" ({f['attribute']})" if f.get("attribute") else "")
+            say.print(f"  [{SEVERITY_COLOUR.get(sev, 'white')}]{sev}[/] {what}: {escape(f['message'])}")
+        if not audit["findings"]:
+            say.print("  no findings")
+        if finding is None:
+            say.print("  [red]the audit did not report the orientation shortcut[/red]")
+        return audit, finding
 
-    table = Table(title="Accuracy on the upright test photos")
-    table.add_column("model")
-    table.add_column("val", justify="right")
-    table.add_column("test", justify="right")
-    for lab in data.labels:
-        table.add_column(f"recall {lab}", justify="right")
-    table.add_column("turned 0/90/180/270°", justify="right")
-    for key in ("naive", "upright"):
-        r, ev = runs[key], runs[key]["eval"]
-        table.add_row(r["name"], f"{r['train']['val_accuracy']:.1%}", f"[bold]{ev['accuracy']:.1%}[/bold]",
-                      *[f"{ev['per_class'][lab]['recall']:.0%}" for lab in data.labels],
-                      " / ".join(f"{v:.0%}" for v in ev["rotations"].values()))
-    say.print(table)
-    say.print("  val: the held-out part of the training photos (same phones); test: new photos, stored upright.")
-    gap = upright_acc - naive_acc
-    sideways_label = next(lab for lab in data.labels if any(p["orientation"] == 6 for p in data.phones[lab]))
-    say.print(
-        f"  Gap: {gap * 100:+.1f} points for upright. The naive model learned \"lying on its side\" = "
-        f"'{sideways_label}': on upright photos it recalls {runs['naive']['eval']['per_class'][sideways_label]['recall']:.0%} "
-        f"of '{sideways_label}'. Its own validation split ({runs['naive']['train']['val_accuracy']:.0%}) could not "
-        "tell: it was shot by the same phones.")
-    def drop(rot):
-        return max(abs(v - rot["0"]) for v in rot.values())
+    def train_twice(self, data) -> dict:
+        """3. The same model trained twice on the same files: tag ignored, then upright."""
+        say = self.say
+        say.print("\n[bold]3. Train twice on the same files[/bold] (same backbone, same head, same seed; "
+                  "only the way the pixels are read differs)")
+        runs = {}
+        for key, name, orient, how in (("naive", NAIVE_NAME, False, NAIVE_HOW),
+                                       ("upright", UPRIGHT_NAME, True, UPRIGHT_HOW)):
+            say.print(f"  [bold]{name}[/bold]: {how}")
+            t = time.perf_counter()
+            res = train_dataset(data.train_dir, self.root / "models" / key, orient=orient, seed=self.seed,
+                                cache_dir=self.cache_dir, progress=self.show)
+            self._timed(f"train_{key}", t)
+            say.print(f"    validation accuracy {res['val_accuracy']:.1%} ({res['val_method']}, "
+                      f"{res['n_train']} train / {res['n_val']} held out from the same phones)")
+            runs[key] = {"train": res, "name": name, "how": how}
+        return runs
 
-    say.print(f"  Rotation check (the test photos turned 90/180/270°): upright moves by at most "
-              f"{drop(runs['upright']['eval']['rotations']) * 100:.0f} points (the light's colour does not depend "
-              f"on the way up), naive by up to {drop(runs['naive']['eval']['rotations']) * 100:.0f} (it decides by "
-              "the way up). Neither was trained with rotations; `--augment d4` makes a model steady when photos "
-              "arrive turned for real (see bench/shortcut.py).")
+    def evaluate_both(self, data, runs: dict) -> None:
+        """4. Both models on new upright test photos, with the rotation check."""
+        self.say.print(f"\n[bold]4. Evaluate both on {sum(data.n_test.values())} new upright test photos[/bold] "
+                       "(plus the rotation check: the same photos turned 90/180/270°)")
+        for key in ("naive", "upright"):
+            t = time.perf_counter()
+            runs[key]["eval"] = evaluate(self.root / "models" / key, data.test_dir, cache_dir=self.cache_dir,
+                                         progress=self.show)
+            self._timed(f"eval_{key}", t)
 
-    # 5. the report -------------------------------------------------------------------------
-    t = time.perf_counter()
-    report_path = root / REPORT_NAME
-    result = {
+    def compare(self, data, runs: dict) -> None:
+        """The table of both models and what it shows."""
+        say = self.say
+        table = Table(title="Accuracy on the upright test photos")
+        for col in ("model", "val", "test", *(f"recall {lab}" for lab in data.labels), "turned 0/90/180/270°"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for key in ("naive", "upright"):
+            r, ev = runs[key], runs[key]["eval"]
+            table.add_row(r["name"], f"{r['train']['val_accuracy']:.1%}", f"[bold]{ev['accuracy']:.1%}[/bold]",
+                          *[f"{ev['per_class'][lab]['recall']:.0%}" for lab in data.labels],
+                          " / ".join(f"{v:.0%}" for v in ev["rotations"].values()))
+        say.print(table)
+        say.print("  val: the held-out part of the training photos (same phones); test: new photos, stored upright.")
+        naive, upright = runs["naive"], runs["upright"]
+        gap = upright["eval"]["accuracy"] - naive["eval"]["accuracy"]
+        sideways_label = next(lab for lab in data.labels if any(p["orientation"] == 6 for p in data.phones[lab]))
+        say.print(
+            f"  Gap: {gap * 100:+.1f} points for upright. The naive model learned \"lying on its side\" = "
+            f"'{sideways_label}': on upright photos it recalls {naive['eval']['per_class'][sideways_label]['recall']:.0%} "
+            f"of '{sideways_label}'. Its own validation split ({naive['train']['val_accuracy']:.0%}) could not "
+            "tell: it was shot by the same phones.")
+        say.print(f"  Rotation check (the test photos turned 90/180/270°): upright moves by at most "
+                  f"{rotation_drop(upright['eval']['rotations']) * 100:.0f} points (the light's colour does not depend "
+                  f"on the way up), naive by up to {rotation_drop(naive['eval']['rotations']) * 100:.0f} (it decides by "
+                  "the way up). Neither was trained with rotations; `--augment d4` makes a model steady when photos "
+                  "arrive turned for real (see bench/shortcut.py).")
+
+    def report(self, data, audit: dict, finding: dict | None, runs: dict) -> dict:
+        """5. The report page and demo.json; the closing lines."""
+        t = time.perf_counter()
+        root = self.root
+        report_path = root / REPORT_NAME
+        result = _result(root, self.temp, report_path, data, audit, finding, runs, self.seed)
+        write_report(result, audit, data, report_path)
+        self._timed("report", t)
+        result["seconds"] = round(time.perf_counter() - self.t0, 3)
+        result["cpu_seconds"] = round(_cpu_seconds() - self.cpu0, 3)  # this process and its decode workers
+        result["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        (root / "demo.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        self.say.print(f"\n[bold]5. Report[/bold]: {escape(str(report_path))}")
+        load = _load_average()
+        self.say.print(
+            f"Done in {result['seconds']:.0f} s ({result['cpu_seconds']:.0f} s of CPU time"
+            + (f"; load average {load:.1f} on {os.cpu_count()} cores" if load is not None else "")
+            + "). Explore the data with the other verbs:\n"
+            f"  upright audit {escape(_short(data.train_dir))} --report audit.html\n"
+            f"  upright eval {escape(_short(root / 'models' / 'naive'))} {escape(_short(data.test_dir))}\n"
+            f"  upright train {escape(_short(data.train_dir))} -o model --augment d4")
+        return result
+
+
+def _result(root: Path, temp: bool, report_path: Path, data, audit: dict, finding, runs: dict, seed: int) -> dict:
+    """The demo JSON (before its timings)."""
+    def model(key: str, how: str) -> dict:
+        return {"how": how, "model": str(root / "models" / key), "val_accuracy": runs[key]["train"]["val_accuracy"],
+                **{k: runs[key]["eval"][k] for k in ("accuracy", "per_class", "confusion", "labels", "rotations")}}
+
+    naive_acc, upright_acc = runs["naive"]["eval"]["accuracy"], runs["upright"]["eval"]["accuracy"]
+    return {
         "naive_accuracy": naive_acc,
         "upright_accuracy": upright_acc,
-        "gap": round(gap, 6),
+        "gap": round(upright_acc - naive_acc, 6),
         "backbone": runs["upright"]["train"]["backbone"],
         "findings": audit["findings"],
         "report": str(report_path),
@@ -180,31 +225,9 @@ def run_demo(out=None, *, json_out: bool = False, per_class: int = DEFAULT_PHOTO
         "data": {"train": str(data.train_dir), "test": str(data.test_dir), "labels": list(data.labels),
                  "n_train": data.n_train, "n_test": data.n_test, "sources": data.sources,
                  "phones": data.phones, "story": data.story(), "seed": seed},
-        "naive": {"how": NAIVE_HOW, "model": str(root / "models" / "naive"),
-                  "val_accuracy": runs["naive"]["train"]["val_accuracy"],
-                  **{k: runs["naive"]["eval"][k] for k in ("accuracy", "per_class", "confusion", "labels",
-                                                           "rotations")}},
-        "upright": {"how": UPRIGHT_HOW, "model": str(root / "models" / "upright"),
-                    "val_accuracy": runs["upright"]["train"]["val_accuracy"],
-                    **{k: runs["upright"]["eval"][k] for k in ("accuracy", "per_class", "confusion", "labels",
-                                                               "rotations")}},
+        "naive": model("naive", NAIVE_HOW),
+        "upright": model("upright", UPRIGHT_HOW),
     }
-    write_report(result, audit, data, report_path)
-    timings["report"] = time.perf_counter() - t
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    result["cpu_seconds"] = round(_cpu_seconds() - cpu0, 3)  # this process and its decode workers
-    result["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    (root / "demo.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-
-    say.print(f"\n[bold]5. Report[/bold]: {escape(str(report_path))}")
-    load = _load_average()
-    say.print(f"Done in {result['seconds']:.0f} s ({result['cpu_seconds']:.0f} s of CPU time"
-              + (f"; load average {load:.1f} on {os.cpu_count()} cores" if load is not None else "")
-              + "). Explore the data with the other verbs:\n"
-              f"  upright audit {escape(_short(data.train_dir))} --report audit.html\n"
-              f"  upright eval {escape(_short(root / 'models' / 'naive'))} {escape(_short(data.test_dir))}\n"
-              f"  upright train {escape(_short(data.train_dir))} -o model --augment d4")
-    return result
 
 
 def _cpu_seconds() -> float:

@@ -1,8 +1,8 @@
-"""Embedding at any scale: pure batch pieces (batch.py), engines that run them (engines.py: a
-local process pool; ray_engine.py: Ray Data), stores that keep the results (stores.py: the
-SQLite cache, Parquet shards) and the `upright embed` verb (verb.py)."""
+"""`upright embed` (verb.py) and the public pieces of the embed stage for another scheduler:
+one shard of work (`embed_batch`, `Embedder`, `Task`) and the engines that run shards
+(`LocalEngine`, `make_engine`). They live in upright.pipeline (shard.py, engines.py)."""
 
-from .batch import Embedder, Task, embed_batch
-from .engines import ENGINES, Job, LocalEngine, make_engine
+from ..pipeline.engines import ENGINES, Job, LocalEngine, make_engine
+from ..pipeline.shard import Embedder, Task, embed_batch
 
 __all__ = ["ENGINES", "Embedder", "Job", "LocalEngine", "Task", "embed_batch", "make_engine"]

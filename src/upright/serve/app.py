@@ -89,21 +89,11 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def decode_size_for(model: Any) -> int:
-    """The short side the model's preprocessing resizes to (backbone spec, else model.json),
-    so the one decode is exactly the picture the model's centre crop is cut from."""
-    try:
-        from ..backbones import spec
-
-        return int(spec(str(model.backbone)).resize)
-    except Exception:  # a model without a registered backbone (tests, third-party)
-        pass
-    meta = getattr(model, "meta", None) or {}
-    pre = meta.get("preprocessing") if isinstance(meta, dict) else None
-    candidates = [pre.get(k) for k in ("resize_short_side", "resize")] if isinstance(pre, dict) else []
-    for value in candidates:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and 16 <= value <= 4096:
-            return int(value)
-    return DEFAULT_DECODE_SIZE
+    """The short side the model's input contract resizes to (`model.contract.resize`), so the
+    one decode is exactly the picture the model's views are cut from; a stand-in without a
+    contract gets DEFAULT_DECODE_SIZE."""
+    contract = getattr(model, "contract", None)
+    return int(contract.resize) if contract is not None else DEFAULT_DECODE_SIZE
 
 
 @dataclass

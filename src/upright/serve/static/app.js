@@ -17,12 +17,27 @@ let live = null;                // {stream, timer, answered: [ms]} while the cam
 let turnTest = false;           // ask for the four turned views too (?turns=1)
 let last = null;                // {blob, name}: the last photo, re-sent when the turn test is switched on
 
-function showError(message) {
+// One message: the file's name (when there is one) and one reason, never the old result beside it.
+function showError(message, name) {
   const box = $("error");
-  box.textContent = message;
+  box.replaceChildren();
+  if (name) {
+    const file = document.createElement("strong");
+    file.className = "error-file";
+    file.textContent = name;
+    box.append(file, " — ");
+  }
+  box.append(message.charAt(0).toUpperCase() + message.slice(1));
   box.hidden = false;
 }
 function clearError() { $("error").hidden = true; }
+
+// A photo that could not be classified must not sit above the previous photo's answer, which
+// would read as its own: the result goes until the next answer (the camera keeps its view).
+function clearResult() {
+  $("result").hidden = true;
+  last = null;
+}
 
 function fmtMB(n) { return n >= 100_000 ? (n / 1e6).toFixed(1) + " MB" : n.toLocaleString() + " bytes"; }
 
@@ -174,7 +189,9 @@ function render(body, roundTripMs, isLive) {
 
 async function classify(blob, name, isLive = false) {
   if (blob.size > maxBytes) {
-    showError(`That file is ${fmtMB(blob.size)}; this server accepts up to ${fmtMB(maxBytes)} (upright serve --max-upload-mb).`);
+    showError(`too large (${fmtMB(blob.size)}): this server accepts up to ${fmtMB(maxBytes)} (upright serve --max-upload-mb).`,
+      name || "this file");
+    if (!isLive) clearResult();
     return;
   }
   const mine = ++seq;
@@ -193,9 +210,10 @@ async function classify(blob, name, isLive = false) {
   if (mine !== seq) return;  // a newer upload is on its way; drop this answer
   if (!res.ok) {
     if (res.status === 403) { showError(DENIED); if (live) stopCamera(); return; }
-    const kind = { 413: "Too large", 415: "Not an image", 400: "Unreadable image" }[res.status] || `Error ${res.status}`;
-    showError(`${kind}: ${body.error || res.statusText}`);
-    if (!isLive) $("timing").textContent = "";
+    // The server's reason already says what kind of failure it is ("not an image: the file holds text").
+    const kind = { 413: "too large", 415: "not an image", 400: "unreadable image" }[res.status] || `error ${res.status}`;
+    showError(body.error || kind, isLive ? "camera frame" : (name || "pasted or dropped image"));
+    if (!isLive) clearResult();
     return;
   }
   render(body, performance.now() - t0, isLive);

@@ -1,7 +1,13 @@
-"""`upright train --preset accurate`: Lite0 and Lite2 together, a linear head fitted on 10 crops
+"""The training recipes, one home for their names (the CLI's choices read them here).
+
+`--augment`: the views each training photo is embedded in (AUGMENT_VARIANTS; the default
+`flip` keeps the model's sense of "up", `d4` is for pictures with no natural up).
+
+`--preset fast` (the default): the backbone `backbones.DEFAULT` (or --backbone) on the
+--augment views. `--preset accurate`: Lite0 and Lite2 together, a linear head fitted on 10 crops
 of every photo, and the same 10 crops averaged at test time.
 
-What it does differently from the fast preset (Lite0 alone, the centre crop and its mirror):
+What accurate does differently from the fast preset (Lite0 alone, the centre crop and its mirror):
 the composite backbone "efficientnet-lite0+lite2" (both networks on one 260-px input, pooled
 features concatenated, 2560-d), and views that are the classic 10 crops of the picture resized
 to the backbone's short side (297 px): the centre and the four corners, each also mirrored
@@ -16,15 +22,24 @@ Measured in bench/accuracy.py (5-fold CV on flowers-500, README "Accuracy: fast 
 which also tried fine-tuning the last block of each network on activations cached once per
 view (bench/_last_blocks.py): it scored below these frozen features, so it is not the preset.
 
-The 10 views are ordinary cached embeddings (upright.features.embed_paths, any engine): the
+The 10 views are ordinary cached embeddings (upright.pipeline.embed.embed_paths, any engine): the
 first training run embeds them, a re-train is seconds, and predicting a photo seen before
 costs no network run.
 """
 
 from __future__ import annotations
 
+from .orientation import VARIANTS
 from .views import TEN_CROPS
 
+PRESETS = ("fast", "accurate")
+DEFAULT_PRESET = "fast"
+#: --augment: the training views of each photo, embedded once and cached
+AUGMENT_VARIANTS: dict[str, tuple[str, ...]] = {
+    "none": ("id",), "flip": ("id", "flip"), "rotate": ("id", "r90", "r180", "r270"), "d4": tuple(VARIANTS)}
+DEFAULT_AUGMENT = "flip"
+
+#: --preset accurate
 BACKBONE = "efficientnet-lite0+lite2"
 #: the training views in cache order: the crops, then the same mirrored ("id" and "flip" are the
 #: centre crop and its mirror, the standard variants)

@@ -1,9 +1,9 @@
-"""The Ray Data engine: the same pure pieces (batch.py) as Ray tasks and actors.
+"""The Ray Data engine: the same two halves of a shard (shard.py) as Ray tasks and actors.
 
-    paths -> map_batches(decode through the one door, tasks of DECODE_CPUS each)
-          -> map_batches(Embedder, an actor pool: one ONNX Runtime session per actor,
+    paths -> map_batches(read_shard: decode through the one door, tasks of DECODE_CPUS each)
+          -> map_batches(embed_pixels in an actor pool: one ONNX Runtime session per actor,
                          EMBED_THREADS intra-op threads, EMBED_THREADS CPUs reserved)
-          -> streamed back to the caller, which commits each batch to its store.
+          -> streamed back to the caller as shard.Vectors, which it commits to its store.
 
 The dataset holds paths, not bytes: each decode task reads its own files (shared storage on a
 cluster), so the object store carries only crops and vectors. Decode tasks take a fraction of
@@ -23,14 +23,10 @@ import math
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
-import numpy as np
-
 from .. import backbones
+from ..contract import InputContract
 from ..errors import UprightError, one_line
-from . import batch as B
-from .batch import Embedder, Task
-from .engines import CHUNK, Job, Result
-from ..views import needs_picture
+from .shard import BATCH, CHUNK, Embedder, Job, Pixels, Task, Vectors, embed_pixels, read_shard
 
 DECODE_CPUS = 0.5
 EMBED_THREADS = 1
@@ -101,36 +97,21 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         ray.shutdown()
 
 
-def decode_views(batch: dict, backbone: str, orient: bool) -> dict:
-    """Ray task: rows (i, path, variants "id,flip") -> one row per view (i, variant, crop, error)."""
-    size = backbones.spec(backbone).size
-    idx, names, crops, errors = [], [], [], []
-    for i, path, wanted in zip(batch["i"], batch["path"], batch["variants"]):
-        vs = str(wanted).split(",")
-        crop, why = B.decode_one(str(path), backbone, orient, needs_picture(vs))
-        if crop is None:
-            idx.append(i), names.append(""), crops.append(np.zeros((size, size, 3), np.uint8)), errors.append(why)
-            continue
-        idx += [i] * len(vs)
-        names += vs
-        crops += list(B.views(crop, vs, backbone))
-        errors += [""] * len(vs)
-    return {"i": np.asarray(idx, np.int64), "variant": np.asarray(names, dtype=object),
-            "crop": np.stack(crops), "error": np.asarray(errors, dtype=object)}
+def read_columns(batch: dict, contract: InputContract) -> dict:
+    """Ray task: rows (i, path, variants "id,flip") -> read_shard's rows as columns (shard.Pixels)."""
+    jobs = [Job(int(i), str(path), tuple(str(wanted).split(",")))
+            for i, path, wanted in zip(batch["i"], batch["path"], batch["variants"])]
+    return read_shard(jobs, contract).to_columns()
 
 
 class EmbedActor:
-    """Ray actor: one Embedder (one ONNX Runtime session) for its whole life."""
+    """Ray actor: one Embedder (one ONNX Runtime session) for its whole life, running embed_pixels."""
 
     def __init__(self, task: Task, threads: int):
         self.embedder = Embedder(task, threads=threads)
 
     def __call__(self, batch: dict) -> dict:
-        ok = np.asarray([not e for e in batch["error"]], bool)
-        emb = np.zeros((len(ok), self.embedder.dim), np.float32)
-        if ok.any():
-            emb[ok] = self.embedder(batch["crop"][ok])
-        return {"i": batch["i"], "variant": batch["variant"], "error": batch["error"], "embedding": emb}
+        return embed_pixels(Pixels.from_columns(batch), self.embedder).to_columns()
 
 
 class RayEngine:
@@ -142,11 +123,10 @@ class RayEngine:
         self.address = address
         self.num_cpus = num_cpus
 
-    def run(self, jobs: Iterable[Job], task: Task) -> Iterator[list[Result]]:
+    def run(self, jobs: Iterable[Job], task: Task) -> Iterator[Vectors]:
         jobs = list(jobs)
         if not jobs:
             return
-        wanted = {j.index: j.variants for j in jobs}
         with ray_session(self.address, self.num_cpus) as ray:
             resources = ray.cluster_resources()
             cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
@@ -154,22 +134,10 @@ class RayEngine:
             actors = gpus if on_gpu else max(1, cpus // (2 * EMBED_THREADS))
             items = [{"i": j.index, "path": str(j.source), "variants": ",".join(j.variants)} for j in jobs]
             ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / BLOCK_ROWS)))
-            ds = ds.map_batches(decode_views, fn_kwargs={"backbone": task.backbone, "orient": task.orient},
-                                batch_size=CHUNK, num_cpus=DECODE_CPUS)
+            ds = ds.map_batches(read_columns, fn_kwargs={"contract": task.contract}, batch_size=CHUNK,
+                                num_cpus=DECODE_CPUS)
             ds = ds.map_batches(EmbedActor, fn_constructor_kwargs={"task": task, "threads": EMBED_THREADS},
-                                batch_size=B.BATCH, num_cpus=EMBED_THREADS, num_gpus=1 if on_gpu else 0,
+                                batch_size=BATCH, num_cpus=EMBED_THREADS, num_gpus=1 if on_gpu else 0,
                                 compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
-            partial: dict[int, dict[str, np.ndarray]] = {}
-            for b in ds.iter_batches(batch_size=B.BATCH, batch_format="numpy"):
-                out: list[Result] = []
-                for i, v, why, e in zip(b["i"], b["variant"], b["error"], b["embedding"]):
-                    i = int(i)
-                    if why:
-                        out.append((i, None, str(why)))
-                        continue
-                    got = partial.setdefault(i, {})
-                    got[str(v)] = np.array(e, np.float32)
-                    if len(got) == len(wanted[i]):
-                        out.append((i, partial.pop(i), None))
-                if out:
-                    yield out
+            for b in ds.iter_batches(batch_size=BATCH, batch_format="numpy"):
+                yield Vectors.from_columns(b)

@@ -18,9 +18,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UprightError
-from .files import file_sha256, image_files
-from .parallel import ordered_map
+from ..errors import UprightError
+from ..files import file_sha256, image_files, is_image_name
+from ..parallel import ordered_map
 
 #: Share of the images held out for validation when DATA has no val/ or test/ folder.
 DEFAULT_VAL_FRACTION = 0.2
@@ -80,6 +80,19 @@ def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     return out
 
 
+def _no_classes(root: Path, skipped) -> str:
+    """The error for DATA without class folders; when it holds images itself, it is most likely
+    one class's folder (DATA/test/daisy), so name the folder that holds the classes (or the splits)."""
+    loose = sum(1 for p, why in skipped if why == "not inside a class folder" and is_image_name(p))
+    if not loose:
+        return f"{root}: no class folders found (expected DATA/<label>/<images>)"
+    here = Path(os.path.normpath(root))  # as typed; absolute where it has no parent to name
+    here = here.resolve() if here.parent == Path(".") and not here.is_absolute() else here
+    meant = here.parent.parent if here.parent.name.lower() in SPLIT_DIRS else here.parent
+    return (f"{root}: no class folders, but {loose} image(s) directly inside: one class's folder? DATA holds "
+            f"one folder per class (DATA/{here.name}/, DATA/<another class>/, ...): did you mean {meant}?")
+
+
 def _hash_and_size(path: Path) -> tuple[str, int]:
     return file_sha256(path), path.stat().st_size
 
@@ -124,5 +137,5 @@ def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, re
         hashed = split is None or (split == "train" and not has_val)
         records.append(Record(p, label, hash_split(digest, val_fraction) if hashed else split, digest, size))
     if not labels:
-        raise UprightError(f"{root}: no class folders found (expected DATA/<label>/<images>)")
+        raise UprightError(_no_classes(root, skipped))
     return Dataset(root, records, sorted(labels), skipped, explicit, not_read, [str(p) for _, p in groups])

@@ -1,0 +1,142 @@
+"""The audit as photos arrive: `upright audit --metadata-only` re-run after each batch.
+
+One background thread; a batch marks the audit stale and wakes it; batches that arrive
+while it runs are folded into the next run (so it never falls behind, whatever the rate).
+The result is exactly run_audit(PROJECT, content=False)'s JSON (GET /api/audit); `view`
+turns it into what the page shows: each finding in words, with thumbnails of the photos
+of the very cell it names. The content checks (duplicates by looks, sideways) run on
+demand as a job (jobs.py), and their sideways scores sort the review grid.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..audit import run_audit
+from ..audit.leakage import describe_value, pct
+from ..errors import UprightError, one_line
+from ..metadata import describe
+from .project import Project
+
+DEBOUNCE_SECONDS = 0.3  # photos of one burst land in one run
+THUMBS_PER_FINDING = 8
+
+
+class LiveAudit:
+    def __init__(self, project: Project, on_change: Callable[[], None]):
+        self.project = project
+        self.on_change = on_change
+        self.result: dict | None = None
+        self.running = False
+        self.runs = 0
+        self._stale = True
+        self._stop = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="upright-studio-audit", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        """The photos changed: audit again soon."""
+        with self._cond:
+            self._stale = True
+            self._cond.notify_all()
+
+    def fresh(self, timeout: float = 120.0) -> dict | None:
+        """The result once it covers every change requested so far (or the last one after `timeout`)."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._stale and not self.running, timeout)
+            return self.result
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stale or self._stop)
+                if self._stop:
+                    return
+            time.sleep(DEBOUNCE_SECONDS)
+            with self._cond:
+                self._stale, self.running = False, True
+            result = self.result
+            try:
+                result = self._run()
+            finally:
+                with self._cond:
+                    self.result, self.running = result, False
+                    self.runs += 1
+                    self._cond.notify_all()
+            self.on_change()
+
+    def _run(self) -> dict:
+        try:
+            return run_audit(self.project.root, content=False, progress=False)
+        except UprightError as exc:  # no class folder yet
+            return {"n_images": 0, "classes": {}, "findings": [], "unreadable": [], "note": one_line(exc)}
+        except Exception as exc:  # noqa: BLE001 - the studio keeps serving; the page says why
+            return {"n_images": 0, "classes": {}, "findings": [], "unreadable": [],
+                    "note": f"the audit failed: {type(exc).__name__}: {one_line(exc)}"}
+
+
+def _others(finding: dict, label: str) -> str:
+    labels = [lab for lab in (finding.get("table") or {}).get("labels", []) if lab != label]
+    return f"'{labels[0]}'" if len(labels) == 1 else f"the other {len(labels)} classes"
+
+
+def _cameras(paths: list[str]) -> str:
+    """', by 3 camera models' for the photos of a cell ('' when none names a camera)."""
+    known = sorted({c for c in (describe(p).camera for p in paths[:500]) if c})
+    if not known:
+        return ""
+    return f", by {len(known)} camera model{'s' if len(known) > 1 else ''}" + (f" ({known[0]})" if len(known) == 1 else "")
+
+
+def headline(finding: dict) -> str:
+    """The finding in one line: "'diet': 100% stored sideways (tag 6), by 5 camera models; 'zero': 0%"."""
+    if finding.get("kind") == "label_leak" and finding.get("test") == "per_class":
+        label, attribute = finding["class"], finding["attribute"]
+        words = describe_value(attribute, finding["value"])
+        cams = _cameras(finding.get("paths") or []) if attribute != "camera" else ""
+        return (f"'{label}': {pct(finding['share_in_class'])} {words}{cams}; "
+                f"{_others(finding, label)}: {pct(finding['share_elsewhere'])}")
+    message = str(finding.get("message", ""))
+    if finding.get("kind") == "class_imbalance" and (finding.get("ratio") or 0) < 1.5 and "fewer than" in message:
+        message = message[message.index("Classes with fewer than"):]  # balanced, but small: say that
+    first = message.split(". ", 1)[0].rstrip(".")
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def view(result: dict | None, project: Project, content: dict | None = None) -> dict:
+    """What the page shows of the audit: findings in words with thumbnails, most severe first."""
+    if result is None:
+        return {"state": "running", "findings": [], "counts": {}}
+    findings = list(result.get("findings", []))
+    if content:
+        findings += [f for f in content.get("findings", []) if f.get("kind") in ("sideways", "duplicate")
+                     and f not in findings]
+    shown = []
+    for f in findings:
+        ids = [_photo_id(project, p) for p in (f.get("paths") or [])]
+        thumbs = [project.photos[i].sha256 for i in ids if i in project.photos][:THUMBS_PER_FINDING]
+        shown.append({"kind": f.get("kind"), "severity": f.get("severity"), "attribute": f.get("attribute"),
+                      "class": f.get("class"), "value": f.get("value"), "headline": headline(f),
+                      "message": f.get("message"), "n_photos": len(ids), "thumbs": thumbs,
+                      "also": f.get("also") or []})
+    return {"state": "done", "n_images": result.get("n_images", 0), "findings": shown,
+            "counts": result.get("counts", {}), "seconds": result.get("seconds"), "note": result.get("note"),
+            "unreadable": [{"id": _photo_id(project, u["path"]), "reason": u["reason"]}
+                           for u in result.get("unreadable", [])]}
+
+
+def _photo_id(project: Project, path: str) -> str:
+    try:
+        return Path(path).resolve().relative_to(project.root).as_posix()
+    except ValueError:
+        return path

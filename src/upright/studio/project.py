@@ -1,0 +1,196 @@
+"""The project on disk: an ordinary upright DATA folder, and an index of its photos.
+
+    PROJECT/<class>/<sha256[:16]>.<ext>     photos (or PROJECT/train|val|test/<class>/...)
+    PROJECT/.upright-trash/                 what the page deleted, restorable (trash.py)
+    PROJECT/.upright-models/<YYYYMMDD-HHMMSS>/   one model folder per training run (jobs.py)
+    PROJECT/.upright-studio/                thumbnails and sideways scores (a cache: safe to delete)
+    PROJECT/.upright-originals/             `upright fix --in-place`'s way back (the page's turns)
+
+Hidden folders are never classes, so every other verb reads PROJECT as it reads any DATA.
+The index (path -> content hash, size, header facts) is rebuilt from the files at start and
+refreshed from their sizes and times, so photos copied in by hand show up too, and a
+restart shows the project exactly as the disk holds it. Every change goes through one lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..pipeline.scan import SPLIT_DIRS
+from ..files import file_sha256, image_files
+from ..metadata import STUDIO_CAMERA, describe
+from ..parallel import ordered_map
+
+TRASH_DIR = ".upright-trash"
+MODELS_DIR = ".upright-models"
+CACHE_DIR = ".upright-studio"
+
+
+@dataclass
+class Photo:
+    """One class member as the page sees it. `id` is its path under PROJECT, "/"-separated."""
+
+    id: str
+    label: str
+    split: str | None  # "train", "val", "test" in a split layout, else None
+    sha256: str
+    size: int
+    mtime_ns: int
+    tag: int | None = None  # the orientation tag found (EXIF/XMP/HEIF), None if absent
+    orientation: int = 1  # the transform upright applies (1 = none)
+    captured: bool = False  # taken with the page's camera (EXIF Software says so)
+    format: str | None = None
+    problem: str | None = None  # unreadable header, or an ignored tag
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "class": self.label, "split": self.split, "sha256": self.sha256, "size": self.size,
+                "tag": self.tag, "orientation": self.orientation, "captured": self.captured,
+                "format": self.format, "problem": self.problem, "added": self.mtime_ns // 1_000_000}
+
+
+def split_folders(root: Path) -> list[tuple[str | None, Path]]:
+    """Where classes live: [(None, PROJECT)], or [(split, PROJECT/<split>)] for a train/ layout
+    (the rule of dataset.scan: train/ beside val/ or test/, or train/ alone)."""
+    sub = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    if "train" in sub and (len(sub) == 1 or any(SPLIT_DIRS.get(k) in ("val", "test") for k in sub)):
+        return [(SPLIT_DIRS[k], p) for k, p in sorted(sub.items()) if k in SPLIT_DIRS]
+    return [(None, root)]
+
+
+def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result) -> Photo:
+    """Hash and header facts of one file (never raises for a bad image: `problem` says why)."""
+    facts = describe(path)
+    return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=file_sha256(path),
+                 size=st.st_size, mtime_ns=st.st_mtime_ns, tag=facts.orientation_tag,
+                 orientation=facts.orientation or 1, captured=facts.software == STUDIO_CAMERA,
+                 format=facts.format, problem=facts.unreadable or facts.problem)
+
+
+class Project:
+    """PROJECT's classes and photos, indexed; `lock` guards every change (store, move, trash)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.photos: dict[str, Photo] = {}
+        self.by_hash: dict[str, str] = {}  # content hash (and the hash a name was given by) -> photo id
+        self.version = 0  # bumped on every change the pages must see
+        self._trash_bytes: int | None = None
+        self.refresh()
+
+    # -- layout ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def folders(self) -> list[tuple[str | None, Path]]:
+        return split_folders(self.root)
+
+    def upload_folder(self) -> tuple[str | None, Path]:
+        """Where new photos and classes go: PROJECT, or PROJECT/train in a split layout."""
+        return next(((s, p) for s, p in self.folders() if s in (None, "train")), (None, self.root))
+
+    def classes(self) -> list[str]:
+        names = {p.name for _, base in self.folders() for p in base.iterdir()
+                 if p.is_dir() and not p.name.startswith(".")}
+        return sorted(names, key=lambda n: (n.casefold(), n))
+
+    def class_dirs(self, label: str) -> list[tuple[str | None, Path]]:
+        """The folders of an existing class (none for any other name: '..' is not a class)."""
+        if label not in self.classes():
+            return []
+        return [(s, base / label) for s, base in self.folders() if (base / label).is_dir()]
+
+    def cache_dir(self, *parts: str) -> Path:
+        return self.root.joinpath(CACHE_DIR, *parts)
+
+    # -- the index -----------------------------------------------------------------------
+    def _walk(self) -> list[tuple[Path, str, str | None]]:
+        found = []
+        for split, base in self.folders():
+            for cls in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                found += [(p, cls.name, split) for p in image_files(cls)]
+        return found
+
+    def refresh(self) -> bool:
+        """Bring the index up to date with the disk (new, changed, gone files). True if it changed."""
+        with self.lock:
+            seen, todo = {}, []
+            for path, label, split in self._walk():
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue
+                pid = path.relative_to(self.root).as_posix()
+                old = self.photos.get(pid)
+                if old is not None and (old.size, old.mtime_ns, old.label) == (st.st_size, st.st_mtime_ns, label):
+                    seen[pid] = old
+                else:
+                    todo.append((path, label, split, st))
+            for ph in ordered_map(lambda t: self._safe_photo(*t), todo):
+                if ph is not None:
+                    seen[ph.id] = ph
+            changed = bool(todo) or seen.keys() != self.photos.keys()
+            if changed:
+                self._trash_bytes = None  # photos went to (or came from) the trash, maybe
+                self.photos = seen
+                self._rehash()
+                self.version += 1
+            return changed
+
+    def _safe_photo(self, path: Path, label: str, split: str | None, st) -> Photo | None:
+        try:
+            return _photo(self.root, path, label, split, st)
+        except OSError:  # gone or unreadable between the walk and the read
+            return None
+
+    def _rehash(self) -> None:
+        self.by_hash = {}
+        for ph in self.photos.values():
+            stem = Path(ph.id).stem
+            if len(stem) >= 16 and all(c in "0123456789abcdef" for c in stem):
+                self.by_hash.setdefault(f"name:{stem[:16]}", ph.id)  # a turned photo keeps its first name
+            self.by_hash.setdefault(ph.sha256, ph.id)
+
+    def add(self, path: Path, label: str, split: str | None) -> Photo:
+        """Index a file just written by the studio (caller holds the lock)."""
+        ph = _photo(self.root, path, label, split, path.stat())
+        self.photos[ph.id] = ph
+        self._rehash()
+        self.version += 1
+        return ph
+
+    def duplicate_of(self, sha256: str) -> str | None:
+        """The photo already holding these bytes (or first stored under this hash), if any."""
+        return self.by_hash.get(sha256) or self.by_hash.get(f"name:{sha256[:16]}")
+
+    def photo(self, pid: str) -> Photo | None:
+        return self.photos.get(pid)
+
+    def members(self, label: str) -> list[Photo]:
+        """A class's photos, newest first."""
+        return sorted((p for p in self.photos.values() if p.label == label), key=lambda p: (-p.mtime_ns, p.id))
+
+    def counts(self) -> dict[str, int]:
+        out = {c: 0 for c in self.classes()}
+        for p in self.photos.values():
+            out[p.label] = out.get(p.label, 0) + 1
+        return out
+
+    def bytes_used(self) -> int:
+        """Photos plus the trash: what the quota counts (nothing is ever deleted)."""
+        if self._trash_bytes is None:
+            trash = self.root / TRASH_DIR
+            self._trash_bytes = sum(p.stat().st_size for p in trash.rglob("*") if p.is_file()) \
+                if trash.is_dir() else 0
+        return sum(p.size for p in self.photos.values()) + self._trash_bytes
+
+    def touch(self) -> None:
+        """Something the pages show changed (classes, trash) without a photo being indexed."""
+        with self.lock:
+            self._trash_bytes = None
+            self.version += 1

@@ -1,0 +1,203 @@
+"""Collect and Review: the project, classes, uploads, thumbnails, moves, turns and the trash."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from ..errors import UprightError, one_line
+from ..fix import fix_one_in_place, undo_fix
+from ..serve.app import release_memory
+from . import classes, trash
+from .names import BadName
+from .state import Studio
+from .store import Refused, check, store
+from .thumbs import ensure_thumb
+from .uploads import UploadError, read_files
+
+
+class NameBody(BaseModel):
+    name: str = Field(max_length=1000)
+
+
+class PhotosBody(BaseModel):
+    photos: list[str] = Field(min_length=1, max_length=1000)
+    to: str | None = None
+
+
+class TurnBody(BaseModel):
+    photo: str
+    degrees: int = 90  # clockwise; 0 only stores upright what the orientation tag says
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
+    """Check and store one upload (in the pool): {"stored"|"duplicate": id} or {"refused": reason}."""
+    try:
+        return store(st.project, label, check(data, captured), st.quota)
+    except Refused as exc:
+        return {"refused": exc.reason}
+
+
+async def _change(st: Studio, fn, *args, missing: str = "unknown"):
+    """Run a change of the project in the pool, tell the pages, and answer its errors in words:
+    404 for an unknown class, photo or trash item, 400 a bad name, 409 a name taken."""
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(st.pool, fn, *args)
+    except KeyError as exc:
+        return error(404, f"{missing}: {exc.args[0] if exc.args else ''}")
+    except BadName as exc:
+        return error(400, str(exc))
+    except (classes.Conflict, UprightError) as exc:
+        return error(409, one_line(exc))
+    st.changed()
+    return result
+
+
+def _class_routes(app: FastAPI, st: Studio) -> None:
+    @app.post("/api/classes", status_code=201)
+    async def create_class(body: NameBody):
+        name = await _change(st, classes.create, st.project, body.name)
+        return {"name": name} if isinstance(name, str) else name
+
+    @app.patch("/api/classes/{name}")
+    async def rename_class(name: str, body: NameBody):
+        new = await _change(st, classes.rename, st.project, name, body.name, missing="no class")
+        return {"name": new} if isinstance(new, str) else new
+
+    @app.delete("/api/classes/{name}")
+    async def delete_class(name: str):
+        about = await _change(st, trash.trash_class, st.project, name, missing="no class")
+        return {"trashed": about} if isinstance(about, dict) else about
+
+    @app.get("/api/classes/{name}/photos")
+    async def list_photos(name: str):
+        if name not in st.project.classes():
+            return error(404, f"no class '{name}'")
+        return {"class": name, "photos": st.photos_json(name)}
+
+
+def _upload_routes(app: FastAPI, st: Studio) -> None:
+    uploading = 0  # requests in flight; the freed heap goes back to the OS when it drops to 0
+
+    @app.post("/api/classes/{name}/photos")
+    async def upload(name: str, request: Request):
+        nonlocal uploading
+        if name not in st.project.classes():
+            return error(404, f"no class '{name}'")
+        uploading += 1
+        try:
+            return await _upload(st, name, request)
+        except UploadError as exc:
+            return error(exc.status, exc.message)
+        finally:
+            uploading -= 1
+            if uploading == 0:
+                asyncio.get_running_loop().run_in_executor(st.pool, release_memory)
+
+
+async def _upload(st: Studio, name: str, request: Request) -> dict:
+    files, fields = await read_files(request, st.max_bytes)
+    captured = fields.get("source") == "camera"
+    out: dict = {"class": name, "source": "camera" if captured else "upload",
+                 "stored": [], "duplicates": [], "refused": []}
+    loop = asyncio.get_running_loop()
+    try:
+        for filename, data in files:
+            got = await loop.run_in_executor(st.pool, _take, st, name, data, captured)
+            shown = filename or ("camera" if captured else "upload")
+            if "stored" in got:
+                out["stored"].append({"name": shown, "id": got["stored"]})
+            elif "duplicate" in got:
+                out["duplicates"].append({"name": shown, "of": got["duplicate"]})
+            else:
+                out["refused"].append({"name": shown, "reason": got["refused"]})
+    finally:
+        del files
+        if out["stored"]:
+            st.changed()
+    return out
+
+
+def _photo_routes(app: FastAPI, st: Studio) -> None:
+    @app.post("/api/photos/move")
+    async def move(body: PhotosBody):
+        return await _change(st, classes.move, st.project, body.photos, body.to or "", missing="unknown photo or class")
+
+    @app.post("/api/photos/trash")
+    async def trash_photos(body: PhotosBody):
+        about = await _change(st, trash.trash_photos, st.project, body.photos, missing="unknown photo")
+        return {"trashed": about} if isinstance(about, dict) else about
+
+    @app.post("/api/photos/turn")
+    async def turn(body: TurnBody):
+        if body.degrees not in (0, 90, 180, 270):
+            return error(400, "degrees must be 0, 90, 180 or 270 (clockwise)")
+        photo = st.project.photo(body.photo)
+        if photo is None:
+            return error(404, f"unknown photo: {body.photo}")
+        res = await _change(st, _turn, st, photo.id, body.degrees)
+        if isinstance(res, dict) and res.get("outcome") == "failed":
+            return error(422, f"cannot turn {photo.id}: {res.get('note')}")
+        return res
+
+    @app.post("/api/photos/undo-turns")
+    async def undo_turns():
+        return await _change(st, _undo, st)
+
+
+def _turn(st: Studio, pid: str, degrees: int) -> dict:
+    """`fix --in-place` on one photo, turning it `degrees` clockwise; the way back is fix --undo."""
+    with st.project.lock:
+        r = fix_one_in_place(st.project.root, st.project.root / pid, (360 - degrees) % 360)
+        st.project.refresh()
+    return {"photo": pid, "outcome": r.action, "method": r.method, "note": r.note, "degrees": degrees}
+
+
+def _undo(st: Studio) -> dict:
+    with st.project.lock:
+        r = undo_fix(st.project.root)
+        st.project.refresh()
+    return {"restored": r["restored"], "conflicts": r["conflicts"], "kept": r["kept"]}
+
+
+def _media_routes(app: FastAPI, st: Studio) -> None:
+    @app.get("/api/thumbs/{sha256}")
+    async def thumb(sha256: str, view: str = "upright"):
+        pid = st.project.duplicate_of(sha256) if len(sha256) == 64 else None
+        photo = st.project.photo(pid) if pid else None
+        if photo is None or photo.sha256 != sha256 or view not in ("upright", "stored"):
+            return error(404, "no such photo")
+        loop = asyncio.get_running_loop()
+        path = await loop.run_in_executor(st.pool, ensure_thumb, st.project.cache_dir("thumbs"), sha256,
+                                          st.project.root / photo.id, view)
+        if path is None:
+            return error(404, "no such view" if view == "stored" else "this photo cannot be shown")
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000"})
+
+    @app.get("/api/trash")
+    async def list_trash():
+        return {"items": trash.items(st.project)}
+
+    @app.post("/api/trash/{item}/restore")
+    async def restore(item: str):
+        return await _change(st, trash.restore, st.project, item, missing="no trash item")
+
+    @app.get("/api/project")
+    async def project():
+        if await asyncio.get_running_loop().run_in_executor(st.pool, st.project.refresh):
+            st.changed()
+        return st.project_json()
+
+
+def collect_routes(app: FastAPI, st: Studio) -> None:
+    _class_routes(app, st)
+    _upload_routes(app, st)
+    _photo_routes(app, st)
+    _media_routes(app, st)

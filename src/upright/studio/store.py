@@ -1,0 +1,127 @@
+"""Taking a photo into a class: checked through the one door, stored as its original bytes.
+
+    bytes -> check   imaging.open_image(bytes, size=THUMB_SHORT) decodes it whole (a hostile or
+                     unreadable file is refused here, with the door's one-line reason, and never
+                     written) and gives the thumbnails from the same decode
+          -> mark    a capture from the page's camera (a canvas JPEG, no EXIF) gets an EXIF
+                     segment whose Software says so (metadata.STUDIO_CAMERA): the audit's
+                     "source" attribute, carried by the file wherever it is moved or copied
+          -> store   under the project lock: a known content hash is a duplicate (said, not
+                     stored); the quota is checked; the bytes are written atomically as
+                     PROJECT/<class>/<sha256[:16]>.<ext> (ext from the decoded format)
+
+Uploaded files keep every byte (their EXIF is the evidence the audit reads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ..atomic import atomic_write_bytes
+from ..errors import UnreadableImage, one_line
+from ..imaging import open_image
+from ..metadata import STUDIO_CAMERA
+from .project import Project
+from .thumbs import THUMB_SHORT, save_thumbs
+
+EXTENSIONS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "HEIF": ".heic",
+              "AVIF": ".avif", "BMP": ".bmp", "GIF": ".gif"}
+DISK_MARGIN = 200_000_000  # bytes left free on the disk whatever the quota says
+
+
+@dataclass
+class Checked:
+    """An upload that decoded: the bytes to store and what the thumbnails are made from."""
+
+    data: bytes
+    sha256: str
+    format: str
+    image: Image.Image  # upright, short side THUMB_SHORT
+    tag: int | None
+
+
+class Refused(Exception):
+    """An upload the studio will not store; `reason` is one line for the phone."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def mark_captured(data: bytes) -> bytes:
+    """The canvas JPEG with an EXIF segment (Software = STUDIO_CAMERA) after its JFIF header.
+
+    Pixels and every other byte stay as they are. A JPEG that already carries EXIF did not
+    come from the page's canvas: it is refused as a capture (send it as an upload)."""
+    if data[:3] != b"\xff\xd8\xff":
+        raise Refused("a capture from the page's camera must be a JPEG")
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF and 0xE0 <= data[pos + 1] <= 0xEF:
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if data[pos + 1] == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+            raise Refused("this JPEG already carries EXIF, so it is not a capture from the page: upload it as a file")
+        if data[pos + 1] != 0xE0:
+            break
+        pos += 2 + length
+    exif = Image.Exif()
+    exif[0x0131] = STUDIO_CAMERA
+    payload = exif.tobytes()
+    segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return data[:pos] + segment + data[pos:]
+
+
+def check(data: bytes, captured: bool = False) -> Checked:
+    """Decode once through the door (refusing what it refuses), after marking a capture."""
+    if not data:
+        raise Refused("empty file (0 bytes)")
+    if captured:
+        data = mark_captured(data)
+    try:
+        decoded = open_image(data, size=THUMB_SHORT)
+    except UnreadableImage as exc:
+        raise Refused(exc.reason) from None
+    except MemoryError:
+        raise Refused("image too large to decode in memory") from None
+    except Exception as exc:  # noqa: BLE001 - a hostile upload is refused, never a crash
+        raise Refused(f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})") from None
+    if decoded.format not in EXTENSIONS:
+        raise Refused(f"unsupported format {decoded.format}")
+    o = decoded.orientation
+    tag = o.tag if o.tag is not None and 2 <= o.tag <= 8 and not o.problem else None
+    return Checked(data, hashlib.sha256(data).hexdigest(), decoded.format, decoded.image, tag)
+
+
+def _room(project: Project, n: int, quota: int) -> None:
+    used = project.bytes_used()
+    if used + n > quota:
+        raise Refused(f"the project is full: {used / 1e9:.2f} GB of its {quota / 1e9:.1f} GB quota used "
+                      "(upright studio --quota-gb; the trash counts too)")
+    if shutil.disk_usage(project.root).free < n + DISK_MARGIN:
+        raise Refused("the disk is nearly full: nothing more is stored")
+
+
+def store(project: Project, label: str, checked: Checked, quota: int) -> dict:
+    """Write a checked upload into `label` (which must exist). Returns the outcome for the page:
+    {"stored": id} or {"duplicate": id of the photo that already holds these bytes}."""
+    with project.lock:
+        split, base = project.upload_folder()
+        folder = base / label
+        if label not in project.classes() or not folder.is_dir():
+            raise Refused(f"no class '{label}' (deleted meanwhile?)")
+        known = project.duplicate_of(checked.sha256)
+        if known is not None:
+            return {"duplicate": known}
+        _room(project, len(checked.data), quota)
+        ext = EXTENSIONS[checked.format]
+        path = folder / f"{checked.sha256[:16]}{ext}"
+        if path.exists():  # 64 bits of hash in common with other bytes: use the whole hash
+            path = folder / f"{checked.sha256}{ext}"
+        atomic_write_bytes(path, checked.data)
+        photo = project.add(path, label, split)
+    save_thumbs(project.cache_dir("thumbs"), checked.sha256, checked.image, checked.tag)
+    return {"stored": photo.id}

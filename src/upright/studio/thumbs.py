@@ -1,0 +1,63 @@
+"""Thumbnails, upright and as stored, cached by content hash in PROJECT/.upright-studio/thumbs/.
+
+The page never decodes a photo: it shows these small JPEGs without orientation tags, made
+from the one door's upright decode (and, for a tagged file, the same pixels turned back the
+way the file stores them). Content-addressed, so a cached file is valid forever and a turned
+photo (new bytes) simply gets new ones. A cache: deleting the folder loses nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+from PIL import Image
+
+from ..atomic import atomic_write_bytes
+from ..imaging import open_image, store_as
+
+THUMB_SHORT = 240  # the decode's short side
+THUMB_LONG = 320  # the thumbnail's long side
+QUALITY = 82
+VIEWS = ("upright", "stored")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def thumb_path(folder: Path, sha256: str, view: str = "upright") -> Path:
+    if not _SHA.match(sha256) or view not in VIEWS:
+        raise ValueError("not a thumbnail name")
+    return folder / sha256[:2] / f"{sha256}.{view}.jpg"
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    small = image.copy()
+    small.thumbnail((THUMB_LONG, THUMB_LONG), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=QUALITY)
+    return buf.getvalue()
+
+
+def save_thumbs(folder: Path, sha256: str, upright: Image.Image, tag: int | None) -> None:
+    """Write the upright thumbnail, and the stored one when a tag turns the picture."""
+    atomic_write_bytes(thumb_path(folder, sha256, "upright"), _jpeg(upright))
+    if tag is not None and 2 <= tag <= 8:
+        atomic_write_bytes(thumb_path(folder, sha256, "stored"), _jpeg(store_as(upright, tag)))
+
+
+def ensure_thumb(folder: Path, sha256: str, source: Path, view: str = "upright") -> Path | None:
+    """The cached thumbnail, made from `source` on first use; None when the file cannot be shown
+    (unreadable, or no stored view because nothing turns it)."""
+    path = thumb_path(folder, sha256, view)
+    if path.is_file():
+        return path
+    if thumb_path(folder, sha256, "upright").is_file() and view == "stored":
+        return None  # made together: no stored view means the file is stored upright
+    try:
+        d = open_image(source, size=THUMB_SHORT)
+    except Exception:  # noqa: BLE001 - a photo that cannot be shown is not a server error
+        return None
+    o = d.orientation
+    tag = o.tag if o.tag is not None and not o.problem else None
+    save_thumbs(folder, sha256, d.image, tag)
+    return path if path.is_file() else None
