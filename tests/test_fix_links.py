@@ -265,7 +265,7 @@ main(["embed", sys.argv[1], "-o", sys.argv[2]])
 @pytest.mark.slow
 def test_sigterm_during_embed_keeps_its_finished_shards(tmp_path):
     from upright.pipeline.stores import read_rows
-    from upright.features import embed_paths
+    from upright.pipeline.embed import embed_paths
 
     data = make_dataset(tmp_path / "data", n_per_class=4, classes=("cat", "dog"))
     embed_paths([data / "cat" / "cat_000.jpg"], progress=False, workers=0)  # export the ONNX graph first

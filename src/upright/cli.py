@@ -487,7 +487,11 @@ class Terminated(KeyboardInterrupt):
     finished work the same way (embed its shards, fix its written files)."""
 
 
+_terminated: list[bool] = [False]  # set by the handler: the usage layer may turn the interrupt into exit 130
+
+
 def _on_sigterm(signum, frame) -> None:
+    _terminated[0] = True
     raise Terminated()
 
 
@@ -507,6 +511,7 @@ def main(argv: list[str] | None = None) -> None:
     while a verb runs; the previous handler is back afterwards."""
     handle = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if handle else None
+    _terminated[0] = False
     try:
         _run(argv)
     finally:
@@ -518,7 +523,7 @@ def _run(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="upright")
     except SystemExit as exc:
-        if _caused_by(exc, Terminated):  # typer turns the interrupt into exit 130
+        if _terminated[0] or _caused_by(exc, Terminated):  # typer turns the interrupt into exit 130
             typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
             sys.exit(143)
         raise
