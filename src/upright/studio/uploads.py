@@ -1,7 +1,7 @@
 """Reading a multipart upload of several photos within `upright serve`'s bounds.
 
-The body is read through serve's own pieces (serve.app: `_Body` counts bytes against the
-limit and times the client, `_InMemoryMultiPart` keeps files in memory, never on disk): the
+The body is read through serve's own pieces (serve.body: `Body` counts bytes against the
+limit and times the client, `InMemoryMultiPart` keeps files in memory, never on disk): the
 same 413 (a Content-Length over the limit is refused before a byte is read), 408 (a slow
 client) and 400 (malformed) as `upright serve`. The one place the studio reaches into serve's
 upload internals.
@@ -13,7 +13,12 @@ from fastapi import Request
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 
-from ..serve.app import _Body, _InMemoryMultiPart, _mb, _safe_name, _TooLarge, _TooSlow
+from ..serve.body import Body as _Body
+from ..serve.body import InMemoryMultiPart as _InMemoryMultiPart
+from ..serve.body import TooLarge as _TooLarge
+from ..serve.body import TooSlow as _TooSlow
+from ..serve.body import mb as _mb
+from ..serve.body import safe_name as _safe_name
 
 MAX_FILES = 64  # photos in one request
 MAX_FIELDS = 16
