@@ -10,8 +10,9 @@ from a request touches the disk. Any FastAPI app taking uploads can call it (ser
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -123,26 +124,11 @@ def safe_name(name: str | None) -> str | None:
 NO_FILE = 'no file: send multipart/form-data with a file field named "file"'
 
 
-async def read_upload(request: Request, max_bytes: int, idle_timeout: float = BODY_IDLE_TIMEOUT,
-                      total_timeout: float = BODY_TIMEOUT) -> Upload:
-    """The uploaded file, read within the limits (module docstring); UploadError otherwise."""
-    too_large = f"upload too large: the limit is {mb(max_bytes)}"
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            n = int(declared)
-        except ValueError:
-            raise UploadError(400, "invalid Content-Length header") from None
-        if n > max_bytes:  # answered before a byte of the body is read
-            raise UploadError(413, f"{too_large} (got {mb(n)})")
-    body = Body(request, max_bytes, idle_timeout, total_timeout)
+@contextmanager
+def upload_errors(max_bytes: int, too_large: str) -> Iterator[None]:
+    """Reading a body within the limits: its failures as UploadError (413, 408, 400)."""
     try:
-        ctype = request.headers.get("content-type", "").lower()
-        if ctype.startswith("multipart/form-data"):
-            return await _multipart(request, body, max_bytes)
-        if ctype.startswith("application/x-www-form-urlencoded"):
-            raise UploadError(400, NO_FILE)
-        return Upload(await body.read(), None)  # a raw body is accepted too: curl --data-binary @photo.jpg
+        yield
     except TooLarge:  # answered as soon as the body crosses the limit
         raise UploadError(413, f"{too_large} (got more than {mb(max_bytes)})") from None
     except TooSlow as exc:
@@ -151,6 +137,34 @@ async def read_upload(request: Request, max_bytes: int, idle_timeout: float = BO
         raise UploadError(400, f"malformed multipart body: {exc.message}") from None
     except ClientDisconnect:
         raise UploadError(400, "client disconnected during upload") from None
+
+
+def check_length(request: Request, max_bytes: int, too_large: str) -> None:
+    """413 for a Content-Length over the limit, before a byte of the body is read."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        n = int(declared)
+    except ValueError:
+        raise UploadError(400, "invalid Content-Length header") from None
+    if n > max_bytes:
+        raise UploadError(413, f"{too_large} (got {mb(n)})")
+
+
+async def read_upload(request: Request, max_bytes: int, idle_timeout: float = BODY_IDLE_TIMEOUT,
+                      total_timeout: float = BODY_TIMEOUT) -> Upload:
+    """The uploaded file, read within the limits (module docstring); UploadError otherwise."""
+    too_large = f"upload too large: the limit is {mb(max_bytes)}"
+    check_length(request, max_bytes, too_large)
+    body = Body(request, max_bytes, idle_timeout, total_timeout)
+    with upload_errors(max_bytes, too_large):
+        ctype = request.headers.get("content-type", "").lower()
+        if ctype.startswith("multipart/form-data"):
+            return await _multipart(request, body, max_bytes)
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            raise UploadError(400, NO_FILE)
+        return Upload(await body.read(), None)  # a raw body is accepted too: curl --data-binary @photo.jpg
 
 
 async def _multipart(request: Request, body: Body, max_bytes: int) -> Upload:
