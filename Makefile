@@ -80,7 +80,7 @@ test-keras-tf: setup
 bench: setup
 	$(BIN)/python bench/run_all.py
 
-# Fuzz the one door (fuzz/): SECONDS per target (3 targets), or FUZZ_RUNS inputs per target.
+# Fuzz the one door (fuzz/): SECONDS per target (4 targets), or FUZZ_RUNS inputs per target.
 SECONDS ?= 60
 FUZZ_RUNS ?= 0
 fuzz: setup

@@ -7,11 +7,13 @@ are in conftest.py and build on them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -267,6 +269,33 @@ class LiveServer:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.sock.close()
+
+
+@contextlib.contextmanager
+def serve_process(model_dir: Path, *args: str):
+    """`upright serve MODEL --port 0` in its own process (its RSS is its own): yields (the
+    process, its base URL) once /healthz answers; stopped with SIGTERM afterwards."""
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2].rstrip("/")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/healthz", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.1)
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
 
 
 def png_header_bomb(w: int = 40_000, h: int = 40_000) -> bytes:

@@ -34,12 +34,19 @@ its original is hard-linked (or copied) to DATA/.upright-originals/<same relativ
 a line is appended to DATA/.upright-originals/manifest.jsonl. `upright fix DATA --undo`
 (`undo_fix`) puts every original back byte for byte (the hard link itself is renamed back,
 so mode and times are the original's too) and removes .upright-originals/, leaving DATA
-exactly as it was; a file changed since the fix is left alone and named.
+exactly as it was; a file changed since the fix is left alone and named, and the run says
+(and `--undo` exits 1) whenever it restores fewer originals than the manifest lists.
+
+Symbolic links: `--in-place` never writes through a link that leads outside DATA (a file
+reached through a linked folder there is "skipped") and never turns a linked file into a
+plain file ("skipped": its target is fixed where it lives when it is inside DATA); `--out`
+never writes through a link inside OUT ("failed"). Any failed write (a full disk) leaves the
+file, the backup folder and the manifest as they were.
 
 A run killed with SIGKILL can leave hidden temp files of its atomic writes; every run that
 writes (not --dry-run) first removes those that are provably a dead run's own (atomic.py).
 
-Reads go through imaging.py (`open_header`, `describe`); jpegtran gets file paths.
+Reads go through imaging.py (`open_header`, `open_pixels`, `describe`); jpegtran gets file paths.
 """
 
 from __future__ import annotations
@@ -52,19 +59,20 @@ import re
 import shutil
 import struct
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from .atomic import atomic_path, atomic_write_text, clean_leftovers
 from .audit import run_audit
 from .console import progress as progress_bar
 from .errors import UnreadableImage, UprightError
 from .files import file_sha256, is_image_name, walk_files
-from .imaging import open_header, read_orientation
+from .imaging import open_header, open_pixels, read_orientation
 from .metadata import describe
 from .parallel import ordered_map
+from .results import Result
 from .orientation import (EXIF_UPRIGHT, ROTATIONS, SWAPS_AXES, apply_orientation, compose, exif_orientation,
                           inverse, turn_back)
 
@@ -83,7 +91,7 @@ _TIFF_KEEP = (270, 271, 272, 305, 306, 315, 33432)
 
 
 @dataclass
-class FileResult:
+class FileResult(Result):
     path: str
     dest: str | None
     action: str  # "rotated", "retagged", "copied", "unchanged", "skipped", "failed"
@@ -94,6 +102,28 @@ class FileResult:
     changed: bool = False  # bytes written (or that would be, in a dry run)
     need: str | None = None  # what the file needed: "rotate", "retag", "none", "unreadable", "not an image"
     outcome: str | None = None  # the words rows and summary share (see OUTCOMES)
+
+
+@dataclass
+class FixResult(Result):
+    """`upright fix` (not --undo): what was written where; to_dict() is the JSON contract."""
+
+    data: str
+    out: str | None
+    in_place: bool
+    dry_run: bool
+    files: list[FileResult] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # by action
+    changed: int = 0  # files written (or that would be, dry run)
+    outcomes: dict = field(default_factory=dict)  # by OUTCOMES word, in that order
+    lossy: list[str] = field(default_factory=list)  # re-encoded, not lossless
+    backup: str | None = None  # DATA/.upright-originals with --in-place
+    leftovers_removed: list[str] = field(default_factory=list)  # temp files of a killed run
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["files"] = [f.to_dict() for f in self.files]
+        return d
 
 
 # --------------------------------------------------------------------------- byte patches
@@ -239,18 +269,25 @@ def _xmp_of(im: Image.Image) -> bytes | None:
     return x or None
 
 
-def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]:
-    """Decode through the door (pixels as stored, no colour conversion) and re-encode upright."""
-    swap = e in SWAPS_AXES
-    with open_header(path) as im:
-        info = dict(im.info)
-        sampling = None
-        if fmt in ("JPEG", "MPO"):
-            from PIL import JpegImagePlugin
+@dataclass
+class _Stored:
+    """A file's pixels turned upright in its own mode, with the metadata its writer keeps."""
 
-            sampling = JpegImagePlugin.get_sampling(im)
+    pixels: Image.Image
+    info: dict
+    kw: dict  # icc_profile and the patched EXIF, as Pillow's writers take them
+    xmp: bytes | None
+    sampling: int | None = None  # JPEG chroma subsampling
+    text: dict | None = None  # PNG text chunks
+    tiff_exif: Image.Exif | None = None
+
+
+def _read_stored(path: str, e: int, fmt: str, turned: int) -> _Stored:
+    """Decode through the door (pixels as stored, no colour conversion) and turn them upright."""
+    with open_pixels(path) as im:
+        info = dict(im.info)
+        sampling = JpegImagePlugin.get_sampling(im) if fmt in ("JPEG", "MPO") else None
         text = dict(getattr(im, "text", {}) or {}) if fmt == "PNG" else {}
-        im.load()
         # TIFF: Pillow applied the orientation on load (DECODER_ORIENTS) and dropped the tag.
         if fmt == "TIFF":
             pixels = turn_back(im, turned) if turned else im
@@ -259,62 +296,77 @@ def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]
         if pixels is im:
             pixels = im.copy()
         pixels.info = info
-        kw = _save_kwargs(pixels, swap)
-        xmp = _xmp_of(pixels)
         tiff_exif = im.getexif() if fmt == "TIFF" else None
-    buf = io.BytesIO()
-    if fmt in ("JPEG", "MPO"):
-        if sampling is not None and sampling >= 0:
-            kw["subsampling"] = sampling
-        if xmp:
-            kw["xmp"] = patch_xmp(xmp)
-        if pixels.mode not in ("RGB", "L", "CMYK"):
-            pixels = pixels.convert("RGB")
-        pixels.save(buf, "JPEG", quality=JPEG_QUALITY, **kw)
-        return buf.getvalue(), f"reencode-jpeg-q{JPEG_QUALITY}"
-    if fmt == "PNG":
-        from PIL import PngImagePlugin
+    return _Stored(pixels, info, _save_kwargs(pixels, e in SWAPS_AXES), _xmp_of(pixels), sampling, text, tiff_exif)
 
-        pnginfo = PngImagePlugin.PngInfo()
-        for k, v in text.items():
-            if k == "XML:com.adobe.xmp":
-                v = patch_xmp(v.encode("utf-8") if isinstance(v, str) else v).decode("utf-8", "replace")
-                pnginfo.add_itxt(k, v)
-            elif k.startswith("Raw profile type"):
-                continue  # legacy EXIF text; the eXIf chunk carries it
-            else:
-                pnginfo.add_text(k, v if isinstance(v, str) else str(v))
-        for key in ("transparency", "dpi", "gamma"):
-            if key in info:
-                kw[key] = info[key]
-        pixels.save(buf, "PNG", pnginfo=pnginfo, **kw)
-        return buf.getvalue(), "png-lossless"
-    if fmt == "WEBP":
-        if xmp:
-            kw["xmp"] = patch_xmp(xmp)
-        pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
-        return buf.getvalue(), "webp-lossless"
-    if fmt == "TIFF":
-        # Only descriptive tags: the structural ones (size, strips, compression) are the new file's.
-        exif = Image.Exif()
-        for tag in _TIFF_KEEP:
-            if tiff_exif is not None and tag in tiff_exif:
-                exif[tag] = tiff_exif[tag]
-        for ifd in (0x8769, 0x8825):
-            sub = tiff_exif.get_ifd(ifd) if tiff_exif is not None else {}
-            if sub:
-                exif.get_ifd(ifd).update(sub)
-        tkw = {"compression": "tiff_lzw"}
-        if kw.get("icc_profile"):
-            tkw["icc_profile"] = kw["icc_profile"]
-        if exif is not None:
-            tkw["exif"] = exif
-        pixels.save(buf, "TIFF", **tkw)
-        return buf.getvalue(), "tiff-lossless"
-    if fmt == "AVIF":
-        pixels.save(buf, "AVIF", quality=JPEG_QUALITY, **kw)
-        return buf.getvalue(), f"reencode-avif-q{JPEG_QUALITY}"
-    raise UprightError(f"{path}: cannot rewrite {fmt} files")
+
+def _write_jpeg(s: _Stored, buf: io.BytesIO) -> str:
+    kw = dict(s.kw)
+    if s.sampling is not None and s.sampling >= 0:
+        kw["subsampling"] = s.sampling
+    if s.xmp:
+        kw["xmp"] = patch_xmp(s.xmp)
+    pixels = s.pixels if s.pixels.mode in ("RGB", "L", "CMYK") else s.pixels.convert("RGB")
+    pixels.save(buf, "JPEG", quality=JPEG_QUALITY, **kw)
+    return f"reencode-jpeg-q{JPEG_QUALITY}"
+
+
+def _write_png(s: _Stored, buf: io.BytesIO) -> str:
+    pnginfo = PngImagePlugin.PngInfo()
+    for k, v in (s.text or {}).items():
+        if k == "XML:com.adobe.xmp":
+            v = patch_xmp(v.encode("utf-8") if isinstance(v, str) else v).decode("utf-8", "replace")
+            pnginfo.add_itxt(k, v)
+        elif k.startswith("Raw profile type"):
+            continue  # legacy EXIF text; the eXIf chunk carries it
+        else:
+            pnginfo.add_text(k, v if isinstance(v, str) else str(v))
+    kw = dict(s.kw, **{key: s.info[key] for key in ("transparency", "dpi", "gamma") if key in s.info})
+    s.pixels.save(buf, "PNG", pnginfo=pnginfo, **kw)
+    return "png-lossless"
+
+
+def _write_webp(s: _Stored, buf: io.BytesIO) -> str:
+    kw = dict(s.kw, **({"xmp": patch_xmp(s.xmp)} if s.xmp else {}))
+    s.pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
+    return "webp-lossless"
+
+
+def _write_tiff(s: _Stored, buf: io.BytesIO) -> str:
+    # Only descriptive tags: the structural ones (size, strips, compression) are the new file's.
+    exif = Image.Exif()
+    for tag in _TIFF_KEEP:
+        if s.tiff_exif is not None and tag in s.tiff_exif:
+            exif[tag] = s.tiff_exif[tag]
+    for ifd in (0x8769, 0x8825):
+        sub = s.tiff_exif.get_ifd(ifd) if s.tiff_exif is not None else {}
+        if sub:
+            exif.get_ifd(ifd).update(sub)
+    kw = {"compression": "tiff_lzw", "exif": exif}
+    if s.kw.get("icc_profile"):
+        kw["icc_profile"] = s.kw["icc_profile"]
+    s.pixels.save(buf, "TIFF", **kw)
+    return "tiff-lossless"
+
+
+def _write_avif(s: _Stored, buf: io.BytesIO) -> str:
+    s.pixels.save(buf, "AVIF", quality=JPEG_QUALITY, **s.kw)
+    return f"reencode-avif-q{JPEG_QUALITY}"
+
+
+#: How each format is written back: a writer takes the upright pixels and returns the method name.
+WRITERS = {"JPEG": _write_jpeg, "MPO": _write_jpeg, "PNG": _write_png, "WEBP": _write_webp,
+           "TIFF": _write_tiff, "AVIF": _write_avif}
+
+
+def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]:
+    """Decode through the door (pixels as stored, no colour conversion) and re-encode upright."""
+    writer = WRITERS.get(fmt)
+    if writer is None:
+        raise UprightError(f"{path}: cannot rewrite {fmt} files")
+    buf = io.BytesIO()
+    method = writer(_read_stored(path, e, fmt, turned), buf)
+    return buf.getvalue(), method
 
 
 def _check_output(data: bytes, want_size: tuple[int, int]) -> None:
@@ -343,7 +395,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
     res.orientation, res.turned = facts.orientation, turned
     if e == 1 and not needs_retag:
         return None, res
-    if fmt not in ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "AVIF"):
+    if fmt not in WRITERS:
         res.note = f"{fmt} files carry no orientation to fix"
         return None, res
     swap = e in SWAPS_AXES
@@ -390,14 +442,17 @@ def _file_sha(path: Path) -> str | None:
         return None
 
 
-def _backup(root: Path, path: Path) -> str:
-    """Keep the original at root/.upright-originals/<rel> (hard link, else copy). Never overwrites."""
+def _backup(root: Path, path: Path) -> tuple[str, bool]:
+    """Keep the original at root/.upright-originals/<rel> (hard link, else copy). Never
+    overwrites, never writes through a link. (where, whether this call made it)."""
     rel = path.relative_to(root)
     dest = root / BACKUP_DIR / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(dest.parent, root / BACKUP_DIR) or dest.is_symlink():
+        raise UprightError(f"{dest}: a symbolic link inside {BACKUP_DIR}/; originals are kept only in real folders")
     if dest.exists():
         if _file_sha(dest) == _file_sha(path):
-            return str(dest)
+            return str(dest), False
         n = 1
         while (alt := dest.with_name(f"{dest.name}.{n}")).exists():
             n += 1
@@ -407,16 +462,28 @@ def _backup(root: Path, path: Path) -> str:
     except OSError:
         with atomic_path(dest) as tmp:
             shutil.copy2(path, tmp)
-    return str(dest)
+    return str(dest), True
 
 
 def _append_manifest(root: Path, entry: dict) -> None:
+    """One line appended and synced; on failure (a full disk) the manifest is cut back to
+    what it was, so no half line is ever left."""
     m = root / BACKUP_DIR / MANIFEST
     m.parent.mkdir(parents=True, exist_ok=True)
-    with open(m, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(entry) + "\n").encode("utf-8")
+    fd = os.open(m, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: bool = True) -> dict[str, int]:
@@ -431,22 +498,30 @@ def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: boo
     return turns
 
 
-def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, rotate_sideways: bool = False,
-            min_confidence: float = ROTATE_MIN_CONFIDENCE, cache_dir=None, progress: bool = True) -> dict:
-    """Fix a tree (see the module docstring). Returns {"files": [...], counts, "out", ...}."""
-    root = Path(data)
-    if not root.is_dir():
-        raise UprightError(f"{root}: no such folder")
-    if bool(out) == bool(in_place):
-        raise UprightError("choose one of --out OUT (write upright copies) or --in-place (replace files)")
+def _check_folders(root: Path, out_root: Path | None, in_place: bool) -> None:
+    """Refuse an OUT inside DATA (or around it), and a backup folder that is a link."""
     root_r = root.resolve()
-    out_root = Path(out) if out else None
     if out_root is not None:
         o = out_root.resolve()
         if o == root_r or root_r in o.parents:
             raise UprightError(f"--out {out_root} is inside {root}; choose a folder outside the data")
         if o in root_r.parents:
             raise UprightError(f"--out {out_root} contains {root}; choose a separate folder")
+    if in_place and (root / BACKUP_DIR).is_symlink():
+        raise UprightError(f"{root / BACKUP_DIR} is a symbolic link; upright keeps originals only in a real "
+                           "folder inside DATA (remove the link)")
+
+
+def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, rotate_sideways: bool = False,
+            min_confidence: float = ROTATE_MIN_CONFIDENCE, cache_dir=None, progress: bool = True) -> FixResult:
+    """Fix a tree (see the module docstring): a FixResult, whose to_dict() is the JSON."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UprightError(f"{root}: no such folder")
+    if bool(out) == bool(in_place):
+        raise UprightError("choose one of --out OUT (write upright copies) or --in-place (replace files)")
+    out_root = Path(out) if out else None
+    _check_folders(root, out_root, in_place)
     # temp files a killed run left beside photos (and in the backup or --out tree)
     leftovers = [str(p) for folder in (root, out_root) if folder is not None
                  for p in clean_leftovers(folder, recursive=True, dry_run=dry_run)]
@@ -467,15 +542,34 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
         counts[r.action] = counts.get(r.action, 0) + 1
         r.outcome = outcome(r, in_place)
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
-    return {
-        "data": str(root), "out": str(out_root) if out_root else None, "in_place": in_place, "dry_run": dry_run,
-        "files": [asdict(r) for r in results], "counts": counts,
-        "changed": sum(1 for r in results if r.changed),  # files written (or that would be, dry run)
-        "outcomes": {k: outcomes[k] for k in OUTCOMES if k in outcomes},
-        "lossy": [r.path for r in results if r.method and r.method.startswith("reencode")],
-        "backup": str(root / BACKUP_DIR) if in_place else None,
-        "leftovers_removed": leftovers,  # temp files of a killed run (dry run: would be removed)
-    }
+    return FixResult(
+        data=str(root), out=str(out_root) if out_root else None, in_place=in_place, dry_run=dry_run,
+        files=results, counts=counts, changed=sum(1 for r in results if r.changed),
+        outcomes={k: outcomes[k] for k in OUTCOMES if k in outcomes},
+        lossy=[r.path for r in results if r.method and r.method.startswith("reencode")],
+        backup=str(root / BACKUP_DIR) if in_place else None, leftovers_removed=leftovers)
+
+
+def _inside(path: str | Path, folder: Path) -> bool:
+    """True when `path`, all links resolved, is `folder` (resolved) or under it."""
+    return Path(os.path.realpath(path)).is_relative_to(folder.resolve())
+
+
+def _link_refusal(root: Path, p: Path, dest: Path, out_root: Path | None) -> str | None:
+    """Why writing this file would go through a symbolic link (the note), or None. upright fix
+    never writes outside DATA (or OUT), and never silently turns a link into a file."""
+    if out_root is None:  # --in-place
+        if p.is_symlink():
+            return ("a symbolic link: left as is (fix never replaces a link with a file; fix its target "
+                    "where it lives)")
+        if not _inside(p, root):
+            return "reached through a symbolic link that leads outside DATA: left as is (fix never writes there)"
+        return None
+    if dest.is_symlink():
+        return "its destination in OUT is a symbolic link: not replaced (remove the link)"
+    if not _inside(dest.parent, out_root):
+        return "a folder in OUT on its way is a symbolic link leading outside OUT: not written"
+    return None
 
 
 def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run: bool, turns,
@@ -483,6 +577,10 @@ def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run
     rel = p.relative_to(root)
     dest = (out_root / rel) if out_root is not None else p
     is_image = is_image_name(p)
+    if is_image or not in_place:
+        why = _link_refusal(root, p, dest, out_root)
+        if why:
+            return FileResult(str(p), str(dest), "skipped" if in_place else "failed", note=why)
     if not is_image:
         if in_place:
             return FileResult(str(p), str(dest), "skipped", note="not an image", need="not an image")
@@ -508,18 +606,30 @@ def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run
     if dry_run:
         return res
     if in_place:
-        before = _file_sha(p)
-        with atomic_path(p) as tmp:
-            tmp.write_bytes(data)
-            backup = _backup(root, p)
-            _append_manifest(root, {"path": str(rel), "backup": str(Path(backup).relative_to(root)),
-                                    "sha256_before": before, "sha256_after": _sha(data), "method": res.method,
-                                    "orientation": res.orientation, "turned": res.turned})
+        _replace(root, p, data, res)
     else:
         with atomic_path(dest) as tmp:
             tmp.write_bytes(data)
             shutil.copystat(p, tmp)
     return res
+
+
+def _replace(root: Path, p: Path, data: bytes, res: FileResult) -> None:
+    """Replace p by `data` atomically, its original kept and listed first. Any failure (a full
+    disk...) leaves p, the backup folder and the manifest as they were."""
+    rel = p.relative_to(root)
+    before = _file_sha(p)
+    with atomic_path(p) as tmp:
+        tmp.write_bytes(data)
+        backup, made = _backup(root, p)
+        try:
+            _append_manifest(root, {"path": str(rel), "backup": str(Path(backup).relative_to(root)),
+                                    "sha256_before": before, "sha256_after": _sha(data), "method": res.method,
+                                    "orientation": res.orientation, "turned": res.turned})
+        except BaseException:
+            if made:
+                Path(backup).unlink(missing_ok=True)
+            raise
 
 
 def fix_one_in_place(data, path, turned: int = 0) -> FileResult:
@@ -727,9 +837,11 @@ def undo_fix(data, *, dry_run: bool = False) -> dict:
             removed = True
         except OSError:
             pass
+    listed = len(by_path) + len(notes)  # files the manifest lists, its skipped lines included
     return {"data": str(root), "undo": True, "dry_run": dry_run, "restored": restored,
             "already_original": already, "conflicts": conflicts, "kept": kept, "notes": notes,
-            "backup_removed": removed, "leftovers_removed": leftovers}
+            "backup_removed": removed, "leftovers_removed": leftovers, "listed": listed,
+            "complete": len(restored) + len(already) == listed}
 
 
 def print_undo_summary(result: dict) -> None:
@@ -740,8 +852,10 @@ def print_undo_summary(result: dict) -> None:
     for n in result["notes"]:
         console.print(f"[yellow]note[/yellow] {n}")
     verb = "would restore" if result["dry_run"] else "restored"
+    missing = result["listed"] - len(result["restored"]) - len(result["already_original"])
     console.print(f"upright fix --undo: {len(result['restored'])} original(s) {verb} in {result['data']} "
-                  f"({len(result['already_original'])} already original, {len(result['conflicts'])} not restored).")
+                  f"({len(result['already_original'])} already original, {missing} of the {result['listed']} "
+                  "listed not restored).")
     if result["backup_removed"]:
         console.print(f"{BACKUP_DIR}/ removed: {result['data']} is as it was before upright fix.")
     elif not result["dry_run"] and (result["kept"] or result["conflicts"]):
