@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 import sys
-import threading
-import time
-import zlib
 from pathlib import Path
 
 import httpx
 import pytest
 
-from fixtures import LiveServer, SlowModel, asym_picture, encode, serve_process
+from fixtures import (LiveServer, SlowModel, asym_picture, during, encode, hostile_uploads, needs_proc_rss,
+                      peak_rss, serve_process)
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
 sys.path.insert(0, str(FUZZ))
@@ -137,51 +134,21 @@ def test_the_budget_lets_one_big_decode_run_at_a_time_and_small_ones_pass():
     assert budget.held == 0 and budget.peak <= 1000
 
 
-def rgba_png(w: int, h: int) -> bytes:
-    """A w x h RGBA PNG of zero rows: under a MB, 4 bytes a pixel once decoded."""
-    row = b"\x00" * (1 + 4 * w)
-    comp = zlib.compressobj(9)
-    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
-
-
-def _status(pid: int, key: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) << 10
-    raise AssertionError(key)
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads RSS from /proc")
+@needs_proc_rss
 def test_eight_hostile_uploads_at_once_stay_under_the_budget(stripes_model_dir):
-    """`upright serve` in its own process: 8 concurrent uploads, three 200 MP RGBA PNGs (each
-    priced about 840 MB to decode: they take turns) and five hostile families (refused from
-    their headers), while a normal photo is answered. Peak RSS stays under 1.5 GiB."""
+    """`upright serve` in its own process: 8 concurrent uploads (fixtures.hostile_uploads: three
+    200 MP RGBA PNGs that take turns in the budget, five hostile families refused from their
+    headers), while a normal photo is answered. Peak RSS stays under 1.5 GiB."""
     with serve_process(stripes_model_dir) as (proc, url):
         photo = encode(asym_picture(1600, 1200), "JPEG")
-        assert httpx.post(url + "/api/predict", content=photo, timeout=120).status_code == 200  # warm-up
-        uploads = [rgba_png(16320, 12240)] * 3 + [
-            families.webp_lossless_canvas(pad=70_000), families.avif_extra_ispe(), families.bmp_rle_rows(),
-            families.jpeg_app1_flood(segments=20_000), families.tiff_planar_tiles()]
-        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
-        codes: list[int] = []
-        threads = [threading.Thread(target=lambda d=d: codes.append(
-            httpx.post(url + "/api/predict", content=d, timeout=300).status_code)) for d in uploads]
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
-        t0 = time.monotonic()
-        normal = httpx.post(url + "/api/predict", content=photo, timeout=300)
-        normal_s = time.monotonic() - t0
-        for t in threads:
-            t.join()
-        peak = _status(proc.pid, "VmHWM")
+        assert httpx.post(url + "/api/predict", content=photo, timeout=120).status_code == 200
+        peak_rss(proc.pid, reset=True)
+        codes, normal, normal_s = during(
+            [lambda d=d: httpx.post(url + "/api/predict", content=d, timeout=300).status_code
+             for d in hostile_uploads()],
+            lambda: httpx.post(url + "/api/predict", content=photo, timeout=300))
+        peak = peak_rss(proc.pid)
         health = httpx.get(url + "/healthz", timeout=30).json()
         print(f"serve: peak RSS {peak / 2**20:.0f} MB with 8 hostile uploads; a normal photo answered in "
               f"{normal_s:.1f} s meanwhile; decode memory {health['decode_memory']}")

@@ -24,7 +24,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from fixtures import LiveServer, class_picture, encode, png_header_bomb
+from fixtures import (LiveServer, class_picture, during, encode, hostile_uploads, needs_proc_rss, peak_rss,
+                      png_header_bomb)
 from upright.audit import run_audit
 from upright.imaging import open_image
 from upright.studio.names import BadName, class_name
@@ -308,6 +309,37 @@ def test_eight_uploaders_at_once_every_photo_once_and_every_page_told(studio):
     while heard.count("project") < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "project" in heard
+
+
+@pytest.mark.slow
+@needs_proc_rss
+def test_eight_hostile_uploaders_share_serves_decode_budget(tmp_path):
+    """`upright studio` in its own process, 8 phones at once: three different 200 MP PNGs (each
+    about 840 MB to decode: they take turns in the one decode budget) and five hostile families
+    (refused from their headers), while a normal photo is stored. Peak RSS stays under 1.5 GiB."""
+    proc, url = _start(tmp_path / "project")
+    try:
+        with httpx.Client(base_url=url, timeout=300) as c:
+            c.post("/api/classes", json={"name": "a"})
+            assert c.post("/api/classes/a/photos", files=files(("warm.jpg", photo(0, 1)))).json()["stored"]
+            peak_rss(proc.pid, reset=True)
+            send = [lambda i=i, d=d: httpx.post(f"{url}/api/classes/a/photos", files=files((f"{i}.bin", d)),
+                                                timeout=300).json() for i, d in enumerate(hostile_uploads(True))]
+            got, normal, normal_s = during(send, lambda: c.post("/api/classes/a/photos",
+                                                                files=files(("normal.jpg", photo(0, 2)))).json())
+            peak = peak_rss(proc.pid)
+        print(f"studio: peak RSS {peak / 2**20:.0f} MB with 8 hostile uploaders; a normal photo stored in "
+              f"{normal_s:.1f} s meanwhile")
+        assert normal["stored"], normal
+        assert [bool(g["stored"]) for g in got] == [True] * 3 + [False] * 5, got
+        assert all(g["refused"][0]["reason"] for g in got[3:])
+        assert peak < 1.5 * 2**30, peak
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # -- jobs: train (progress, a new folder each run), cancel, the Test app, export --------------------

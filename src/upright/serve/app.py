@@ -53,14 +53,14 @@ from ..imaging import open_image, store_as
 from ..model import DEFAULT_TOP_K
 from ..orientation import orientation_note
 from ..report.html import image_data_url
-from .access import TokenGate, new_token
+from .access import new_token
 from .batcher import Batcher
 from .body import UploadError, read_upload
 from .budget import DecodeBudget, decode_upload, release_memory
 from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
-from .guard import RequestGuard, SecurityHeaders
-from .lan import WILDCARDS, exposure_warning, is_ip, lan_addresses, link, phone_words, qr_lines
+from .guard import guard_app
+from .lan import addresses_for, exposure_warning, link, print_lan_access
 from .protocol import server_config
 from .tls import certificate_for
 from .turns import thumbnails, turn_json, turned
@@ -224,8 +224,8 @@ def create_app(
     app.state.batcher = srv.batcher
     app.state.max_bytes = srv.max_bytes
     app.state.decode_budget = srv.budget
-    guard_app(app, token)
-    _error_handlers(app)
+    guard_app(app, token, csp=CSP)
+    json_errors(app)
     _routes(app, srv)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
@@ -247,17 +247,8 @@ def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_
         budget=decode_budget if isinstance(decode_budget, DecodeBudget) else DecodeBudget(decode_budget))
 
 
-def guard_app(app: FastAPI, token: str | None = None, csp: str = CSP) -> None:
-    """The request-level limits of a public upload endpoint (guard.py), the access token when
-    given, and the security headers (outermost, so every refusal carries them too)."""
-    app.add_middleware(RequestGuard)
-    if token is not None:
-        app.add_middleware(TokenGate, token=token)
-    app.add_middleware(SecurityHeaders, csp=csp)  # added last = outermost
-
-
-def _error_handlers(app: FastAPI) -> None:
-    """Every error the app answers is JSON {"error": str}."""
+def json_errors(app: FastAPI) -> None:
+    """Every error the app answers is JSON {"error": str} (serve, the studio)."""
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -416,18 +407,10 @@ def run(
     from ..model import load_model
 
     host = host if host is not None else (DEFAULT_LAN_HOST if lan else DEFAULT_HOST)
-    if lan and host not in WILDCARDS and not is_ip(host):
-        raise UprightError(f"--lan --host needs an IP address of this machine (the certificate names "
-                           f"it and the phone's link uses it), not {host!r}")
     model_dir = Path(model_dir)
+    addresses = addresses_for(host) if lan else []
     model = load_model(model_dir)  # UprightError with a one-line reason when it is not a model
-    addresses: list[str] = []
-    if lan:
-        addresses = lan_addresses() if host in WILDCARDS else [host.strip("[]")]
-        if not addresses:
-            raise UprightError("--lan found no network address on this machine (is it on Wi-Fi or "
-                               "a wired network?); pick one with --host ADDRESS")
-        cert = certificate_for(addresses, tls_dir)
+    cert = certificate_for(addresses, tls_dir) if lan else None
     sock = bind_socket(host, port)
     sock.listen(2048)  # connections from now on wait for the server instead of being refused
     actual_port = sock.getsockname()[1]
@@ -439,19 +422,8 @@ def run(
     if lan:
         links = [link(a, actual_port, token) for a in addresses]
         echo(f"upright serve: {links[0]}  {about}")
-        echo("  On your phone (same network as this machine), scan the code or type the link:")
-        echo("")
-        for line in qr_lines(links[0]):
-            echo("  " + line)
-        echo("")
-        for line in phone_words(addresses, cert.fingerprint):
-            echo("  " + line)
-        echo(f"  Certificate {'reused from' if cert.reused else 'made and kept in'} {cert.cert_path.parent} "
-             f"(valid until {cert.not_after:%Y-%m-%d}).")
-        echo("  Anyone with this link can use the app and the model until you stop the server; "
-             "the token changes at every start.")
-        for other in links[1:]:
-            echo(f"  Also reachable at {other}")
+        print_lan_access(echo, links, addresses, cert, phones="your phone", server="server",
+                         powers="use the app and the model")
         ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)}
     else:
         echo(f"upright serve: {url_for(host, actual_port)}  {about}")

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable, TypeVar
+from contextlib import asynccontextmanager, contextmanager
+from typing import AsyncIterator, Callable, Iterator, TypeVar
 
 from ..cost import DEFAULT_BUDGET
 from ..imaging import estimate
 
 T = TypeVar("T")
+S = TypeVar("S")
 #: After a decode that held at least this much, the freed heap goes back to the OS before the
 #: next one starts: glibc keeps it in the decoding thread's arena, and the next decode runs in
 #: another thread's arena, so two turns of the budget would otherwise cost twice its RSS.
@@ -75,16 +76,30 @@ class DecodeBudget:
                 self.held -= need
                 self._changed.notify_all()
 
+    @contextmanager
+    def hold_in_thread(self, nbytes: int, loop: asyncio.AbstractEventLoop) -> Iterator[int]:
+        """`hold` for a thread beside the event loop `loop` (the studio's live audit decodes
+        in its own thread): it blocks that thread, never the loop, until the bytes fit."""
+        held = self.hold(nbytes)
+        need = asyncio.run_coroutine_threadsafe(held.__aenter__(), loop).result()
+        try:
+            yield need
+        finally:
+            asyncio.run_coroutine_threadsafe(held.__aexit__(None, None, None), loop).result()
+            if need >= TRIM_AFTER:
+                release_memory()
 
-async def decode_upload(data: bytes, size: int | None, *, budget: DecodeBudget,
-                        pool: concurrent.futures.Executor, decode: Callable[[bytes], T]) -> T:
-    """Price `data` at `size` in `pool` (UnreadableImage when the door refuses it from its
-    header), wait for its bytes in `budget`, then run `decode(data)` in `pool`."""
+
+async def decode_upload(source: S, size: int | None, *, budget: DecodeBudget,
+                        pool: concurrent.futures.Executor, decode: Callable[[S], T]) -> T:
+    """Price `source` (an upload's bytes, or a stored file's path) at `size` in `pool`
+    (UnreadableImage when the door refuses it from its header), wait for its bytes in
+    `budget`, then run `decode(source)` in `pool`."""
     loop = asyncio.get_running_loop()
-    cost = await loop.run_in_executor(pool, estimate, data, size)
+    cost = await loop.run_in_executor(pool, estimate, source, size)
     async with budget.hold(cost.total) as held:
         try:
-            return await loop.run_in_executor(pool, decode, data)
+            return await loop.run_in_executor(pool, decode, source)
         finally:
             if held >= TRIM_AFTER:
                 await loop.run_in_executor(pool, release_memory)

@@ -1,7 +1,7 @@
 """The project's models (PROJECT/.upright-models/<time>/), the Test tab's app, and the exports.
 
 Test: `upright serve`'s own app (serve.app.create_app: upload, live camera, turn test, the
-same upload bounds and decoding) is made for the chosen model on first use and kept for the
+same upload bounds and decoding, the studio's one decode budget) is made for the chosen model on first use and kept for the
 next requests (the two last used). The studio hands it POST /api/predict and GET /api/model;
 which model: `?model=NAME`, else the page's cookie `upright_model`, else the newest.
 
@@ -81,8 +81,8 @@ def chosen(project: Project, query: dict, cookies: dict) -> str | None:
 class TestApps:
     """serve's app per model, loaded on first use (in a thread: it takes seconds)."""
 
-    def __init__(self, project: Project, max_bytes: int):
-        self.project, self.max_bytes = project, max_bytes
+    def __init__(self, project: Project, max_bytes: int, budget):
+        self.project, self.max_bytes, self.budget = project, max_bytes, budget
         self._apps: OrderedDict[str, tuple] = OrderedDict()
         self._lock = asyncio.Lock()
 
@@ -104,7 +104,7 @@ class TestApps:
 
         folder = models_folder(self.project) / name
         model = await asyncio.get_running_loop().run_in_executor(None, load_model, folder)
-        app = create_app(model, max_bytes=self.max_bytes, model_name=name)
+        app = create_app(model, max_bytes=self.max_bytes, model_name=name, decode_budget=self.budget)
         stack = AsyncExitStack()
         await stack.enter_async_context(app.router.lifespan_context(app))  # its batcher and decode pool
         return app, stack

@@ -16,36 +16,9 @@ from ..errors import UprightError
 from ..serve.access import new_token
 from ..serve.app import bind_socket, server_config, url_for
 from ..serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BYTES
-from ..serve.lan import WILDCARDS, is_ip, is_loopback, lan_addresses, link, phone_words, qr_lines
+from ..serve.lan import addresses_for, is_loopback, link, print_lan_access
 from ..serve.tls import certificate_for
 from .defaults import DEFAULT_PORT, DEFAULT_QUOTA_GB
-
-
-def _lan_words(echo, links: list[str], addresses: list[str], cert) -> None:
-    echo("  On each phone (same network as this machine), scan the code or type the link:")
-    echo("")
-    for line in qr_lines(links[0]):
-        echo("  " + line)
-    echo("")
-    for line in phone_words(addresses, cert.fingerprint):
-        echo("  " + line)
-    echo(f"  Certificate {'reused from' if cert.reused else 'made and kept in'} {cert.cert_path.parent} "
-         f"(valid until {cert.not_after:%Y-%m-%d}).")
-    echo("  Anyone with this link can add, move and delete photos, train and download models until you "
-         "stop the studio; the token changes at every start.")
-    for other in links[1:]:
-        echo(f"  Also reachable at {other}")
-
-
-def _addresses(host: str) -> list[str]:
-    if host not in WILDCARDS and not is_ip(host):
-        raise UprightError(f"--lan --host needs an IP address of this machine (the certificate names it), "
-                           f"not {host!r}")
-    addresses = lan_addresses() if host in WILDCARDS else [host.strip("[]")]
-    if not addresses:
-        raise UprightError("--lan found no network address on this machine (is it on Wi-Fi or a wired "
-                           "network?); pick one with --host ADDRESS")
-    return addresses
 
 
 def run(project: str | os.PathLike, host: str | None = None, port: int = DEFAULT_PORT, *, lan: bool = False,
@@ -63,7 +36,7 @@ def run(project: str | os.PathLike, host: str | None = None, port: int = DEFAULT
     project = Path(project)
     if project.exists() and not project.is_dir():
         raise UprightError(f"{project}: exists and is not a folder")
-    addresses = _addresses(host) if lan else []
+    addresses = addresses_for(host) if lan else []
     cert = certificate_for(addresses, tls_dir) if lan else None
     sock = bind_socket(host, port)
     sock.listen(2048)
@@ -76,7 +49,8 @@ def run(project: str | os.PathLike, host: str | None = None, port: int = DEFAULT
     if lan:
         links = [link(a, actual, token) for a in addresses]
         echo(f"upright studio: {links[0]}  {about}")
-        _lan_words(echo, links, addresses, cert)
+        print_lan_access(echo, links, addresses, cert, phones="each phone", server="studio",
+                         powers="add, move and delete photos, train and download models")
         ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)}
     else:
         echo(f"upright studio: {url_for(host, actual)}  {about}")
