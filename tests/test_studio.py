@@ -237,6 +237,44 @@ def test_review_moves_turns_with_the_way_back_and_trashes(studio):
     assert c.get("/api/project").json()["classes"][1]["count"] == 0
 
 
+def test_a_turn_is_undone_per_photo_and_its_way_back_follows_moves_and_the_trash(studio):
+    """Undo is per photo; a turned photo moved to another class, renamed with its class, sent
+    to the trash and restored keeps its way back where it is: an undo never brings the original
+    back in its old class beside the moved photo."""
+    c = studio.client
+    for name in ("diet", "zero"):
+        c.post("/api/classes", json={"name": name})
+    originals = {k: photo(0, 10 + k) for k in range(3)}
+    ids = [c.post("/api/classes/diet/photos", files=files((f"{k}.jpg", d))).json()["stored"][0]["id"]
+           for k, d in originals.items()]
+    for pid in ids:
+        assert c.post("/api/photos/turn", json={"photo": pid, "degrees": 90}).json()["outcome"] == "rotated"
+    assert all(p["turned"] for p in c.get("/api/classes/diet/photos").json()["photos"])
+
+    a = c.post("/api/photos/move", json={"photos": [ids[0]], "to": "zero"}).json()["moved"][0]
+    assert c.patch("/api/classes/zero", json={"name": "Zero"}).status_code == 200
+    a = "Zero/" + a.split("/", 1)[1]
+    r = c.post("/api/photos/undo-turn", json={"photo": a})
+    assert r.status_code == 200 and r.json()["restored"] == [a], r.text
+    assert (studio.root / a).read_bytes() == originals[0]
+    assert not (studio.root / ids[0]).exists()  # not back in its old class
+    assert c.post("/api/photos/undo-turn", json={"photo": a}).status_code == 409  # nothing left to undo
+    assert [p["turned"] for p in c.get("/api/classes/diet/photos").json()["photos"]] == [True, True]
+
+    item = c.post("/api/photos/trash", json={"photos": [ids[1]]}).json()["trashed"]["item"]
+    assert c.post(f"/api/trash/{item}/restore").json()["restored"] == 1  # back, still turned
+    assert [p["turned"] for p in c.get("/api/classes/diet/photos").json()["photos"]] == [True, True]
+    assert c.post("/api/photos/undo-turn", json={"photo": ids[1]}).json()["restored"] == [ids[1]]
+    assert (studio.root / ids[1]).read_bytes() == originals[1]
+
+    item = c.post("/api/photos/trash", json={"photos": [ids[2]]}).json()["trashed"]["item"]
+    undone = c.post("/api/photos/undo-turns").json()  # every turn: the trashed photo stays in the trash
+    assert undone["restored"] == [f".upright-trash/{item}/{ids[2]}"] and not (studio.root / ids[2]).exists()
+    assert (studio.root / ".upright-trash" / item / ids[2]).read_bytes() == originals[2]
+    assert sorted(on_disk(studio.root)) == sorted([a, ids[1]])
+    assert not (studio.root / ".upright-originals").exists()
+
+
 # -- who may talk to it --------------------------------------------------------------------------
 def test_other_sites_and_other_host_names_are_refused(studio):
     c = studio.client

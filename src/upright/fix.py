@@ -731,7 +731,8 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
 
 
 def _manifest_entries(root: Path) -> tuple[list[dict], list[str]]:
-    """The manifest's entries whose paths stay inside DATA, and notes on the lines skipped."""
+    """The manifest's entries whose paths stay inside DATA (each with its line number `_line`),
+    and notes on the lines skipped."""
     backup_root = (root / BACKUP_DIR).resolve()
     root_r = root.resolve()
     entries, notes = [], []
@@ -752,7 +753,7 @@ def _manifest_entries(root: Path) -> tuple[list[dict], list[str]]:
         if root_r not in path.parents or backup_root not in backup.parents:
             notes.append(f"{MANIFEST} line {n}: points outside {root}; skipped")
             continue
-        entries.append({**e, "_path": path, "_backup": backup})
+        entries.append({**e, "_path": path, "_backup": backup, "_line": n})
     return entries, notes
 
 
@@ -767,21 +768,25 @@ def _restore(backup: Path, dest: Path) -> None:
         backup.unlink()
 
 
-def undo_fix(data, *, dry_run: bool = False) -> dict:
-    """Undo every `fix --in-place` run on DATA from DATA/.upright-originals (module docstring)."""
-    root = Path(data)
-    if not root.is_dir():
-        raise UprightError(f"{root}: no such folder")
-    backup_dir = root / BACKUP_DIR
-    if not backup_dir.is_dir():
-        raise UprightError(f"{root}: nothing to undo (no {BACKUP_DIR}/ folder: fix --in-place was not run here)")
-    leftovers = [str(p) for p in clean_leftovers(root, recursive=True, dry_run=dry_run)]
-    entries, notes = _manifest_entries(root)
+def _resolved(root: Path, path) -> Path:
+    """A file of DATA named relative to DATA (or absolute), resolved as the manifest's are."""
+    return (root / path).resolve()
+
+
+def _by_path(root: Path, entries: list[dict], wanted: set[Path] | None) -> dict[Path, list[dict]]:
+    """The manifest's entries grouped by file, in manifest order (only `wanted` files, if given)."""
     by_path: dict[Path, list[dict]] = {}
     for e in entries:
-        by_path.setdefault(e["_path"], []).append(e)
+        if wanted is None or e["_path"] in wanted:
+            by_path.setdefault(e["_path"], []).append(e)
+    return by_path
+
+
+def _put_back(root: Path, by_path: dict[Path, list[dict]], dry_run: bool):
+    """Restore each file's first original. (restored, already original, conflicts, backups used:
+    restored, or redundant once the file holds its original)."""
     restored, already, conflicts = [], [], []
-    used: set[Path] = set()  # backups accounted for (restored, or redundant once restored)
+    used: set[Path] = set()
     for path, es in by_path.items():
         rel = str(path.relative_to(root.resolve()))
         original, first_backup = es[0].get("sha256_before"), es[0]["_backup"]
@@ -801,8 +806,13 @@ def undo_fix(data, *, dry_run: bool = False) -> dict:
             _restore(first_backup, path)
         restored.append(rel)
         used.update(x["_backup"] for x in es)
-    # originals kept without a manifest line (a run killed between the two): redundant when
-    # the file in DATA holds the same bytes
+    return restored, already, conflicts, used
+
+
+def _unlisted(root: Path, entries: list[dict], used: set[Path]) -> list[str]:
+    """Originals kept without a manifest line (a run killed between the two): redundant (added
+    to `used`) when the file in DATA holds the same bytes, else kept and named."""
+    backup_dir = root / BACKUP_DIR
     kept = []
     listed = {x["_backup"] for x in entries}
     for p in sorted(backup_dir.rglob("*")):
@@ -813,35 +823,110 @@ def undo_fix(data, *, dry_run: bool = False) -> dict:
             used.add(p.resolve())
         else:
             kept.append(str(p))
-    kept += [str(x["_backup"]) for x in entries if x["_backup"] not in used and x["_backup"].exists()
-             and str(x["_backup"]) not in kept]
+    return kept + [str(x["_backup"]) for x in entries if x["_backup"] not in used and x["_backup"].exists()
+                   and str(x["_backup"]) not in kept]
+
+
+def _rewrite_manifest(root: Path, keep: list[str] | None) -> bool:
+    """The manifest holds exactly the lines `keep` (None or []: removed, with the backup
+    folder when nothing else is left in it). True when the folder was removed."""
+    backup_dir = root / BACKUP_DIR
+    if keep:
+        atomic_write_text(backup_dir / MANIFEST, "".join(line + "\n" for line in keep))
+    elif keep is None:
+        (backup_dir / MANIFEST).unlink(missing_ok=True)
+    for d in sorted((p for p in backup_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    try:
+        backup_dir.rmdir()
+        return True
+    except OSError:
+        return False
+
+
+def _lines_left(root: Path, entries: list[dict], used: set[Path], everything: bool, untidy: bool) -> list[str] | None:
+    """What the manifest keeps after an undo. Everything undone: the entries whose originals
+    are still needed (None when nothing is, and nothing went wrong). Some files: every line but
+    those of the originals used (unreadable ones too: they are not this run's business)."""
+    if everything:
+        rest = [json.dumps({k: v for k, v in e.items() if not k.startswith("_")}) for e in entries
+                if e["_backup"].exists()]
+        return rest if (rest or untidy) else None
+    gone = {e["_line"] for e in entries if e["_backup"] in used}
+    lines = (root / BACKUP_DIR / MANIFEST).read_text(encoding="utf-8", errors="replace").splitlines()
+    return [line for n, line in enumerate(lines, 1) if n not in gone and line.strip()]
+
+
+def undo_fix(data, *, dry_run: bool = False, paths=None) -> dict:
+    """Undo `fix --in-place` on DATA from DATA/.upright-originals (module docstring).
+
+    paths: only these files of DATA (relative to DATA, or absolute); the manifest keeps every
+    other line, and a path it does not list is a conflict ("nothing to undo")."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UprightError(f"{root}: no such folder")
+    backup_dir = root / BACKUP_DIR
+    if not backup_dir.is_dir():
+        raise UprightError(f"{root}: nothing to undo (no {BACKUP_DIR}/ folder: fix --in-place was not run here)")
+    everything = paths is None
+    leftovers = [str(p) for p in clean_leftovers(root, recursive=True, dry_run=dry_run)]
+    entries, notes = _manifest_entries(root)
+    wanted = None if everything else {_resolved(root, p) for p in paths}
+    by_path = _by_path(root, entries, wanted)
+    restored, already, conflicts, used = _put_back(root, by_path, dry_run)
+    for missing in sorted(wanted - by_path.keys()) if wanted is not None else ():
+        conflicts.append({"path": os.path.relpath(missing, root.resolve()),
+                          "reason": f"not in {BACKUP_DIR}/{MANIFEST}: nothing to undo"})
+    kept = _unlisted(root, entries, used) if everything else []
     removed = False
     if not dry_run:
         for b in used:
             if b.exists() and b.is_file():
                 b.unlink()
-        if conflicts or kept or notes:
-            # keep what is still needed, with a manifest of exactly that
-            rest = [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries
-                    if e["_backup"].exists()]
-            atomic_write_text(backup_dir / MANIFEST, "".join(json.dumps(e) + "\n" for e in rest))
-        else:
-            (backup_dir / MANIFEST).unlink(missing_ok=True)
-        for d in sorted((p for p in backup_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        try:
-            backup_dir.rmdir()
-            removed = True
-        except OSError:
-            pass
-    listed = len(by_path) + len(notes)  # files the manifest lists, its skipped lines included
+        removed = _rewrite_manifest(root, _lines_left(root, entries, used, everything,
+                                                      bool(conflicts or kept or notes)))
+    listed = len(by_path) + (len(notes) if everything else len(wanted - by_path.keys()))
     return {"data": str(root), "undo": True, "dry_run": dry_run, "restored": restored,
-            "already_original": already, "conflicts": conflicts, "kept": kept, "notes": notes,
-            "backup_removed": removed, "leftovers_removed": leftovers, "listed": listed,
-            "complete": len(restored) + len(already) == listed}
+            "already_original": already, "conflicts": conflicts, "kept": kept,
+            "notes": notes if everything else [], "backup_removed": removed, "leftovers_removed": leftovers,
+            "listed": listed, "complete": len(restored) + len(already) == listed}
+
+
+def fixed_paths(data) -> set[str]:
+    """The files of DATA with a way back in the manifest (paths relative to DATA, "/"-separated)."""
+    root = Path(data)
+    entries, _ = _manifest_entries(root)
+    return {e["_path"].relative_to(root.resolve()).as_posix() for e in entries}
+
+
+def relocate_originals(data, moves: dict) -> int:
+    """Files of DATA moved (or renamed, or whole folders of them) after `fix --in-place`: their
+    manifest lines follow them, so `--undo` puts each original back where the file is now,
+    never where it was. `moves`: {old path: new path}, relative to DATA (a folder moves every
+    file below it). The originals stay where they are kept; the manifest is rewritten
+    atomically. Returns the number of lines changed."""
+    root = Path(data)
+    m = root / BACKUP_DIR / MANIFEST
+    if not m.is_file() or not moves:
+        return 0
+    root_r = root.resolve()
+    pairs = [(_resolved(root, old), _resolved(root, new)) for old, new in moves.items()]
+    entries, _ = _manifest_entries(root)
+    changed: dict[int, str] = {}
+    for e in entries:
+        for old, new in pairs:
+            if e["_path"] == old or old in e["_path"].parents:
+                moved = new / e["_path"].relative_to(old)
+                line = {k: v for k, v in e.items() if not k.startswith("_")}
+                changed[e["_line"]] = json.dumps({**line, "path": moved.relative_to(root_r).as_posix()})
+                break
+    if changed:
+        lines = m.read_text(encoding="utf-8", errors="replace").splitlines()
+        atomic_write_text(m, "".join(changed.get(n, line) + "\n" for n, line in enumerate(lines, 1) if line.strip()))
+    return len(changed)
 
 
 def print_undo_summary(result: dict) -> None:

@@ -119,6 +119,10 @@ class Project:
             return []
         return [(s, base / label) for s, base in self.folders() if (base / label).is_dir()]
 
+    def rel(self, path: Path) -> str:
+        """A path under PROJECT as the studio names it: relative, "/"-separated (a photo's id)."""
+        return path.relative_to(self.root).as_posix()
+
     def cache_dir(self, *parts: str) -> Path:
         return self.root.joinpath(CACHE_DIR, *parts)
 
@@ -139,7 +143,7 @@ class Project:
                     st = path.stat()
                 except OSError:
                     continue
-                pid = path.relative_to(self.root).as_posix()
+                pid = self.rel(path)
                 old = self.photos.get(pid)
                 if old is not None and (old.size, old.mtime_ns, old.label) == (st.st_size, st.st_mtime_ns, label):
                     seen[pid] = old

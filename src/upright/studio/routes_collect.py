@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from ..errors import UprightError, one_line
-from ..fix import fix_one_in_place, undo_fix
+from ..fix import BACKUP_DIR, fix_one_in_place, undo_fix
 from ..serve.budget import decode_upload, release_memory
 from . import classes, trash
 from .names import BadName
@@ -28,8 +29,11 @@ class PhotosBody(BaseModel):
     to: str | None = None
 
 
-class TurnBody(BaseModel):
+class PhotoBody(BaseModel):
     photo: str
+
+
+class TurnBody(PhotoBody):
     degrees: int = 90  # clockwise; 0 only stores upright what the orientation tag says
 
 
@@ -152,24 +156,40 @@ def _photo_routes(app: FastAPI, st: Studio) -> None:
             return error(422, f"cannot turn {photo.id}: {res.get('note')}")
         return res
 
+    @app.post("/api/photos/undo-turn")
+    async def undo_turn(body: PhotoBody):
+        if st.project.photo(body.photo) is None:
+            return error(404, f"unknown photo: {body.photo}")
+        res = await _change(st, _undo, st, [body.photo])
+        if isinstance(res, dict) and not res["restored"]:
+            return error(409, f"cannot undo the turn of {body.photo}: {res['conflicts'][0]['reason']}")
+        return res
+
     @app.post("/api/photos/undo-turns")
     async def undo_turns():
-        return await _change(st, _undo, st)
+        return await _change(st, _undo, st, None)
 
 
 def _turn(st: Studio, pid: str, degrees: int) -> dict:
-    """`fix --in-place` on one photo, turning it `degrees` clockwise; the way back is fix --undo."""
+    """`fix --in-place` on one photo, turning it `degrees` clockwise; the way back: `_undo`."""
     with st.project.lock:
         r = fix_one_in_place(st.project.root, st.project.root / pid, (360 - degrees) % 360)
         st.project.refresh()
     return {"photo": pid, "outcome": r.action, "method": r.method, "note": r.note, "degrees": degrees}
 
 
-def _undo(st: Studio) -> dict:
+def _undo(st: Studio, ids: list[str] | None) -> dict:
+    """`fix --undo` on these photos (None: every turned photo of PROJECT): originals back where
+    the photos are now; the others keep their way back."""
     with st.project.lock:
-        r = undo_fix(st.project.root)
+        if ids is not None and not (st.project.root / BACKUP_DIR).is_dir():
+            r = {"restored": [], "kept": [], "conflicts": [{"path": i, "reason": "never turned: nothing to undo"}
+                                                          for i in ids]}
+        else:
+            r = undo_fix(st.project.root, paths=ids)
         st.project.refresh()
-    return {"restored": r["restored"], "conflicts": r["conflicts"], "kept": r["kept"]}
+    return {"restored": [Path(p).as_posix() for p in r["restored"]], "conflicts": r["conflicts"],
+            "kept": r["kept"]}
 
 
 async def _thumb(st: Studio, sha256: str, source, view: str):

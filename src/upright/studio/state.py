@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_write_text, clean_leftovers
+from ..fix import fixed_paths
 from ..serve.budget import DecodeBudget
 from ..serve.defaults import DEFAULT_DECODE_BUDGET
 from . import models, trash
@@ -127,9 +128,11 @@ class Studio:
         }
 
     def photos_json(self, label: str) -> list[dict]:
+        turned = fixed_paths(self.project.root)
         out = []
         for m in self.project.members(label):
             d = m.to_dict()
             d["sideways"] = self.sideways.get(m.sha256)
+            d["turned"] = m.id in turned  # a turn through fix with its way back (undo-turn)
             out.append(d)
         return out
