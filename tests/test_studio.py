@@ -59,6 +59,13 @@ def on_disk(root: Path) -> dict[str, str]:
                                                                         p.relative_to(root).parts)}
 
 
+def relative(result: dict, root: Path) -> dict:
+    """What the studio answers for a result that names paths: under PROJECT relative to it,
+    PROJECT itself by its name (docs/contracts.md, "HTTP (studio)")."""
+    text = json.dumps(result).replace(json.dumps(str(root))[1:-1] + "/", "")
+    return json.loads(text.replace(json.dumps(str(root))[1:-1], root.name))
+
+
 # -- names ------------------------------------------------------------------------------------
 def test_class_names_are_plain_portable_folder_names():
     assert class_name("  Diet Coke ") == "Diet Coke"
@@ -196,12 +203,15 @@ def test_audit_endpoint_is_the_metadata_only_audit_and_the_view_names_the_cell(s
         c.post("/api/classes", json={"name": name})
     c.post("/api/classes/diet/photos", files=files(*[(f"{i}.jpg", photo(0, i, 6)) for i in range(12)]))
     c.post("/api/classes/zero/photos", files=files(*[(f"{i}.jpg", photo(1, i)) for i in range(12)]))
-    got = c.get("/api/audit").json()
-    want = run_audit(studio.root, content=False, progress=False)
+    (studio.root / "zero" / "notes.jpg").write_text("copied in by hand, not a photo")
+    got = c.get("/api/audit")
+    assert str(studio.root) not in got.text  # paths under PROJECT are relative to it
+    want = relative(run_audit(studio.root, content=False, progress=False), studio.root)
     drop = ("seconds", "timings")
-    assert {k: v for k, v in got.items() if k not in drop} == {k: v for k, v in want.items() if k not in drop}
+    assert {k: v for k, v in got.json().items() if k not in drop} == {k: v for k, v in want.items() if k not in drop}
+    assert got.json()["data"] == "project" and got.json()["unreadable"][0]["path"] == "zero/notes.jpg"
     view = c.get("/api/audit/view").json()
-    top = view["findings"][0]
+    top = next(f for f in view["findings"] if f["kind"] == "label_leak")
     assert top["attribute"] == "exif_orientation" and top["severity"] == "warning"
     assert top["headline"].startswith("'diet': 100% stored sideways (tag 6)") and "'zero': 0%" in top["headline"]
     diet = {p["sha256"] for p in c.get("/api/classes/diet/photos").json()["photos"]}
@@ -420,7 +430,11 @@ def test_training_runs_in_a_worker_with_progress_then_test_and_export(studio):
     assert j["result"]["val_accuracy"] >= 0.5
     models = c.get("/api/project").json()["models"]
     assert [m["name"] for m in models] == [name] and models[0]["report"]
-    assert "confusion" in c.get(f"/api/models/{name}/report").text.lower()
+    report = c.get(f"/api/models/{name}/report")
+    assert "confusion" in report.text.lower()
+    for answer in (report, c.get(f"/api/jobs/{job}"), c.get("/api/project")):  # visible to --lan phones
+        assert str(studio.root) not in answer.text
+    assert c.get(f"/api/jobs/{job}").json()["result"]["data"] == "project"
 
     r = c.post("/api/predict?turns=1", files={"file": ("t.jpg", photo(0, 77), JPEG)})
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "diet"

@@ -28,7 +28,7 @@ from ..serve.app import json_errors
 from ..serve.defaults import DEFAULT_MAX_BYTES
 from ..serve.guard import guard_app
 from .defaults import DEFAULT_QUOTA_GB
-from .middleware import TestRoutes, studio_csp
+from .middleware import ProjectPaths, TestRoutes, studio_csp
 from .routes_collect import collect_routes
 from .routes_train import train_routes
 from .state import Studio
@@ -96,5 +96,6 @@ def create_app(project, *, quota: int = int(DEFAULT_QUOTA_GB * 1e9), max_bytes: 
     collect_routes(app, st)
     train_routes(app, st)
     app.add_middleware(TestRoutes, studio=st)
+    app.add_middleware(ProjectPaths, root=st.project.root)
     guard_app(app, token, csp=studio_csp, loopback_only=token is None)  # serve's limits, token, headers
     return app

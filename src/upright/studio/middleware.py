@@ -4,6 +4,10 @@
                 page, the Train tab the model's report); the report gets a CSP of its own
                 (inline styles and data: images, no script at all)
     TestRoutes  POST /api/predict and GET /api/model go to serve's app of the chosen model
+    ProjectPaths  every JSON, HTML and event-stream answer names what lies under PROJECT
+                relative to it, and PROJECT itself by its name: the train report, a job's
+                result, the audit's JSON and any message (a --lan token holder never learns
+                where the project lives on this machine)
 
 serve.guard.guard_app adds the rest around the app: 431 / 400 Content-Length with
 Transfer-Encoding / 403 cross-origin for anything but GET, HEAD, OPTIONS (another web page
@@ -14,8 +18,12 @@ the security headers.
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from urllib.parse import parse_qsl
 
+from markupsafe import escape
 from starlette.requests import cookie_parser
 
 from ..errors import UprightError, one_line
@@ -52,3 +60,52 @@ class TestRoutes:
         except UprightError as exc:
             return await send_json(send, 422, {"error": f"model {name} cannot be loaded: {one_line(exc)}"})
         await inner(scope, receive, send)
+
+
+class ProjectPaths:
+    """Pure ASGI middleware: PROJECT's absolute path leaves no answer (see the module docstring).
+    It is matched as written in UTF-8, in JSON (either escaping) and in HTML: "ROOT/a/b.jpg"
+    becomes "a/b.jpg", "ROOT" alone the project's name; images and downloads pass untouched."""
+
+    TEXT = (b"application/json", b"text/html")
+    STREAM = b"text/event-stream"
+
+    def __init__(self, app, root: Path):
+        self.app, self.name = app, Path(root).name.encode()
+        text = str(root)
+        forms = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], str(escape(text))}
+        alternatives = b"|".join(re.escape(f.encode()) for f in sorted(forms, key=len, reverse=True))
+        # followed by "/": a path below PROJECT; by nothing a path could go on with: PROJECT itself
+        self.pattern = re.compile(b"(?:" + alternatives + rb")(?:/|(?![\w.\-\x80-\xff]))")
+
+    def _hide(self, body: bytes) -> bytes:
+        return self.pattern.sub(lambda m: b"" if m.group().endswith(b"/") else self.name, body)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") == "HEAD":
+            return await self.app(scope, receive, send)
+        start: dict | None = None
+        mode, parts = None, []
+
+        async def send_hidden(message):
+            nonlocal start, mode
+            if message["type"] == "http.response.start":
+                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+                mode = "stream" if ctype.startswith(self.STREAM) else "whole" if ctype.startswith(self.TEXT) else None
+                if mode != "whole":
+                    return await send(message)
+                start = message  # sent with the whole body, its length known
+                return None
+            if message["type"] != "http.response.body" or mode is None:
+                return await send(message)
+            if mode == "stream":
+                return await send({**message, "body": self._hide(message.get("body", b""))})
+            parts.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return None
+            body = self._hide(b"".join(parts))
+            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, send_hidden)
