@@ -253,6 +253,7 @@ class LiveServer:
         self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
         ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)} if cert else {}
         self.server = uvicorn.Server(server_config(app, **limits, **ssl))  # the limits `upright serve` runs with
+        self.warm = getattr(getattr(app, "state", None), "warm", None)  # serve's model warm-up
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="uvicorn-test", daemon=True)
 
@@ -263,6 +264,8 @@ class LiveServer:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
+        if self.warm is not None:
+            self.warm.result(timeout=120)  # ready, as /healthz would say
         return self
 
     def __exit__(self, *exc) -> None:
@@ -274,7 +277,7 @@ class LiveServer:
 @contextlib.contextmanager
 def serve_process(model_dir: Path, *args: str):
     """`upright serve MODEL --port 0` in its own process (its RSS is its own): yields (the
-    process, its base URL) once /healthz answers; stopped with SIGTERM afterwards."""
+    process, its base URL) once /healthz says ready; stopped with SIGTERM afterwards."""
     import httpx
 
     proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", "0", *args],
@@ -284,11 +287,12 @@ def serve_process(model_dir: Path, *args: str):
         deadline = time.monotonic() + 60
         while True:
             try:
-                httpx.get(url + "/healthz", timeout=5)
-                break
+                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                    break
             except httpx.TransportError:
-                assert time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.1)
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
         yield proc, url
     finally:
         proc.terminate()

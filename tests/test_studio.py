@@ -435,6 +435,11 @@ def test_training_runs_in_a_worker_with_progress_then_test_and_export(studio):
     for answer in (report, c.get(f"/api/jobs/{job}"), c.get("/api/project")):  # visible to --lan phones
         assert str(studio.root) not in answer.text
     assert c.get(f"/api/jobs/{job}").json()["result"]["data"] == "project"
+    deadline = time.monotonic() + 120  # the new model's Test app is loaded and warmed at once
+    while not (health := c.get("/healthz").json())["ready"]:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.1)
+    assert health["test_model"] == {"name": name, "ready": True} and studio.app.state.studio.tests.ready(name)
 
     r = c.post("/api/predict?turns=1", files={"file": ("t.jpg", photo(0, 77), JPEG)})
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "diet"

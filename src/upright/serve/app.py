@@ -182,6 +182,7 @@ class _Server:
     batcher: Batcher
     pool: concurrent.futures.ThreadPoolExecutor
     budget: DecodeBudget
+    warm: concurrent.futures.Future  # done once the model is warm (Batcher.warm)
     in_flight: int = 0  # requests being answered; when it drops to 0 the burst is over
 
 
@@ -207,7 +208,9 @@ def create_app(
     decode_budget: bytes of decode memory all uploads decoding at once may hold (or a
     DecodeBudget shared with another app). body_idle_timeout / body_timeout: 408 when the
     upload pauses longer / takes longer. Serve it with `server_config(app)` for the
-    connection-level limits (head timeout, lingering close, JSON protocol errors).
+    connection-level limits (head timeout, lingering close, JSON protocol errors). The model
+    warms up at once in the batcher's thread (one dummy prediction); /healthz answers 503
+    with "ready": false until it is warm (`is_ready(app)`).
     token: when set, every request needs it (access.TokenGate; serve it over https, as
     `run(lan=True)` does: the cookie it sets is Secure).
     """
@@ -224,6 +227,7 @@ def create_app(
     app.state.batcher = srv.batcher
     app.state.max_bytes = srv.max_bytes
     app.state.decode_budget = srv.budget
+    app.state.warm = srv.warm
     guard_app(app, token, csp=CSP)
     json_errors(app)
     _routes(app, srv)
@@ -234,6 +238,7 @@ def create_app(
 def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_workers, decode_budget,
             body_idle_timeout, body_timeout) -> _Server:
     labels = [str(x) for x in model.labels]
+    batcher = Batcher(model, max_batch=max_batch)
     workers = decode_workers or max(2, min(4, (os.cpu_count() or 2)))
     return _Server(
         model=model, labels=labels,
@@ -242,9 +247,23 @@ def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_
         default_k=max(1, min(int(top_k), len(labels))), size=int(decode_size or decode_size_for(model)),
         orient=bool(getattr(model, "orient", True)),
         body_idle_timeout=body_idle_timeout, body_timeout=body_timeout,
-        batcher=Batcher(model, max_batch=max_batch),
+        batcher=batcher,
         pool=concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode"),
-        budget=decode_budget if isinstance(decode_budget, DecodeBudget) else DecodeBudget(decode_budget))
+        budget=decode_budget if isinstance(decode_budget, DecodeBudget) else DecodeBudget(decode_budget),
+        warm=batcher.warm())
+
+
+def warm_state(warm: concurrent.futures.Future) -> tuple[bool, str | None]:
+    """(warm, why the warm-up failed or None)."""
+    if not warm.done():
+        return False, None
+    exc = warm.exception()
+    return exc is None, (f"the model failed its warm-up: {one_line(exc)}" if exc is not None else None)
+
+
+def is_ready(app: FastAPI) -> bool:
+    """Whether an app of create_app has its model warm (what /healthz's "ready" says)."""
+    return warm_state(app.state.warm)[0]
 
 
 def json_errors(app: FastAPI) -> None:
@@ -272,12 +291,16 @@ def _routes(app: FastAPI, srv: _Server) -> None:
     @app.get("/healthz")
     async def healthz():
         b = srv.batcher
-        return {
-            "status": "ok", "model": srv.name, "labels": srv.labels, "queue": b.queued, "busy": b.busy,
+        ready, why = warm_state(srv.warm)
+        body = {
+            "status": "ok" if ready else "failed" if why else "warming", "ready": ready,
+            **({"error": why} if why else {}),
+            "model": srv.name, "labels": srv.labels, "queue": b.queued, "busy": b.busy,
             "batches": b.batches, "images": b.images, "largest_batch": b.largest_batch,
             "decode_memory": {"budget_mb": srv.budget.total >> 20, "held_mb": srv.budget.held >> 20,
                               "peak_mb": srv.budget.peak >> 20},
         }
+        return body if ready else JSONResponse(body, status_code=503)
 
     @app.get("/api/model")
     async def model_info():

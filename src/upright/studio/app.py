@@ -48,7 +48,7 @@ def _page_routes(app: FastAPI, st: Studio) -> None:
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "project": st.project.name, "photos": len(st.project.photos)}
+        return st.health()
 
     @app.get("/api/events")
     async def events():

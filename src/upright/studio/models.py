@@ -21,6 +21,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..errors import UprightError
 from ..modelfile import META_FILE
 from .project import MODELS_DIR, Project
 
@@ -79,12 +80,34 @@ def chosen(project: Project, query: dict, cookies: dict) -> str | None:
 
 
 class TestApps:
-    """serve's app per model, loaded on first use (in a thread: it takes seconds)."""
+    """serve's app per model, loaded on first use (in a thread: it takes seconds), or ahead of
+    it (`preload`: the newest model when the studio starts and after each training run), so
+    its model is warm before the Test tab's first photo (serve's warm-up)."""
 
     def __init__(self, project: Project, max_bytes: int, budget):
         self.project, self.max_bytes, self.budget = project, max_bytes, budget
         self._apps: OrderedDict[str, tuple] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._preloads: set[asyncio.Task] = set()
+
+    def preload(self, name: str) -> None:
+        """Load `name`'s app in the background (call in the event loop); a model that cannot be
+        loaded is said when the Test tab asks for it."""
+        async def load():
+            try:
+                await self.app_for(name)
+            except UprightError:
+                pass
+
+        task = asyncio.ensure_future(load())
+        self._preloads.add(task)
+        task.add_done_callback(self._preloads.discard)
+
+    def ready(self, name: str) -> bool:
+        """Whether `name`'s app is loaded and its model warm (serve's /healthz "ready")."""
+        from ..serve.app import is_ready
+
+        return name in self._apps and is_ready(self._apps[name][0])
 
     async def app_for(self, name: str):
         async with self._lock:
@@ -110,6 +133,8 @@ class TestApps:
         return app, stack
 
     async def close(self) -> None:
+        for task in list(self._preloads):
+            task.cancel()
         while self._apps:
             _, (_, stack) = self._apps.popitem()
             await stack.aclose()

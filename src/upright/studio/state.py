@@ -68,6 +68,9 @@ class Studio:
         self.events.bind(loop)
         self.audit.start()
         self.changed()
+        newest = models.names(self.project)
+        if newest:
+            self.tests.preload(newest[0])  # the Test tab's model, warm before its first photo
 
     def _audit_gate(self, nbytes: int):
         """The live audit's share of the decode budget, held from its own thread."""
@@ -83,6 +86,18 @@ class Studio:
         self.events.publish("job", job.to_dict())
         if job.state == "done" and job.kind == "train":
             self.events.publish("project", {"version": self.project.version})  # a new model
+            if self.loop is not None and job.model:
+                try:
+                    self.loop.call_soon_threadsafe(self.tests.preload, job.model)  # the Test tab's, warm
+                except RuntimeError:  # the studio is stopping
+                    pass
+
+    def health(self) -> dict:
+        """GET /healthz: "ready" once the Test tab's model (the newest) is loaded and warm."""
+        newest = models.names(self.project)
+        test = {"name": newest[0], "ready": self.tests.ready(newest[0])} if newest else None
+        return {"status": "ok", "project": self.project.name, "photos": len(self.project.photos),
+                "ready": test is None or test["ready"], "test_model": test}
 
     def close(self) -> None:
         self.jobs.shutdown()
