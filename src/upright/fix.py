@@ -83,6 +83,12 @@ JPEGTRAN_OPS = {
     6: ["-rotate", "90"], 7: ["-transverse"], 8: ["-rotate", "270"],
 }
 JPEG_QUALITY = 95
+#: What to run for lossless JPEG turns (the summary says it when jpegtran is missing).
+JPEGTRAN_INSTALL = ("sudo apt-get install libjpeg-turbo-progs (Debian/Ubuntu), "
+                    "brew install jpeg-turbo (macOS)")
+#: Why a JPEG was re-encoded instead of turned losslessly (FileResult.reencoded); "avif": no
+#: lossless turn exists for the format.
+NO_JPEGTRAN, IMPERFECT, JPEGTRAN_FAILED, AVIF = "no-jpegtran", "imperfect", "jpegtran-failed", "avif"
 #: `--rotate-sideways`: the sideways probability needed to turn a picture back.
 ROTATE_MIN_CONFIDENCE = 0.9
 #: Descriptive TIFF tags carried over when a TIFF is rewritten (ImageDescription, Make, Model,
@@ -102,6 +108,7 @@ class FileResult(Result):
     changed: bool = False  # bytes written (or that would be, in a dry run)
     need: str | None = None  # what the file needed: "rotate", "retag", "none", "unreadable", "not an image"
     outcome: str | None = None  # the words rows and summary share (see OUTCOMES)
+    reencoded: str | None = None  # why it is not lossless: NO_JPEGTRAN, IMPERFECT, JPEGTRAN_FAILED, AVIF
 
 
 @dataclass
@@ -235,21 +242,23 @@ def _jpegtran() -> str | None:
     return shutil.which("jpegtran")
 
 
-def _run_jpegtran(path: str, e: int) -> tuple[bytes | None, str | None]:
+def _run_jpegtran(path: str, e: int) -> tuple[bytes | None, str | None, str | None]:
+    """(the turned JPEG, None, None), or (None, why code, why in words) when jpegtran is
+    missing, refuses a perfect transform, or fails."""
     exe = _jpegtran()
     if exe is None:
-        return None, "jpegtran not found (install libjpeg-turbo-progs)"
+        return None, NO_JPEGTRAN, "jpegtran not found (install libjpeg-turbo-progs)"
     try:
         r = subprocess.run([exe, "-copy", "all", "-perfect", *JPEGTRAN_OPS[e], path],
                            capture_output=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"jpegtran failed ({exc})"
+        return None, JPEGTRAN_FAILED, f"jpegtran failed ({exc})"
     if r.returncode != 0 or not r.stdout:
         why = " ".join(r.stderr.decode("utf-8", "replace").split()) or f"exit {r.returncode}"
         if "not perfect" in why:
-            why = "width/height not a multiple of the JPEG block, so a lossless turn is impossible"
-        return None, why
-    return r.stdout, None
+            return None, IMPERFECT, "width/height not a multiple of the JPEG block, so a lossless turn is impossible"
+        return None, JPEGTRAN_FAILED, f"jpegtran failed ({why})"
+    return r.stdout, None, None
 
 
 def _save_kwargs(im: Image.Image, swap: bool) -> dict:
@@ -407,7 +416,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
             data = patch_jpeg_orientation(Path(path).read_bytes(), False)
             res.method, res.action, res.need = "retag", "retagged", "retag"
         else:
-            data, why = _run_jpegtran(path, e)
+            data, code, why = _run_jpegtran(path, e)
             if data is not None:
                 data = patch_jpeg_orientation(data, swap)
                 res.method, res.action, res.need = "jpegtran-lossless", "rotated", "rotate"
@@ -415,7 +424,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
                     res.note = "MPO: only the first picture is kept"
             else:
                 data, res.method = _reencode(path, e, fmt, turned)
-                res.action, res.need = "rotated", "rotate"
+                res.action, res.need, res.reencoded = "rotated", "rotate", code
                 res.note = f"re-encoded at quality {JPEG_QUALITY}, not lossless: {why}"
     else:
         data, res.method = _reencode(path, e, fmt, turned)
@@ -423,6 +432,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
         res.need = "rotate" if e != 1 else "retag"
         if fmt == "AVIF":
             res.note = f"AVIF re-encoded at quality {JPEG_QUALITY} (no lossless rotation available)"
+            res.reencoded = AVIF
     _check_output(data, want)
     return data, res
 
@@ -666,7 +676,7 @@ def outcome(r: FileResult, in_place: bool) -> str:
     return "copied as is" if r.changed else "already copied"
 
 
-def _details(files: list[dict], name: str) -> str:
+def _details(files: list[dict], name: str, dry: bool = False) -> str:
     """(2 rotated, 1 retagged) / (1 unreadable, 2 not images) for one outcome."""
     mine = [f for f in files if f["outcome"] == name]
     parts: dict[str, int] = {}
@@ -676,11 +686,42 @@ def _details(files: list[dict], name: str) -> str:
         if key:
             parts[key] = parts.get(key, 0) + 1
     lossy = sum(1 for f in mine if (f["method"] or "").startswith("reencode"))
+    lossy_words = "to re-encode, not lossless" if dry else "re-encoded, not lossless"
     if lossy:
-        parts["re-encoded, not lossless"] = lossy
-    order = ("rotated", "retagged", "re-encoded, not lossless", "unreadable", "not an image")
+        parts[lossy_words] = lossy
+    order = ("rotated", "retagged", lossy_words, "unreadable", "not an image")
     words = [f"{parts[k]} {k if parts[k] == 1 or k != 'not an image' else 'not images'}" for k in order if k in parts]
     return f" ({', '.join(words)})" if words else ""
+
+
+def reencoded_lines(result: dict) -> list[str]:
+    """What the summary says of files re-encoded instead of turned losslessly, by cause, in
+    the dry run's words when nothing was written: jpegtran missing (and what installing it
+    changes), a JPEG that no lossless turn fits, jpegtran failing, AVIF."""
+    counts: dict[str, int] = {}
+    for f in result["files"]:
+        if f.get("reencoded") and f["changed"]:
+            counts[f["reencoded"]] = counts.get(f["reencoded"], 0) + 1
+
+    def were(n: int, thing: str) -> str:
+        verb = "would be" if result["dry_run"] else "was" if n == 1 else "were"
+        return f"{n} {thing}{'' if n == 1 else 's'} {verb} re-encoded at quality {JPEG_QUALITY}"
+
+    lines = []
+    if counts.get(NO_JPEGTRAN):
+        redo = (f" To redo them losslessly: upright fix {result['data']} --undo, install jpegtran, then fix "
+                "again." if result["in_place"] and not result["dry_run"] else "")
+        lines.append(f"{were(counts[NO_JPEGTRAN], 'JPEG')}, not turned losslessly: jpegtran is not installed. "
+                     "With it, fix turns a JPEG without re-encoding it (the compressed picture is moved, nothing "
+                     f"is lost): {JPEGTRAN_INSTALL}.{redo}")
+    if counts.get(IMPERFECT):
+        lines.append(f"{were(counts[IMPERFECT], 'JPEG')}: a width or height that is not a multiple of the JPEG "
+                     "block (8 or 16 px) leaves no lossless turn (jpegtran -perfect refuses it).")
+    if counts.get(JPEGTRAN_FAILED):
+        lines.append(f"{were(counts[JPEGTRAN_FAILED], 'JPEG')}: jpegtran failed (why: --verbose).")
+    if counts.get(AVIF):
+        lines.append(f"{were(counts[AVIF], 'AVIF file')} (AVIF has no lossless turn).")
+    return lines
 
 
 def print_summary(result: dict, console=None, verbose: bool = False) -> None:
@@ -705,7 +746,7 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
         if f["outcome"] == "failed":
             err.print(f"[red]failed[/red] {escape(f['path'])}: {escape(f['note'] or '')}")
     where = f"-> {result['out']}" if result["out"] else "in place"
-    parts = [f"{n} {word(k)}{_details(files, k)}" for k, n in result["outcomes"].items()]
+    parts = [f"{n} {word(k)}{_details(files, k, dry)}" for k, n in result["outcomes"].items()]
     head = f"upright fix {where}{' (dry run: nothing written)' if dry else ''}: "
     if not files:
         console.print(head + "no files.")
@@ -714,9 +755,8 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
         console.print(head + "nothing written; " + ", ".join(parts) + ".")
     else:
         console.print(head + ", ".join(parts) + ".")
-    if result["lossy"]:
-        console.print(f"[yellow]{len(result['lossy'])} JPEG(s) could not be turned losslessly and were re-encoded "
-                      f"at quality {JPEG_QUALITY}[/yellow] (see the notes: --verbose).")
+    for line in reencoded_lines(result):
+        console.print(f"[yellow]{escape(line)}[/yellow]")
     if result.get("leftovers_removed"):
         console.print(f"{'Would remove' if dry else 'Removed'} {len(result['leftovers_removed'])} "
                       "temp file(s) left by an interrupted run.")
