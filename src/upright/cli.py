@@ -177,7 +177,9 @@ def fix(
     paths, listed in manifest.jsonl); undo with: upright fix DATA --undo (leaves DATA
     exactly as it was, nothing extra). It never writes through a symbolic link that leads
     outside DATA nor replaces a linked file by a file (such files are skipped, the row says
-    why). Temp files a killed run left are removed on the next run.
+    why). Temp files a killed run left are removed on the next run. A JPEG it cannot turn
+    losslessly is re-encoded at quality 95, and the summary says why (jpegtran not installed:
+    apt-get install libjpeg-turbo-progs; or a size no lossless turn fits).
     """
     if undo:
         if out or in_place or rotate_sideways:
@@ -402,7 +404,8 @@ def serve(
     Uploads over --max-upload-mb get 413 before their body is read; slow clients get 408
     (request head within 10 s, body pauses at most 15 s, 120 s in all); a POST from another
     origin's web page gets 403; uploads decoding at once share one memory budget; every
-    error is JSON.
+    error is JSON. The model is warmed at start: /healthz answers 503 ("ready": false) until
+    its first prediction has run.
     """
     if max_upload_mb <= 0 or top_k < 1 or max_batch < 1:
         raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")
