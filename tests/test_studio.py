@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import signal
 import socket
@@ -359,37 +358,6 @@ def test_eight_uploaders_at_once_every_photo_once_and_every_page_told(studio):
     assert "project" in heard
 
 
-@pytest.mark.slow
-@needs_proc_rss
-def test_eight_hostile_uploaders_share_serves_decode_budget(tmp_path):
-    """`upright studio` in its own process, 8 phones at once: three different 200 MP PNGs (each
-    about 840 MB to decode: they take turns in the one decode budget) and five hostile families
-    (refused from their headers), while a normal photo is stored. Peak RSS stays under 1.5 GiB."""
-    proc, url = _start(tmp_path / "project")
-    try:
-        with httpx.Client(base_url=url, timeout=300) as c:
-            c.post("/api/classes", json={"name": "a"})
-            assert c.post("/api/classes/a/photos", files=files(("warm.jpg", photo(0, 1)))).json()["stored"]
-            peak_rss(proc.pid, reset=True)
-            send = [lambda i=i, d=d: httpx.post(f"{url}/api/classes/a/photos", files=files((f"{i}.bin", d)),
-                                                timeout=300).json() for i, d in enumerate(hostile_uploads(True))]
-            got, normal, normal_s = during(send, lambda: c.post("/api/classes/a/photos",
-                                                                files=files(("normal.jpg", photo(0, 2)))).json())
-            peak = peak_rss(proc.pid)
-        print(f"studio: peak RSS {peak / 2**20:.0f} MB with 8 hostile uploaders; a normal photo stored in "
-              f"{normal_s:.1f} s meanwhile")
-        assert normal["stored"], normal
-        assert [bool(g["stored"]) for g in got] == [True] * 3 + [False] * 5, got
-        assert all(g["refused"][0]["reason"] for g in got[3:])
-        assert peak < 1.5 * 2**30, peak
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 # -- jobs: train (progress, a new folder each run), cancel, the Test app, export --------------------
 def _wait(c, job, timeout=240):
     deadline = time.monotonic() + timeout
@@ -516,6 +484,15 @@ def _start(root: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{m.group(1)}"
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl+C, as a user stops it (SIGKILL when it will not stop)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _workers(root: Path) -> list[int]:
     """Worker processes (upright.studio.worker) working on this project."""
     pids = []
@@ -576,8 +553,32 @@ def test_sigkill_mid_upload_and_mid_training_loses_nothing(tmp_path):
                 assert load_model(models / m["name"]).labels == ["diet", "zero"]
             assert not [p for p in root.rglob("*.tmp")]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+# -- eight phones sending files that cost hundreds of MB to decode ---------------------------------
+@pytest.mark.slow
+@needs_proc_rss
+def test_eight_hostile_uploaders_share_serves_decode_budget(tmp_path):
+    """`upright studio` in its own process, 8 phones at once: three different 200 MP PNGs (each
+    about 840 MB to decode: they take turns in the one decode budget) and five hostile families
+    (refused from their headers), while a normal photo is stored. Peak RSS stays under 1.5 GiB."""
+    proc, url = _start(tmp_path / "project")
+    try:
+        with httpx.Client(base_url=url, timeout=300) as c:
+            c.post("/api/classes", json={"name": "a"})
+            assert c.post("/api/classes/a/photos", files=files(("warm.jpg", photo(0, 1)))).json()["stored"]
+            peak_rss(proc.pid, reset=True)
+            send = [lambda i=i, d=d: httpx.post(f"{url}/api/classes/a/photos", files=files((f"{i}.bin", d)),
+                                                timeout=300).json() for i, d in enumerate(hostile_uploads(True))]
+            got, normal, normal_s = during(send, lambda: c.post("/api/classes/a/photos",
+                                                                files=files(("normal.jpg", photo(0, 2)))).json())
+            peak = peak_rss(proc.pid)
+        print(f"studio: peak RSS {peak / 2**20:.0f} MB with 8 hostile uploaders; a normal photo stored in "
+              f"{normal_s:.1f} s meanwhile")
+        assert normal["stored"], normal
+        assert [bool(g["stored"]) for g in got] == [True] * 3 + [False] * 5, got
+        assert all(g["refused"][0]["reason"] for g in got[3:])
+        assert peak < 1.5 * 2**30, peak
+    finally:
+        _stop(proc)

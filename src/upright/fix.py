@@ -68,7 +68,7 @@ from .atomic import atomic_path, atomic_write_text, clean_leftovers
 from .audit import run_audit
 from .console import progress as progress_bar
 from .errors import UnreadableImage, UprightError
-from .files import file_sha256, is_image_name, walk_files
+from .files import file_sha256, is_image_name, remove_empty_folders, walk_files
 from .imaging import open_header, open_pixels, read_orientation
 from .metadata import describe
 from .parallel import ordered_map
@@ -875,16 +875,7 @@ def _rewrite_manifest(root: Path, keep: list[str] | None) -> bool:
         atomic_write_text(backup_dir / MANIFEST, "".join(line + "\n" for line in keep))
     elif keep is None:
         (backup_dir / MANIFEST).unlink(missing_ok=True)
-    for d in sorted((p for p in backup_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-    try:
-        backup_dir.rmdir()
-        return True
-    except OSError:
-        return False
+    return remove_empty_folders(backup_dir)
 
 
 def _lines_left(root: Path, entries: list[dict], used: set[Path], everything: bool, untidy: bool) -> list[str] | None:

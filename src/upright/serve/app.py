@@ -425,8 +425,6 @@ def run(
     code printed for a phone. `lan=True, host="127.0.0.1"` is the same on loopback only
     (what the tests run).
     """
-    import uvicorn
-
     from ..model import load_model
 
     host = host if host is not None else (DEFAULT_LAN_HOST if lan else DEFAULT_HOST)
@@ -434,25 +432,46 @@ def run(
     addresses = addresses_for(host) if lan else []
     model = load_model(model_dir)  # UprightError with a one-line reason when it is not a model
     cert = certificate_for(addresses, tls_dir) if lan else None
+
+    def make_app(token):
+        return create_app(model, max_bytes=max_bytes, top_k=top_k, max_batch=max_batch,
+                          model_name=model_dir.resolve().name, token=token)
+
+    def plain(port: int) -> list[str]:
+        warning = exposure_warning(host, port)
+        return [warning] if warning else []
+
+    serve_until_stopped("serve", make_app, host=host, port=port, addresses=addresses, cert=cert, echo=echo,
+                        log_level=log_level, about=lambda app: f"(model {model_dir}, labels: "
+                                                               f"{', '.join(map(str, model.labels))})",
+                        plain=plain, lan_words={"phones": "your phone", "server": "server",
+                                                "powers": "use the app and the model"})
+
+
+def serve_until_stopped(verb: str, make_app: Callable[[str | None], FastAPI], *, host: str, port: int,
+                        addresses: list[str], cert, echo: Callable[[str], None], log_level: str,
+                        about: Callable[[FastAPI], str], plain: Callable[[int], list[str]], lan_words: dict) -> None:
+    """Bind HOST:PORT, make the app (`make_app(token)`: a fresh token with --lan, i.e. when
+    `cert` is given), print where to reach it (--lan: the links, QR code and what the phone
+    will ask, lan.print_lan_access(**lan_words); else the URL and `plain(port)`'s lines),
+    and serve with https under --lan until Ctrl+C. `upright serve` and `upright studio`."""
+    import uvicorn
+
     sock = bind_socket(host, port)
     sock.listen(2048)  # connections from now on wait for the server instead of being refused
-    actual_port = sock.getsockname()[1]
-    token = new_token() if lan else None
-    app = create_app(model, max_bytes=max_bytes, top_k=top_k, max_batch=max_batch,
-                     model_name=model_dir.resolve().name, token=token)
-    about = f"(model {model_dir}, labels: {', '.join(map(str, model.labels))})"
+    actual = sock.getsockname()[1]
+    token = new_token() if cert is not None else None
+    app = make_app(token)
     ssl: dict = {}
-    if lan:
-        links = [link(a, actual_port, token) for a in addresses]
-        echo(f"upright serve: {links[0]}  {about}")
-        print_lan_access(echo, links, addresses, cert, phones="your phone", server="server",
-                         powers="use the app and the model")
+    if cert is not None:
+        links = [link(a, actual, token) for a in addresses]
+        echo(f"upright {verb}: {links[0]}  {about(app)}")
+        print_lan_access(echo, links, addresses, cert, **lan_words)
         ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)}
     else:
-        echo(f"upright serve: {url_for(host, actual_port)}  {about}")
-        warning = exposure_warning(host, actual_port)
-        if warning:
-            echo("  " + warning)
+        echo(f"upright {verb}: {url_for(host, actual)}  {about(app)}")
+        for line in plain(actual):
+            echo("  " + line)
     echo("  Ctrl+C to stop")
     server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=3, **ssl))
     try:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..files import file_sha256
+from ..files import file_sha256, remove_empty_folders
 from ..fix import relocate_originals
 from .project import TRASH_DIR, Project
 
@@ -117,22 +117,9 @@ def restore(project: Project, item: str) -> dict:
             os.replace(p, dest)
             moves[project.rel(p)] = project.rel(dest)
         relocate_originals(project.root, moves)
-        _prune(folder)
+        remove_empty_folders(folder)
         if not folder.exists():
             (trash / f"{item}.json").unlink(missing_ok=True)
         project.refresh()
         project.touch()
         return {"restored": len(moves), "kept": kept}
-
-
-def _prune(folder: Path) -> None:
-    """Remove the empty folders left under a restored item (never a file)."""
-    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
