@@ -288,9 +288,9 @@ def test_undo_of_some_files_keeps_the_way_back_of_the_others(tmp_path):
     assert sha(d / "x" / "a.png") == before["x/a.png"] and sha(d / "x" / "b.png") == before["x/b.png"]
     assert sha(d / "x" / "c.png") != before["x/c.png"]  # still fixed, and its way back kept
     assert fixed_paths(d) == {"x/c.png"} and not r["backup_removed"]
-    r = undo_fix(d)
+    r = undo_fix(d, paths=["x/c.png"])  # the last one: nothing is left to keep
     assert r["restored"] == ["x/c.png"] and r["complete"] and r["backup_removed"]
-    assert tree_hashes(d) == before
+    assert tree_hashes(d) == before and fixed_paths(d) == set()
 
 
 def test_relocated_originals_follow_their_files(tmp_path):

@@ -291,9 +291,32 @@ def test_other_sites_and_other_host_names_are_refused(studio):
     assert r.status_code == 403
     r = c.post("/api/classes", json={"name": "y"}, headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403
+    assert c.post("/api/classes", json={"name": "n"}, headers={"Origin": "null"}).status_code == 403
+    assert c.delete("/api/classes/z", headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
     assert c.get("/api/project", headers={"Host": "evil.example"}).status_code == 400  # DNS rebinding
+    port = studio.url.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.2:{port}", f"[::1]:{port}"):  # this machine's loopback names
+        assert c.get("/api/project", headers={"Host": host}).status_code == 200, host
     assert c.post("/api/classes", json={"name": "z"}, headers={"Origin": studio.url}).status_code == 201
     assert [p.name for p in studio.root.iterdir() if not p.name.startswith(".")] == ["z"]
+
+
+def test_serves_request_guard_applies_to_the_studio(studio):
+    """The same code as `upright serve` (serve/guard.py): a head over 16 KiB, and Content-Length
+    with Transfer-Encoding, are refused before the studio reads anything."""
+    port = int(studio.url.rsplit(":", 1)[1])
+
+    def status(raw: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(raw)
+            return s.recv(4096).split(b"\r\n", 1)[0]
+
+    big = b"GET /api/project HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    assert status(big) == b"HTTP/1.1 431 Request Header Fields Too Large"
+    smuggle = (b"POST /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\nc\r\n{\"name\":\"x\"}\r\n0\r\n\r\n")
+    assert status(smuggle) == b"HTTP/1.1 400 Bad Request"
+    assert not (studio.root / "x").exists()
 
 
 def test_lan_token_guards_every_path(tmp_path):

@@ -868,13 +868,13 @@ def _unlisted(root: Path, entries: list[dict], used: set[Path]) -> list[str]:
 
 
 def _rewrite_manifest(root: Path, keep: list[str] | None) -> bool:
-    """The manifest holds exactly the lines `keep` (None or []: removed, with the backup
-    folder when nothing else is left in it). True when the folder was removed."""
+    """The manifest holds exactly the lines `keep` (None: removed, with the backup folder when
+    nothing else is left in it). True when the folder was removed."""
     backup_dir = root / BACKUP_DIR
-    if keep:
-        atomic_write_text(backup_dir / MANIFEST, "".join(line + "\n" for line in keep))
-    elif keep is None:
+    if keep is None:
         (backup_dir / MANIFEST).unlink(missing_ok=True)
+    else:
+        atomic_write_text(backup_dir / MANIFEST, "".join(line + "\n" for line in keep))
     return remove_empty_folders(backup_dir)
 
 
@@ -887,8 +887,9 @@ def _lines_left(root: Path, entries: list[dict], used: set[Path], everything: bo
                 if e["_backup"].exists()]
         return rest if (rest or untidy) else None
     gone = {e["_line"] for e in entries if e["_backup"] in used}
-    lines = (root / BACKUP_DIR / MANIFEST).read_text(encoding="utf-8", errors="replace").splitlines()
-    return [line for n, line in enumerate(lines, 1) if n not in gone and line.strip()]
+    m = root / BACKUP_DIR / MANIFEST
+    lines = m.read_text(encoding="utf-8", errors="replace").splitlines() if m.is_file() else []
+    return [line for n, line in enumerate(lines, 1) if n not in gone and line.strip()] or None
 
 
 def undo_fix(data, *, dry_run: bool = False, paths=None) -> dict:
