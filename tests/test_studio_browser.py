@@ -111,6 +111,7 @@ def review(p: Pages) -> None:
     assert len(after - before) == 1  # new bytes, a new thumbnail
     undo = d.locator('.tile button[title="Put this photo back exactly as it was uploaded"]')
     expect(undo).to_have_count(1)  # on the turned photo only
+    p.shot("review-turned")
     undo.click()
     expect(d.locator(".tile .stored-box")).to_have_count(8)  # back as uploaded, the original bytes
     expect(undo).to_have_count(0)

@@ -33,7 +33,7 @@ def _same(given: str, token: bytes) -> bool:
 
 DENIED = {
     "error": "this upright server needs its access token: open the link (or scan the QR code) "
-             "that `upright serve --lan` printed; it ends in ?token=..."
+             "that `upright serve --lan` (or `upright studio --lan`) printed; it ends in ?token=..."
 }
 
 

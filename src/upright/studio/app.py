@@ -7,9 +7,11 @@
     /api/audit..., /api/train, /api/jobs..., /api/models/...         routes_train.py
     POST /api/predict, GET /api/model                              serve's app (middleware.TestRoutes)
 
-Every bound of `upright serve` applies (the connection limits of serve.app.server_config, the
-upload limits of uploads.py, the token with --lan), plus the project's quota and the checks
-of names.py and store.py. Nothing a request sends is used as a path: class names are checked,
+Every bound of `upright serve` applies, through serve's own code: the connection limits of
+serve.protocol.server_config, the request guard and the token (serve.guard.guard_app, with the
+loopback-only Host check without --lan), the upload limits (uploads.py on serve.body), and one
+decode budget (serve.budget) for the studio's decodes and its Test tab's; plus the project's
+quota and the checks of names.py and store.py. Nothing a request sends is used as a path: class names are checked,
 photos are named by their content, and ids must be in the index.
 """
 
