@@ -100,7 +100,6 @@ def test_external_asset_finder_sees_what_a_page_would_fetch(tmp_path):
         "s.css": ["https://e.org/i.png"]}
 
 
-@pytest.mark.slow
 def test_site_builds_strictly_offline_with_every_page_and_no_external_assets(tmp_path):
     for module in ("mkdocs", "material", "mkdocstrings", "mkdocstrings_handlers.python"):
         pytest.importorskip(module, reason="the [dev] extra's MkDocs packages are not installed")
