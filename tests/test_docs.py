@@ -36,6 +36,15 @@ def test_readme_first_screen_gives_exactly_the_two_commands_and_names_the_system
     assert len(readme.splitlines()) <= 250, "the README is a landing page: move the detail to docs/"
 
 
+def test_readme_links_lead_to_pages_that_exist():
+    """mkdocs checks the site's links; the README is not part of the site, so its links are checked here."""
+    readme = (ROOT / "README.md").read_text()
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    assert len(targets) >= 10
+    missing = [t for t in targets if not re.match(r"https?:", t) and not (ROOT / t).is_file()]
+    assert not missing, missing
+
+
 # -- the site ----------------------------------------------------------------------------------
 
 ASSET_ATTRIBUTES = {  # tag: attributes that make the browser fetch something
