@@ -211,7 +211,7 @@ def train(
                                   "what fast validates at on the same photos, and says when fast is as good. Measured "
                                   "for 400 photos on a shared 2-core machine (load average 5-7): fast 40 s the first "
                                   "time (18 s CPU), 7 s once cached; accurate 321 s (185 s CPU), 38 s once cached; "
-                                  "eval of 80 new photos 6 s fast, 67 s accurate (README: Costs, measured)."),
+                                  "eval of 80 new photos 6 s fast, 67 s accurate (docs/accuracy.md: Costs, measured)."),
     backbone: Optional[str] = typer.Option(
         None, "--backbone",
         help="Backbone name (fast preset): efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
@@ -314,7 +314,7 @@ def evaluate(
              "model's 10 crops (16 views a photo instead of 40); full: every test view (as predict would score "
              "the turned photo); none: no turns, the upright photos only (a quarter of a fast model's views). "
              "Measured, 80 new photos, an accurate model, a shared 2-core machine: centre 67 s, full 113 s, "
-             "none 28 s (README: Costs, measured)."),
+             "none 28 s (docs/accuracy.md: Costs, measured)."),
     onnx_file: Optional[Path] = typer.Option(
         None, "--onnx", metavar="FILE",
         help="Score an ONNX classifier trained elsewhere (TensorFlow, PyTorch, ...) instead of a model folder: "

@@ -32,7 +32,7 @@ EXPORTS = {"onnx": ("model-pixels.onnx", "model-pixels.onnx", None),
            "tflite": ("model.tflite", "model-tflite.zip", "litert_torch"),
            "coreml": ("model.mlpackage", "model-coreml.zip", "coremltools")}
 MISSING = {"tflite": "TFLite export needs litert-torch, which is not installed here: pip install "
-                     "'upright[tflite]' (README: 'Deploy the model as it is'), then restart the studio",
+                     "'upright[tflite]' (docs/deploy.md: 'Deploy the model as it is'), then restart the studio",
            "coreml": "Core ML export needs coremltools, which is not installed here: pip install "
                      "'upright[coreml]', then restart the studio"}
 
