@@ -36,6 +36,9 @@ a line is appended to DATA/.upright-originals/manifest.jsonl. `upright fix DATA 
 so mode and times are the original's too) and removes .upright-originals/, leaving DATA
 exactly as it was; a file changed since the fix is left alone and named, and the run says
 (and `--undo` exits 1) whenever it restores fewer originals than the manifest lists.
+`undo_fix(DATA, paths=[...])` undoes only some files (the studio's per-photo undo); files
+moved after the fix keep their way back when their mover calls `relocate_originals` (the
+manifest's line follows the file; its original stays where it is kept).
 
 Symbolic links: `--in-place` never writes through a link that leads outside DATA (a file
 reached through a linked folder there is "skipped") and never turns a linked file into a
