@@ -547,14 +547,14 @@ def _run(argv: list[str] | None) -> None:
     except UprightError as exc:
         typer.echo(f"upright: error: {exc}", err=True)
         sys.exit(2)
-    except (OSError, sqlite3.OperationalError) as exc:
+    except Terminated:
+        typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
+        sys.exit(143)
+    except Exception as exc:  # a full disk, whichever library was writing
         if not disk_full(exc):
             raise
         typer.echo(f"upright: error: {disk_full(exc)}", err=True)
         sys.exit(2)
-    except Terminated:
-        typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
-        sys.exit(143)
     except KeyboardInterrupt:
         typer.echo("upright: interrupted", err=True)
         sys.exit(130)
@@ -571,10 +571,12 @@ def _caused_by(exc: BaseException | None, kind: type) -> bool:
 def disk_full(exc: BaseException) -> str | None:
     """The one-line reason when `exc` (or what caused it) is a full disk or quota, else None."""
     while exc is not None:
-        if isinstance(exc, OSError) and (exc.errno in (errno.ENOSPC, errno.EDQUOT) or any(
-                w in str(exc) for w in ("No space left on device", "Disk quota exceeded"))):
-            where = f": {exc.filename}" if exc.filename else ""
-            what = exc.strerror or one_line(exc, 160)
+        # OSError from Python's own writes; libraries that write in native code (safetensors' Rust
+        # writer raises SafetensorError) only say so in their message
+        if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+                w in str(exc) for w in ("No space left on device", "Disk quota exceeded")):
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            what = getattr(exc, "strerror", None) or one_line(exc, 160)
             return f"{what}{where} (disk full; nothing half-written was left)"
         if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
             return "no space left on device: the cache database is full (nothing half-written was left)"
