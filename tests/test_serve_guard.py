@@ -156,3 +156,29 @@ def test_eight_hostile_uploads_at_once_stay_under_the_budget(stripes_model_dir):
         assert sorted(codes) == [200] * 3 + [400] * 5, codes
         assert health["decode_memory"]["peak_mb"] <= health["decode_memory"]["budget_mb"]
         assert peak < 1.5 * 2**30, peak
+
+
+def test_loopback_only_refuses_a_foreign_host_name():
+    """A page of another site that DNS-rebinds its name to 127.0.0.1 sends that name as Host:
+    a loopback-only app answers it 400 and keeps answering its own loopback names."""
+    from fastapi.testclient import TestClient
+
+    from upright.serve import create_app
+
+    app = create_app(SlowModel(delay=0.0), loopback_only=True)
+    with TestClient(app, base_url="http://evil.example:8000") as client:
+        res = client.get("/healthz")
+        assert res.status_code == 400 and "loopback" in res.json()["error"]
+    for name in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000"):
+        with TestClient(app, base_url=f"http://{name}") as client:
+            assert client.get("/healthz").status_code in (200, 503), name  # 503: still warming up
+
+
+@pytest.mark.slow
+def test_plain_serve_on_loopback_answers_only_loopback_host_names(stripes_model_dir):
+    """`upright serve` on 127.0.0.1 without a token (the default) refuses a foreign Host."""
+    with serve_process(stripes_model_dir) as (proc, url):
+        port = url.rsplit(":", 1)[1]
+        assert httpx.get(url + "/healthz", headers={"host": f"rebound.example:{port}"}, timeout=30).status_code == 400
+        assert httpx.get(url + "/healthz", headers={"host": f"localhost:{port}"}, timeout=30).status_code == 200
+        assert httpx.get(url + "/healthz", timeout=30).status_code == 200

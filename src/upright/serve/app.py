@@ -60,7 +60,7 @@ from .budget import DecodeBudget, decode_upload, release_memory
 from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
 from .guard import guard_app
-from .lan import addresses_for, exposure_warning, link, print_lan_access
+from .lan import addresses_for, exposure_warning, is_loopback, link, print_lan_access
 from .protocol import server_config
 from .tls import certificate_for
 from .turns import thumbnails, turn_json, turned
@@ -199,6 +199,7 @@ def create_app(
     body_idle_timeout: float = BODY_IDLE_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
     token: str | None = None,
+    loopback_only: bool = False,
 ) -> FastAPI:
     """The FastAPI app for a loaded `upright.model.Model` (or anything with `labels`,
     `meta` and `predict_images(images, top_k)`).
@@ -212,7 +213,9 @@ def create_app(
     warms up at once in the batcher's thread (one dummy prediction); /healthz answers 503
     with "ready": false until it is warm (`is_ready(app)`).
     token: when set, every request needs it (access.TokenGate; serve it over https, as
-    `run(lan=True)` does: the cookie it sets is Secure).
+    `run(lan=True)` does: the cookie it sets is Secure). loopback_only: refuse (400) a Host
+    header that is not this machine's loopback, as `run` does on a loopback bind without a token
+    (a page of another site that DNS-rebinds its name to 127.0.0.1 reaches nothing).
     """
     srv = _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_workers, decode_budget,
                   body_idle_timeout, body_timeout)
@@ -228,7 +231,7 @@ def create_app(
     app.state.max_bytes = srv.max_bytes
     app.state.decode_budget = srv.budget
     app.state.warm = srv.warm
-    guard_app(app, token, csp=CSP)
+    guard_app(app, token, csp=CSP, loopback_only=loopback_only)
     json_errors(app)
     _routes(app, srv)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -435,7 +438,8 @@ def run(
 
     def make_app(token):
         return create_app(model, max_bytes=max_bytes, top_k=top_k, max_batch=max_batch,
-                          model_name=model_dir.resolve().name, token=token)
+                          model_name=model_dir.resolve().name, token=token,
+                          loopback_only=token is None and is_loopback(host))
 
     def plain(port: int) -> list[str]:
         warning = exposure_warning(host, port)
