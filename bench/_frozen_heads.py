@@ -20,7 +20,7 @@ a 20% val split of the training four-fifths, as `upright train` does), one row p
     under 0.1 from a head that never saw them (5-fold inside the training photos);
   - ensemble: logistic heads on gap, on mid + last and on gmp, probabilities averaged;
 and the logistic head at each fixed l2 (no choice on val: how flat the curve is).
-README "Accuracy: fast or accurate" has the figures: none is clearly above the shipped head.
+docs/accuracy.md "Accuracy: fast or accurate" has the figures: none is clearly above the shipped head.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ every photo are computed once (ONNX Runtime, float16: about 58 KB a view for the
 for 500 photos) and only the last block, the 1x1 head convolution and the linear classifier
 are trained, epoch by epoch, through upright.pipeline.finetune.train_epochs (label smoothing 0.1,
 warm-up + cosine, early stopping and the best epoch on a val split). On flowers-500 it scored
-below the frozen features it starts from (README, "Accuracy: fast or accurate"), so the preset is the frozen
+below the frozen features it starts from (docs/accuracy.md, "Accuracy: fast or accurate"), so the preset is the frozen
 10-crop head (upright.presets) and this stays here, runnable, for the next attempt.
 """
 

@@ -12,7 +12,7 @@ head lr 5x) on random resized crops (scale 0.25-1, aspect 3/4-4/3, bilinear, ran
 the usual augmentation for fine-tuning on few photos; the last epoch is scored on the held-out
 fifth, its 10 crops averaged (upright.views.TEN_CROPS), beside the frozen Lite0 head of the same
 fold on the same crops. It prints the seconds per epoch: on 2 CPU cores that is what rules out
-fine-tuning both networks within --preset accurate's budget (README "Accuracy: fast or accurate").
+fine-tuning both networks within --preset accurate's budget (docs/accuracy.md "Accuracy: fast or accurate").
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ head on the stock Lite0+Lite2 features of the same 10 training crops, centre + m
 test); the rotation check (accuracy on the held-out photos of fold 1 turned 90/180/270, the
 model's test views composed with each turn, as `upright eval` does); the time of each step.
 Train time and peak RSS of the real command are measured separately with
-`/usr/bin/time -v upright train DATA -o M --preset accurate` (see the README table).
+`/usr/bin/time -v upright train DATA -o M --preset accurate` (see the table in docs/accuracy.md).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TARGETS = ("open", "sized", "describe")
+TARGETS = ("open", "sized", "describe", "families")
 
 
 def main() -> int:

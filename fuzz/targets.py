@@ -2,10 +2,13 @@
 
     python fuzz/targets.py TARGET [libFuzzer flags] [CORPUS_DIR ...]
 
-TARGET is `open` (open_upright(bytes)), `sized` (open_upright(bytes, size=224)) or
-`describe` (describe(path): it must never raise at all). A finding is any other exception,
-an UnreadableImage that hides a MemoryError (the address-space cap was hit), a hang
-(libFuzzer's -timeout) or RSS over -rss_limit_mb. `make fuzz` runs all three.
+TARGET is `open` (open_upright(bytes)), `sized` (open_upright(bytes, size=224)),
+`describe` (describe(path): it must never raise at all) or `families`: structure-aware, the
+fuzzer's bytes pick one of the hostile families of families.py (declared size against real
+data, floods, chains, planar tiles, RLE rows), its parameters, and a few bytes to overwrite;
+the file made is then described and read at size 224. A finding is any other exception, an
+UnreadableImage that hides a MemoryError (the address-space cap was hit), a hang
+(libFuzzer's -timeout) or RSS over -rss_limit_mb. `make fuzz` runs all four.
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ AS_LIMIT = int(os.environ.get("FUZZ_AS_LIMIT_MB", "6144")) << 20  # address spac
 
 with atheris.instrument_imports(include=["upright", "PIL", "pillow_heif"]):  # not numpy: slow, not ours
     from upright import UnreadableImage, describe, open_upright
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import families  # noqa: E402 - fuzz/ beside this file
 
 
 def _check_unreadable(exc: UnreadableImage) -> None:
@@ -58,7 +64,20 @@ def describe_target(data: bytes) -> None:
         raise RuntimeError(f"bad unreadable reason: {facts.unreadable!r}")
 
 
-TARGETS = {"open": open_target, "sized": sized_target, "describe": describe_target}
+def families_target(data: bytes) -> None:
+    fdp = atheris.FuzzedDataProvider(data)
+    names = list(families.FAMILIES)
+    name = names[fdp.ConsumeIntInRange(0, len(names) - 1)]
+    params = families.draw(name, fdp.ConsumeIntInRange)
+    built = bytearray(families.FAMILIES[name](**params))
+    for _ in range(fdp.ConsumeIntInRange(0, 4)):  # a few bytes overwritten: the structure, bent
+        if built:
+            built[fdp.ConsumeIntInRange(0, len(built) - 1)] = fdp.ConsumeIntInRange(0, 255)
+    describe_target(bytes(built))
+    sized_target(bytes(built))
+
+
+TARGETS = {"open": open_target, "sized": sized_target, "describe": describe_target, "families": families_target}
 
 
 def main() -> None:

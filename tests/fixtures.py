@@ -7,11 +7,13 @@ are in conftest.py and build on them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import os
 import shutil
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -251,6 +253,7 @@ class LiveServer:
         self.url = f"{'https' if cert else 'http'}://127.0.0.1:{self.port}"
         ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)} if cert else {}
         self.server = uvicorn.Server(server_config(app, **limits, **ssl))  # the limits `upright serve` runs with
+        self.warm = getattr(getattr(app, "state", None), "warm", None)  # serve's model warm-up
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                        name="uvicorn-test", daemon=True)
 
@@ -261,12 +264,42 @@ class LiveServer:
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             time.sleep(0.02)
+        if self.warm is not None:
+            self.warm.result(timeout=120)  # ready, as /healthz would say
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
         self.sock.close()
+
+
+@contextlib.contextmanager
+def serve_process(model_dir: Path, *args: str):
+    """`upright serve MODEL --port 0` in its own process (its RSS is its own): yields (the
+    process, its base URL) once /healthz says ready; stopped with SIGTERM afterwards."""
+    import httpx
+
+    proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", "0", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2].rstrip("/")
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        yield proc, url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            proc.kill()
 
 
 def png_header_bomb(w: int = 40_000, h: int = 40_000) -> bytes:
@@ -277,6 +310,70 @@ def png_header_bomb(w: int = 40_000, h: int = 40_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 1024)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def rgba_png(w: int, h: int) -> bytes:
+    """A w x h RGBA PNG of zero rows: under a MB, 4 bytes a pixel once decoded."""
+    row = b"\x00" * (1 + 4 * w)
+    comp = zlib.compressobj(9)
+    body = b"".join(comp.compress(row) for _ in range(h)) + comp.flush()
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0))
+            + _png_chunk(b"IDAT", body) + _png_chunk(b"IEND", b""))
+
+
+def png_with_text(png: bytes, text: str) -> bytes:
+    """The same picture in other bytes: a tEXt chunk after IHDR (signature 8 + IHDR 25 bytes)."""
+    return png[:33] + _png_chunk(b"tEXt", b"Comment\x00" + text.encode("latin-1")) + png[33:]
+
+
+def hostile_uploads(distinct: bool = False) -> list[bytes]:
+    """Issue 23's eight concurrent uploads: three 200 MP RGBA PNGs (each priced about 840 MB to
+    decode: they must take turns in a decode budget; `distinct`: three different files) and
+    five hostile families of fuzz/families.py (refused from their headers)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+    import families
+
+    big = rgba_png(16320, 12240)
+    pngs = [png_with_text(big, f"copy {i}") if distinct else big for i in range(3)]
+    return pngs + [families.webp_lossless_canvas(pad=70_000), families.avif_extra_ispe(), families.bmp_rle_rows(),
+                   families.jpeg_app1_flood(segments=20_000), families.tiff_planar_tiles()]
+
+
+def peak_rss(pid: int, reset: bool = False) -> int:
+    """The process's peak resident memory in bytes (VmHWM); `reset` starts a new peak from now."""
+    if reset:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+def during(background: list, foreground, settle: float = 0.5):
+    """Run each `background` callable in its own thread, then (after `settle` s) `foreground`
+    here: (background results in order, foreground result, foreground seconds)."""
+    results: list = [None] * len(background)
+
+    def run(i, fn):
+        results[i] = fn()
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(background)]
+    for t in threads:
+        t.start()
+    time.sleep(settle)
+    t0 = time.monotonic()
+    answer = foreground()
+    seconds = time.monotonic() - t0
+    for t in threads:
+        t.join()
+    return results, answer, seconds
+
+
+needs_proc_rss = pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="reads RSS from /proc")
 
 
 class SlowModel:

@@ -1,5 +1,5 @@
 """The CLI contract: every verb in docs/contracts.md exists with --help that agrees with the contracts
-and the README; usage errors exit 2 in one line."""
+and the documentation (docs/commands.md, every page, the README); usage errors exit 2 in one line."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_version_and_unknown_verb():
     assert res.returncode == 2 and "Traceback" not in res.stderr
 
 
-# -- the contracts, the README and --help agree ------------------------------------------
+# -- the contracts, the documentation and --help agree -----------------------------------
 ROOT = Path(__file__).resolve().parents[1]
 LONG = re.compile(r"(?<![\w-])--[a-z][a-z-]*")
 
@@ -62,7 +62,7 @@ def _section(text: str, title: str) -> list[str]:
 
 def test_contracts_readme_and_help_agree(capsys):
     contracts = (ROOT / "docs" / "contracts.md").read_text()
-    readme = (ROOT / "README.md").read_text()
+    commands = (ROOT / "docs" / "commands.md").read_text()  # the full list of verbs and options
     helps = {v: _help(v, capsys) for v in VERBS}
     short = {v: dict(re.findall(r"(?<![\w-])(-[a-z]), (--[a-z][a-z-]*)", h)) for v, h in helps.items()}
 
@@ -89,11 +89,18 @@ def test_contracts_readme_and_help_agree(capsys):
         elif head in shipped or line.startswith("            "):
             if verb:
                 shipped[verb] |= set(LONG.findall(line))
-    documented = _options_by_verb(readme.split("## Commands", 1)[1].split("###", 1)[0].splitlines(), VERBS)
+    listed = {words[1] for words in map(str.split, commands.splitlines()) if words[:1] == ["upright"] and words[1:]}
+    assert set(VERBS) <= listed, f"docs/commands.md lists no line for {sorted(set(VERBS) - listed)}"
+    # Every `upright VERB ...` line anywhere in the documentation names options that --help knows.
+    pages = [ROOT / "README.md"] + sorted(p for p in (ROOT / "docs").rglob("*.md") if p.name != "contracts.md")
+    documented = {page.relative_to(ROOT).as_posix(): _options_by_verb(page.read_text().splitlines(), VERBS)
+                  for page in pages}
     for verb in VERBS:
         has = set(LONG.findall(helps[verb])) - {"--help"}
         missing = long_names(verb, promised[verb]) - later[verb] - has
         assert not missing, f"contracts promise {verb} {sorted(missing)}, --help lacks them"
         undocumented = has - long_names(verb, promised[verb] | shipped[verb])
         assert not undocumented, f"{verb} --help has {sorted(undocumented)}, docs/contracts.md does not"
-        assert long_names(verb, documented[verb]) <= has, f"README's {verb} line: {documented[verb] - has}"
+        for page, options in documented.items():
+            unknown = long_names(verb, options[verb]) - has
+            assert not unknown, f"{page}'s {verb} lines: {sorted(unknown)}"

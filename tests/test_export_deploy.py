@@ -74,7 +74,7 @@ def test_coreml_export_loads_as_a_classifier_spec(trained, tmp_path, cli):
 @pytest.mark.slow
 def test_tflite_export_runs_in_the_litert_interpreter_and_agrees_with_predict(trained, tmp_path, cli):
     """Needs the [tflite] extra (litert-torch, ai-edge-litert): not in dev, it pins older pydantic and
-    typing-extensions and pulls jax and transformers (README: 'Deploy the model as it is')."""
+    typing-extensions and pulls jax and transformers (docs/deploy.md: 'Deploy the model as it is')."""
     require_module("litert_torch", "UPRIGHT_REQUIRE_TFLITE", "the [tflite] extra is not installed "
                    "(make test-tflite runs this test)")
     from ai_edge_litert.interpreter import Interpreter

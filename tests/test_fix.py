@@ -265,3 +265,48 @@ def test_cli_needs_out_or_in_place(tmp_path, capsys):
     except SystemExit as exc:
         assert not exc.code
     assert '"rotated": 1' in capsys.readouterr().out
+
+
+# -- the way back, file by file (the studio's per-photo undo) ------------------------------------
+def _three_fixed(tmp_path) -> tuple[Path, dict]:
+    d = tmp_path / "d"
+    for name in ("a", "b", "c"):
+        write_photo(d / "x" / f"{name}.png", asym_picture(), 6, fmt="PNG")
+    before = tree_hashes(d)
+    run_fix(d, in_place=True, progress=False)
+    return d, before
+
+
+def test_undo_of_some_files_keeps_the_way_back_of_the_others(tmp_path):
+    from upright.fix import fixed_paths, undo_fix
+
+    d, before = _three_fixed(tmp_path)
+    assert fixed_paths(d) == {"x/a.png", "x/b.png", "x/c.png"}
+    r = undo_fix(d, paths=["x/a.png", d / "x" / "b.png", "x/nope.png"])
+    assert r["restored"] == ["x/a.png", "x/b.png"] and not r["complete"]
+    assert r["conflicts"] == [{"path": "x/nope.png", "reason": f"not in {BACKUP_DIR}/manifest.jsonl: nothing to undo"}]
+    assert sha(d / "x" / "a.png") == before["x/a.png"] and sha(d / "x" / "b.png") == before["x/b.png"]
+    assert sha(d / "x" / "c.png") != before["x/c.png"]  # still fixed, and its way back kept
+    assert fixed_paths(d) == {"x/c.png"} and not r["backup_removed"]
+    r = undo_fix(d, paths=["x/c.png"])  # the last one: nothing is left to keep
+    assert r["restored"] == ["x/c.png"] and r["complete"] and r["backup_removed"]
+    assert tree_hashes(d) == before and fixed_paths(d) == set()
+
+
+def test_relocated_originals_follow_their_files(tmp_path):
+    """A fixed file moved (or its folder renamed) keeps its way back where it is now: --undo
+    never puts the original back at the old place beside the moved file."""
+    from upright.fix import fixed_paths, relocate_originals, undo_fix
+
+    d, before = _three_fixed(tmp_path)
+    (d / "y").mkdir()
+    os.replace(d / "x" / "a.png", d / "y" / "a.png")
+    os.replace(d / "x", d / "z")
+    assert relocate_originals(d, {"x/a.png": "y/a.png"}) == 1
+    assert relocate_originals(d, {"x": "z"}) == 2
+    assert fixed_paths(d) == {"y/a.png", "z/b.png", "z/c.png"}
+    r = undo_fix(d, paths=["y/a.png"])
+    assert r["restored"] == ["y/a.png"] and sha(d / "y" / "a.png") == before["x/a.png"]
+    assert undo_fix(d)["complete"]
+    assert not (d / "x").exists() and sha(d / "z" / "c.png") == before["x/c.png"]
+    assert not (d / BACKUP_DIR).exists()

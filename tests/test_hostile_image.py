@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ from fixtures import asym_picture, encode, exif_bytes, looks_upright, make_datas
 from upright import UnreadableImage, describe, open_image, open_stored, open_upright
 from upright import imaging
 from upright.cli import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fuzz"))
+import families  # noqa: E402 - fuzz/families.py: ISO box surgery shared with the fuzz target
 
 
 def chunk(kind: bytes, data: bytes) -> bytes:
@@ -229,65 +233,10 @@ def test_heif_container_rotation_without_exif(tmp_path):
     assert open_stored(path).size == (64, 96)
 
 
-def _box(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", 8 + len(payload)) + kind + payload
-
-
-def _children(data: bytes, start: int, end: int):
-    pos = start
-    while pos + 8 <= end:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        yield kind, pos, pos + size
-        pos += size
-
-
 def avif_with_clap(data: bytes, width: int, height: int, h_off: int, v_off: int) -> bytes:
-    """Insert a 'clap' property into a libavif-written AVIF (Pillow cannot write one): a new
-    ipco entry, an ipma association for the primary item, and iloc offsets moved along."""
-    top = {k: (s, e) for k, s, e in _children(data, 0, len(data))}
-    ms, me = top[b"meta"]
-    inner = {k: (s, e) for k, s, e in _children(data, ms + 12, me)}
-    ps, pe = inner[b"iprp"]
-    sub = {k: (s, e) for k, s, e in _children(data, ps + 8, pe)}
-    ipco = data[sub[b"ipco"][0] + 8:sub[b"ipco"][1]]
-    n_props = len(list(_children(ipco, 0, len(ipco))))
-    clap = _box(b"clap", struct.pack(">IIIIiIiI", width, 1, height, 1, h_off, 1, v_off, 1))
-    ipma = bytearray(data[sub[b"ipma"][0] + 8:sub[b"ipma"][1]])
-    assert ipma[0] == 0 and not ipma[3] & 1  # version 0, 8-bit indices: what libavif writes
-    assert struct.unpack_from(">I", ipma, 4)[0] == 1  # one item
-    ipma[10] += 1
-    ipma += bytes([0x80 | (n_props + 1)])
-    iprp = _box(b"iprp", _box(b"ipco", ipco + clap) + _box(b"ipma", bytes(ipma)))
-    body = data[ms + 8:ps] + iprp + data[pe:me]
-    meta = bytearray(_box(b"meta", body))
-    delta = len(meta) - (me - ms)
-    # iloc (before iprp, so not moved itself): shift extent offsets that point past meta.
-    for kind, s, e in _children(bytes(meta), 12, len(meta)):
-        if kind != b"iloc":
-            continue
-        version = meta[s + 8]
-        assert version in (0, 1)
-        off_size, len_size = meta[s + 12] >> 4, meta[s + 12] & 15
-        base_size = meta[s + 13] >> 4
-        count = struct.unpack_from(">H", meta, s + 14)[0]
-        pos = s + 16
-        fmt = {4: ">I", 8: ">Q"}
-        for _ in range(count):
-            pos += 2 + (2 if version == 1 else 0) + 2  # item id, construction method, data ref
-            if base_size:
-                base = struct.unpack_from(fmt[base_size], meta, pos)[0]
-                if base:
-                    struct.pack_into(fmt[base_size], meta, pos, base + delta)
-            pos += base_size
-            extents = struct.unpack_from(">H", meta, pos)[0]
-            pos += 2
-            for _ in range(extents):
-                if off_size:
-                    off = struct.unpack_from(fmt[off_size], meta, pos)[0]
-                    if off >= me:
-                        struct.pack_into(fmt[off_size], meta, pos, off + delta)
-                pos += off_size + len_size
-    return data[:ms] + bytes(meta) + data[me:]
+    """Insert a 'clap' property into a libavif-written AVIF (Pillow cannot write one)."""
+    clap = families.box(b"clap", struct.pack(">IIIIiIiI", width, 1, height, 1, h_off, 1, v_off, 1))
+    return families.avif_with_property(data, clap)
 
 
 def test_avif_clean_aperture_crop_is_applied(tmp_path):

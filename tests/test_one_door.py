@@ -4,6 +4,10 @@ The check reads each module's syntax tree, so renaming does not hide a door: eve
 resolved through the module's imports (`from PIL import Image as I`, `import PIL.Image`,
 `from PIL.Image import open as o`), through `importlib.import_module("...")` / `__import__`,
 names bound to those, and `getattr(obj, "name")`, before it is compared with the doors below.
+It also follows what `imaging.open_header(...)` returns (`with open_header(p) as im`, or
+`im = open_header(p)...`): a header is for reading tags, and calling a method on it that
+decodes pixels (`im.load()`, `im.convert(...)`, ...) is a second door, one that would skip the
+door's cost checks. Decoding goes through `open_image` / `open_pixels`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ DOORS = (
 )
 #: Decoder functions whatever module they come from (tf.io, torchvision.io, ...).
 DOOR_SUFFIXES = ("decode_jpeg", "decode_png", "decode_image")
+#: Methods of a Pillow image that decode its pixels (forbidden on an open_header result).
+DECODING_METHODS = ("load", "convert", "copy", "crop", "resize", "reduce", "thumbnail", "transpose", "rotate",
+                    "tobytes", "getdata", "getpixel", "getextrema", "histogram", "split", "save", "filter")
 
 
 def _is_door(qualified: str) -> bool:
@@ -37,7 +44,16 @@ def _is_door(qualified: str) -> bool:
 class _Doors(ast.NodeVisitor):
     def __init__(self):
         self.names: dict[str, str] = {}  # local name -> qualified name
+        self.headers: set[str] = set()  # local names bound to what open_header returns
         self.found: list[tuple[int, str]] = []
+
+    def _is_header_call(self, node: ast.AST) -> bool:
+        """open_header(...), however it was imported (relative imports included)."""
+        if not isinstance(node, ast.Call):
+            return False
+        qualified = self.resolve(node.func) or ""
+        plain = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", "")
+        return qualified.endswith("open_header") or plain == "open_header"
 
     def resolve(self, node: ast.AST) -> str | None:
         """The qualified name an expression stands for, when it is known."""
@@ -83,9 +99,19 @@ class _Doors(ast.NodeVisitor):
     def visit_Assign(self, node: ast.Assign) -> None:
         self.generic_visit(node)
         qualified = self.resolve(node.value)
+        value = node.value.func.value if isinstance(node.value, ast.Call) and \
+            isinstance(node.value.func, ast.Attribute) and node.value.func.attr == "__enter__" else node.value
         for target in node.targets:
             if isinstance(target, ast.Name) and qualified:
                 self.names[target.id] = qualified
+            if isinstance(target, ast.Name) and self._is_header_call(value):
+                self.headers.add(target.id)
+
+    def visit_With(self, node: ast.With) -> None:
+        for item in node.items:
+            if isinstance(item.optional_vars, ast.Name) and self._is_header_call(item.context_expr):
+                self.headers.add(item.optional_vars.id)
+        self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         qualified = self.resolve(node)
@@ -101,6 +127,11 @@ class _Doors(ast.NodeVisitor):
         qualified = self.resolve(node)
         if qualified and _is_door(qualified):
             self.flag(node, qualified)
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in DECODING_METHODS and (
+                (isinstance(func.value, ast.Name) and func.value.id in self.headers)
+                or self._is_header_call(func.value)):
+            self.found.append((node.lineno, f"open_header(...).{func.attr}"))
         self.generic_visit(node)
 
 
@@ -142,6 +173,10 @@ def test_the_door_itself_is_there():
     "import PIL.Image\nf = getattr(PIL.Image, 'open')\n",
     "from PIL import ImageFile\nImageFile.Parser()",
     "from PIL import Image\nImage.frombuffer('RGB', (1, 1), b'...')",
+    "from .imaging import open_header\nwith open_header(p) as im:\n    im.load()",
+    "from upright.imaging import open_header as oh\nwith oh(p) as im:\n    px = im.convert('RGB')",
+    "from upright import imaging\nwith imaging.open_header(p) as im, open('x') as f:\n    im.tobytes()",
+    "from .imaging import open_header\nim = open_header(p).__enter__()\nim.load()",
     "import cv2 as c\nc.imread('x.jpg')",
     "from cv2 import imdecode\n",
     "import imageio.v3 as iio\niio.imread('x.jpg')",
@@ -160,6 +195,8 @@ def test_the_check_catches_every_spelling(snippet):
     "open('notes.txt').read()",  # the builtin open is not Pillow's
     "from upright.imaging import open_image\nopen_image('x.jpg')",
     "from .imaging import open_header\nwith open_header(p) as im: pass",
+    "from .imaging import open_header, read_orientation\nwith open_header(p) as im:\n    read_orientation(im)",
+    "from .imaging import open_pixels\nwith open_pixels(p) as im:\n    im.copy()",
     "import importlib\nimportlib.import_module(name)",  # the backbone wheels are imported by name
     "import cv2\ncv2.cvtColor(a, 0)",
 ])

@@ -54,7 +54,8 @@ def test_healthz_and_model_info(client, model):
     h = client.get("/healthz")
     assert h.status_code == 200
     body = h.json()
-    assert body["status"] == "ok" and body["model"] == "stripes" and body["labels"] == model.labels
+    assert body["status"] == "ok" and body["ready"] is True and body["model"] == "stripes"
+    assert body["labels"] == model.labels
     info = client.get("/api/model").json()
     assert info["labels"] == model.labels and info["backbone"] == model.backbone
     assert info["max_bytes"] == LIMIT and info["orientation_policy"] == "upright"
@@ -200,6 +201,60 @@ def test_health_answers_while_the_model_is_busy_and_queued_requests_batch():
         assert [r.status_code for r in results] == [200] * 6
         assert slow.calls == [1, 4, 1]  # the queue was batched, 4 at most per call
         assert sorted(r.json()["timings"]["batch"] for r in results) == [1, 1, 4, 4, 4, 4]
+
+
+class WarmingModel(SlowModel):
+    """A stand-in whose warm-up waits for `warmed` (an Event): the model the server warms first."""
+
+    def __init__(self):
+        super().__init__(delay=0.0)
+        self.warmed = threading.Event()
+        self.warm_calls = 0
+
+    def warm_up(self):
+        assert not self.calls, "warmed up after a prediction"
+        self.warm_calls += 1
+        self.warmed.wait(60)
+
+
+def test_healthz_is_503_until_the_model_is_warm_and_the_warm_up_goes_first():
+    from upright.serve import create_app
+
+    slow = WarmingModel()
+    live = LiveServer(create_app(slow))
+    live.warm = None  # this test looks at the warm-up itself
+    with live, httpx.Client(base_url=live.url, timeout=30) as c:
+        h = c.get("/healthz")
+        assert h.status_code == 503 and h.json()["ready"] is False and h.json()["status"] == "warming"
+        answer = []
+        early = threading.Thread(target=lambda: answer.append(post(c, encode(asym_picture(), "JPEG"))))
+        early.start()  # a prediction that arrives while the model warms waits behind the warm-up
+        wait_until(lambda: c.get("/healthz").json()["queue"] == 1, "the upload queued behind the warm-up")
+        assert slow.calls == []
+        slow.warmed.set()
+        early.join(60)
+        wait_until(lambda: c.get("/healthz").json()["batches"] == 1, "the upload's batch counted")
+        h = c.get("/healthz")
+        assert h.status_code == 200 and h.json()["ready"] is True and h.json()["status"] == "ok"
+        assert h.json()["images"] == 1  # the warm-up is not counted
+        assert answer[0].status_code == 200 and slow.warm_calls == 1 and slow.calls == [1]
+
+
+def test_healthz_ready_means_the_onnx_session_exists(stripes_model_dir, monkeypatch):
+    """The real model: once /healthz says ready, its ONNX Runtime session has been made (and
+    run, by the warm-up's prediction), so the first upload does not pay for it."""
+    from upright import backbones
+    from upright.model import load_model
+    from upright.serve import create_app
+
+    monkeypatch.setattr(backbones, "_runners", {})  # no session from earlier tests in this process
+    model = load_model(stripes_model_dir)
+    live = LiveServer(create_app(model, model_name="stripes"))
+    live.warm = None
+    with live, httpx.Client(base_url=live.url, timeout=30) as c:
+        wait_until(lambda: c.get("/healthz").status_code == 200, "ready", seconds=120)
+        assert [r.name for r in backbones._runners.values()] == [model.backbone]
+        assert model.runner is next(iter(backbones._runners.values()))
 
 
 @pytest.mark.slow

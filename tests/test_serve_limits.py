@@ -8,8 +8,6 @@ import io
 import json
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures import LiveServer, SlowModel, asym_picture, encode
+from fixtures import LiveServer, SlowModel, asym_picture, encode, serve_process
 
 LIMIT = 1_000_000
 BIG = 64_000_000  # what the hostile client offers to send
@@ -408,20 +406,7 @@ def _photo_12mp() -> bytes:
 def test_memory_returns_to_baseline_after_a_burst(stripes_model_dir):
     """`upright serve` in its own process: 16 concurrent 12 MP uploads (~8 MB each) raise its
     RSS by hundreds of MB; once they are answered the RSS is back near where it started."""
-    model_dir = stripes_model_dir
-    proc = subprocess.Popen([sys.executable, "-m", "upright.cli", "serve", str(model_dir), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        url = line.split()[2].rstrip("/")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/healthz", timeout=5)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.1)
+    with serve_process(stripes_model_dir) as (proc, url):
         photo = _photo_12mp()
 
         def post():
@@ -450,9 +435,3 @@ def test_memory_returns_to_baseline_after_a_burst(stripes_model_dir):
               f"{len(photo) / 1e6:.1f} MB")
         assert peak - before > 100, (before, peak)  # the burst really cost memory
         assert after <= before + 32, (before, peak, after)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            proc.kill()

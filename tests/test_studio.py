@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import signal
 import socket
@@ -24,7 +23,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from fixtures import LiveServer, class_picture, encode, png_header_bomb
+from fixtures import (LiveServer, class_picture, during, encode, hostile_uploads, needs_proc_rss, peak_rss,
+                      png_header_bomb)
 from upright.audit import run_audit
 from upright.imaging import open_image
 from upright.studio.names import BadName, class_name
@@ -56,6 +56,13 @@ def on_disk(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file() and not any(part.startswith(".") for part in
                                                                         p.relative_to(root).parts)}
+
+
+def relative(result: dict, root: Path) -> dict:
+    """What the studio answers for a result that names paths: under PROJECT relative to it,
+    PROJECT itself by its name (docs/contracts.md, "HTTP (studio)")."""
+    text = json.dumps(result).replace(json.dumps(str(root))[1:-1] + "/", "")
+    return json.loads(text.replace(json.dumps(str(root))[1:-1], root.name))
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -195,12 +202,15 @@ def test_audit_endpoint_is_the_metadata_only_audit_and_the_view_names_the_cell(s
         c.post("/api/classes", json={"name": name})
     c.post("/api/classes/diet/photos", files=files(*[(f"{i}.jpg", photo(0, i, 6)) for i in range(12)]))
     c.post("/api/classes/zero/photos", files=files(*[(f"{i}.jpg", photo(1, i)) for i in range(12)]))
-    got = c.get("/api/audit").json()
-    want = run_audit(studio.root, content=False, progress=False).to_dict()
+    (studio.root / "zero" / "notes.jpg").write_text("copied in by hand, not a photo")
+    got = c.get("/api/audit")
+    assert str(studio.root) not in got.text  # paths under PROJECT are relative to it
+    want = relative(run_audit(studio.root, content=False, progress=False).to_dict(), studio.root)
     drop = ("seconds", "timings")
-    assert {k: v for k, v in got.items() if k not in drop} == {k: v for k, v in want.items() if k not in drop}
+    assert {k: v for k, v in got.json().items() if k not in drop} == {k: v for k, v in want.items() if k not in drop}
+    assert got.json()["data"] == "project" and got.json()["unreadable"][0]["path"] == "zero/notes.jpg"
     view = c.get("/api/audit/view").json()
-    top = view["findings"][0]
+    top = next(f for f in view["findings"] if f["kind"] == "label_leak")
     assert top["attribute"] == "exif_orientation" and top["severity"] == "warning"
     assert top["headline"].startswith("'diet': 100% stored sideways (tag 6)") and "'zero': 0%" in top["headline"]
     diet = {p["sha256"] for p in c.get("/api/classes/diet/photos").json()["photos"]}
@@ -236,6 +246,44 @@ def test_review_moves_turns_with_the_way_back_and_trashes(studio):
     assert c.get("/api/project").json()["classes"][1]["count"] == 0
 
 
+def test_a_turn_is_undone_per_photo_and_its_way_back_follows_moves_and_the_trash(studio):
+    """Undo is per photo; a turned photo moved to another class, renamed with its class, sent
+    to the trash and restored keeps its way back where it is: an undo never brings the original
+    back in its old class beside the moved photo."""
+    c = studio.client
+    for name in ("diet", "zero"):
+        c.post("/api/classes", json={"name": name})
+    originals = {k: photo(0, 10 + k) for k in range(3)}
+    ids = [c.post("/api/classes/diet/photos", files=files((f"{k}.jpg", d))).json()["stored"][0]["id"]
+           for k, d in originals.items()]
+    for pid in ids:
+        assert c.post("/api/photos/turn", json={"photo": pid, "degrees": 90}).json()["outcome"] == "rotated"
+    assert all(p["turned"] for p in c.get("/api/classes/diet/photos").json()["photos"])
+
+    a = c.post("/api/photos/move", json={"photos": [ids[0]], "to": "zero"}).json()["moved"][0]
+    assert c.patch("/api/classes/zero", json={"name": "Zero"}).status_code == 200
+    a = "Zero/" + a.split("/", 1)[1]
+    r = c.post("/api/photos/undo-turn", json={"photo": a})
+    assert r.status_code == 200 and r.json()["restored"] == [a], r.text
+    assert (studio.root / a).read_bytes() == originals[0]
+    assert not (studio.root / ids[0]).exists()  # not back in its old class
+    assert c.post("/api/photos/undo-turn", json={"photo": a}).status_code == 409  # nothing left to undo
+    assert [p["turned"] for p in c.get("/api/classes/diet/photos").json()["photos"]] == [True, True]
+
+    item = c.post("/api/photos/trash", json={"photos": [ids[1]]}).json()["trashed"]["item"]
+    assert c.post(f"/api/trash/{item}/restore").json()["restored"] == 1  # back, still turned
+    assert [p["turned"] for p in c.get("/api/classes/diet/photos").json()["photos"]] == [True, True]
+    assert c.post("/api/photos/undo-turn", json={"photo": ids[1]}).json()["restored"] == [ids[1]]
+    assert (studio.root / ids[1]).read_bytes() == originals[1]
+
+    item = c.post("/api/photos/trash", json={"photos": [ids[2]]}).json()["trashed"]["item"]
+    undone = c.post("/api/photos/undo-turns").json()  # every turn: the trashed photo stays in the trash
+    assert undone["restored"] == [f".upright-trash/{item}/{ids[2]}"] and not (studio.root / ids[2]).exists()
+    assert (studio.root / ".upright-trash" / item / ids[2]).read_bytes() == originals[2]
+    assert sorted(on_disk(studio.root)) == sorted([a, ids[1]])
+    assert not (studio.root / ".upright-originals").exists()
+
+
 # -- who may talk to it --------------------------------------------------------------------------
 def test_other_sites_and_other_host_names_are_refused(studio):
     c = studio.client
@@ -243,9 +291,32 @@ def test_other_sites_and_other_host_names_are_refused(studio):
     assert r.status_code == 403
     r = c.post("/api/classes", json={"name": "y"}, headers={"Sec-Fetch-Site": "cross-site"})
     assert r.status_code == 403
+    assert c.post("/api/classes", json={"name": "n"}, headers={"Origin": "null"}).status_code == 403
+    assert c.delete("/api/classes/z", headers={"Sec-Fetch-Site": "same-site"}).status_code == 403
     assert c.get("/api/project", headers={"Host": "evil.example"}).status_code == 400  # DNS rebinding
+    port = studio.url.rsplit(":", 1)[1]
+    for host in (f"localhost:{port}", f"127.0.0.2:{port}", f"[::1]:{port}"):  # this machine's loopback names
+        assert c.get("/api/project", headers={"Host": host}).status_code == 200, host
     assert c.post("/api/classes", json={"name": "z"}, headers={"Origin": studio.url}).status_code == 201
     assert [p.name for p in studio.root.iterdir() if not p.name.startswith(".")] == ["z"]
+
+
+def test_serves_request_guard_applies_to_the_studio(studio):
+    """The same code as `upright serve` (serve/guard.py): a head over 16 KiB, and Content-Length
+    with Transfer-Encoding, are refused before the studio reads anything."""
+    port = int(studio.url.rsplit(":", 1)[1])
+
+    def status(raw: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(raw)
+            return s.recv(4096).split(b"\r\n", 1)[0]
+
+    big = b"GET /api/project HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    assert status(big) == b"HTTP/1.1 431 Request Header Fields Too Large"
+    smuggle = (b"POST /api/classes HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 12\r\nTransfer-Encoding: chunked\r\n\r\nc\r\n{\"name\":\"x\"}\r\n0\r\n\r\n")
+    assert status(smuggle) == b"HTTP/1.1 400 Bad Request"
+    assert not (studio.root / "x").exists()
 
 
 def test_lan_token_guards_every_path(tmp_path):
@@ -350,7 +421,16 @@ def test_training_runs_in_a_worker_with_progress_then_test_and_export(studio):
     assert j["result"]["val_accuracy"] >= 0.5
     models = c.get("/api/project").json()["models"]
     assert [m["name"] for m in models] == [name] and models[0]["report"]
-    assert "confusion" in c.get(f"/api/models/{name}/report").text.lower()
+    report = c.get(f"/api/models/{name}/report")
+    assert "confusion" in report.text.lower()
+    for answer in (report, c.get(f"/api/jobs/{job}"), c.get("/api/project")):  # visible to --lan phones
+        assert str(studio.root) not in answer.text
+    assert c.get(f"/api/jobs/{job}").json()["result"]["data"] == "project"
+    deadline = time.monotonic() + 120  # the new model's Test app is loaded and warmed at once
+    while not (health := c.get("/healthz").json())["ready"]:
+        assert time.monotonic() < deadline, health
+        time.sleep(0.1)
+    assert health["test_model"] == {"name": name, "ready": True} and studio.app.state.studio.tests.ready(name)
 
     r = c.post("/api/predict?turns=1", files={"file": ("t.jpg", photo(0, 77), JPEG)})
     assert r.status_code == 200 and r.json()["predictions"][0]["label"] == "diet"
@@ -427,6 +507,15 @@ def _start(root: Path, port: int = 0) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{m.group(1)}"
 
 
+def _stop(proc: subprocess.Popen) -> None:
+    """Ctrl+C, as a user stops it (SIGKILL when it will not stop)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 def _workers(root: Path) -> list[int]:
     """Worker processes (upright.studio.worker) working on this project."""
     pids = []
@@ -487,8 +576,32 @@ def test_sigkill_mid_upload_and_mid_training_loses_nothing(tmp_path):
                 assert load_model(models / m["name"]).labels == ["diet", "zero"]
             assert not [p for p in root.rglob("*.tmp")]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(proc)
+
+
+# -- eight phones sending files that cost hundreds of MB to decode ---------------------------------
+@pytest.mark.slow
+@needs_proc_rss
+def test_eight_hostile_uploaders_share_serves_decode_budget(tmp_path):
+    """`upright studio` in its own process, 8 phones at once: three different 200 MP PNGs (each
+    about 840 MB to decode: they take turns in the one decode budget) and five hostile families
+    (refused from their headers), while a normal photo is stored. Peak RSS stays under 1.5 GiB."""
+    proc, url = _start(tmp_path / "project")
+    try:
+        with httpx.Client(base_url=url, timeout=300) as c:
+            c.post("/api/classes", json={"name": "a"})
+            assert c.post("/api/classes/a/photos", files=files(("warm.jpg", photo(0, 1)))).json()["stored"]
+            peak_rss(proc.pid, reset=True)
+            send = [lambda i=i, d=d: httpx.post(f"{url}/api/classes/a/photos", files=files((f"{i}.bin", d)),
+                                                timeout=300).json() for i, d in enumerate(hostile_uploads(True))]
+            got, normal, normal_s = during(send, lambda: c.post("/api/classes/a/photos",
+                                                                files=files(("normal.jpg", photo(0, 2)))).json())
+            peak = peak_rss(proc.pid)
+        print(f"studio: peak RSS {peak / 2**20:.0f} MB with 8 hostile uploaders; a normal photo stored in "
+              f"{normal_s:.1f} s meanwhile")
+        assert normal["stored"], normal
+        assert [bool(g["stored"]) for g in got] == [True] * 3 + [False] * 5, got
+        assert all(g["refused"][0]["reason"] for g in got[3:])
+        assert peak < 1.5 * 2**30, peak
+    finally:
+        _stop(proc)

@@ -109,6 +109,13 @@ def review(p: Pages) -> None:
     expect(d.locator(".tile .stored-box")).to_have_count(7)  # that one is stored upright now (through fix)
     after = set(d.eval_on_selector_all(".tile img.upright", "els => els.map(e => e.getAttribute('src'))"))
     assert len(after - before) == 1  # new bytes, a new thumbnail
+    undo = d.locator('.tile button[title="Put this photo back exactly as it was uploaded"]')
+    expect(undo).to_have_count(1)  # on the turned photo only
+    p.shot("review-turned")
+    undo.click()
+    expect(d.locator(".tile .stored-box")).to_have_count(8)  # back as uploaded, the original bytes
+    expect(undo).to_have_count(0)
+    assert set(d.eval_on_selector_all(".tile img.upright", "els => els.map(e => e.getAttribute('src'))")) == before
     p.phone.click("#tab-btn-review")
     p.phone.select_option("#review-class", "diet")
     expect(p.phone.locator(".tile")).to_have_count(8)

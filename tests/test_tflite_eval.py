@@ -184,7 +184,7 @@ def _importable(name: str) -> bool:
 
 @pytest.mark.slow
 def test_the_keras_users_path_fit_export_litert_then_eval_tflite(stripes_data, tmp_path, cli):
-    """README's path on Keras' torch backend: upright.keras feeds model.fit, Keras' own
+    """docs/loaders.md's path on Keras' torch backend: upright.keras feeds model.fit, Keras' own
     model.export(format="litert") writes the file (via litert-torch), eval --tflite scores it."""
     require_module("litert_torch", "UPRIGHT_REQUIRE_TFLITE", NEED)
     keras = require_module("keras", "UPRIGHT_REQUIRE_TFLITE", "Keras 3 is not installed")

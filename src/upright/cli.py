@@ -8,8 +8,13 @@ Exit codes: 0 ok, 1 findings/failed checks where noted, 2 usage or input error (
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
+import sqlite3
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -28,7 +33,7 @@ from .pipeline.engines import ENGINES
 from .pipeline.scan import DEFAULT_VAL_FRACTION
 from .demo import run_demo
 from .demo.data import DEFAULT_PHOTOS
-from .errors import UprightError
+from .errors import UprightError, one_line
 from .evaluate import DEFAULT_ROTATION_CHECK, ROTATION_CHECKS
 from .evaluate import evaluate as run_eval
 from .evaluate import print_summary as print_eval_summary
@@ -167,21 +172,25 @@ def fix(
     cache: Optional[Path] = CACHE,
     undo: bool = typer.Option(False, "--undo",
                               help="The way back from --in-place: put every original back byte for byte and "
-                                   "remove DATA/.upright-originals/ (exit 1 if a file changed since)."),
+                                   "remove DATA/.upright-originals/ (exit 1 when fewer are restored than its "
+                                   "manifest lists, e.g. a file changed since)."),
 ) -> None:
     """Write upright copies of photos (lossless for JPEG where possible); never loses data.
 
     --in-place keeps every replaced original in DATA/.upright-originals/ (same relative
     paths, listed in manifest.jsonl); undo with: upright fix DATA --undo (leaves DATA
-    exactly as it was, nothing extra). Temp files a killed run left are removed on the
-    next run.
+    exactly as it was, nothing extra). It never writes through a symbolic link that leads
+    outside DATA nor replaces a linked file by a file (such files are skipped, the row says
+    why). Temp files a killed run left are removed on the next run. A JPEG it cannot turn
+    losslessly is re-encoded at quality 95, and the summary says why (jpegtran not installed:
+    apt-get install libjpeg-turbo-progs; or a size no lossless turn fits).
     """
     if undo:
         if out or in_place or rotate_sideways:
             raise UprightError("--undo takes only DATA (with --dry-run and --json if wanted)")
         result = undo_fix(data, dry_run=dry_run)
         emit(result, json_out, print_undo_summary)
-        if result["conflicts"]:
+        if not result["complete"]:  # fewer originals restored than the manifest lists
             raise typer.Exit(1)
         return
     result = run_fix(data, out=out, in_place=in_place, dry_run=dry_run, rotate_sideways=rotate_sideways,
@@ -206,7 +215,7 @@ def train(
                                   "what fast validates at on the same photos, and says when fast is as good. Measured "
                                   "for 400 photos on a shared 2-core machine (load average 5-7): fast 40 s the first "
                                   "time (18 s CPU), 7 s once cached; accurate 321 s (185 s CPU), 38 s once cached; "
-                                  "eval of 80 new photos 6 s fast, 67 s accurate (README: Costs, measured)."),
+                                  "eval of 80 new photos 6 s fast, 67 s accurate (docs/accuracy.md: Costs, measured)."),
     backbone: Optional[str] = typer.Option(
         None, "--backbone",
         help="Backbone name (fast preset): efficientnet-lite0 (default, fastest), efficientnet-lite0+lite2 "
@@ -316,7 +325,7 @@ def evaluate(
              "model's 10 crops (16 views a photo instead of 40); full: every test view (as predict would score "
              "the turned photo); none: no turns, the upright photos only (a quarter of a fast model's views). "
              "Measured, 80 new photos, an accurate model, a shared 2-core machine: centre 67 s, full 113 s, "
-             "none 28 s (README: Costs, measured)."),
+             "none 28 s (docs/accuracy.md: Costs, measured)."),
     onnx_file: Optional[Path] = typer.Option(
         None, "--onnx", metavar="FILE",
         help="Score an ONNX classifier trained elsewhere (TensorFlow, PyTorch, ...) instead of a model folder: "
@@ -404,7 +413,10 @@ def serve(
     """Start the web test app: upload, drag and drop or camera; shows what the model saw.
 
     Uploads over --max-upload-mb get 413 before their body is read; slow clients get 408
-    (request head within 10 s, body pauses at most 15 s, 120 s in all); every error is JSON.
+    (request head within 10 s, body pauses at most 15 s, 120 s in all); a POST from another
+    origin's web page gets 403; uploads decoding at once share one memory budget; every
+    error is JSON. The model is warmed at start: /healthz answers 503 ("ready": false) until
+    its first prediction has run.
     """
     if max_upload_mb <= 0 or top_k < 1 or max_batch < 1:
         raise UprightError("--max-upload-mb must be > 0, --top-k and --max-batch at least 1")
@@ -498,16 +510,89 @@ def demo(
     emit(result, json_out, lambda r: None)  # the human story was told as it ran
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (docker stop, schedulers), raised where Ctrl+C would be: every verb keeps its
+    finished work the same way (embed its shards, fix its written files)."""
+
+
+_terminated: list[bool] = [False]  # set by the handler: the usage layer may turn the interrupt into exit 130
+
+
+def _on_sigterm(signum, frame) -> None:
+    _terminated[0] = True
+    raise Terminated()
+
+
+def _default_sigterm_in_child() -> None:
+    """A forked worker (a decode pool) dies of SIGTERM at once, as it would without upright's
+    handler: a worker blocked in C would never run a Python handler, and its pool would wait."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry: one-line errors with exit 2, never a traceback for user errors."""
+    """Console-script entry: one-line errors with exit 2, never a traceback for user errors;
+    a full disk (ENOSPC, EDQUOT) is one of them. SIGTERM is handled like Ctrl+C (exit 143)
+    while a verb runs; the previous handler is back afterwards."""
+    handle = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if handle else None
+    _terminated[0] = False
+    try:
+        _run(argv)
+    finally:
+        if handle:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="upright")
+    except SystemExit as exc:
+        if _terminated[0] or _caused_by(exc, Terminated):  # typer turns the interrupt into exit 130
+            typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
+            sys.exit(143)
+        raise
     except UprightError as exc:
         typer.echo(f"upright: error: {exc}", err=True)
+        sys.exit(2)
+    except Terminated:
+        typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
+        sys.exit(143)
+    except Exception as exc:  # a full disk, whichever library was writing
+        if not disk_full(exc):
+            raise
+        typer.echo(f"upright: error: {disk_full(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("upright: interrupted", err=True)
         sys.exit(130)
+
+
+def _caused_by(exc: BaseException | None, kind: type) -> bool:
+    while exc is not None:
+        if isinstance(exc, kind):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full(exc: BaseException) -> str | None:
+    """The one-line reason when `exc` (or what caused it) is a full disk or quota, else None."""
+    while exc is not None:
+        # OSError from Python's own writes; libraries that write in native code (safetensors' Rust
+        # writer raises SafetensorError) only say so in their message
+        if (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+                w in str(exc) for w in ("No space left on device", "Disk quota exceeded")):
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            what = getattr(exc, "strerror", None) or one_line(exc, 160)
+            return f"{what}{where} (disk full; nothing half-written was left)"
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+            return "no space left on device: the cache database is full (nothing half-written was left)"
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

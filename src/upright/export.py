@@ -342,7 +342,7 @@ def export_tflite(model, output=None) -> Path:
         with _quiet():
             import litert_torch
     except ImportError:
-        raise UprightError("--format tflite needs litert-torch: pip install 'upright[tflite]' (README: "
+        raise UprightError("--format tflite needs litert-torch: pip install 'upright[tflite]' (docs/deploy.md: "
                            "'Deploy the model as it is')") from None
     import torch
 

@@ -120,3 +120,19 @@ def image_files(folder: str | os.PathLike, skipped: Skipped | None = None) -> li
         else:
             skipped.append((str(p), f"not an image file extension ({p.suffix or 'none'})"))
     return out
+
+
+def remove_empty_folders(folder: str | os.PathLike) -> bool:
+    """Remove the empty folders under `folder`, deepest first, then `folder` itself when it is
+    empty: never a file. True when `folder` is gone."""
+    folder = Path(folder)
+    for d in sorted((p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    try:
+        folder.rmdir()
+        return True
+    except OSError:
+        return False

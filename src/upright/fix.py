@@ -34,12 +34,22 @@ its original is hard-linked (or copied) to DATA/.upright-originals/<same relativ
 a line is appended to DATA/.upright-originals/manifest.jsonl. `upright fix DATA --undo`
 (`undo_fix`) puts every original back byte for byte (the hard link itself is renamed back,
 so mode and times are the original's too) and removes .upright-originals/, leaving DATA
-exactly as it was; a file changed since the fix is left alone and named.
+exactly as it was; a file changed since the fix is left alone and named, and the run says
+(and `--undo` exits 1) whenever it restores fewer originals than the manifest lists.
+`undo_fix(DATA, paths=[...])` undoes only some files (the studio's per-photo undo); files
+moved after the fix keep their way back when their mover calls `relocate_originals` (the
+manifest's line follows the file; its original stays where it is kept).
+
+Symbolic links: `--in-place` never writes through a link that leads outside DATA (a file
+reached through a linked folder there is "skipped") and never turns a linked file into a
+plain file ("skipped": its target is fixed where it lives when it is inside DATA); `--out`
+never writes through a link inside OUT ("failed"). Any failed write (a full disk) leaves the
+file, the backup folder and the manifest as they were.
 
 A run killed with SIGKILL can leave hidden temp files of its atomic writes; every run that
 writes (not --dry-run) first removes those that are provably a dead run's own (atomic.py).
 
-Reads go through imaging.py (`open_header`, `describe`); jpegtran gets file paths.
+Reads go through imaging.py (`open_header`, `open_pixels`, `describe`); jpegtran gets file paths.
 """
 
 from __future__ import annotations
@@ -52,19 +62,20 @@ import re
 import shutil
 import struct
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from .atomic import atomic_path, atomic_write_text, clean_leftovers
 from .audit import run_audit
 from .console import progress as progress_bar
 from .errors import UnreadableImage, UprightError
-from .files import file_sha256, is_image_name, walk_files
-from .imaging import open_header, read_orientation
+from .files import file_sha256, is_image_name, remove_empty_folders, walk_files
+from .imaging import open_header, open_pixels, read_orientation
 from .metadata import describe
 from .parallel import ordered_map
+from .results import Result
 from .orientation import (EXIF_UPRIGHT, ROTATIONS, SWAPS_AXES, apply_orientation, compose, exif_orientation,
                           inverse, turn_back)
 
@@ -75,6 +86,12 @@ JPEGTRAN_OPS = {
     6: ["-rotate", "90"], 7: ["-transverse"], 8: ["-rotate", "270"],
 }
 JPEG_QUALITY = 95
+#: What to run for lossless JPEG turns (the summary says it when jpegtran is missing).
+JPEGTRAN_INSTALL = ("sudo apt-get install libjpeg-turbo-progs (Debian/Ubuntu), "
+                    "brew install jpeg-turbo (macOS)")
+#: Why a JPEG was re-encoded instead of turned losslessly (FileResult.reencoded); "avif": no
+#: lossless turn exists for the format.
+NO_JPEGTRAN, IMPERFECT, JPEGTRAN_FAILED, AVIF = "no-jpegtran", "imperfect", "jpegtran-failed", "avif"
 #: `--rotate-sideways`: the sideways probability needed to turn a picture back.
 ROTATE_MIN_CONFIDENCE = 0.9
 #: Descriptive TIFF tags carried over when a TIFF is rewritten (ImageDescription, Make, Model,
@@ -83,7 +100,7 @@ _TIFF_KEEP = (270, 271, 272, 305, 306, 315, 33432)
 
 
 @dataclass
-class FileResult:
+class FileResult(Result):
     path: str
     dest: str | None
     action: str  # "rotated", "retagged", "copied", "unchanged", "skipped", "failed"
@@ -94,6 +111,29 @@ class FileResult:
     changed: bool = False  # bytes written (or that would be, in a dry run)
     need: str | None = None  # what the file needed: "rotate", "retag", "none", "unreadable", "not an image"
     outcome: str | None = None  # the words rows and summary share (see OUTCOMES)
+    reencoded: str | None = None  # why it is not lossless: NO_JPEGTRAN, IMPERFECT, JPEGTRAN_FAILED, AVIF
+
+
+@dataclass
+class FixResult(Result):
+    """`upright fix` (not --undo): what was written where; to_dict() is the JSON contract."""
+
+    data: str
+    out: str | None
+    in_place: bool
+    dry_run: bool
+    files: list[FileResult] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # by action
+    changed: int = 0  # files written (or that would be, dry run)
+    outcomes: dict = field(default_factory=dict)  # by OUTCOMES word, in that order
+    lossy: list[str] = field(default_factory=list)  # re-encoded, not lossless
+    backup: str | None = None  # DATA/.upright-originals with --in-place
+    leftovers_removed: list[str] = field(default_factory=list)  # temp files of a killed run
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        d["files"] = [f.to_dict() for f in self.files]
+        return d
 
 
 # --------------------------------------------------------------------------- byte patches
@@ -205,21 +245,23 @@ def _jpegtran() -> str | None:
     return shutil.which("jpegtran")
 
 
-def _run_jpegtran(path: str, e: int) -> tuple[bytes | None, str | None]:
+def _run_jpegtran(path: str, e: int) -> tuple[bytes | None, str | None, str | None]:
+    """(the turned JPEG, None, None), or (None, why code, why in words) when jpegtran is
+    missing, refuses a perfect transform, or fails."""
     exe = _jpegtran()
     if exe is None:
-        return None, "jpegtran not found (install libjpeg-turbo-progs)"
+        return None, NO_JPEGTRAN, "jpegtran not found (install libjpeg-turbo-progs)"
     try:
         r = subprocess.run([exe, "-copy", "all", "-perfect", *JPEGTRAN_OPS[e], path],
                            capture_output=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"jpegtran failed ({exc})"
+        return None, JPEGTRAN_FAILED, f"jpegtran failed ({exc})"
     if r.returncode != 0 or not r.stdout:
         why = " ".join(r.stderr.decode("utf-8", "replace").split()) or f"exit {r.returncode}"
         if "not perfect" in why:
-            why = "width/height not a multiple of the JPEG block, so a lossless turn is impossible"
-        return None, why
-    return r.stdout, None
+            return None, IMPERFECT, "width/height not a multiple of the JPEG block, so a lossless turn is impossible"
+        return None, JPEGTRAN_FAILED, f"jpegtran failed ({why})"
+    return r.stdout, None, None
 
 
 def _save_kwargs(im: Image.Image, swap: bool) -> dict:
@@ -239,18 +281,25 @@ def _xmp_of(im: Image.Image) -> bytes | None:
     return x or None
 
 
-def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]:
-    """Decode through the door (pixels as stored, no colour conversion) and re-encode upright."""
-    swap = e in SWAPS_AXES
-    with open_header(path) as im:
-        info = dict(im.info)
-        sampling = None
-        if fmt in ("JPEG", "MPO"):
-            from PIL import JpegImagePlugin
+@dataclass
+class _Stored:
+    """A file's pixels turned upright in its own mode, with the metadata its writer keeps."""
 
-            sampling = JpegImagePlugin.get_sampling(im)
+    pixels: Image.Image
+    info: dict
+    kw: dict  # icc_profile and the patched EXIF, as Pillow's writers take them
+    xmp: bytes | None
+    sampling: int | None = None  # JPEG chroma subsampling
+    text: dict | None = None  # PNG text chunks
+    tiff_exif: Image.Exif | None = None
+
+
+def _read_stored(path: str, e: int, fmt: str, turned: int) -> _Stored:
+    """Decode through the door (pixels as stored, no colour conversion) and turn them upright."""
+    with open_pixels(path) as im:
+        info = dict(im.info)
+        sampling = JpegImagePlugin.get_sampling(im) if fmt in ("JPEG", "MPO") else None
         text = dict(getattr(im, "text", {}) or {}) if fmt == "PNG" else {}
-        im.load()
         # TIFF: Pillow applied the orientation on load (DECODER_ORIENTS) and dropped the tag.
         if fmt == "TIFF":
             pixels = turn_back(im, turned) if turned else im
@@ -259,62 +308,77 @@ def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]
         if pixels is im:
             pixels = im.copy()
         pixels.info = info
-        kw = _save_kwargs(pixels, swap)
-        xmp = _xmp_of(pixels)
         tiff_exif = im.getexif() if fmt == "TIFF" else None
-    buf = io.BytesIO()
-    if fmt in ("JPEG", "MPO"):
-        if sampling is not None and sampling >= 0:
-            kw["subsampling"] = sampling
-        if xmp:
-            kw["xmp"] = patch_xmp(xmp)
-        if pixels.mode not in ("RGB", "L", "CMYK"):
-            pixels = pixels.convert("RGB")
-        pixels.save(buf, "JPEG", quality=JPEG_QUALITY, **kw)
-        return buf.getvalue(), f"reencode-jpeg-q{JPEG_QUALITY}"
-    if fmt == "PNG":
-        from PIL import PngImagePlugin
+    return _Stored(pixels, info, _save_kwargs(pixels, e in SWAPS_AXES), _xmp_of(pixels), sampling, text, tiff_exif)
 
-        pnginfo = PngImagePlugin.PngInfo()
-        for k, v in text.items():
-            if k == "XML:com.adobe.xmp":
-                v = patch_xmp(v.encode("utf-8") if isinstance(v, str) else v).decode("utf-8", "replace")
-                pnginfo.add_itxt(k, v)
-            elif k.startswith("Raw profile type"):
-                continue  # legacy EXIF text; the eXIf chunk carries it
-            else:
-                pnginfo.add_text(k, v if isinstance(v, str) else str(v))
-        for key in ("transparency", "dpi", "gamma"):
-            if key in info:
-                kw[key] = info[key]
-        pixels.save(buf, "PNG", pnginfo=pnginfo, **kw)
-        return buf.getvalue(), "png-lossless"
-    if fmt == "WEBP":
-        if xmp:
-            kw["xmp"] = patch_xmp(xmp)
-        pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
-        return buf.getvalue(), "webp-lossless"
-    if fmt == "TIFF":
-        # Only descriptive tags: the structural ones (size, strips, compression) are the new file's.
-        exif = Image.Exif()
-        for tag in _TIFF_KEEP:
-            if tiff_exif is not None and tag in tiff_exif:
-                exif[tag] = tiff_exif[tag]
-        for ifd in (0x8769, 0x8825):
-            sub = tiff_exif.get_ifd(ifd) if tiff_exif is not None else {}
-            if sub:
-                exif.get_ifd(ifd).update(sub)
-        tkw = {"compression": "tiff_lzw"}
-        if kw.get("icc_profile"):
-            tkw["icc_profile"] = kw["icc_profile"]
-        if exif is not None:
-            tkw["exif"] = exif
-        pixels.save(buf, "TIFF", **tkw)
-        return buf.getvalue(), "tiff-lossless"
-    if fmt == "AVIF":
-        pixels.save(buf, "AVIF", quality=JPEG_QUALITY, **kw)
-        return buf.getvalue(), f"reencode-avif-q{JPEG_QUALITY}"
-    raise UprightError(f"{path}: cannot rewrite {fmt} files")
+
+def _write_jpeg(s: _Stored, buf: io.BytesIO) -> str:
+    kw = dict(s.kw)
+    if s.sampling is not None and s.sampling >= 0:
+        kw["subsampling"] = s.sampling
+    if s.xmp:
+        kw["xmp"] = patch_xmp(s.xmp)
+    pixels = s.pixels if s.pixels.mode in ("RGB", "L", "CMYK") else s.pixels.convert("RGB")
+    pixels.save(buf, "JPEG", quality=JPEG_QUALITY, **kw)
+    return f"reencode-jpeg-q{JPEG_QUALITY}"
+
+
+def _write_png(s: _Stored, buf: io.BytesIO) -> str:
+    pnginfo = PngImagePlugin.PngInfo()
+    for k, v in (s.text or {}).items():
+        if k == "XML:com.adobe.xmp":
+            v = patch_xmp(v.encode("utf-8") if isinstance(v, str) else v).decode("utf-8", "replace")
+            pnginfo.add_itxt(k, v)
+        elif k.startswith("Raw profile type"):
+            continue  # legacy EXIF text; the eXIf chunk carries it
+        else:
+            pnginfo.add_text(k, v if isinstance(v, str) else str(v))
+    kw = dict(s.kw, **{key: s.info[key] for key in ("transparency", "dpi", "gamma") if key in s.info})
+    s.pixels.save(buf, "PNG", pnginfo=pnginfo, **kw)
+    return "png-lossless"
+
+
+def _write_webp(s: _Stored, buf: io.BytesIO) -> str:
+    kw = dict(s.kw, **({"xmp": patch_xmp(s.xmp)} if s.xmp else {}))
+    s.pixels.save(buf, "WEBP", lossless=True, exact=True, quality=100, method=4, **kw)
+    return "webp-lossless"
+
+
+def _write_tiff(s: _Stored, buf: io.BytesIO) -> str:
+    # Only descriptive tags: the structural ones (size, strips, compression) are the new file's.
+    exif = Image.Exif()
+    for tag in _TIFF_KEEP:
+        if s.tiff_exif is not None and tag in s.tiff_exif:
+            exif[tag] = s.tiff_exif[tag]
+    for ifd in (0x8769, 0x8825):
+        sub = s.tiff_exif.get_ifd(ifd) if s.tiff_exif is not None else {}
+        if sub:
+            exif.get_ifd(ifd).update(sub)
+    kw = {"compression": "tiff_lzw", "exif": exif}
+    if s.kw.get("icc_profile"):
+        kw["icc_profile"] = s.kw["icc_profile"]
+    s.pixels.save(buf, "TIFF", **kw)
+    return "tiff-lossless"
+
+
+def _write_avif(s: _Stored, buf: io.BytesIO) -> str:
+    s.pixels.save(buf, "AVIF", quality=JPEG_QUALITY, **s.kw)
+    return f"reencode-avif-q{JPEG_QUALITY}"
+
+
+#: How each format is written back: a writer takes the upright pixels and returns the method name.
+WRITERS = {"JPEG": _write_jpeg, "MPO": _write_jpeg, "PNG": _write_png, "WEBP": _write_webp,
+           "TIFF": _write_tiff, "AVIF": _write_avif}
+
+
+def _reencode(path: str, e: int, fmt: str, turned: int = 0) -> tuple[bytes, str]:
+    """Decode through the door (pixels as stored, no colour conversion) and re-encode upright."""
+    writer = WRITERS.get(fmt)
+    if writer is None:
+        raise UprightError(f"{path}: cannot rewrite {fmt} files")
+    buf = io.BytesIO()
+    method = writer(_read_stored(path, e, fmt, turned), buf)
+    return buf.getvalue(), method
 
 
 def _check_output(data: bytes, want_size: tuple[int, int]) -> None:
@@ -343,7 +407,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
     res.orientation, res.turned = facts.orientation, turned
     if e == 1 and not needs_retag:
         return None, res
-    if fmt not in ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "AVIF"):
+    if fmt not in WRITERS:
         res.note = f"{fmt} files carry no orientation to fix"
         return None, res
     swap = e in SWAPS_AXES
@@ -355,7 +419,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
             data = patch_jpeg_orientation(Path(path).read_bytes(), False)
             res.method, res.action, res.need = "retag", "retagged", "retag"
         else:
-            data, why = _run_jpegtran(path, e)
+            data, code, why = _run_jpegtran(path, e)
             if data is not None:
                 data = patch_jpeg_orientation(data, swap)
                 res.method, res.action, res.need = "jpegtran-lossless", "rotated", "rotate"
@@ -363,7 +427,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
                     res.note = "MPO: only the first picture is kept"
             else:
                 data, res.method = _reencode(path, e, fmt, turned)
-                res.action, res.need = "rotated", "rotate"
+                res.action, res.need, res.reencoded = "rotated", "rotate", code
                 res.note = f"re-encoded at quality {JPEG_QUALITY}, not lossless: {why}"
     else:
         data, res.method = _reencode(path, e, fmt, turned)
@@ -371,6 +435,7 @@ def fixed_bytes(path: str, facts, turned: int = 0) -> tuple[bytes | None, FileRe
         res.need = "rotate" if e != 1 else "retag"
         if fmt == "AVIF":
             res.note = f"AVIF re-encoded at quality {JPEG_QUALITY} (no lossless rotation available)"
+            res.reencoded = AVIF
     _check_output(data, want)
     return data, res
 
@@ -390,14 +455,17 @@ def _file_sha(path: Path) -> str | None:
         return None
 
 
-def _backup(root: Path, path: Path) -> str:
-    """Keep the original at root/.upright-originals/<rel> (hard link, else copy). Never overwrites."""
+def _backup(root: Path, path: Path) -> tuple[str, bool]:
+    """Keep the original at root/.upright-originals/<rel> (hard link, else copy). Never
+    overwrites, never writes through a link. (where, whether this call made it)."""
     rel = path.relative_to(root)
     dest = root / BACKUP_DIR / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(dest.parent, root / BACKUP_DIR) or dest.is_symlink():
+        raise UprightError(f"{dest}: a symbolic link inside {BACKUP_DIR}/; originals are kept only in real folders")
     if dest.exists():
         if _file_sha(dest) == _file_sha(path):
-            return str(dest)
+            return str(dest), False
         n = 1
         while (alt := dest.with_name(f"{dest.name}.{n}")).exists():
             n += 1
@@ -407,16 +475,28 @@ def _backup(root: Path, path: Path) -> str:
     except OSError:
         with atomic_path(dest) as tmp:
             shutil.copy2(path, tmp)
-    return str(dest)
+    return str(dest), True
 
 
 def _append_manifest(root: Path, entry: dict) -> None:
+    """One line appended and synced; on failure (a full disk) the manifest is cut back to
+    what it was, so no half line is ever left."""
     m = root / BACKUP_DIR / MANIFEST
     m.parent.mkdir(parents=True, exist_ok=True)
-    with open(m, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = (json.dumps(entry) + "\n").encode("utf-8")
+    fd = os.open(m, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: bool = True) -> dict[str, int]:
@@ -431,22 +511,30 @@ def sideways_turns(data, *, min_confidence: float, cache_dir=None, progress: boo
     return turns
 
 
-def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, rotate_sideways: bool = False,
-            min_confidence: float = ROTATE_MIN_CONFIDENCE, cache_dir=None, progress: bool = True) -> dict:
-    """Fix a tree (see the module docstring). Returns {"files": [...], counts, "out", ...}."""
-    root = Path(data)
-    if not root.is_dir():
-        raise UprightError(f"{root}: no such folder")
-    if bool(out) == bool(in_place):
-        raise UprightError("choose one of --out OUT (write upright copies) or --in-place (replace files)")
+def _check_folders(root: Path, out_root: Path | None, in_place: bool) -> None:
+    """Refuse an OUT inside DATA (or around it), and a backup folder that is a link."""
     root_r = root.resolve()
-    out_root = Path(out) if out else None
     if out_root is not None:
         o = out_root.resolve()
         if o == root_r or root_r in o.parents:
             raise UprightError(f"--out {out_root} is inside {root}; choose a folder outside the data")
         if o in root_r.parents:
             raise UprightError(f"--out {out_root} contains {root}; choose a separate folder")
+    if in_place and (root / BACKUP_DIR).is_symlink():
+        raise UprightError(f"{root / BACKUP_DIR} is a symbolic link; upright keeps originals only in a real "
+                           "folder inside DATA (remove the link)")
+
+
+def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, rotate_sideways: bool = False,
+            min_confidence: float = ROTATE_MIN_CONFIDENCE, cache_dir=None, progress: bool = True) -> FixResult:
+    """Fix a tree (see the module docstring): a FixResult, whose to_dict() is the JSON."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UprightError(f"{root}: no such folder")
+    if bool(out) == bool(in_place):
+        raise UprightError("choose one of --out OUT (write upright copies) or --in-place (replace files)")
+    out_root = Path(out) if out else None
+    _check_folders(root, out_root, in_place)
     # temp files a killed run left beside photos (and in the backup or --out tree)
     leftovers = [str(p) for folder in (root, out_root) if folder is not None
                  for p in clean_leftovers(folder, recursive=True, dry_run=dry_run)]
@@ -467,15 +555,34 @@ def run_fix(data, *, out=None, in_place: bool = False, dry_run: bool = False, ro
         counts[r.action] = counts.get(r.action, 0) + 1
         r.outcome = outcome(r, in_place)
         outcomes[r.outcome] = outcomes.get(r.outcome, 0) + 1
-    return {
-        "data": str(root), "out": str(out_root) if out_root else None, "in_place": in_place, "dry_run": dry_run,
-        "files": [asdict(r) for r in results], "counts": counts,
-        "changed": sum(1 for r in results if r.changed),  # files written (or that would be, dry run)
-        "outcomes": {k: outcomes[k] for k in OUTCOMES if k in outcomes},
-        "lossy": [r.path for r in results if r.method and r.method.startswith("reencode")],
-        "backup": str(root / BACKUP_DIR) if in_place else None,
-        "leftovers_removed": leftovers,  # temp files of a killed run (dry run: would be removed)
-    }
+    return FixResult(
+        data=str(root), out=str(out_root) if out_root else None, in_place=in_place, dry_run=dry_run,
+        files=results, counts=counts, changed=sum(1 for r in results if r.changed),
+        outcomes={k: outcomes[k] for k in OUTCOMES if k in outcomes},
+        lossy=[r.path for r in results if r.method and r.method.startswith("reencode")],
+        backup=str(root / BACKUP_DIR) if in_place else None, leftovers_removed=leftovers)
+
+
+def _inside(path: str | Path, folder: Path) -> bool:
+    """True when `path`, all links resolved, is `folder` (resolved) or under it."""
+    return Path(os.path.realpath(path)).is_relative_to(folder.resolve())
+
+
+def _link_refusal(root: Path, p: Path, dest: Path, out_root: Path | None) -> str | None:
+    """Why writing this file would go through a symbolic link (the note), or None. upright fix
+    never writes outside DATA (or OUT), and never silently turns a link into a file."""
+    if out_root is None:  # --in-place
+        if p.is_symlink():
+            return ("a symbolic link: left as is (fix never replaces a link with a file; fix its target "
+                    "where it lives)")
+        if not _inside(p, root):
+            return "reached through a symbolic link that leads outside DATA: left as is (fix never writes there)"
+        return None
+    if dest.is_symlink():
+        return "its destination in OUT is a symbolic link: not replaced (remove the link)"
+    if not _inside(dest.parent, out_root):
+        return "a folder in OUT on its way is a symbolic link leading outside OUT: not written"
+    return None
 
 
 def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run: bool, turns,
@@ -483,6 +590,10 @@ def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run
     rel = p.relative_to(root)
     dest = (out_root / rel) if out_root is not None else p
     is_image = is_image_name(p)
+    if is_image or not in_place:
+        why = _link_refusal(root, p, dest, out_root)
+        if why:
+            return FileResult(str(p), str(dest), "skipped" if in_place else "failed", note=why)
     if not is_image:
         if in_place:
             return FileResult(str(p), str(dest), "skipped", note="not an image", need="not an image")
@@ -508,18 +619,30 @@ def _fix_one(root: Path, p: Path, out_root: Path | None, in_place: bool, dry_run
     if dry_run:
         return res
     if in_place:
-        before = _file_sha(p)
-        with atomic_path(p) as tmp:
-            tmp.write_bytes(data)
-            backup = _backup(root, p)
-            _append_manifest(root, {"path": str(rel), "backup": str(Path(backup).relative_to(root)),
-                                    "sha256_before": before, "sha256_after": _sha(data), "method": res.method,
-                                    "orientation": res.orientation, "turned": res.turned})
+        _replace(root, p, data, res)
     else:
         with atomic_path(dest) as tmp:
             tmp.write_bytes(data)
             shutil.copystat(p, tmp)
     return res
+
+
+def _replace(root: Path, p: Path, data: bytes, res: FileResult) -> None:
+    """Replace p by `data` atomically, its original kept and listed first. Any failure (a full
+    disk...) leaves p, the backup folder and the manifest as they were."""
+    rel = p.relative_to(root)
+    before = _file_sha(p)
+    with atomic_path(p) as tmp:
+        tmp.write_bytes(data)
+        backup, made = _backup(root, p)
+        try:
+            _append_manifest(root, {"path": str(rel), "backup": str(Path(backup).relative_to(root)),
+                                    "sha256_before": before, "sha256_after": _sha(data), "method": res.method,
+                                    "orientation": res.orientation, "turned": res.turned})
+        except BaseException:
+            if made:
+                Path(backup).unlink(missing_ok=True)
+            raise
 
 
 def fix_one_in_place(data, path, turned: int = 0) -> FileResult:
@@ -556,7 +679,7 @@ def outcome(r: FileResult, in_place: bool) -> str:
     return "copied as is" if r.changed else "already copied"
 
 
-def _details(files: list[dict], name: str) -> str:
+def _details(files: list[dict], name: str, dry: bool = False) -> str:
     """(2 rotated, 1 retagged) / (1 unreadable, 2 not images) for one outcome."""
     mine = [f for f in files if f["outcome"] == name]
     parts: dict[str, int] = {}
@@ -566,11 +689,42 @@ def _details(files: list[dict], name: str) -> str:
         if key:
             parts[key] = parts.get(key, 0) + 1
     lossy = sum(1 for f in mine if (f["method"] or "").startswith("reencode"))
+    lossy_words = "to re-encode, not lossless" if dry else "re-encoded, not lossless"
     if lossy:
-        parts["re-encoded, not lossless"] = lossy
-    order = ("rotated", "retagged", "re-encoded, not lossless", "unreadable", "not an image")
+        parts[lossy_words] = lossy
+    order = ("rotated", "retagged", lossy_words, "unreadable", "not an image")
     words = [f"{parts[k]} {k if parts[k] == 1 or k != 'not an image' else 'not images'}" for k in order if k in parts]
     return f" ({', '.join(words)})" if words else ""
+
+
+def reencoded_lines(result: dict) -> list[str]:
+    """What the summary says of files re-encoded instead of turned losslessly, by cause, in
+    the dry run's words when nothing was written: jpegtran missing (and what installing it
+    changes), a JPEG that no lossless turn fits, jpegtran failing, AVIF."""
+    counts: dict[str, int] = {}
+    for f in result["files"]:
+        if f.get("reencoded") and f["changed"]:
+            counts[f["reencoded"]] = counts.get(f["reencoded"], 0) + 1
+
+    def were(n: int, thing: str) -> str:
+        verb = "would be" if result["dry_run"] else "was" if n == 1 else "were"
+        return f"{n} {thing}{'' if n == 1 else 's'} {verb} re-encoded at quality {JPEG_QUALITY}"
+
+    lines = []
+    if counts.get(NO_JPEGTRAN):
+        redo = (f" To redo them losslessly: upright fix {result['data']} --undo, install jpegtran, then fix "
+                "again." if result["in_place"] and not result["dry_run"] else "")
+        lines.append(f"{were(counts[NO_JPEGTRAN], 'JPEG')}, not turned losslessly: jpegtran is not installed. "
+                     "With it, fix turns a JPEG without re-encoding it (the compressed picture is moved, nothing "
+                     f"is lost): {JPEGTRAN_INSTALL}.{redo}")
+    if counts.get(IMPERFECT):
+        lines.append(f"{were(counts[IMPERFECT], 'JPEG')}: a width or height that is not a multiple of the JPEG "
+                     "block (8 or 16 px) leaves no lossless turn (jpegtran -perfect refuses it).")
+    if counts.get(JPEGTRAN_FAILED):
+        lines.append(f"{were(counts[JPEGTRAN_FAILED], 'JPEG')}: jpegtran failed (why: --verbose).")
+    if counts.get(AVIF):
+        lines.append(f"{were(counts[AVIF], 'AVIF file')} (AVIF has no lossless turn).")
+    return lines
 
 
 def print_summary(result: dict, console=None, verbose: bool = False) -> None:
@@ -595,7 +749,7 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
         if f["outcome"] == "failed":
             err.print(f"[red]failed[/red] {escape(f['path'])}: {escape(f['note'] or '')}")
     where = f"-> {result['out']}" if result["out"] else "in place"
-    parts = [f"{n} {word(k)}{_details(files, k)}" for k, n in result["outcomes"].items()]
+    parts = [f"{n} {word(k)}{_details(files, k, dry)}" for k, n in result["outcomes"].items()]
     head = f"upright fix {where}{' (dry run: nothing written)' if dry else ''}: "
     if not files:
         console.print(head + "no files.")
@@ -604,9 +758,8 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
         console.print(head + "nothing written; " + ", ".join(parts) + ".")
     else:
         console.print(head + ", ".join(parts) + ".")
-    if result["lossy"]:
-        console.print(f"[yellow]{len(result['lossy'])} JPEG(s) could not be turned losslessly and were re-encoded "
-                      f"at quality {JPEG_QUALITY}[/yellow] (see the notes: --verbose).")
+    for line in reencoded_lines(result):
+        console.print(f"[yellow]{escape(line)}[/yellow]")
     if result.get("leftovers_removed"):
         console.print(f"{'Would remove' if dry else 'Removed'} {len(result['leftovers_removed'])} "
                       "temp file(s) left by an interrupted run.")
@@ -621,7 +774,8 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
 
 
 def _manifest_entries(root: Path) -> tuple[list[dict], list[str]]:
-    """The manifest's entries whose paths stay inside DATA, and notes on the lines skipped."""
+    """The manifest's entries whose paths stay inside DATA (each with its line number `_line`),
+    and notes on the lines skipped."""
     backup_root = (root / BACKUP_DIR).resolve()
     root_r = root.resolve()
     entries, notes = [], []
@@ -642,7 +796,7 @@ def _manifest_entries(root: Path) -> tuple[list[dict], list[str]]:
         if root_r not in path.parents or backup_root not in backup.parents:
             notes.append(f"{MANIFEST} line {n}: points outside {root}; skipped")
             continue
-        entries.append({**e, "_path": path, "_backup": backup})
+        entries.append({**e, "_path": path, "_backup": backup, "_line": n})
     return entries, notes
 
 
@@ -657,21 +811,25 @@ def _restore(backup: Path, dest: Path) -> None:
         backup.unlink()
 
 
-def undo_fix(data, *, dry_run: bool = False) -> dict:
-    """Undo every `fix --in-place` run on DATA from DATA/.upright-originals (module docstring)."""
-    root = Path(data)
-    if not root.is_dir():
-        raise UprightError(f"{root}: no such folder")
-    backup_dir = root / BACKUP_DIR
-    if not backup_dir.is_dir():
-        raise UprightError(f"{root}: nothing to undo (no {BACKUP_DIR}/ folder: fix --in-place was not run here)")
-    leftovers = [str(p) for p in clean_leftovers(root, recursive=True, dry_run=dry_run)]
-    entries, notes = _manifest_entries(root)
+def _resolved(root: Path, path) -> Path:
+    """A file of DATA named relative to DATA (or absolute), resolved as the manifest's are."""
+    return (root / path).resolve()
+
+
+def _by_path(root: Path, entries: list[dict], wanted: set[Path] | None) -> dict[Path, list[dict]]:
+    """The manifest's entries grouped by file, in manifest order (only `wanted` files, if given)."""
     by_path: dict[Path, list[dict]] = {}
     for e in entries:
-        by_path.setdefault(e["_path"], []).append(e)
+        if wanted is None or e["_path"] in wanted:
+            by_path.setdefault(e["_path"], []).append(e)
+    return by_path
+
+
+def _put_back(root: Path, by_path: dict[Path, list[dict]], dry_run: bool):
+    """Restore each file's first original. (restored, already original, conflicts, backups used:
+    restored, or redundant once the file holds its original)."""
     restored, already, conflicts = [], [], []
-    used: set[Path] = set()  # backups accounted for (restored, or redundant once restored)
+    used: set[Path] = set()
     for path, es in by_path.items():
         rel = str(path.relative_to(root.resolve()))
         original, first_backup = es[0].get("sha256_before"), es[0]["_backup"]
@@ -691,8 +849,13 @@ def undo_fix(data, *, dry_run: bool = False) -> dict:
             _restore(first_backup, path)
         restored.append(rel)
         used.update(x["_backup"] for x in es)
-    # originals kept without a manifest line (a run killed between the two): redundant when
-    # the file in DATA holds the same bytes
+    return restored, already, conflicts, used
+
+
+def _unlisted(root: Path, entries: list[dict], used: set[Path]) -> list[str]:
+    """Originals kept without a manifest line (a run killed between the two): redundant (added
+    to `used`) when the file in DATA holds the same bytes, else kept and named."""
+    backup_dir = root / BACKUP_DIR
     kept = []
     listed = {x["_backup"] for x in entries}
     for p in sorted(backup_dir.rglob("*")):
@@ -703,33 +866,102 @@ def undo_fix(data, *, dry_run: bool = False) -> dict:
             used.add(p.resolve())
         else:
             kept.append(str(p))
-    kept += [str(x["_backup"]) for x in entries if x["_backup"] not in used and x["_backup"].exists()
-             and str(x["_backup"]) not in kept]
+    return kept + [str(x["_backup"]) for x in entries if x["_backup"] not in used and x["_backup"].exists()
+                   and str(x["_backup"]) not in kept]
+
+
+def _rewrite_manifest(root: Path, keep: list[str] | None) -> bool:
+    """The manifest holds exactly the lines `keep` (None: removed, with the backup folder when
+    nothing else is left in it). True when the folder was removed."""
+    backup_dir = root / BACKUP_DIR
+    if keep is None:
+        (backup_dir / MANIFEST).unlink(missing_ok=True)
+    else:
+        atomic_write_text(backup_dir / MANIFEST, "".join(line + "\n" for line in keep))
+    return remove_empty_folders(backup_dir)
+
+
+def _lines_left(root: Path, entries: list[dict], used: set[Path], everything: bool, untidy: bool) -> list[str] | None:
+    """What the manifest keeps after an undo. Everything undone: the entries whose originals
+    are still needed (None when nothing is, and nothing went wrong). Some files: every line but
+    those of the originals used (unreadable ones too: they are not this run's business)."""
+    if everything:
+        rest = [json.dumps({k: v for k, v in e.items() if not k.startswith("_")}) for e in entries
+                if e["_backup"].exists()]
+        return rest if (rest or untidy) else None
+    gone = {e["_line"] for e in entries if e["_backup"] in used}
+    m = root / BACKUP_DIR / MANIFEST
+    lines = m.read_text(encoding="utf-8", errors="replace").splitlines() if m.is_file() else []
+    return [line for n, line in enumerate(lines, 1) if n not in gone and line.strip()] or None
+
+
+def undo_fix(data, *, dry_run: bool = False, paths=None) -> dict:
+    """Undo `fix --in-place` on DATA from DATA/.upright-originals (module docstring).
+
+    paths: only these files of DATA (relative to DATA, or absolute); the manifest keeps every
+    other line, and a path it does not list is a conflict ("nothing to undo")."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UprightError(f"{root}: no such folder")
+    backup_dir = root / BACKUP_DIR
+    if not backup_dir.is_dir():
+        raise UprightError(f"{root}: nothing to undo (no {BACKUP_DIR}/ folder: fix --in-place was not run here)")
+    everything = paths is None
+    leftovers = [str(p) for p in clean_leftovers(root, recursive=True, dry_run=dry_run)]
+    entries, notes = _manifest_entries(root)
+    wanted = None if everything else {_resolved(root, p) for p in paths}
+    by_path = _by_path(root, entries, wanted)
+    restored, already, conflicts, used = _put_back(root, by_path, dry_run)
+    for missing in sorted(wanted - by_path.keys()) if wanted is not None else ():
+        conflicts.append({"path": os.path.relpath(missing, root.resolve()),
+                          "reason": f"not in {BACKUP_DIR}/{MANIFEST}: nothing to undo"})
+    kept = _unlisted(root, entries, used) if everything else []
     removed = False
     if not dry_run:
         for b in used:
             if b.exists() and b.is_file():
                 b.unlink()
-        if conflicts or kept or notes:
-            # keep what is still needed, with a manifest of exactly that
-            rest = [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries
-                    if e["_backup"].exists()]
-            atomic_write_text(backup_dir / MANIFEST, "".join(json.dumps(e) + "\n" for e in rest))
-        else:
-            (backup_dir / MANIFEST).unlink(missing_ok=True)
-        for d in sorted((p for p in backup_dir.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            try:
-                d.rmdir()
-            except OSError:
-                pass
-        try:
-            backup_dir.rmdir()
-            removed = True
-        except OSError:
-            pass
+        removed = _rewrite_manifest(root, _lines_left(root, entries, used, everything,
+                                                      bool(conflicts or kept or notes)))
+    listed = len(by_path) + (len(notes) if everything else len(wanted - by_path.keys()))
     return {"data": str(root), "undo": True, "dry_run": dry_run, "restored": restored,
-            "already_original": already, "conflicts": conflicts, "kept": kept, "notes": notes,
-            "backup_removed": removed, "leftovers_removed": leftovers}
+            "already_original": already, "conflicts": conflicts, "kept": kept,
+            "notes": notes if everything else [], "backup_removed": removed, "leftovers_removed": leftovers,
+            "listed": listed, "complete": len(restored) + len(already) == listed}
+
+
+def fixed_paths(data) -> set[str]:
+    """The files of DATA with a way back in the manifest (paths relative to DATA, "/"-separated)."""
+    root = Path(data)
+    entries, _ = _manifest_entries(root)
+    return {e["_path"].relative_to(root.resolve()).as_posix() for e in entries}
+
+
+def relocate_originals(data, moves: dict) -> int:
+    """Files of DATA moved (or renamed, or whole folders of them) after `fix --in-place`: their
+    manifest lines follow them, so `--undo` puts each original back where the file is now,
+    never where it was. `moves`: {old path: new path}, relative to DATA (a folder moves every
+    file below it). The originals stay where they are kept; the manifest is rewritten
+    atomically. Returns the number of lines changed."""
+    root = Path(data)
+    m = root / BACKUP_DIR / MANIFEST
+    if not m.is_file() or not moves:
+        return 0
+    root_r = root.resolve()
+    pairs = [(_resolved(root, old), _resolved(root, new)) for old, new in moves.items()]
+    entries, _ = _manifest_entries(root)
+    changed: dict[int, str] = {}
+    for e in entries:
+        for old, new in pairs:
+            if e["_path"] == old or old in e["_path"].parents:
+                moved = new / e["_path"].relative_to(old)
+                line = {k: v for k, v in e.items() if not k.startswith("_")}
+                changed[e["_line"]] = json.dumps({**line, "path": moved.relative_to(root_r).as_posix()})
+                break
+    if changed:
+        lines = m.read_text(encoding="utf-8", errors="replace").splitlines()
+        atomic_write_text(m, "".join(changed.get(n, line) + "\n" for n, line in enumerate(lines, 1) if line.strip()))
+    return len(changed)
 
 
 def print_undo_summary(result: dict) -> None:
@@ -740,8 +972,10 @@ def print_undo_summary(result: dict) -> None:
     for n in result["notes"]:
         console.print(f"[yellow]note[/yellow] {n}")
     verb = "would restore" if result["dry_run"] else "restored"
+    missing = result["listed"] - len(result["restored"]) - len(result["already_original"])
     console.print(f"upright fix --undo: {len(result['restored'])} original(s) {verb} in {result['data']} "
-                  f"({len(result['already_original'])} already original, {len(result['conflicts'])} not restored).")
+                  f"({len(result['already_original'])} already original, {missing} of the {result['listed']} "
+                  "listed not restored).")
     if result["backup_removed"]:
         console.print(f"{BACKUP_DIR}/ removed: {result['data']} is as it was before upright fix.")
     elif not result["dry_run"] and (result["kept"] or result["conflicts"]):

@@ -6,10 +6,12 @@ colour-managed to sRGB, composited on white, 8-bit RGB. With `size`, JPEGs are d
 the DCT domain at the largest reduction that keeps the short side >= size, and other
 formats are box-reduced band by band right after decoding, so memory stays bounded.
 
-Hostile files get a one-line `UnreadableImage`, bounded time and bounded memory: a pixel
-limit on what a file declares, an aspect limit on what a sized read returns, limits on
-progressive-JPEG scans and coefficient memory, on ICC profile size, and only the formats
-below are opened (Pillow knows ~40 more, e.g. EPS, which would run Ghostscript).
+Hostile files get a one-line `UnreadableImage`, bounded time and bounded memory: before
+Pillow parses a header, a walk of it within caps (containers.survey: segment, chunk, tag and
+box counts); before any pixel buffer exists, a pixel limit on what the file declares and one
+cost model for every decoder path against a memory budget (cost.py); an aspect limit on what
+a sized read returns, limits on progressive-JPEG scans, on ICC profile size, and only the
+formats below are opened (Pillow knows ~40 more, e.g. EPS, which would run Ghostscript).
 
 No other module may call `Image.open`, `cv2.imread` or a decoder (tests enforce it).
 """
@@ -32,7 +34,7 @@ from typing import BinaryIO, Callable, Iterator, Union
 import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from . import containers
+from . import containers, cost
 from .errors import UnreadableImage, one_line
 from .orientation import apply_orientation, store_as
 
@@ -76,6 +78,8 @@ Image.init()  # register every plugin, then open only ours (AVIF needs Pillow's 
 _OPEN_FORMATS = tuple(f for f in SUPPORTED_FORMATS if f in Image.OPEN)
 
 _max_pixels = int(os.environ.get("UPRIGHT_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+#: Bytes one file's decode may hold (cost.py prices every read against it before decoding).
+_decode_budget = int(os.environ.get("UPRIGHT_MAX_DECODE_MB", cost.DEFAULT_BUDGET >> 20)) << 20
 _lock = threading.Lock()
 
 
@@ -90,6 +94,16 @@ def set_max_pixels(limit: int) -> None:
 
 def get_max_pixels() -> int:
     return _max_pixels
+
+
+def set_decode_budget(nbytes: int) -> None:
+    """Raise or lower the memory one file's decode may take (bytes) for this process."""
+    global _decode_budget
+    _decode_budget = int(nbytes)
+
+
+def get_decode_budget() -> int:
+    return _decode_budget
 
 
 set_max_pixels(_max_pixels)
@@ -136,12 +150,25 @@ def _reason_for_unidentified(data_head: bytes) -> str:
     return "not an image: unrecognised or unsupported format"
 
 
-@contextmanager
-def open_header(source: Source) -> Iterator[Image.Image]:
-    """Open an image lazily (header only, no pixels decoded), with the bomb check applied.
+@dataclass
+class _Opened:
+    """A header opened through the door: Pillow's lazy image and what the walk declared."""
 
-    Raises UnreadableImage with a one-line reason.
-    """
+    im: Image.Image
+    survey: containers.Survey
+    file_size: int
+    name: str | None
+
+    @property
+    def canvas(self) -> tuple[int, int]:
+        """The largest picture the file declares (AVIF may declare more than Pillow reports)."""
+        declared = self.survey.canvas or (0, 0)
+        return max(tuple(self.im.size), declared, key=lambda s: s[0] * s[1])
+
+
+@contextmanager
+def _source_file(source: Source) -> Iterator[tuple[BinaryIO, int]]:
+    """(binary file, its size) for a path, bytes or an open binary file; one-line errors."""
     name = _name(source)
     try:
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -156,13 +183,47 @@ def open_header(source: Source) -> Iterator[Image.Image]:
             if path.is_dir():
                 raise UnreadableImage(name, "is a folder, not an image file")
             fp, close = open(path, "rb"), True
+        size = fp.seek(0, io.SEEK_END)
+        fp.seek(0)
     except OSError as exc:
         raise UnreadableImage(name, f"cannot read file: {one_line(exc)}") from exc
     try:
+        yield fp, size
+    finally:
+        if close:
+            fp.close()
+
+
+def _survey(fp: BinaryIO, file_size: int, name: str | None) -> containers.Survey:
+    """Walk the header within the caps and refuse on its declarations alone, before Pillow
+    parses it (Pillow's WebP plugin allocates the canvas as it opens the file)."""
+    try:
+        found = containers.survey(fp)
+    except containers.HeaderLimit as exc:
+        raise UnreadableImage(name, str(exc)) from None
+    if found.kind in cost.READ_WHOLE and file_size > _decode_budget:
+        raise UnreadableImage(name, f"a {file_size / 1e6:,.0f} MB {found.kind.lower()} file, which its decoder reads "
+                                    f"whole, over the memory budget of {_decode_budget >> 20:,} MB for one file")
+    if found.canvas:
+        w, h = found.canvas
+        if w * h > _max_pixels:
+            raise UnreadableImage(name, _bomb_reason((w, h), None))
+        why = cost.declared_reason(found.canvas, found, file_size) if w and h else None
+        if why:
+            raise UnreadableImage(name, why)
+    return found
+
+
+@contextmanager
+def _open(source: Source) -> Iterator[_Opened]:
+    """The door's first step: header walked within caps, then opened lazily by Pillow."""
+    name = _name(source)
+    with _source_file(source) as (fp, file_size):
         head = fp.read(512)
         fp.seek(0)
         if not head:
             raise UnreadableImage(name, "empty file (0 bytes)")
+        found = _survey(fp, file_size, name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bomb warnings, EXIF and palette warnings
             try:
@@ -181,12 +242,20 @@ def open_header(source: Source) -> Iterator[Image.Image]:
                 raise UnreadableImage(name, f"invalid image size {w}x{h}")
             if w * h > _max_pixels:
                 raise UnreadableImage(name, _bomb_reason((w, h), None))
-            yield im
+            yield _Opened(im, found, file_size, name)
         finally:
             im.close()
-    finally:
-        if close:
-            fp.close()
+
+
+@contextmanager
+def open_header(source: Source) -> Iterator[Image.Image]:
+    """Open an image lazily (header only, no pixels decoded), with the bomb check applied.
+
+    Raises UnreadableImage with a one-line reason. Never `.load()` the result (a test
+    forbids it): decoding goes through `open_image` or `open_pixels`, which price it first.
+    """
+    with _open(source) as opened:
+        yield opened.im
 
 
 def _header_reason(exc: BaseException) -> str:
@@ -256,35 +325,11 @@ def container_geometry(im: Image.Image) -> containers.ItemGeometry:
     try:
         pos = fp.tell()
         try:
-            fp.seek(0)
-            return containers.heif_geometry(_read_meta_box(fp))
+            return containers.heif_geometry(containers.read_meta_box(fp))
         finally:
             fp.seek(pos)
     except (OSError, ValueError):
         return containers.ItemGeometry((), None)
-
-
-def _read_meta_box(fp: BinaryIO, limit: int = 16 << 20) -> bytes:
-    """The top-level boxes up to and including 'meta' (at most `limit` bytes), skipping others."""
-    out = bytearray()
-    for _ in range(64):
-        header = fp.read(8)
-        if len(header) < 8:
-            break
-        size, kind = int.from_bytes(header[:4], "big"), header[4:]
-        extra = b""
-        if size == 1:
-            extra = fp.read(8)
-            size = int.from_bytes(extra, "big")
-        elif size == 0:
-            size = limit
-        if size < 8 + len(extra):
-            break
-        if kind == b"meta":
-            body = fp.read(min(size, limit) - 8 - len(extra))
-            return bytes(header + extra + body)
-        fp.seek(size - 8 - len(extra), io.SEEK_CUR)
-    return bytes(out)
 
 
 def orientation_of(transforms) -> int:
@@ -339,18 +384,20 @@ def crop_box(im: Image.Image) -> tuple[int, int, int, int] | None:
 
 
 def frame_count(im: Image.Image) -> int:
-    """Frames in a lazily opened file, without decoding them (Pillow's GIF `n_frames` decodes
-    every frame to count). 1 when the header cannot say."""
+    """Frames in a lazily opened file, without decoding them, counted up to
+    containers.MAX_COUNTED_FRAMES (Pillow's GIF `n_frames` decodes every frame to count, its
+    TIFF `n_frames` parses every page). 1 when the header cannot say."""
     try:
-        if (im.format or "").upper() == "GIF":
+        fmt = (im.format or "").upper()
+        if fmt in ("GIF", "TIFF"):
             fp = im.fp
             pos = fp.tell()
             try:
-                fp.seek(0)
-                return containers.gif_frame_count(fp.read())
+                count = containers.gif_frame_count if fmt == "GIF" else containers.tiff_page_count
+                return count(fp)
             finally:
                 fp.seek(pos)
-        return max(1, int(getattr(im, "n_frames", 1) or 1))
+        return max(1, min(int(getattr(im, "n_frames", 1) or 1), containers.MAX_COUNTED_FRAMES))
     except Exception:
         return 1
 
@@ -472,34 +519,73 @@ def _check_output(name: str | None, stored: tuple[int, int], size: int) -> None:
         raise UnreadableImage(name, _bomb_reason((tw, th), None) + f" (the picture at size {size})")
 
 
-def _check_jpeg_cost(name: str | None, im: Image.Image) -> None:
-    """Refuse JPEGs that would cost far more time or memory than their pixels suggest."""
+def _jpeg_coefficients(opened: _Opened) -> int:
+    """Bytes of DCT coefficients libjpeg will hold (0 for a single-scan baseline file), after
+    refusing JPEGs whose scans would cost far more time than their pixels suggest."""
+    im, name = opened.im, opened.name
     progressive = bool(im.info.get("progressive"))
     w, h = im.size
     if not progressive and w * h <= 16_000_000:
-        return  # baseline: one pass; a few non-interleaved scans at most
-    fp = im.fp
-    pos = fp.tell()
+        return 0  # baseline: one pass; a few non-interleaved scans at most
+    if opened.survey.body is None:
+        return 0  # no scan found: the decoder will call it truncated
+    coded = 2 * w * h * max(len(getattr(im, "layer", None) or ()), 1) + (64 << 20)
     try:
-        fp.seek(0)
-        scans = containers.jpeg_scan_count(fp.read())
-    finally:
-        fp.seek(pos)
+        scans = containers.jpeg_scan_count(im.fp, opened.survey.body, MAX_JPEG_SCANS, coded)
+    except containers.HeaderLimit as exc:
+        raise UnreadableImage(name, str(exc)) from None
     mp = w * h / 1e6
     if progressive and (scans > MAX_JPEG_SCANS or scans * mp > MAX_JPEG_SCAN_MEGAPIXELS):
-        raise UnreadableImage(name, f"progressive JPEG with {scans} scans over {mp:.1f} MP: beyond the "
-                                    f"limit of {MAX_JPEG_SCANS} scans and {MAX_JPEG_SCAN_MEGAPIXELS} "
-                                    "scan-megapixels (a denial-of-service pattern)")
-    if progressive or scans > 1:
-        layers = getattr(im, "layer", None) or []
-        hmax = max([lay[1] for lay in layers] + [1]) or 1
-        vmax = max([lay[2] for lay in layers] + [1]) or 1
-        coef = sum(-(-(-(-w * max(lay[1], 1) // hmax)) // 8) * -(-(-(-h * max(lay[2], 1) // vmax)) // 8) * 128
-                   for lay in layers)
-        if coef > MAX_JPEG_COEFFICIENT_BYTES:
-            raise UnreadableImage(name, f"JPEG of {mp:.1f} MP in {scans} scans needs {coef / 2**30:.2f} GiB "
-                                        f"of DCT coefficients, above the {MAX_JPEG_COEFFICIENT_BYTES >> 20} MiB "
-                                        "memory budget")
+        raise UnreadableImage(name, f"progressive JPEG with {scans}{'+' if scans > MAX_JPEG_SCANS else ''} scans "
+                                    f"over {mp:.1f} MP: beyond the limit of {MAX_JPEG_SCANS} scans and "
+                                    f"{MAX_JPEG_SCAN_MEGAPIXELS} scan-megapixels (a denial-of-service pattern)")
+    if not (progressive or scans > 1):
+        return 0
+    coef = cost.coefficient_bytes(w, h, getattr(im, "layer", None) or [])
+    if coef > MAX_JPEG_COEFFICIENT_BYTES:
+        raise UnreadableImage(name, f"JPEG of {mp:.1f} MP in {scans} scans needs {coef / 2**30:.2f} GiB "
+                                    f"of DCT coefficients, above the {MAX_JPEG_COEFFICIENT_BYTES >> 20} MiB "
+                                    "memory budget")
+    return coef
+
+
+def _png_chunks(opened: _Opened) -> None:
+    """Refuse PNGs whose image data comes in more chunks than their picture could need
+    (Pillow's decoder steps through them in Python): 1 KB of raw pixels a chunk at least,
+    or 65,536 chunks for small pictures."""
+    if opened.survey.body is None:
+        return
+    w, h = opened.im.size
+    limit = max(65536, w * h * cost.storage(opened.im.mode) // 1024)
+    try:
+        containers.png_chunk_count(opened.im.fp, opened.survey.body, limit)
+    except containers.HeaderLimit as exc:
+        raise UnreadableImage(opened.name, str(exc)) from None
+
+
+def _price(opened: _Opened, size: int | None) -> cost.Cost:
+    """What this read will hold, decided before any pixel buffer exists; UnreadableImage
+    when it is over the budget (or a cap on scans or chunks refuses the file first)."""
+    im = opened.im
+    fmt = (im.format or "").upper()
+    coefficients = _jpeg_coefficients(opened) if fmt in ("JPEG", "MPO") else 0
+    if fmt == "PNG":
+        _png_chunks(opened)
+    depth = im.info.get("bit_depth") if fmt == "HEIF" else 8
+    found = cost.price(fmt, im.mode, im.info, opened.canvas, size, survey=opened.survey,
+                       file_size=opened.file_size, gap=REDUCING_GAP, coefficients=coefficients,
+                       bit_depth=depth if isinstance(depth, int) else 8)
+    if found.over(_decode_budget):
+        raise UnreadableImage(opened.name, cost.over_budget_reason(found, opened.canvas, _decode_budget))
+    return found
+
+
+def estimate(source: Source, size: int | None = None) -> cost.Cost:
+    """The memory `open_image(source, size)` will hold, from the header alone (a server
+    reserves it from a shared budget before decoding). UnreadableImage when the read would
+    be refused for its cost or its header."""
+    with _open(source) as opened:
+        return _price(opened, _checked_size(size))
 
 
 def _heif_pixels(im: Image.Image):
@@ -520,6 +606,33 @@ def _heif_pixels(im: Image.Image):
     return mode, (w, h), band_at
 
 
+def _checked_size(size) -> int | None:
+    if size is None:
+        return None
+    try:
+        size = operator.index(size)  # ints, numpy ints; not floats
+    except TypeError:
+        raise ValueError(f"size must be a positive integer, not {size!r}") from None
+    if size < 0:
+        raise ValueError(f"size must be a positive integer, not {size!r}")
+    return size or None  # 0 meant "full size" before, keep it so
+
+
+@contextmanager
+def _decode_errors(name: str | None) -> Iterator[None]:
+    """Every failure while decoding as one UnreadableImage line."""
+    try:
+        yield
+    except UnreadableImage:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UnreadableImage(name, _bomb_reason(None, exc)) from exc
+    except MemoryError as exc:
+        raise UnreadableImage(name, "out of memory while decoding") from exc
+    except Exception as exc:
+        raise UnreadableImage(name, _decode_reason(exc)) from exc
+
+
 def open_image(source: Source, size: int | None = None, *, orient: bool = True) -> Decoded:
     """Decode `source` (path, bytes or binary file) to 8-bit RGB.
 
@@ -529,17 +642,10 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
     Raises UnreadableImage with a one-line reason.
     """
     name = _name(source)
-    if size is not None:
-        try:
-            size = operator.index(size)  # ints, numpy ints; not floats
-        except TypeError:
-            raise ValueError(f"size must be a positive integer, not {size!r}") from None
-        if size < 0:
-            raise ValueError(f"size must be a positive integer, not {size!r}")
-        size = size or None  # 0 meant "full size" before, keep it so
-    with open_header(source) as im:
-        fmt = (im.format or "").upper()
-        file_mode = im.mode
+    size = _checked_size(size)
+    with _open(source) as opened:
+        im = opened.im
+        fmt, file_mode = (im.format or "").upper(), im.mode
         orientation = read_orientation(im)
         notes = [orientation.problem] if orientation.problem else []
         crop = crop_box(im)
@@ -548,38 +654,49 @@ def open_image(source: Source, size: int | None = None, *, orient: bool = True) 
             stored_size = stored_size[::-1]  # these decoders report the size after their transform
         if size:
             _check_output(name, stored_size, size)
-        try:
-            if fmt in ("JPEG", "MPO"):
-                _check_jpeg_cost(name, im)
+        with _decode_errors(name):
+            _price(opened, size)
             if size and fmt in ("JPEG", "MPO") and getattr(im, "draft", None):
                 im.draft("RGB" if im.mode == "RGB" else None, _target_size(*stored_size, size))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 rgb = _decode_rgb(im, fmt, crop, stored_size, size, notes)
-            if fmt in DECODER_ORIENTS and not orient and orientation.tag and orientation.tag != 1:
-                # The decoder already turned it upright; "as stored" means undoing that.
-                rgb = store_as(rgb, orientation.tag)
-            if size:
-                w, h = rgb.size
-                fw, fh = stored_size  # plan from full resolution: DCT scaling rounds sizes up
-                if (w >= h) != (fw >= fh):
-                    fw, fh = fh, fw
-                target = _target_size(fw, fh, size)
-                if target != (w, h):
-                    rgb = rgb.resize(target, Image.Resampling.BICUBIC)
-            if orient and orientation.pending != 1:
-                rgb = apply_orientation(rgb, orientation.pending)
-            if rgb is im:
-                rgb = im._new(im.im)  # detach from the file before it closes, without a copy
-        except UnreadableImage:
-            raise
-        except Image.DecompressionBombError as exc:
-            raise UnreadableImage(name, _bomb_reason(None, exc)) from exc
-        except MemoryError as exc:
-            raise UnreadableImage(name, "out of memory while decoding") from exc
-        except Exception as exc:
-            raise UnreadableImage(name, _decode_reason(exc)) from exc
+            rgb = _finish(rgb, im, fmt, orientation, stored_size, size, orient)
         return Decoded(rgb, orientation, stored_size, fmt, file_mode, notes)
+
+
+def _finish(rgb: Image.Image, im: Image.Image, fmt: str, orientation: Orientation, stored_size, size, orient):
+    """The decoded picture at its final size and orientation, detached from the file."""
+    if fmt in DECODER_ORIENTS and not orient and orientation.tag and orientation.tag != 1:
+        # The decoder already turned it upright; "as stored" means undoing that.
+        rgb = store_as(rgb, orientation.tag)
+    if size:
+        w, h = rgb.size
+        fw, fh = stored_size  # plan from full resolution: DCT scaling rounds sizes up
+        if (w >= h) != (fw >= fh):
+            fw, fh = fh, fw
+        target = _target_size(fw, fh, size)
+        if target != (w, h):
+            rgb = rgb.resize(target, Image.Resampling.BICUBIC)
+    if orient and orientation.pending != 1:
+        rgb = apply_orientation(rgb, orientation.pending)
+    if rgb is im:
+        rgb = im._new(im.im)  # detach from the file before it closes, without a copy
+    return rgb
+
+
+@contextmanager
+def open_pixels(source: Source) -> Iterator[Image.Image]:
+    """The file's own pixels at full size, in its own mode (no orientation, no colour
+    conversion), with its header info: what `fix` re-encodes. Priced and decoded by the door
+    like every read; the image is valid inside the `with` block."""
+    name = _name(source)
+    with _open(source) as opened:
+        with _decode_errors(name), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _price(opened, None)
+            opened.im.load()
+        yield opened.im
 
 
 def _decode_rgb(im: Image.Image, fmt: str, crop, stored_size, size: int | None, notes: list[str]) -> Image.Image:

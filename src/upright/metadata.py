@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from .errors import UnreadableImage, one_line
-from .imaging import DECODER_ORIENTS, crop_box, frame_count, header_exif, open_header, read_orientation
+from .imaging import DECODER_ORIENTS, MAX_ICC_BYTES, crop_box, frame_count, header_exif, open_header, read_orientation
 from .orientation import SWAPS_AXES
 
 MAKE_TAG, MODEL_TAG = 0x010F, 0x0110
@@ -158,7 +161,7 @@ def estimate_jpeg_quality(tables: dict) -> int | None:
                             tuple(chroma_t) if chroma_t is not None else None)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=256)  # keys are two tables of 64 small ints: under 2 MB in all
 def _nearest_quality(luma_t: tuple | None, chroma_t: tuple | None) -> int | None:
     import numpy as np
 
@@ -171,13 +174,30 @@ def _nearest_quality(luma_t: tuple | None, chroma_t: tuple | None) -> int | None
     return int(np.argmin(err)) + 1
 
 
-@lru_cache(maxsize=64)
+#: Descriptions of the profiles seen, keyed by the profile's digest: 32 bytes + at most 80
+#: characters an entry, so 256 entries hold under 64 KB whatever the profiles weigh (the old
+#: cache kept the profiles themselves: 70 profiles of 16 MB took a process to 1.1 GB).
+_ICC_DESCRIPTIONS: OrderedDict[bytes, str | None] = OrderedDict()
+_ICC_DESCRIPTIONS_MAX = 256
+_icc_lock = threading.Lock()
+
+
 def icc_description(profile: bytes) -> str | None:
     """The ICC profile's description ('Display P3'), read by Pillow's LittleCMS binding."""
     from PIL import ImageCms
 
+    key = hashlib.sha256(profile).digest()
+    with _icc_lock:
+        if key in _ICC_DESCRIPTIONS:
+            _ICC_DESCRIPTIONS.move_to_end(key)
+            return _ICC_DESCRIPTIONS[key]
     desc = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile)))
-    return _text(desc)[:80] if _text(desc) else None
+    found = _text(desc)[:80] if _text(desc) else None
+    with _icc_lock:
+        _ICC_DESCRIPTIONS[key] = found
+        while len(_ICC_DESCRIPTIONS) > _ICC_DESCRIPTIONS_MAX:
+            _ICC_DESCRIPTIONS.popitem(last=False)
+    return found
 
 
 def _capture_date(exif) -> str | None:
@@ -221,6 +241,8 @@ def _capture_facts(im, facts: FileFacts) -> None:
 
     def profile():
         icc = im.info.get("icc_profile")
+        if icc and len(icc) > MAX_ICC_BYTES:
+            return "ICC (too large: ignored)"  # as the decoder ignores it
         if icc:
             try:
                 return icc_description(bytes(icc)) or "ICC (no description)"

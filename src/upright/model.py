@@ -118,6 +118,12 @@ class Model:
         emb, _, _ = self.embed_shard(list(images))
         return [self._top(p, top_k) for p in self.proba_from_embeddings(emb)]
 
+    def warm_up(self) -> None:
+        """One prediction of a plain grey picture through `predict_images`, so the first real
+        one does not pay for creating the ONNX Runtime session and its first run (seconds)."""
+        side = int(self.contract.resize)
+        self.predict_images([Image.new("RGB", (side, side), (128, 128, 128))], top_k=1)
+
     def predict(self, items, top_k: int = DEFAULT_TOP_K, *, errors: str = "raise", progress: bool = False
                 ) -> list[Prediction]:
         """Predict paths, bytes, memoryviews, binary file objects or upright PIL images (one, or a list of them).

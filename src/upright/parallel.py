@@ -2,7 +2,7 @@
 
 Threads, not processes: sha256 (hashlib) and Pillow's header parsing release the GIL for their
 heavy parts, the results need no pickling, and nothing forks a process that may already run
-ONNX Runtime threads (bench/audit.py measures threads vs processes vs one loop; see README).
+ONNX Runtime threads (bench/audit.py measures threads vs processes vs one loop; see docs/audit.md).
 The function must not raise for one bad item (describe and file hashing are written that way);
 an exception would propagate, as it does in a plain loop.
 """

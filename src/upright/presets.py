@@ -18,7 +18,7 @@ the 10 crops) and every verb uses it unchanged: predict, eval (its rotation chec
 photo and takes the same 10 crops of it), serve, and export (the ONNX graph takes one centre
 crop and averages the centre views; `export` says so, see export.py).
 
-Measured in bench/accuracy.py (5-fold CV on flowers-500, README "Accuracy: fast or accurate"),
+Measured in bench/accuracy.py (5-fold CV on flowers-500, docs/accuracy.md "Accuracy: fast or accurate"),
 which also tried fine-tuning the last block of each network on activations cached once per
 view (bench/_last_blocks.py): it scored below these frozen features, so it is not the preset.
 
@@ -30,7 +30,7 @@ An accurate run also embeds every photo as the fast preset does (Lite0, the cent
 mirror; the same cached rows a fast run would use) and reports the val accuracy the fast preset
 reaches on the same photos and split (train.fast_val_accuracy: the same head.select_head a fast
 run makes), so the summary can say when fast is as good at a ninth of the cost per prediction.
-Measured costs (README "Costs, measured"): 400 photos on a shared 2-core machine, fast 40 s cold
+Measured costs (docs/accuracy.md "Costs, measured"): 400 photos on a shared 2-core machine, fast 40 s cold
 and 7 s warm, accurate 321 s cold and 38 s warm.
 """
 

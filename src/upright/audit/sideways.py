@@ -19,7 +19,7 @@ from the dataset itself:
    weight is fitted on the rotated copies with the temperature, so it fades to 0 where shape
    says nothing (classes shot in both orientations alike). On flowers-500 with 50 photos
    turned (bench/audit.py) it lifted recall at the default threshold from 0.22 (precision
-   0.92) to 0.26 (precision 1.0); see the README for the curve.
+   0.92) to 0.26 (precision 1.0); see docs/audit.md for the curve.
 5. Calibration: a temperature fitted on the held-out rotated copies (whose rotation is
    known by construction), and the prior share of turned files estimated from the data by EM
    (floored at 1%), so the reported probability means what it says on this dataset.

@@ -11,11 +11,12 @@ start (`new_token`) and lives only in the server process and the phone's cookie.
 from __future__ import annotations
 
 import hmac
-import json
 import secrets
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import cookie_parser
+
+from .asgi import header, send_body, send_json
 
 COOKIE = "upright_token"
 QUERY = "token"
@@ -30,16 +31,9 @@ def _same(given: str, token: bytes) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token)
 
 
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 DENIED = {
     "error": "this upright server needs its access token: open the link (or scan the QR code) "
-             "that `upright serve --lan` printed; it ends in ?token=..."
+             "that `upright serve --lan` (or `upright studio --lan`) printed; it ends in ?token=..."
 }
 
 
@@ -57,15 +51,15 @@ class TokenGate:
             return await self.app(scope, receive, send)
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         from_query = [v for k, v in query if k == QUERY]
-        auth = _header(scope, b"authorization") or ""
+        auth = header(scope, b"authorization") or ""
         bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
-        cookie = cookie_parser(_header(scope, b"cookie") or "").get(COOKIE)
+        cookie = cookie_parser(header(scope, b"cookie") or "").get(COOKIE)
 
         if from_query and _same(from_query[-1], self.token) and scope["type"] == "http" \
                 and scope.get("method") == "GET" and scope.get("path") == "/":
             # The link from the terminal: keep the token in a cookie, drop it from the address.
             rest = urlencode([(k, v) for k, v in query if k != QUERY])
-            return await _send(send, 303, b"", [
+            return await send_body(send, 303, b"", [
                 (b"location", ("/" + ("?" + rest if rest else "")).encode("latin-1")),
                 (b"set-cookie", f"{COOKIE}={self.token.decode()}; Path=/; HttpOnly; Secure; "
                                 "SameSite=Strict".encode("latin-1")),
@@ -76,12 +70,4 @@ class TokenGate:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return await send({"type": "websocket.close", "code": 1008})
-        body = json.dumps(DENIED).encode()
-        return await _send(send, 403, body, [(b"content-type", b"application/json"),
-                                             (b"cache-control", b"no-store")])
-
-
-async def _send(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    headers = headers + [(b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        return await send_json(send, 403, DENIED)

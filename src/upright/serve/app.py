@@ -2,12 +2,17 @@
 
 Request path for POST /api/predict:
 
-    body (counted while it streams; 413 past the limit) -> multipart field "file"
+    guard (guard.py):  431 head over 16 KiB, 400 Content-Length with Transfer-Encoding,
+                       403 cross-origin (Origin / Sec-Fetch-Site), before the app reads anything
+    body (body.py):    counted while it streams; 413 past the limit; multipart field "file"
+      -> price:        imaging.estimate(bytes): the decode's memory from the header alone
+      -> budget:       wait (in the event loop) until it fits in the server's decode budget
+                       (budget.py), shared by every upload decoding at once
       -> decode pool:  imaging.open_image(bytes) ONCE: upright RGB at the model's resize size
                        + the orientation record; the "view" (what the model saw) and, when a
                        tag turned the picture, the stored pixels are derived from that decode
-      -> batcher:      one worker thread; concurrent requests that arrive while the model is
-                       busy are grouped into a single `Model.predict_images` call
+      -> batcher:      one worker thread (batcher.py); concurrent requests that arrive while
+                       the model is busy are grouped into a single `Model.predict_images` call
       -> JSON:         the predict shape + view, stored_view, orientation_note, ms
     ?turns=1 (the turn test, turns.py): the decoded picture as is and turned 90/180/270
     goes to the batcher as ONE job of four images (one model call), + "turn_test".
@@ -18,52 +23,45 @@ without it, and the server speaks https with tls.certificate_for's certificate.
 Nothing from a request reaches the filesystem: the uploaded filename is only echoed back
 as `path`. Uploads are held in memory (bounded by the size limit, multipart files too); the
 event loop never decodes or runs the model, so /healthz answers while predictions run.
-
-Limits for a public upload endpoint (docs/contracts.md, "HTTP (serve)"):
-    413 before the body is read past the limit: a Content-Length over it is answered at once,
-        a chunked body as soon as it crosses it; then at most LINGER_SECONDS of lingering
-        close (the rest is read and discarded so simple clients see the 413, not a reset);
-    408 for slow clients: the request head must arrive within header_timeout, the body may
-        pause at most body_idle_timeout, must average MIN_BODY_RATE once it has taken that
-        long, and may take at most body_timeout in all;
-    every error the server answers is JSON {"error": str}, protocol errors included;
-    after a burst of uploads the freed heap goes back to the OS (release_memory).
+Connection-level limits (408 for slow heads and bodies, lingering close after an early
+answer, JSON protocol errors) are protocol.py's; after a burst of uploads the freed heap
+goes back to the OS (release_memory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
+import functools
 import os
-import queue
 import socket
-import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import ClientDisconnect
 from starlette.staticfiles import StaticFiles
 
 from ..errors import UnreadableImage, UprightError, one_line
-from ..report.html import image_data_url
 from ..imaging import open_image, store_as
 from ..model import DEFAULT_TOP_K
 from ..orientation import orientation_note
-from .access import TokenGate, new_token
-from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BATCH,
-                       DEFAULT_MAX_BYTES, DEFAULT_PORT, HEADER_TIMEOUT, LINGER_SECONDS, MAX_HEAD_BYTES,
-                       MIN_BODY_RATE)
-from .lan import WILDCARDS, exposure_warning, is_ip, lan_addresses, link, phone_words, qr_lines
+from ..report.html import image_data_url
+from .access import new_token
+from .batcher import Batcher
+from .body import UploadError, read_upload
+from .budget import DecodeBudget, decode_upload, release_memory
+from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
+                       DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
+from .guard import guard_app
+from .lan import addresses_for, exposure_warning, is_loopback, link, print_lan_access
+from .protocol import server_config
 from .tls import certificate_for
 from .turns import thumbnails, turn_json, turned
 
@@ -78,6 +76,7 @@ CSP = (
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
+
 def _status_for(reason: str) -> int:
     r = reason.lower()
     if r.startswith(("not an image", "unsupported format")):
@@ -87,15 +86,6 @@ def _status_for(reason: str) -> int:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-def _safe_name(name: str | None) -> str | None:
-    """The uploaded filename, for display only: last path component, printable, bounded."""
-    if not name:
-        return None
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if c.isprintable()).strip()
-    return name[:200] or None
 
 
 def decode_size_for(model: Any) -> int:
@@ -149,227 +139,7 @@ def prepare(data: bytes, decode_size: int, orient: bool = True) -> Prepared:
     )
 
 
-# --------------------------------------------------------------------------- batching
-
-
-@dataclass
-class _Job:
-    images: list[Image.Image]  # one upload, or the four views of a turn test (one job, one call)
-    top_k: int
-    single: bool = True  # the future gets one image's predictions (else a list, one per image)
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-
-
-class Batcher:
-    """One worker thread owns the model. Jobs that queue up while it is busy run together
-    in one `predict_images` call (up to max_batch), so load raises throughput instead of
-    latency, and the event loop never waits on a lock."""
-
-    def __init__(self, model: Any, max_batch: int = DEFAULT_MAX_BATCH):
-        self.model = model
-        self.max_batch = max(1, int(max_batch))
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="upright-batcher", daemon=True)
-        self._closed = False
-        self.batches = 0
-        self.images = 0
-        self.largest_batch = 0
-        self.busy = False
-        self._thread.start()
-
-    def submit(self, image: Image.Image, top_k: int) -> concurrent.futures.Future:
-        """Future of (predictions, images in the model call, model ms)."""
-        return self._put(_Job([image], top_k))
-
-    def submit_many(self, images: list[Image.Image], top_k: int) -> concurrent.futures.Future:
-        """Future of ([predictions per image], images in the model call, model ms): the
-        images always run in the same model call (the turn test's four views)."""
-        return self._put(_Job(list(images), top_k, single=False))
-
-    def _put(self, job: _Job) -> concurrent.futures.Future:
-        if self._closed:
-            raise RuntimeError("the server is shutting down")
-        self._queue.put(job)
-        return job.future
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._queue.put(None)
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        stop = False
-        while not stop:
-            job = self._queue.get()
-            if job is None:
-                break
-            batch = [job]
-            n_images = len(job.images)
-            while n_images < self.max_batch:  # a job is never split; a big one may run alone
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.append(nxt)
-                n_images += len(nxt.images)
-            batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            n_images = sum(len(j.images) for j in batch)
-            self.busy = True
-            t0 = time.perf_counter()
-            try:
-                k = max(j.top_k for j in batch)
-                results = iter(self.model.predict_images([im for j in batch for im in j.images], top_k=k))
-                ms = (time.perf_counter() - t0) * 1000
-                for j in batch:
-                    mine = [list(next(results))[: j.top_k] for _ in j.images]
-                    j.future.set_result((mine[0] if j.single else mine, n_images, ms))
-            except BaseException as exc:  # noqa: BLE001 - hand any failure to the requests
-                for j in batch:
-                    if not j.future.done():
-                        j.future.set_exception(exc)
-            finally:
-                self.busy = False
-                self.batches += 1
-                self.images += n_images
-                self.largest_batch = max(self.largest_batch, n_images)
-        # fail whatever is still queued so no request hangs
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None and job.future.set_running_or_notify_cancel():
-                job.future.set_exception(RuntimeError("the server is shutting down"))
-
-
-# --------------------------------------------------------------------------- body limits
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int, exact: bool):
-        self.size, self.exact = size, exact
-
-
-class _TooSlow(Exception):
-    """The client sent the body too slowly; the message is the one-line reason."""
-
-
-class _Body:
-    """Reads the request body straight from ASGI, counting bytes against the limit and
-    timing each wait (idle) and the whole body (total)."""
-
-    def __init__(self, request: Request, limit: int, idle_timeout: float = BODY_IDLE_TIMEOUT,
-                 total_timeout: float = BODY_TIMEOUT):
-        self.request, self.limit = request, limit
-        self.idle_timeout, self.total_timeout = idle_timeout, total_timeout
-        self.received = 0
-        self.finished = False
-        self._start: float | None = None
-
-    async def _receive(self) -> dict:
-        """The next ASGI message, waiting no longer than the first of: the idle timeout, the
-        total timeout, and the moment the average rate would fall below MIN_BODY_RATE."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if self._start is None:
-            self._start = now
-        limits = {
-            "idle": now + self.idle_timeout,
-            "total": self._start + self.total_timeout,
-            "rate": self._start + max(self.idle_timeout, self.received / MIN_BODY_RATE),
-        }
-        which = min(limits, key=limits.get)
-        try:
-            wait = limits[which] - now
-            if wait <= 0:
-                raise asyncio.TimeoutError
-            return await asyncio.wait_for(self.request.receive(), wait)
-        except asyncio.TimeoutError:
-            raise _TooSlow({
-                "idle": f"upload too slow: no data for {self.idle_timeout:g} s",
-                "total": f"upload too slow: the body took more than {self.total_timeout:g} s",
-                "rate": f"upload too slow: under {MIN_BODY_RATE:,} bytes/s on average",
-            }[which]) from None
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while not self.finished:
-            msg = await self._receive()
-            if msg["type"] == "http.disconnect":
-                raise ClientDisconnect()
-            if msg["type"] != "http.request":
-                continue
-            chunk = msg.get("body", b"") or b""
-            self.finished = not msg.get("more_body", False)
-            self.received += len(chunk)
-            if self.received > self.limit:
-                raise _TooLarge(self.received, exact=self.finished)
-            if chunk:
-                yield chunk
-
-    async def read(self) -> bytes:
-        return b"".join([c async for c in self.chunks()])
-
-
-class _InMemoryMultiPart(MultiPartParser):
-    """Starlette's parser spools files over 1 MB to a temp file on disk; uploads here are
-    bounded by the size limit and stay in memory (nothing from a request touches the disk)."""
-
-    def __init__(self, *args, limit: int, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.spool_max_size = limit + 1
-
-
-_malloc_trim: list = []
-
-
-def release_memory() -> None:
-    """Hand the heap freed after a burst of uploads back to the OS. glibc keeps it (per-thread
-    arenas, a raised mmap threshold) and the server's RSS would stay at the burst's level;
-    malloc_trim returns it. A no-op where the C library has no malloc_trim."""
-    if not _malloc_trim:
-        try:
-            import ctypes
-
-            _malloc_trim.append(ctypes.CDLL(None).malloc_trim)
-        except (OSError, AttributeError):
-            _malloc_trim.append(None)
-    if _malloc_trim[0] is not None:
-        _malloc_trim[0](0)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n:,} bytes"
-
-
 # --------------------------------------------------------------------------- app
-
-
-class _SecurityHeaders:
-    """Pure ASGI middleware: nosniff everywhere, a strict CSP on the page."""
-
-    def __init__(self, app: Callable):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def send_with_headers(message):
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                headers.append((b"referrer-policy", b"no-referrer"))
-                headers.append((b"content-security-policy", CSP.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 _PRIVATE_WORDS = ("path", "dir", "file", "root", "cache")
@@ -395,6 +165,27 @@ def _training_figures(meta: dict) -> dict:
     return {k: meta[k] for k in keys if k in meta}
 
 
+@dataclass
+class _Server:
+    """What the routes share: the model's facts, the limits and the workers."""
+
+    model: Any
+    labels: list[str]
+    name: str
+    meta: dict
+    max_bytes: int
+    default_k: int
+    size: int  # the model's decode size (short side)
+    orient: bool
+    body_idle_timeout: float
+    body_timeout: float
+    batcher: Batcher
+    pool: concurrent.futures.ThreadPoolExecutor
+    budget: DecodeBudget
+    warm: concurrent.futures.Future  # done once the model is warm (Batcher.warm)
+    in_flight: int = 0  # requests being answered; when it drops to 0 the burst is over
+
+
 def create_app(
     model: Any,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -404,47 +195,82 @@ def create_app(
     model_name: str | None = None,
     decode_size: int | None = None,
     decode_workers: int | None = None,
+    decode_budget: int | DecodeBudget = DEFAULT_DECODE_BUDGET,
     body_idle_timeout: float = BODY_IDLE_TIMEOUT,
     body_timeout: float = BODY_TIMEOUT,
     token: str | None = None,
+    loopback_only: bool = False,
 ) -> FastAPI:
     """The FastAPI app for a loaded `upright.model.Model` (or anything with `labels`,
     `meta` and `predict_images(images, top_k)`).
 
     max_bytes: largest request body accepted (413 beyond). top_k: default labels per
     answer (the request may ask ?top_k=N). max_batch: most images per model call.
-    body_idle_timeout / body_timeout: 408 when the upload pauses longer / takes longer.
-    Serve it with `server_config(app)` for the connection-level limits (head timeout,
-    lingering close, JSON protocol errors).
+    decode_budget: bytes of decode memory all uploads decoding at once may hold (or a
+    DecodeBudget shared with another app). body_idle_timeout / body_timeout: 408 when the
+    upload pauses longer / takes longer. Serve it with `server_config(app)` for the
+    connection-level limits (head timeout, lingering close, JSON protocol errors). The model
+    warms up at once in the batcher's thread (one dummy prediction); /healthz answers 503
+    with "ready": false until it is warm (`is_ready(app)`).
     token: when set, every request needs it (access.TokenGate; serve it over https, as
-    `run(lan=True)` does: the cookie it sets is Secure).
+    `run(lan=True)` does: the cookie it sets is Secure). loopback_only: refuse (400) a Host
+    header that is not this machine's loopback, as `run` does on a loopback bind without a token
+    (a page of another site that DNS-rebinds its name to 127.0.0.1 reaches nothing).
     """
-    labels = [str(x) for x in model.labels]
-    max_bytes = int(max_bytes)
-    default_k = max(1, min(int(top_k), len(labels)))
-    size = int(decode_size or decode_size_for(model))
-    orient = bool(getattr(model, "orient", True))
-    name = model_name or getattr(model, "name", None) or str(getattr(model, "backbone", "model"))
-    meta = getattr(model, "meta", None) or {}
-    batcher = Batcher(model, max_batch=max_batch)
-    workers = decode_workers or max(2, min(4, (os.cpu_count() or 2)))
-    decode_pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode")
-    in_flight = 0  # requests being answered; when it drops to 0 the burst is over
+    srv = _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_workers, decode_budget,
+                  body_idle_timeout, body_timeout)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
-        batcher.close()
-        decode_pool.shutdown(wait=False, cancel_futures=True)
+        srv.batcher.close()
+        srv.pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
-        title="upright serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
-    )
-    app.state.batcher = batcher
-    app.state.max_bytes = max_bytes
-    if token is not None:
-        app.add_middleware(TokenGate, token=token)
-    app.add_middleware(_SecurityHeaders)  # added last = outermost: the 403s get the headers too
+    app = FastAPI(title="upright serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.batcher = srv.batcher
+    app.state.max_bytes = srv.max_bytes
+    app.state.decode_budget = srv.budget
+    app.state.warm = srv.warm
+    guard_app(app, token, csp=CSP, loopback_only=loopback_only)
+    json_errors(app)
+    _routes(app, srv)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_workers, decode_budget,
+            body_idle_timeout, body_timeout) -> _Server:
+    labels = [str(x) for x in model.labels]
+    batcher = Batcher(model, max_batch=max_batch)
+    workers = decode_workers or max(2, min(4, (os.cpu_count() or 2)))
+    return _Server(
+        model=model, labels=labels,
+        name=model_name or getattr(model, "name", None) or str(getattr(model, "backbone", "model")),
+        meta=getattr(model, "meta", None) or {}, max_bytes=int(max_bytes),
+        default_k=max(1, min(int(top_k), len(labels))), size=int(decode_size or decode_size_for(model)),
+        orient=bool(getattr(model, "orient", True)),
+        body_idle_timeout=body_idle_timeout, body_timeout=body_timeout,
+        batcher=batcher,
+        pool=concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode"),
+        budget=decode_budget if isinstance(decode_budget, DecodeBudget) else DecodeBudget(decode_budget),
+        warm=batcher.warm())
+
+
+def warm_state(warm: concurrent.futures.Future) -> tuple[bool, str | None]:
+    """(warm, why the warm-up failed or None)."""
+    if not warm.done():
+        return False, None
+    exc = warm.exception()
+    return exc is None, (f"the model failed its warm-up: {one_line(exc)}" if exc is not None else None)
+
+
+def is_ready(app: FastAPI) -> bool:
+    """Whether an app of create_app has its model warm (what /healthz's "ready" says)."""
+    return warm_state(app.state.warm)[0]
+
+
+def json_errors(app: FastAPI) -> None:
+    """Every error the app answers is JSON {"error": str} (serve, the studio)."""
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -459,246 +285,96 @@ def create_app(
     async def _internal_error(request: Request, exc: Exception):  # pragma: no cover - safety net
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"[:300]}, status_code=500)
 
+
+def _routes(app: FastAPI, srv: _Server) -> None:
     @app.get("/", include_in_schema=False)
     async def index():
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"Cache-Control": "no-cache"})
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/healthz")
     async def healthz():
-        return {
-            "status": "ok", "model": name, "labels": labels,
-            "queue": batcher._queue.qsize(), "busy": batcher.busy,
-            "batches": batcher.batches, "images": batcher.images,
-            "largest_batch": batcher.largest_batch,
+        b = srv.batcher
+        ready, why = warm_state(srv.warm)
+        body = {
+            "status": "ok" if ready else "failed" if why else "warming", "ready": ready,
+            **({"error": why} if why else {}),
+            "model": srv.name, "labels": srv.labels, "queue": b.queued, "busy": b.busy,
+            "batches": b.batches, "images": b.images, "largest_batch": b.largest_batch,
+            "decode_memory": {"budget_mb": srv.budget.total >> 20, "held_mb": srv.budget.held >> 20,
+                              "peak_mb": srv.budget.peak >> 20},
         }
+        return body if ready else JSONResponse(body, status_code=503)
 
     @app.get("/api/model")
     async def model_info():
-        public = _public_meta(meta) if isinstance(meta, dict) else {}
-        training = _training_figures(public)
+        public = _public_meta(srv.meta) if isinstance(srv.meta, dict) else {}
         return {
-            "model": name, "labels": labels, "backbone": str(getattr(model, "backbone", "")),
-            "training": training, "meta": public, "top_k": default_k,
-            "max_bytes": max_bytes, "decode_size": size, "view_long_side": VIEW_LONG_SIDE,
-            "orientation_policy": "upright" if orient else "stored",
+            "model": srv.name, "labels": srv.labels, "backbone": str(getattr(srv.model, "backbone", "")),
+            "training": _training_figures(public), "meta": public, "top_k": srv.default_k,
+            "max_bytes": srv.max_bytes, "decode_size": srv.size, "view_long_side": VIEW_LONG_SIDE,
+            "orientation_policy": "upright" if srv.orient else "stored",
         }
 
     @app.post("/api/predict")
     async def predict(request: Request, top_k: int | None = None, turns: bool = False):
-        nonlocal in_flight
-        in_flight += 1
+        srv.in_flight += 1
         try:
-            return await _answer(request, top_k, turns)
+            return await _answer(srv, request, top_k, turns)
         finally:
-            in_flight -= 1
-            if in_flight == 0:  # the burst is over: give its memory back
+            srv.in_flight -= 1
+            if srv.in_flight == 0:  # the burst is over: give its memory back
                 try:
-                    asyncio.get_running_loop().run_in_executor(decode_pool, release_memory)
+                    asyncio.get_running_loop().run_in_executor(srv.pool, release_memory)
                 except RuntimeError:  # shutting down: the pool takes no more work
                     pass
 
-    async def _answer(request: Request, top_k: int | None, turns: bool):
-        t0 = time.perf_counter()
-        k = default_k if top_k is None else max(1, min(int(top_k), len(labels)))
-        body = _Body(request, max_bytes, body_idle_timeout, body_timeout)
-        too_large = f"upload too large: the limit is {_mb(max_bytes)}"
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            try:
-                n = int(declared)
-            except ValueError:
-                return _error(400, "invalid Content-Length header")
-            if n > max_bytes:  # answered before a byte of the body is read
-                return _error(413, f"{too_large} (got {_mb(n)})")
-        filename = None
-        try:
-            ctype = request.headers.get("content-type", "")
-            if ctype.lower().startswith("multipart/form-data"):
-                parser = _InMemoryMultiPart(request.headers, body.chunks(), max_files=1, max_fields=16,
-                                            limit=max_bytes)
-                form = await parser.parse()
-                try:
-                    upload = form.get("file")
-                    if upload is None or isinstance(upload, str):
-                        return _error(400, 'no file: send multipart/form-data with a file field named "file"')
-                    filename = _safe_name(upload.filename)
-                    data = await upload.read()
-                finally:
-                    await form.close()
-            elif ctype.lower().startswith("application/x-www-form-urlencoded"):
-                return _error(400, 'no file: send multipart/form-data with a file field named "file"')
-            else:  # a raw body is accepted too: curl --data-binary @photo.jpg
-                data = await body.read()
-        except _TooLarge:  # answered as soon as the body crosses the limit
-            return _error(413, f"{too_large} (got more than {_mb(max_bytes)})")
-        except _TooSlow as exc:
-            return _error(408, str(exc))
-        except MultiPartException as exc:
-            return _error(400, f"malformed multipart body: {exc.message}")
-        except ClientDisconnect:
-            return _error(400, "client disconnected during upload")
-        t_read = time.perf_counter()
-        loop = asyncio.get_running_loop()
-        try:
-            prep = await loop.run_in_executor(decode_pool, prepare, data, size, orient)
-        except UnreadableImage as exc:
-            return _error(_status_for(exc.reason), exc.reason)
-        except MemoryError:  # the decoder's limits should prevent it; the upload is still the cause
-            return _error(400, "image too large to decode in memory")
-        except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400, never a 500
-            return _error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
-        finally:
-            del data
-        turn_views: list[str] = []
-        try:
-            if turns:  # the turn test: as is + turned 90/180/270, one model call of four
-                images = turned(prep.image)
-                turn_views = await loop.run_in_executor(decode_pool, thumbnails, images)
-                all_preds, batch_n, model_ms = await asyncio.wrap_future(batcher.submit_many(images, k))
-                preds = all_preds[0]
-            else:
-                preds, batch_n, model_ms = await asyncio.wrap_future(batcher.submit(prep.image, k))
-        except RuntimeError as exc:
-            return _error(503, str(exc))
-        ms = (time.perf_counter() - t0) * 1000
-        extra = {"turn_test": turn_json(all_preds, turn_views)} if turns else {}
-        return {
-            "path": filename,
-            "orientation": prep.tag,
-            "predictions": [{"label": str(lab), "score": float(s)} for lab, s in preds],
-            "view": prep.view,
-            "view_size": list(prep.view_size),
-            "stored_view": prep.stored_view,
-            "orientation_note": prep.note,
-            "stored_size": list(prep.stored_size),
-            "format": prep.format,
-            "notes": prep.notes,
-            "ms": round(ms, 1),
-            "timings": {
-                "read_ms": round((t_read - t0) * 1000, 1),
-                "decode_ms": round(prep.decode_ms, 1),
-                "model_ms": round(model_ms, 1),
-                "batch": batch_n,
-            },
-            **extra,
-        }
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
+async def _decode(srv: _Server, data: bytes) -> "Prepared | JSONResponse":
+    """Price, wait for the budget, decode: the Prepared picture or the JSON refusal."""
+    try:
+        return await decode_upload(data, srv.size, budget=srv.budget, pool=srv.pool,
+                                   decode=functools.partial(prepare, decode_size=srv.size, orient=srv.orient))
+    except UnreadableImage as exc:
+        return _error(_status_for(exc.reason), exc.reason)
+    except MemoryError:  # the decoder's limits should prevent it; the upload is still the cause
+        return _error(400, "image too large to decode in memory")
+    except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400, never a 500
+        return _error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
 
 
-# --------------------------------------------------------------------------- connections
-
-
-def _raw_json_response(status: int, reason: str, message: str) -> bytes:
-    body = json.dumps({"error": message}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
-
-
-def protocol_class(header_timeout: float = HEADER_TIMEOUT, linger_seconds: float = LINGER_SECONDS,
-                   linger_bytes: int = DEFAULT_MAX_BYTES):
-    """uvicorn's h11 protocol with the connection-level limits of a public upload endpoint.
-
-    - The request head must be complete within `header_timeout` seconds of the connection
-      opening or of its first byte (slowloris): a started head gets 408 JSON, a connection
-      that never sent a byte is just closed; then the connection is closed.
-    - An answer given before the request body was read in full (413, 408, 404 to a POST...)
-      says `Connection: close` and is followed by a lingering close: the write side is shut, at most `linger_bytes`
-      more are read and discarded for at most `linger_seconds`, then the connection is
-      closed. (Plain uvicorn keeps reading such a body for as long as the client sends.)
-    - Protocol errors (malformed request line, headers over MAX_HEAD_BYTES) answer JSON.
-    """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class LimitedH11Protocol(H11Protocol):
-        def connection_made(self, transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._head_timer = None
-            self._lingering = False
-            self._linger_left = 0
-            self._arm_head_timer()
-            self._close_after_early_answers()
-
-        def _close_after_early_answers(self) -> None:
-            """An answer sent while the request body is still arriving (413, 408, the token's
-            403...) says `Connection: close`, so the client opens a new connection instead of
-            sending its next request into the lingering close (TLS has no half-close to say it)."""
-            conn, send = self.conn, self.conn.send
-
-            def send_event(event):
-                if isinstance(event, h11.Response) and conn.their_state is h11.SEND_BODY:
-                    event = h11.Response(status_code=event.status_code, reason=event.reason,
-                                         headers=[*event.headers, (b"connection", b"close")],
-                                         http_version=event.http_version)
-                return send(event)
-
-            conn.send = send_event
-
-        def _arm_head_timer(self) -> None:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
-
-        def _disarm_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            self._head_timer = None
-            if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
-                return
-            if self.conn.trailing_data[0]:  # part of a request head arrived
-                self.transport.write(_raw_json_response(
-                    408, "Request Timeout", f"request head not received within {header_timeout:g} s"))
-            self.transport.close()
-
-        def data_received(self, data: bytes) -> None:
-            if self._lingering:
-                self._linger_left -= len(data)
-                if self._linger_left <= 0:
-                    self.transport.close()
-                return
-            if self.conn.their_state is h11.IDLE:
-                self._arm_head_timer()
-            super().data_received(data)
-            if self.conn.their_state is not h11.IDLE:
-                self._disarm_head_timer()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
-                self._lingering = True
-                self._linger_left = linger_bytes
-                self._unset_keepalive_if_required()
-                self.flow.resume_reading()
-                if self.transport.can_write_eof():
-                    self.transport.write_eof()
-                self.loop.call_later(linger_seconds, self.transport.close)
-
-        def send_400_response(self, msg: str) -> None:
-            if self.cycle is None or not self.cycle.response_started:
-                self.transport.write(_raw_json_response(400, "Bad Request", f"malformed HTTP request: {msg}"))
-            self.transport.close()
-
-        def connection_lost(self, exc) -> None:
-            self._disarm_head_timer()
-            super().connection_lost(exc)
-
-    return LimitedH11Protocol
-
-
-def server_config(app, *, log_level: str = "warning", header_timeout: float = HEADER_TIMEOUT,
-                  linger_seconds: float = LINGER_SECONDS, linger_bytes: int | None = None, **kwargs):
-    """The uvicorn.Config that serves `app` with the limits above (used by `run` and the tests)."""
-    import uvicorn
-
-    max_bytes = int(getattr(getattr(app, "state", None), "max_bytes", DEFAULT_MAX_BYTES))
-    proto = protocol_class(header_timeout, linger_seconds, max_bytes if linger_bytes is None else linger_bytes)
-    return uvicorn.Config(app, http=proto, log_level=log_level, access_log=False, lifespan="on",
-                          h11_max_incomplete_event_size=MAX_HEAD_BYTES, **kwargs)
+async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool):
+    t0 = time.perf_counter()
+    k = srv.default_k if top_k is None else max(1, min(int(top_k), len(srv.labels)))
+    try:
+        upload = await read_upload(request, srv.max_bytes, srv.body_idle_timeout, srv.body_timeout)
+    except UploadError as exc:
+        return _error(exc.status, exc.message)
+    t_read = time.perf_counter()
+    prep = await _decode(srv, upload.data)
+    upload.data = b""  # the picture is decoded: the bytes may go
+    if isinstance(prep, JSONResponse):
+        return prep
+    extra: dict = {}
+    try:
+        if turns:  # the turn test: as is + turned 90/180/270, one model call of four
+            images = turned(prep.image)
+            views = await asyncio.get_running_loop().run_in_executor(srv.pool, thumbnails, images)
+            all_preds, batch_n, model_ms = await asyncio.wrap_future(srv.batcher.submit_many(images, k))
+            preds, extra = all_preds[0], {"turn_test": turn_json(all_preds, views)}
+        else:
+            preds, batch_n, model_ms = await asyncio.wrap_future(srv.batcher.submit(prep.image, k))
+    except RuntimeError as exc:
+        return _error(503, str(exc))
+    return {
+        "path": upload.filename, "orientation": prep.tag,
+        "predictions": [{"label": str(lab), "score": float(s)} for lab, s in preds],
+        "view": prep.view, "view_size": list(prep.view_size), "stored_view": prep.stored_view,
+        "orientation_note": prep.note, "stored_size": list(prep.stored_size), "format": prep.format,
+        "notes": prep.notes, "ms": round((time.perf_counter() - t0) * 1000, 1),
+        "timings": {"read_ms": round((t_read - t0) * 1000, 1), "decode_ms": round(prep.decode_ms, 1),
+                    "model_ms": round(model_ms, 1), "batch": batch_n},
+        **extra,
+    }
 
 
 # --------------------------------------------------------------------------- CLI entry
@@ -752,53 +428,54 @@ def run(
     code printed for a phone. `lan=True, host="127.0.0.1"` is the same on loopback only
     (what the tests run).
     """
-    import uvicorn
-
     from ..model import load_model
 
     host = host if host is not None else (DEFAULT_LAN_HOST if lan else DEFAULT_HOST)
-    if lan and host not in WILDCARDS and not is_ip(host):
-        raise UprightError(f"--lan --host needs an IP address of this machine (the certificate names "
-                           f"it and the phone's link uses it), not {host!r}")
     model_dir = Path(model_dir)
+    addresses = addresses_for(host) if lan else []
     model = load_model(model_dir)  # UprightError with a one-line reason when it is not a model
-    addresses: list[str] = []
-    if lan:
-        addresses = lan_addresses() if host in WILDCARDS else [host.strip("[]")]
-        if not addresses:
-            raise UprightError("--lan found no network address on this machine (is it on Wi-Fi or "
-                               "a wired network?); pick one with --host ADDRESS")
-        cert = certificate_for(addresses, tls_dir)
+    cert = certificate_for(addresses, tls_dir) if lan else None
+
+    def make_app(token):
+        return create_app(model, max_bytes=max_bytes, top_k=top_k, max_batch=max_batch,
+                          model_name=model_dir.resolve().name, token=token,
+                          loopback_only=token is None and is_loopback(host))
+
+    def plain(port: int) -> list[str]:
+        warning = exposure_warning(host, port)
+        return [warning] if warning else []
+
+    serve_until_stopped("serve", make_app, host=host, port=port, addresses=addresses, cert=cert, echo=echo,
+                        log_level=log_level, about=lambda app: f"(model {model_dir}, labels: "
+                                                               f"{', '.join(map(str, model.labels))})",
+                        plain=plain, lan_words={"phones": "your phone", "server": "server",
+                                                "powers": "use the app and the model"})
+
+
+def serve_until_stopped(verb: str, make_app: Callable[[str | None], FastAPI], *, host: str, port: int,
+                        addresses: list[str], cert, echo: Callable[[str], None], log_level: str,
+                        about: Callable[[FastAPI], str], plain: Callable[[int], list[str]], lan_words: dict) -> None:
+    """Bind HOST:PORT, make the app (`make_app(token)`: a fresh token with --lan, i.e. when
+    `cert` is given), print where to reach it (--lan: the links, QR code and what the phone
+    will ask, lan.print_lan_access(**lan_words); else the URL and `plain(port)`'s lines),
+    and serve with https under --lan until Ctrl+C. `upright serve` and `upright studio`."""
+    import uvicorn
+
     sock = bind_socket(host, port)
     sock.listen(2048)  # connections from now on wait for the server instead of being refused
-    actual_port = sock.getsockname()[1]
-    token = new_token() if lan else None
-    app = create_app(model, max_bytes=max_bytes, top_k=top_k, max_batch=max_batch,
-                     model_name=model_dir.resolve().name, token=token)
-    about = f"(model {model_dir}, labels: {', '.join(map(str, model.labels))})"
+    actual = sock.getsockname()[1]
+    token = new_token() if cert is not None else None
+    app = make_app(token)
     ssl: dict = {}
-    if lan:
-        links = [link(a, actual_port, token) for a in addresses]
-        echo(f"upright serve: {links[0]}  {about}")
-        echo("  On your phone (same network as this machine), scan the code or type the link:")
-        echo("")
-        for line in qr_lines(links[0]):
-            echo("  " + line)
-        echo("")
-        for line in phone_words(addresses, cert.fingerprint):
-            echo("  " + line)
-        echo(f"  Certificate {'reused from' if cert.reused else 'made and kept in'} {cert.cert_path.parent} "
-             f"(valid until {cert.not_after:%Y-%m-%d}).")
-        echo("  Anyone with this link can use the app and the model until you stop the server; "
-             "the token changes at every start.")
-        for other in links[1:]:
-            echo(f"  Also reachable at {other}")
+    if cert is not None:
+        links = [link(a, actual, token) for a in addresses]
+        echo(f"upright {verb}: {links[0]}  {about(app)}")
+        print_lan_access(echo, links, addresses, cert, **lan_words)
         ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)}
     else:
-        echo(f"upright serve: {url_for(host, actual_port)}  {about}")
-        warning = exposure_warning(host, actual_port)
-        if warning:
-            echo("  " + warning)
+        echo(f"upright {verb}: {url_for(host, actual)}  {about(app)}")
+        for line in plain(actual):
+            echo("  " + line)
     echo("  Ctrl+C to stop")
     server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=3, **ssl))
     try:

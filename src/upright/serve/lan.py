@@ -1,13 +1,17 @@
 """What `upright serve --lan` needs beyond the app: this machine's addresses, the link a
 phone opens, its QR code for the terminal, and the words that say what the phone will ask.
 
-Pure helpers (no server, no binding): run() in app.py puts them together.
+Pure helpers (no server, no binding): run() in app.py and the studio's server.py put them
+together.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import Callable
+
+from ..errors import UprightError
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 WILDCARDS = ("0.0.0.0", "", "::")
@@ -102,3 +106,34 @@ def exposure_warning(host: str, port: int) -> str | None:
             f"this machine on port {port} can use the app and the model and see what is uploaded. "
             "For a phone, use --lan (https and an access token). The live camera needs https or "
             "localhost; elsewhere only 'Take photo' works.")
+
+
+def addresses_for(host: str) -> list[str]:
+    """The addresses `--lan --host HOST` serves (the certificate names them, the links use
+    them): this machine's LAN addresses for a wildcard, else HOST itself (an IP address)."""
+    if host not in WILDCARDS and not is_ip(host):
+        raise UprightError(f"--lan --host needs an IP address of this machine (the certificate names "
+                           f"it and the phone's link uses it), not {host!r}")
+    addresses = lan_addresses() if host in WILDCARDS else [host.strip("[]")]
+    if not addresses:
+        raise UprightError("--lan found no network address on this machine (is it on Wi-Fi or "
+                           "a wired network?); pick one with --host ADDRESS")
+    return addresses
+
+
+def print_lan_access(echo: Callable[[str], None], links: list[str], addresses: list[str], cert, *,
+                     phones: str, powers: str, server: str) -> None:
+    """What --lan prints after the first link: the QR code, what the phone will ask, the
+    certificate, who may do what (`powers`) until `server` stops, the other links."""
+    echo(f"  On {phones} (same network as this machine), scan the code or type the link:")
+    echo("")
+    for line in qr_lines(links[0]):
+        echo("  " + line)
+    echo("")
+    for line in phone_words(addresses, cert.fingerprint):
+        echo("  " + line)
+    echo(f"  Certificate {'reused from' if cert.reused else 'made and kept in'} {cert.cert_path.parent} "
+         f"(valid until {cert.not_after:%Y-%m-%d}).")
+    echo(f"  Anyone with this link can {powers} until you stop the {server}; the token changes at every start.")
+    for other in links[1:]:
+        echo(f"  Also reachable at {other}")

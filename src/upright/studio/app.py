@@ -7,9 +7,11 @@
     /api/audit..., /api/train, /api/jobs..., /api/models/...         routes_train.py
     POST /api/predict, GET /api/model                              serve's app (middleware.TestRoutes)
 
-Every bound of `upright serve` applies (the connection limits of serve.app.server_config, the
-upload limits of uploads.py, the token with --lan), plus the project's quota and the checks
-of names.py and store.py. Nothing a request sends is used as a path: class names are checked,
+Every bound of `upright serve` applies, through serve's own code: the connection limits of
+serve.protocol.server_config, the request guard and the token (serve.guard.guard_app, with the
+loopback-only Host check without --lan), the upload limits (uploads.py on serve.body), and one
+decode budget (serve.budget) for the studio's decodes and its Test tab's; plus the project's
+quota and the checks of names.py and store.py. Nothing a request sends is used as a path: class names are checked,
 photos are named by their content, and ids must be in the index.
 """
 
@@ -19,39 +21,22 @@ import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, StreamingResponse
 from starlette.staticfiles import StaticFiles
 
-from ..serve.access import TokenGate
 from ..serve.app import STATIC_DIR as SERVE_STATIC
+from ..serve.app import json_errors
 from ..serve.defaults import DEFAULT_MAX_BYTES
+from ..serve.guard import guard_app
 from .defaults import DEFAULT_QUOTA_GB
-from .middleware import Headers, SameOrigin, TestRoutes
+from .middleware import ProjectPaths, TestRoutes, studio_csp
 from .routes_collect import collect_routes
 from .routes_train import train_routes
 from .state import Studio
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 REFRESH_SECONDS = 5.0  # photos added by hand show up within this
-
-
-def _error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException):
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _bad_params(request: Request, exc: RequestValidationError):
-        where = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in exc.errors())
-        return JSONResponse({"error": f"invalid request ({where})"[:300]}, status_code=400)
-
-    @app.exception_handler(Exception)
-    async def _internal_error(request: Request, exc: Exception):  # pragma: no cover - safety net
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"[:300]}, status_code=500)
 
 
 def _page_routes(app: FastAPI, st: Studio) -> None:
@@ -65,7 +50,7 @@ def _page_routes(app: FastAPI, st: Studio) -> None:
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "project": st.project.name, "photos": len(st.project.photos)}
+        return st.health()
 
     @app.get("/api/events")
     async def events():
@@ -87,19 +72,18 @@ async def _keep_fresh(st: Studio) -> None:
 
 
 def create_app(project, *, quota: int = int(DEFAULT_QUOTA_GB * 1e9), max_bytes: int = DEFAULT_MAX_BYTES,
-               token: str | None = None, hosts: list[str] | None = None) -> FastAPI:
+               token: str | None = None) -> FastAPI:
     """The studio app for the folder `project` (created when missing).
 
     quota: bytes of photos (and trash) the project may hold. max_bytes: the largest request.
-    token: with --lan, every request needs it (serve.access.TokenGate). hosts: the Host
-    names accepted (default: loopback names only, against DNS rebinding; None with a token).
+    token: with --lan, every request needs it (serve.access.TokenGate); without it, the Host
+    must be a loopback name (serve.guard: against DNS rebinding).
     """
     st = Studio.open(project, quota=int(quota), max_bytes=int(max_bytes), lan=token is not None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        st.events.bind(asyncio.get_running_loop())
-        st.changed()
+        st.start(asyncio.get_running_loop())
         fresh = asyncio.create_task(_keep_fresh(st))
         yield
         fresh.cancel()
@@ -109,13 +93,11 @@ def create_app(project, *, quota: int = int(DEFAULT_QUOTA_GB * 1e9), max_bytes: 
     app = FastAPI(title="upright studio", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.studio = st
     app.state.max_bytes = st.max_bytes  # serve.app.server_config reads it (the lingering close)
-    _error_handlers(app)
+    json_errors(app)
     _page_routes(app, st)
     collect_routes(app, st)
     train_routes(app, st)
     app.add_middleware(TestRoutes, studio=st)
-    app.add_middleware(SameOrigin, hosts=(hosts or LOOPBACK_HOSTS) if token is None else None)
-    if token is not None:
-        app.add_middleware(TokenGate, token=token)
-    app.add_middleware(Headers)  # outermost: the 403s get the headers too
+    app.add_middleware(ProjectPaths, root=st.project.root)
+    guard_app(app, token, csp=studio_csp, loopback_only=token is None)  # serve's limits, token, headers
     return app

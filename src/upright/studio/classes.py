@@ -1,4 +1,8 @@
-"""Classes are folders: create, rename, and move photos between them (names.py checks names)."""
+"""Classes are folders: create, rename, and move photos between them (names.py checks names).
+
+A photo turned through `fix` keeps its way back wherever it goes: every rename and move tells
+fix's manifest (fix.relocate_originals), so undoing the turn restores the original where
+the photo is now, never in its old class."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from ..errors import UprightError
+from ..fix import relocate_originals
 from .names import class_name, same_name
 from .project import Project
 
@@ -49,6 +54,7 @@ def rename(project: Project, old: str, raw: object) -> str:
                 os.replace(tmp, d.with_name(new))
             else:
                 os.replace(d, d.with_name(new))
+        relocate_originals(project.root, {project.rel(d): project.rel(d.with_name(new)) for _, d in dirs})
         project.refresh()
         project.touch()
     return new
@@ -59,7 +65,7 @@ def move(project: Project, ids: list[str], label: str) -> dict:
     with project.lock:
         if label not in project.classes():
             raise KeyError(label)
-        moved, kept = [], []
+        moved, kept, done = [], [], []
         bases = dict(project.folders())
         for pid in ids:
             ph = project.photo(pid)
@@ -70,13 +76,16 @@ def move(project: Project, ids: list[str], label: str) -> dict:
             if ph.label == label:
                 kept.append(f"{pid}: already in '{label}'")
                 continue
+            done.append(pid)
             if dest.exists():
                 dest = _free_name(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dest)
-            moved.append(dest.relative_to(project.root).as_posix())
+            moved.append(project.rel(dest))
+        relocate_originals(project.root, dict(zip(done, moved)))
         project.refresh()
     return {"moved": moved, "kept": kept}
+
 
 
 def _free_name(dest: Path) -> Path:

@@ -1,7 +1,10 @@
 """The audit as photos arrive: `upright audit --metadata-only` re-run after each batch.
 
-One background thread; a batch marks the audit stale and wakes it; batches that arrive
-while it runs are folded into the next run (so it never falls behind, whatever the rate).
+One background thread, started with the server (`start`); a batch marks the audit stale and
+wakes it; batches that arrive while it runs are folded into the next run (so it never falls
+behind, whatever the rate). The audit's decode check reads every photo through the door, so
+each run first reserves, from the studio's decode budget (`gate`), what the dearest photo's
+read may hold (Photo.cost): uploads decoding meanwhile and the audit never add up beyond it.
 The result is exactly run_audit(PROJECT, content=False)'s JSON (GET /api/audit); `view`
 turns it into what the page shows: each finding in words, with thumbnails of the photos
 of the very cell it names. The content checks (duplicates by looks, sideways) run on
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -26,9 +30,11 @@ THUMBS_PER_FINDING = 8
 
 
 class LiveAudit:
-    def __init__(self, project: Project, on_change: Callable[[], None]):
+    def __init__(self, project: Project, on_change: Callable[[], None],
+                 gate: Callable[[int], AbstractContextManager] = lambda nbytes: nullcontext()):
         self.project = project
         self.on_change = on_change
+        self.gate = gate
         self.result: dict | None = None
         self.running = False
         self.runs = 0
@@ -36,6 +42,9 @@ class LiveAudit:
         self._stop = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="upright-studio-audit", daemon=True)
+
+    def start(self) -> None:
+        """Begin auditing (once the server's event loop holds the decode budget)."""
         self._thread.start()
 
     def request(self) -> None:
@@ -54,7 +63,8 @@ class LiveAudit:
         with self._cond:
             self._stop = True
             self._cond.notify_all()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
 
     def _loop(self) -> None:
         while True:
@@ -76,8 +86,10 @@ class LiveAudit:
             self.on_change()
 
     def _run(self) -> dict:
+        dearest = max((p.cost for p in list(self.project.photos.values())), default=0)
         try:
-            return run_audit(self.project.root, content=False, progress=False).to_dict()
+            with self.gate(dearest):
+                return run_audit(self.project.root, content=False, progress=False).to_dict()
         except UprightError as exc:  # no class folder yet
             return {"n_images": 0, "classes": {}, "findings": [], "unreadable": [], "note": one_line(exc)}
         except Exception as exc:  # noqa: BLE001 - the studio keeps serving; the page says why

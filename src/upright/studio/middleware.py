@@ -1,94 +1,44 @@
-"""The pure ASGI layers around the studio's routes.
+"""The studio's own ASGI layers; the request limits are `upright serve`'s (serve.guard).
 
-    Headers     nosniff, no referrer, serve's CSP (the page may be framed by itself: the Test
-                tab shows serve's page, the Train tab the model's report); the report gets a
-                CSP of its own (inline styles and data: images, no script at all)
-    SameOrigin  a browser request that changes something must come from the studio's own page:
-                POST/PATCH/DELETE with an Origin of another site, or Sec-Fetch-Site cross-site
-                or same-site, is 403 (another web page open in the same browser cannot add
-                photos, delete classes or start a training run through it); without a token,
-                the Host must be a loopback name (400 otherwise: DNS rebinding)
+    studio_csp  serve's CSP, but the page may be framed by itself (the Test tab shows serve's
+                page, the Train tab the model's report); the report gets a CSP of its own
+                (inline styles and data: images, no script at all)
     TestRoutes  POST /api/predict and GET /api/model go to serve's app of the chosen model
+    ProjectPaths  every JSON, HTML and event-stream answer names what lies under PROJECT
+                relative to it, and PROJECT itself by its name: the train report, a job's
+                result, the audit's JSON and any message (a --lan token holder never learns
+                where the project lives on this machine)
+
+serve.guard.guard_app adds the rest around the app: 431 / 400 Content-Length with
+Transfer-Encoding / 403 cross-origin for anything but GET, HEAD, OPTIONS (another web page
+open in the same browser cannot add photos, delete classes or start a training run), 400 a
+Host that is not a loopback name without --lan (DNS rebinding), the token with --lan, and
+the security headers.
 """
 
 from __future__ import annotations
 
 import json
-
-from starlette.requests import cookie_parser
+import re
+from pathlib import Path
 from urllib.parse import parse_qsl
+
+from markupsafe import escape
+from starlette.requests import cookie_parser
 
 from ..errors import UprightError, one_line
 from ..serve.app import CSP as SERVE_CSP
+from ..serve.asgi import header, send_json
 from . import models
 
 CSP = SERVE_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'")
 REPORT_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; "
               "form-action 'none'; frame-ancestors 'self'")
-UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-def _header(scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-async def send_json(send, status: int, body: dict) -> None:
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                            (b"cache-control", b"no-store")]})
-    await send({"type": "http.response.body", "body": data})
-
-
-class Headers:
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        path = scope.get("path", "")
-        csp = REPORT_CSP if path.startswith("/api/models/") and path.endswith("/report") else CSP
-
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k != b"content-security-policy"]
-                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                            (b"content-security-policy", csp.encode())]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-def _host_name(host: str) -> str:
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-class SameOrigin:
-    def __init__(self, app, hosts: list[str] | None = None):
-        self.app, self.hosts = app, set(hosts) if hosts else None
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and self.hosts is not None \
-                and _host_name(_header(scope, b"host") or "").lower() not in self.hosts:
-            return await send_json(send, 400, {"error": "invalid Host header (the studio answers on this "
-                                                        "machine's own addresses only)"})
-        if scope["type"] == "http" and scope.get("method") in UNSAFE:
-            site = (_header(scope, b"sec-fetch-site") or "").lower()
-            origin = _header(scope, b"origin")
-            host = _header(scope, b"host") or ""
-            foreign = site in ("cross-site", "same-site") or (
-                origin not in (None, "null") and origin.split("://", 1)[-1] != host)
-            if foreign:
-                return await send_json(send, 403, {"error": "refused: a request from another web site "
-                                                            "(only the studio's own page may change the project)"})
-        return await self.app(scope, receive, send)
+def studio_csp(path: str) -> str:
+    """The page's policy, or the report's (no script at all) for a model's report."""
+    return REPORT_CSP if path.startswith("/api/models/") and path.endswith("/report") else CSP
 
 
 class TestRoutes:
@@ -101,7 +51,7 @@ class TestRoutes:
         if scope["type"] != "http" or scope.get("path") not in self.PATHS:
             return await self.app(scope, receive, send)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
-        cookies = cookie_parser(_header(scope, b"cookie") or "")
+        cookies = cookie_parser(header(scope, b"cookie") or "")
         name = models.chosen(self.studio.project, query, cookies)
         if name is None:
             return await send_json(send, 409, {"error": "no model yet: train one on the Train tab first"})
@@ -110,3 +60,52 @@ class TestRoutes:
         except UprightError as exc:
             return await send_json(send, 422, {"error": f"model {name} cannot be loaded: {one_line(exc)}"})
         await inner(scope, receive, send)
+
+
+class ProjectPaths:
+    """Pure ASGI middleware: PROJECT's absolute path leaves no answer (see the module docstring).
+    It is matched as written in UTF-8, in JSON (either escaping) and in HTML: "ROOT/a/b.jpg"
+    becomes "a/b.jpg", "ROOT" alone the project's name; images and downloads pass untouched."""
+
+    TEXT = (b"application/json", b"text/html")
+    STREAM = b"text/event-stream"
+
+    def __init__(self, app, root: Path):
+        self.app, self.name = app, Path(root).name.encode()
+        text = str(root)
+        forms = {text, json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1], str(escape(text))}
+        alternatives = b"|".join(re.escape(f.encode()) for f in sorted(forms, key=len, reverse=True))
+        # followed by "/": a path below PROJECT; by nothing a path could go on with: PROJECT itself
+        self.pattern = re.compile(b"(?:" + alternatives + rb")(?:/|(?![\w.\-\x80-\xff]))")
+
+    def _hide(self, body: bytes) -> bytes:
+        return self.pattern.sub(lambda m: b"" if m.group().endswith(b"/") else self.name, body)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") == "HEAD":
+            return await self.app(scope, receive, send)
+        start: dict | None = None
+        mode, parts = None, []
+
+        async def send_hidden(message):
+            nonlocal start, mode
+            if message["type"] == "http.response.start":
+                ctype = dict(message.get("headers", [])).get(b"content-type", b"")
+                mode = "stream" if ctype.startswith(self.STREAM) else "whole" if ctype.startswith(self.TEXT) else None
+                if mode != "whole":
+                    return await send(message)
+                start = message  # sent with the whole body, its length known
+                return None
+            if message["type"] != "http.response.body" or mode is None:
+                return await send(message)
+            if mode == "stream":
+                return await send({**message, "body": self._hide(message.get("body", b""))})
+            parts.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return None
+            body = self._hide(b"".join(parts))
+            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, send_hidden)

@@ -1,7 +1,7 @@
 """The project's models (PROJECT/.upright-models/<time>/), the Test tab's app, and the exports.
 
 Test: `upright serve`'s own app (serve.app.create_app: upload, live camera, turn test, the
-same upload bounds and decoding) is made for the chosen model on first use and kept for the
+same upload bounds and decoding, the studio's one decode budget) is made for the chosen model on first use and kept for the
 next requests (the two last used). The studio hands it POST /api/predict and GET /api/model;
 which model: `?model=NAME`, else the page's cookie `upright_model`, else the newest.
 
@@ -21,6 +21,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from ..atomic import atomic_path
+from ..errors import UprightError
 from ..modelfile import META_FILE
 from .project import MODELS_DIR, Project
 
@@ -31,7 +32,7 @@ EXPORTS = {"onnx": ("model-pixels.onnx", "model-pixels.onnx", None),
            "tflite": ("model.tflite", "model-tflite.zip", "litert_torch"),
            "coreml": ("model.mlpackage", "model-coreml.zip", "coremltools")}
 MISSING = {"tflite": "TFLite export needs litert-torch, which is not installed here: pip install "
-                     "'upright[tflite]' (README: 'Deploy the model as it is'), then restart the studio",
+                     "'upright[tflite]' (docs/deploy.md: 'Deploy the model as it is'), then restart the studio",
            "coreml": "Core ML export needs coremltools, which is not installed here: pip install "
                      "'upright[coreml]', then restart the studio"}
 
@@ -79,12 +80,34 @@ def chosen(project: Project, query: dict, cookies: dict) -> str | None:
 
 
 class TestApps:
-    """serve's app per model, loaded on first use (in a thread: it takes seconds)."""
+    """serve's app per model, loaded on first use (in a thread: it takes seconds), or ahead of
+    it (`preload`: the newest model when the studio starts and after each training run), so
+    its model is warm before the Test tab's first photo (serve's warm-up)."""
 
-    def __init__(self, project: Project, max_bytes: int):
-        self.project, self.max_bytes = project, max_bytes
+    def __init__(self, project: Project, max_bytes: int, budget):
+        self.project, self.max_bytes, self.budget = project, max_bytes, budget
         self._apps: OrderedDict[str, tuple] = OrderedDict()
         self._lock = asyncio.Lock()
+        self._preloads: set[asyncio.Task] = set()
+
+    def preload(self, name: str) -> None:
+        """Load `name`'s app in the background (call in the event loop); a model that cannot be
+        loaded is said when the Test tab asks for it."""
+        async def load():
+            try:
+                await self.app_for(name)
+            except UprightError:
+                pass
+
+        task = asyncio.ensure_future(load())
+        self._preloads.add(task)
+        task.add_done_callback(self._preloads.discard)
+
+    def ready(self, name: str) -> bool:
+        """Whether `name`'s app is loaded and its model warm (serve's /healthz "ready")."""
+        from ..serve.app import is_ready
+
+        return name in self._apps and is_ready(self._apps[name][0])
 
     async def app_for(self, name: str):
         async with self._lock:
@@ -104,12 +127,14 @@ class TestApps:
 
         folder = models_folder(self.project) / name
         model = await asyncio.get_running_loop().run_in_executor(None, load_model, folder)
-        app = create_app(model, max_bytes=self.max_bytes, model_name=name)
+        app = create_app(model, max_bytes=self.max_bytes, model_name=name, decode_budget=self.budget)
         stack = AsyncExitStack()
         await stack.enter_async_context(app.router.lifespan_context(app))  # its batcher and decode pool
         return app, stack
 
     async def close(self) -> None:
+        for task in list(self._preloads):
+            task.cancel()
         while self._apps:
             _, (_, stack) = self._apps.popitem()
             await stack.aclose()

@@ -19,9 +19,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..pipeline.scan import SPLIT_DIRS
+from ..cost import DEFAULT_BUDGET
+from ..errors import UnreadableImage
 from ..files import file_sha256, image_files
+from ..imaging import estimate
 from ..metadata import STUDIO_CAMERA, describe
+from ..pipeline.scan import SPLIT_DIRS
 from ..parallel import ordered_map
 
 TRASH_DIR = ".upright-trash"
@@ -44,6 +47,7 @@ class Photo:
     captured: bool = False  # taken with the page's camera (EXIF Software says so)
     format: str | None = None
     problem: str | None = None  # unreadable header, or an ignored tag
+    cost: int = 0  # bytes the dearest read of it holds (read_cost): what the live audit reserves
 
     def to_dict(self) -> dict:
         return {"id": self.id, "class": self.label, "split": self.split, "sha256": self.sha256, "size": self.size,
@@ -60,13 +64,23 @@ def split_folders(root: Path) -> list[tuple[str | None, Path]]:
     return [(None, root)]
 
 
+def read_cost(path: Path) -> int:
+    """The most any read of this file through the door holds, from its header: a full decode's
+    price (imaging.estimate), or the door's bound when only a sized read would be accepted."""
+    try:
+        return estimate(path).total
+    except UnreadableImage:
+        return DEFAULT_BUDGET
+
+
 def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result) -> Photo:
     """Hash and header facts of one file (never raises for a bad image: `problem` says why)."""
     facts = describe(path)
     return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=file_sha256(path),
                  size=st.st_size, mtime_ns=st.st_mtime_ns, tag=facts.orientation_tag,
                  orientation=facts.orientation or 1, captured=facts.software == STUDIO_CAMERA,
-                 format=facts.format, problem=facts.unreadable or facts.problem)
+                 format=facts.format, problem=facts.unreadable or facts.problem,
+                 cost=0 if facts.unreadable else read_cost(path))
 
 
 class Project:
@@ -105,6 +119,10 @@ class Project:
             return []
         return [(s, base / label) for s, base in self.folders() if (base / label).is_dir()]
 
+    def rel(self, path: Path) -> str:
+        """A path under PROJECT as the studio names it: relative, "/"-separated (a photo's id)."""
+        return path.relative_to(self.root).as_posix()
+
     def cache_dir(self, *parts: str) -> Path:
         return self.root.joinpath(CACHE_DIR, *parts)
 
@@ -125,7 +143,7 @@ class Project:
                     st = path.stat()
                 except OSError:
                     continue
-                pid = path.relative_to(self.root).as_posix()
+                pid = self.rel(path)
                 old = self.photos.get(pid)
                 if old is not None and (old.size, old.mtime_ns, old.label) == (st.st_size, st.st_mtime_ns, label):
                     seen[pid] = old

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from ..errors import UprightError, one_line
-from ..fix import fix_one_in_place, undo_fix
-from ..serve.app import release_memory
+from ..fix import BACKUP_DIR, fix_one_in_place, undo_fix
+from ..serve.budget import decode_upload, release_memory
 from . import classes, trash
 from .names import BadName
 from .state import Studio
-from .store import Refused, check, store
-from .thumbs import ensure_thumb
+from .store import Refused, check_upload, known, marked, store
+from .thumbs import THUMB_SHORT, make_thumbs, thumb_to_make
 from .uploads import UploadError, read_files
 
 
@@ -28,8 +29,11 @@ class PhotosBody(BaseModel):
     to: str | None = None
 
 
-class TurnBody(BaseModel):
+class PhotoBody(BaseModel):
     photo: str
+
+
+class TurnBody(PhotoBody):
     degrees: int = 90  # clockwise; 0 only stores upright what the orientation tag says
 
 
@@ -37,10 +41,16 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
-    """Check and store one upload (in the pool): {"stored"|"duplicate": id} or {"refused": reason}."""
+async def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
+    """Check and store one upload: {"stored"|"duplicate": id} or {"refused": reason}. The
+    decode waits for the studio's decode budget (shared with the Test tab's apps)."""
     try:
-        return store(st.project, label, check(data, captured), st.quota)
+        data = marked(data, captured)
+        dup = await known(st.project, data, st.pool)
+        if dup is not None:
+            return {"duplicate": dup}
+        checked = await check_upload(data, budget=st.budget, pool=st.pool)
+        return await asyncio.get_running_loop().run_in_executor(st.pool, store, st.project, label, checked, st.quota)
     except Refused as exc:
         return {"refused": exc.reason}
 
@@ -107,10 +117,9 @@ async def _upload(st: Studio, name: str, request: Request) -> dict:
     captured = fields.get("source") == "camera"
     out: dict = {"class": name, "source": "camera" if captured else "upload",
                  "stored": [], "duplicates": [], "refused": []}
-    loop = asyncio.get_running_loop()
     try:
         for filename, data in files:
-            got = await loop.run_in_executor(st.pool, _take, st, name, data, captured)
+            got = await _take(st, name, data, captured)
             shown = filename or ("camera" if captured else "upload")
             if "stored" in got:
                 out["stored"].append({"name": shown, "id": got["stored"]})
@@ -147,24 +156,53 @@ def _photo_routes(app: FastAPI, st: Studio) -> None:
             return error(422, f"cannot turn {photo.id}: {res.get('note')}")
         return res
 
+    @app.post("/api/photos/undo-turn")
+    async def undo_turn(body: PhotoBody):
+        if st.project.photo(body.photo) is None:
+            return error(404, f"unknown photo: {body.photo}")
+        res = await _change(st, _undo, st, [body.photo])
+        if isinstance(res, dict) and not res["restored"]:
+            return error(409, f"cannot undo the turn of {body.photo}: {res['conflicts'][0]['reason']}")
+        return res
+
     @app.post("/api/photos/undo-turns")
     async def undo_turns():
-        return await _change(st, _undo, st)
+        return await _change(st, _undo, st, None)
 
 
 def _turn(st: Studio, pid: str, degrees: int) -> dict:
-    """`fix --in-place` on one photo, turning it `degrees` clockwise; the way back is fix --undo."""
+    """`fix --in-place` on one photo, turning it `degrees` clockwise; the way back: `_undo`."""
     with st.project.lock:
         r = fix_one_in_place(st.project.root, st.project.root / pid, (360 - degrees) % 360)
         st.project.refresh()
     return {"photo": pid, "outcome": r.action, "method": r.method, "note": r.note, "degrees": degrees}
 
 
-def _undo(st: Studio) -> dict:
+def _undo(st: Studio, ids: list[str] | None) -> dict:
+    """`fix --undo` on these photos (None: every turned photo of PROJECT): originals back where
+    the photos are now; the others keep their way back."""
     with st.project.lock:
-        r = undo_fix(st.project.root)
+        if ids is not None and not (st.project.root / BACKUP_DIR).is_dir():
+            r = {"restored": [], "kept": [], "conflicts": [{"path": i, "reason": "never turned: nothing to undo"}
+                                                          for i in ids]}
+        else:
+            r = undo_fix(st.project.root, paths=ids)
         st.project.refresh()
-    return {"restored": r["restored"], "conflicts": r["conflicts"], "kept": r["kept"]}
+    return {"restored": [Path(p).as_posix() for p in r["restored"]], "conflicts": r["conflicts"],
+            "kept": r["kept"]}
+
+
+async def _thumb(st: Studio, sha256: str, source, view: str):
+    """The cached thumbnail, made on first use through the decode budget (None: cannot be shown)."""
+    folder = st.project.cache_dir("thumbs")
+    path, make = thumb_to_make(folder, sha256, view)
+    if make:
+        try:
+            await decode_upload(source, THUMB_SHORT, budget=st.budget, pool=st.pool,
+                                decode=lambda src: make_thumbs(folder, sha256, src))
+        except Exception:  # noqa: BLE001 - a photo that cannot be shown is not a server error
+            return None
+    return path if path.is_file() else None
 
 
 def _media_routes(app: FastAPI, st: Studio) -> None:
@@ -174,9 +212,7 @@ def _media_routes(app: FastAPI, st: Studio) -> None:
         photo = st.project.photo(pid) if pid else None
         if photo is None or photo.sha256 != sha256 or view not in ("upright", "stored"):
             return error(404, "no such photo")
-        loop = asyncio.get_running_loop()
-        path = await loop.run_in_executor(st.pool, ensure_thumb, st.project.cache_dir("thumbs"), sha256,
-                                          st.project.root / photo.id, view)
+        path = await _thumb(st, sha256, st.project.root / photo.id, view)
         if path is None:
             return error(404, "no such view" if view == "stored" else "this photo cannot be shown")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000"})

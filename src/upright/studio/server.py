@@ -13,47 +13,17 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UprightError
-from ..serve.access import new_token
-from ..serve.app import bind_socket, server_config, url_for
+from ..serve.app import serve_until_stopped
 from ..serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BYTES
-from ..serve.lan import WILDCARDS, is_ip, is_loopback, lan_addresses, link, phone_words, qr_lines
+from ..serve.lan import addresses_for, is_loopback
 from ..serve.tls import certificate_for
 from .defaults import DEFAULT_PORT, DEFAULT_QUOTA_GB
-
-
-def _lan_words(echo, links: list[str], addresses: list[str], cert) -> None:
-    echo("  On each phone (same network as this machine), scan the code or type the link:")
-    echo("")
-    for line in qr_lines(links[0]):
-        echo("  " + line)
-    echo("")
-    for line in phone_words(addresses, cert.fingerprint):
-        echo("  " + line)
-    echo(f"  Certificate {'reused from' if cert.reused else 'made and kept in'} {cert.cert_path.parent} "
-         f"(valid until {cert.not_after:%Y-%m-%d}).")
-    echo("  Anyone with this link can add, move and delete photos, train and download models until you "
-         "stop the studio; the token changes at every start.")
-    for other in links[1:]:
-        echo(f"  Also reachable at {other}")
-
-
-def _addresses(host: str) -> list[str]:
-    if host not in WILDCARDS and not is_ip(host):
-        raise UprightError(f"--lan --host needs an IP address of this machine (the certificate names it), "
-                           f"not {host!r}")
-    addresses = lan_addresses() if host in WILDCARDS else [host.strip("[]")]
-    if not addresses:
-        raise UprightError("--lan found no network address on this machine (is it on Wi-Fi or a wired "
-                           "network?); pick one with --host ADDRESS")
-    return addresses
 
 
 def run(project: str | os.PathLike, host: str | None = None, port: int = DEFAULT_PORT, *, lan: bool = False,
         quota_gb: float = DEFAULT_QUOTA_GB, max_bytes: int = DEFAULT_MAX_BYTES, log_level: str = "warning",
         echo: Callable[[str], None] = print, tls_dir: str | os.PathLike | None = None) -> None:
     """Open (or create) PROJECT and serve the studio until Ctrl+C (see the module docstring)."""
-    import uvicorn
-
     from .app import create_app
 
     host = host if host is not None else (DEFAULT_LAN_HOST if lan else DEFAULT_HOST)
@@ -63,27 +33,16 @@ def run(project: str | os.PathLike, host: str | None = None, port: int = DEFAULT
     project = Path(project)
     if project.exists() and not project.is_dir():
         raise UprightError(f"{project}: exists and is not a folder")
-    addresses = _addresses(host) if lan else []
+    addresses = addresses_for(host) if lan else []
     cert = certificate_for(addresses, tls_dir) if lan else None
-    sock = bind_socket(host, port)
-    sock.listen(2048)
-    actual = sock.getsockname()[1]
-    token = new_token() if lan else None
-    app = create_app(project, quota=int(quota_gb * 1e9), max_bytes=max_bytes, token=token)
-    about = f"(project {project}: {len(app.state.studio.project.classes())} classes, " \
-            f"{len(app.state.studio.project.photos)} photos)"
-    ssl: dict = {}
-    if lan:
-        links = [link(a, actual, token) for a in addresses]
-        echo(f"upright studio: {links[0]}  {about}")
-        _lan_words(echo, links, addresses, cert)
-        ssl = {"ssl_certfile": str(cert.cert_path), "ssl_keyfile": str(cert.key_path)}
-    else:
-        echo(f"upright studio: {url_for(host, actual)}  {about}")
-        echo("  Phones: restart with --lan (https, an access token and a QR code to scan).")
-    echo("  Ctrl+C to stop")
-    server = uvicorn.Server(server_config(app, log_level=log_level, timeout_graceful_shutdown=3, **ssl))
-    try:
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+
+    def about(app) -> str:
+        st = app.state.studio
+        return f"(project {project}: {len(st.project.classes())} classes, {len(st.project.photos)} photos)"
+
+    serve_until_stopped(
+        "studio", lambda token: create_app(project, quota=int(quota_gb * 1e9), max_bytes=max_bytes, token=token),
+        host=host, port=port, addresses=addresses, cert=cert, echo=echo, log_level=log_level, about=about,
+        plain=lambda port: ["Phones: restart with --lan (https, an access token and a QR code to scan)."],
+        lan_words={"phones": "each phone", "server": "studio",
+                   "powers": "add, move and delete photos, train and download models"})

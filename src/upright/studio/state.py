@@ -3,6 +3,7 @@ and the words of GET /api/project (the page's picture of the project)."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import os
@@ -10,6 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import atomic_write_text, clean_leftovers
+from ..fix import fixed_paths
+from ..serve.budget import DecodeBudget
+from ..serve.defaults import DEFAULT_DECODE_BUDGET
 from . import models, trash
 from .events import Events
 from .jobs import Job, Jobs, clean_stages
@@ -26,6 +30,9 @@ class Studio:
     quota: int
     max_bytes: int
     lan: bool = False
+    #: every decode of an upload (the studio's checks and thumbnails, the Test tab's apps)
+    #: waits for room in this one budget: N phones cost what one file may
+    budget: DecodeBudget = field(default_factory=lambda: DecodeBudget(DEFAULT_DECODE_BUDGET))
     events: Events = field(default_factory=Events)
     content: dict | None = None  # the last content audit (every check)
     sideways: dict[str, dict] = field(default_factory=dict)  # sha256 -> {"confidence", "rotation"}
@@ -34,12 +41,14 @@ class Studio:
     audit: LiveAudit = field(init=False)
     tests: models.TestApps = field(init=False)
     pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    loop: asyncio.AbstractEventLoop | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.jobs = Jobs(self._job_changed)
-        self.audit = LiveAudit(self.project, lambda: self.events.publish("audit", {"runs": self.audit.runs}))
-        self.tests = models.TestApps(self.project, self.max_bytes)
-        # checks and thumbnails: two decodes at a time, whatever the number of phones uploading
+        self.audit = LiveAudit(self.project, lambda: self.events.publish("audit", {"runs": self.audit.runs}),
+                               gate=self._audit_gate)
+        self.tests = models.TestApps(self.project, self.max_bytes, self.budget)
+        # checks, thumbnails, changes of the project: two threads, whatever the number of phones
         self.pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="upright-studio")
         self.sideways = self._load_sideways()
 
@@ -53,6 +62,20 @@ class Studio:
         clean_stages(root / models.MODELS_DIR)
         return cls(Project(root), **options)
 
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The server runs: events go through its loop, and the live audit begins."""
+        self.loop = loop
+        self.events.bind(loop)
+        self.audit.start()
+        self.changed()
+        newest = models.names(self.project)
+        if newest:
+            self.tests.preload(newest[0])  # the Test tab's model, warm before its first photo
+
+    def _audit_gate(self, nbytes: int):
+        """The live audit's share of the decode budget, held from its own thread."""
+        return self.budget.hold_in_thread(nbytes, self.loop)
+
     def changed(self, audit: bool = True) -> None:
         """Photos or classes changed: tell every page, and audit again."""
         if audit:
@@ -63,6 +86,18 @@ class Studio:
         self.events.publish("job", job.to_dict())
         if job.state == "done" and job.kind == "train":
             self.events.publish("project", {"version": self.project.version})  # a new model
+            if self.loop is not None and job.model:
+                try:
+                    self.loop.call_soon_threadsafe(self.tests.preload, job.model)  # the Test tab's, warm
+                except RuntimeError:  # the studio is stopping
+                    pass
+
+    def health(self) -> dict:
+        """GET /healthz: "ready" once the Test tab's model (the newest) is loaded and warm."""
+        newest = models.names(self.project)
+        test = {"name": newest[0], "ready": self.tests.ready(newest[0])} if newest else None
+        return {"status": "ok", "project": self.project.name, "photos": len(self.project.photos),
+                "ready": test is None or test["ready"], "test_model": test}
 
     def close(self) -> None:
         self.jobs.shutdown()
@@ -108,9 +143,11 @@ class Studio:
         }
 
     def photos_json(self, label: str) -> list[dict]:
+        turned = fixed_paths(self.project.root)
         out = []
         for m in self.project.members(label):
             d = m.to_dict()
             d["sideways"] = self.sideways.get(m.sha256)
+            d["turned"] = m.id in turned  # a turn through fix with its way back (undo-turn)
             out.append(d)
         return out

@@ -1,11 +1,15 @@
 """Taking a photo into a class: checked through the one door, stored as its original bytes.
 
-    bytes -> check   imaging.open_image(bytes, size=THUMB_SHORT) decodes it whole (a hostile or
-                     unreadable file is refused here, with the door's one-line reason, and never
-                     written) and gives the thumbnails from the same decode
-          -> mark    a capture from the page's camera (a canvas JPEG, no EXIF) gets an EXIF
+    bytes -> mark    a capture from the page's camera (a canvas JPEG, no EXIF) gets an EXIF
                      segment whose Software says so (metadata.STUDIO_CAMERA): the audit's
                      "source" attribute, carried by the file wherever it is moved or copied
+          -> known   bytes the project already holds are a duplicate at once (no decode)
+          -> check   priced from its header, then it waits for `upright serve`'s decode budget
+                     (serve.budget.decode_upload: one budget for every upload the studio and
+                     its Test tab decode at once, so N phones cannot multiply the per-file
+                     bound), then imaging.open_image(bytes, size=THUMB_SHORT) decodes it whole
+                     (a hostile or unreadable file is refused, with the door's one-line reason,
+                     and never written) and gives the thumbnails from the same decode
           -> store   under the project lock: a known content hash is a duplicate (said, not
                      stored); the quota is checked; the bytes are written atomically as
                      PROJECT/<class>/<sha256[:16]>.<ext> (ext from the decoded format)
@@ -15,10 +19,11 @@ Uploaded files keep every byte (their EXIF is the evidence the audit reads).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import hashlib
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
 from PIL import Image
 
@@ -26,6 +31,7 @@ from ..atomic import atomic_write_bytes
 from ..errors import UnreadableImage, one_line
 from ..imaging import open_image
 from ..metadata import STUDIO_CAMERA
+from ..serve.budget import DecodeBudget, decode_upload
 from .project import Project
 from .thumbs import THUMB_SHORT, save_thumbs
 
@@ -75,25 +81,50 @@ def mark_captured(data: bytes) -> bytes:
     return data[:pos] + segment + data[pos:]
 
 
-def check(data: bytes, captured: bool = False) -> Checked:
-    """Decode once through the door (refusing what it refuses), after marking a capture."""
+def marked(data: bytes, captured: bool = False) -> bytes:
+    """The bytes to store: refused when empty; a capture gets its EXIF marker."""
     if not data:
         raise Refused("empty file (0 bytes)")
-    if captured:
-        data = mark_captured(data)
+    return mark_captured(data) if captured else data
+
+
+def _refusal(exc: BaseException) -> Refused:
+    """The door's refusal (or any failure to decode a hostile upload) in one line for the phone."""
+    if isinstance(exc, UnreadableImage):
+        return Refused(exc.reason)
+    if isinstance(exc, MemoryError):
+        return Refused("image too large to decode in memory")
+    return Refused(f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
+
+
+def decode(data: bytes) -> Checked:
+    """Decode once through the door (refusing what it refuses, Refused)."""
     try:
-        decoded = open_image(data, size=THUMB_SHORT)
-    except UnreadableImage as exc:
-        raise Refused(exc.reason) from None
-    except MemoryError:
-        raise Refused("image too large to decode in memory") from None
+        d = open_image(data, size=THUMB_SHORT)
     except Exception as exc:  # noqa: BLE001 - a hostile upload is refused, never a crash
-        raise Refused(f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})") from None
-    if decoded.format not in EXTENSIONS:
-        raise Refused(f"unsupported format {decoded.format}")
-    o = decoded.orientation
+        raise _refusal(exc) from None
+    if d.format not in EXTENSIONS:
+        raise Refused(f"unsupported format {d.format}")
+    o = d.orientation
     tag = o.tag if o.tag is not None and 2 <= o.tag <= 8 and not o.problem else None
-    return Checked(data, hashlib.sha256(data).hexdigest(), decoded.format, decoded.image, tag)
+    return Checked(data, hashlib.sha256(data).hexdigest(), d.format, d.image, tag)
+
+
+async def check_upload(data: bytes, *, budget: DecodeBudget, pool: concurrent.futures.Executor) -> Checked:
+    """`decode` for a server (after `marked`): priced from the header in `pool`, decoded there
+    once the shared budget has room for it."""
+    try:
+        return await decode_upload(data, THUMB_SHORT, budget=budget, pool=pool, decode=decode)
+    except Refused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the door refused it from its header, or worse
+        raise _refusal(exc) from None
+
+
+async def known(project: Project, data: bytes, pool: concurrent.futures.Executor) -> str | None:
+    """The photo that already holds exactly these bytes (hashed in `pool`), or None."""
+    sha = await asyncio.get_running_loop().run_in_executor(pool, lambda: hashlib.sha256(data).hexdigest())
+    return project.duplicate_of(sha)
 
 
 def _room(project: Project, n: int, quota: int) -> None:

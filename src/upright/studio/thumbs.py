@@ -45,19 +45,16 @@ def save_thumbs(folder: Path, sha256: str, upright: Image.Image, tag: int | None
         atomic_write_bytes(thumb_path(folder, sha256, "stored"), _jpeg(store_as(upright, tag)))
 
 
-def ensure_thumb(folder: Path, sha256: str, source: Path, view: str = "upright") -> Path | None:
-    """The cached thumbnail, made from `source` on first use; None when the file cannot be shown
-    (unreadable, or no stored view because nothing turns it)."""
+def thumb_to_make(folder: Path, sha256: str, view: str = "upright") -> tuple[Path, bool]:
+    """(the thumbnail's path, whether the file must be decoded to make it). No stored view
+    beside an upright one means the file is stored upright: nothing to make."""
     path = thumb_path(folder, sha256, view)
-    if path.is_file():
-        return path
-    if thumb_path(folder, sha256, "upright").is_file() and view == "stored":
-        return None  # made together: no stored view means the file is stored upright
-    try:
-        d = open_image(source, size=THUMB_SHORT)
-    except Exception:  # noqa: BLE001 - a photo that cannot be shown is not a server error
-        return None
+    made = path.is_file() or (view == "stored" and thumb_path(folder, sha256, "upright").is_file())
+    return path, not made
+
+
+def make_thumbs(folder: Path, sha256: str, source) -> None:
+    """Decode `source` once through the door and write its thumbnails (raises when it cannot)."""
+    d = open_image(source, size=THUMB_SHORT)
     o = d.orientation
-    tag = o.tag if o.tag is not None and not o.problem else None
-    save_thumbs(folder, sha256, d.image, tag)
-    return path if path.is_file() else None
+    save_thumbs(folder, sha256, d.image, o.tag if o.tag is not None and not o.problem else None)

@@ -5,6 +5,8 @@ paths relative to PROJECT (a class folder, or some photos), and <item>.json says
 (kind, class, count, when). Restoring moves every file back to its path; a file whose place
 is taken by the same bytes stays in the trash (nothing is overwritten, nothing deleted).
 Moves are renames on one file system: a crash leaves each file in one place or the other.
+A turned photo's way back follows it into the trash and out again (fix.relocate_originals):
+`fix --undo` then restores its original in the trash, never in its old class.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import time
 from pathlib import Path
 
 from ..atomic import atomic_write_text
-from ..files import file_sha256
+from ..files import file_sha256, remove_empty_folders
+from ..fix import relocate_originals
 from .project import TRASH_DIR, Project
 
 
@@ -30,14 +33,15 @@ def _new_item(project: Project) -> tuple[str, Path]:
     return item, trash / item
 
 
-def _move_into(project: Project, folder: Path, paths: list[Path]) -> int:
-    n = 0
+def _move_into(project: Project, folder: Path, paths: list[Path]) -> None:
+    moves = {}
     for p in paths:
         dest = folder / p.relative_to(project.root)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(p, dest)
-        n += 1
-    return n
+        moves[project.rel(p)] = project.rel(dest)
+    relocate_originals(project.root, moves)
+
 
 
 def _record(project: Project, item: str, about: dict) -> dict:
@@ -101,7 +105,7 @@ def restore(project: Project, item: str) -> dict:
         folder = trash / item
         if "/" in item or item.startswith(".") or not folder.is_dir():
             raise KeyError(item)
-        restored, kept = 0, []
+        kept, moves = [], {}
         for p in sorted(q for q in folder.rglob("*") if q.is_file()):
             dest = project.root / p.relative_to(folder)
             if dest.exists():
@@ -111,23 +115,11 @@ def restore(project: Project, item: str) -> dict:
                 continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(p, dest)
-            restored += 1
-        _prune(folder)
+            moves[project.rel(p)] = project.rel(dest)
+        relocate_originals(project.root, moves)
+        remove_empty_folders(folder)
         if not folder.exists():
             (trash / f"{item}.json").unlink(missing_ok=True)
         project.refresh()
         project.touch()
-        return {"restored": restored, "kept": kept}
-
-
-def _prune(folder: Path) -> None:
-    """Remove the empty folders left under a restored item (never a file)."""
-    for d in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+        return {"restored": len(moves), "kept": kept}

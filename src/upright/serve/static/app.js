@@ -65,7 +65,9 @@ async function health() {
   try {
     const res = await fetch("/healthz", { cache: "no-store" });
     const h = await res.json();
-    $("health").textContent = h.status === "ok" ? "server ok" : "server: " + h.status;
+    $("health").textContent = h.status === "ok" ? "server ok"
+      : h.status === "warming" ? "warming up the model…" : "server: " + (h.error || h.status);
+    if (h.status === "warming") setTimeout(health, 1000);
   } catch (e) {
     $("health").textContent = "server unreachable";
   }

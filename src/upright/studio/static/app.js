@@ -464,6 +464,7 @@ function tile(p, others) {
     action("↺", "Turn 90° counter-clockwise", () => turn(p, 270)),
     action("180°", "Turn upside down", () => turn(p, 180)),
     p.orientation !== 1 ? action("Fix tag", "Store the pixels upright (what the tag says), nothing else changes", () => turn(p, 0)) : null,
+    p.turned ? action("Undo turn", "Put this photo back exactly as it was uploaded", () => undoTurn(p)) : null,
     moveSelect(p, others),
     action("Trash", "Move to the trash", () => trashPhoto(p)));
   fig.append(views, cap, actions);
@@ -493,6 +494,12 @@ async function turn(p, degrees) {
   const r = await api("POST", "/api/photos/turn", { photo: p.id, degrees });
   if (!r.ok) { showError(r.body.error); return; }
   if (r.body.note) showError(`${p.id}: ${r.body.note}`, "note");
+  await loadReview();
+}
+
+async function undoTurn(p) {
+  const r = await api("POST", "/api/photos/undo-turn", { photo: p.id });
+  if (!r.ok) showError(r.body.error);
   await loadReview();
 }
 
