@@ -117,12 +117,12 @@ def test_terminal_summary_most_severe_first(tmp_path, cli):
     root = af.messy(tmp_path / "d")
     code, out, _ = cli("audit", root, "--metadata-only")
     assert code == 0
-    assert "2 file(s) cannot be read" in re.sub(r"\s+", " ", out.replace("│", " "))  # headers only
+    assert "2 files cannot be read" in re.sub(r"\s+", " ", out.replace("│", " "))  # headers only
     code, out, _ = cli("audit", mixed(tmp_path / "m"), "--metadata-only")
     rows = re.findall(r"^│ (error|warning|info)\s+│ (\w+)", out, flags=re.M)  # severity and kind, row by row
     assert [s for s, _ in rows] == ["error", "warning", "warning", "info"], out
     assert rows[0][1] == "unreadable" and rows[-1][1] == "duplicate"
-    assert "1 error(s), 2 warning(s), 1 info." in out
+    assert "1 error, 2 warnings, 1 info." in out
 
 
 @pytest.mark.slow

@@ -168,7 +168,7 @@ def test_unreadable_message_says_how_many_more(tmp_path):
         (root / "a" / f"broken_{i}.jpg").write_bytes(b"")
     r = run_audit(root, content=False, progress=False)
     (f,) = [f for f in r["findings"] if f["kind"] == "unreadable"]
-    assert f["message"].startswith("5 file(s) cannot be read") and "; and 2 more." in f["message"]
+    assert f["message"].startswith("5 files cannot be read") and "; and 2 more." in f["message"]
     assert len(f["paths"]) == 5
 
 
@@ -206,12 +206,12 @@ def test_report_table_heat_map_and_chart_agree_with_the_finding(tmp_path):
     rows = {row["attribute"]: row for row in attribute_rows(r)}
     assert rows["exif_orientation"]["verdict"] == f["severity"]
     assert rows["exif_orientation"]["contrast"] == "53% of 'class_00' stored sideways (tag 6) vs 0% elsewhere"
-    assert rows["exif_orientation"]["identifiable"] == "53%"
+    assert rows["exif_orientation"]["picked_out"] == "53%"
     assert rows["stored_aspect"]["verdict"] == "in the EXIF orientation tag finding"
-    assert all(not row["identifiable"].startswith("-") for row in rows.values())  # no negative scores
+    assert all(not row["picked_out"].startswith("-") for row in rows.values())  # no negative scores
     html = write_report(r, tmp_path / "audit.html", data=root).read_text()
     text = re.sub(r"<[^>]+>", " ", html)
-    assert "53% of &#39;class_00&#39; identifiable by it" in html
+    assert "the value alone picks out 53% of &#39;class_00&#39; photos: 53% of them have it and no other class does" in html
     assert re.search(r'<td class="n hot">8 \(53%\)</td>', html)  # the named cell, marked in the finding's table
     assert "exif_orientation =" not in text and "stored_aspect" not in text  # words, not raw keys
     assert "label leak · EXIF orientation tag" in text

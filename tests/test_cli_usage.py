@@ -171,7 +171,7 @@ def test_eval_and_predict_with_model_and_data_swapped_say_so(tmp_path):
 def test_train_on_one_class_folder_says_what_data_should_hold(tmp_path):
     _, data = _model_and_data(tmp_path)
     line = one_error_line(upright("train", "photos/test/cat", "-o", "m", cwd=tmp_path))
-    assert "photos/test/cat: no class folders, but 1 image(s) directly inside" in line
+    assert "photos/test/cat: no class folders, but 1 image directly inside" in line
     assert "one folder per class" in line and line.endswith("did you mean photos?")
     assert not (tmp_path / "m").exists()
 

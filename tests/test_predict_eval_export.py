@@ -15,7 +15,7 @@ def test_predict_json_lines(trained, cli, tmp_path):
     bad.write_bytes(b"\xff\xd8 truncated")
     folder = trained["tests"]["cat"][0].parent
     code, out, err = cli("predict", str(trained["model"]), str(folder), str(bad), "--json", "--top-k", "2")
-    assert code == 1 and "1 of 3 input(s) could not be read" in err  # the others are still predicted
+    assert code == 1 and "1 of 3 inputs could not be read" in err  # the others are still predicted
     lines = [json.loads(x) for x in out.strip().splitlines()]
     assert len(lines) == len(trained["tests"]["cat"]) + 1
     for d in lines[:-1]:

@@ -52,6 +52,7 @@ from .studio.defaults import DEFAULT_PORT as STUDIO_PORT
 from .studio.defaults import DEFAULT_QUOTA_GB
 from .train import train_dataset
 from .train import print_summary as print_train_summary
+from .words import count
 
 app = Typer(  # cli_usage: plain help with examples, one-line usage errors with "did you mean"
     name="upright",
@@ -303,7 +304,7 @@ Exit code 0 when every image was read, 1 when any input could not be read (each 
     emit(preds, json_out, print_table)
     failed = sum(1 for p in preds if p.error)
     if failed:
-        typer.echo(f"upright: {failed} of {len(preds)} input(s) could not be read", err=True)
+        typer.echo(f"upright: {failed} of {count(len(preds), 'input')} could not be read", err=True)
         raise typer.Exit(1)
 
 

@@ -30,6 +30,7 @@ from .orientation import ROTATIONS
 from .results import EvalResult
 from .views import compose
 from .views import parse as parse_view
+from .words import count
 
 #: the rotation check's turns, keyed as in the eval JSON ("0", "90", "180", "270") -> variant
 ROTATION_CHECK = {str(deg): variant for deg, variant in ROTATIONS.items()}
@@ -100,7 +101,7 @@ def evaluate(model, data, *, rotation_check: str = DEFAULT_ROTATION_CHECK, rotat
                         hashes=[r.sha256 for r in known], cache_dir=cache_dir)
     ok = emb.ok
     if not ok.any():
-        raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
+        raise UprightError(f"{ds.root}: no readable images ({count(len(known), 'file')}, all unreadable)")
     vidx = {v: i for i, v in enumerate(needed)}
     X = emb.vectors[ok]
     probs = {"0": m.proba_from_embeddings(X[:, [vidx[v] for v in views]])}
@@ -266,7 +267,7 @@ def seen_sentence(result) -> tuple[str, str]:
                                                "are near copies of training photos")
     fresh = n - (seen or 0) - (near or 0)
     if seen:
-        return "error", (origin + f"{seen} of {n} photos were used in training: this is not a test"
+        return "error", (origin + f"{seen} of {n} photos {'was' if seen == 1 else 'were'} used in training: this is not a test"
                          + ("" if seen == n else f"; only {fresh} {'is' if fresh == 1 else 'are'} new to the model")
                          + (f" ({copies})" if copies else "")
                          + ". Keep test photos in DATA/test/: train never reads it.")
@@ -351,7 +352,7 @@ def print_summary(result) -> None:
         err.print(f"[yellow]skipped unreadable[/] {escape(u['path'])}: {escape(u['reason'])}")
     if result["unknown_labels"]:
         err.print(f"[yellow]skipped classes the model does not know:[/] {escape(', '.join(result['unknown_labels']))}")
-    t = Table(title=f"upright eval: accuracy {result['accuracy']:.3f} on {result['n']} images ({result['split']})", min_width=60)
+    t = Table(title=f"upright eval: accuracy {result['accuracy']:.3f} on {count(result['n'], 'image')} ({result['split']})", min_width=60)
     for col in ("class", "precision", "recall", "F1", "n"):
         t.add_column(col, justify="left" if col == "class" else "right")
     for lab, v in result["per_class"].items():

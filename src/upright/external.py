@@ -37,6 +37,7 @@ from .contract import LAYOUTS, InputContract
 from .errors import UprightError, one_line
 from .numerics import softmax
 from .orientation import variant_array
+from .words import count
 
 MAX_ONNX_BYTES = 2 << 30  # protobuf's own limit for one file
 MAX_LABELS_FILE_BYTES = 16 << 20
@@ -338,7 +339,7 @@ def evaluate_foreign(m: ForeignClassifier, data, *, rotations: bool = True, repo
                     parts[deg].append(_proba_by_shape(m, [variant_array(c, v) for c in crops]))
     ok = np.array([i not in errors for i in range(len(known))])
     if not ok.any():
-        raise UprightError(f"{ds.root}: no readable images ({len(known)} files, all unreadable)")
+        raise UprightError(f"{ds.root}: no readable images ({count(len(known), 'file')}, all unreadable)")
     probs = {deg: np.concatenate(p) for deg, p in parts.items()}
     exported = getattr(m, "exported", None)
     folder = source_folder(m.path, exported)

@@ -74,6 +74,7 @@ from .errors import UnreadableImage, UprightError
 from .files import file_sha256, is_image_name, remove_empty_folders, walk_files
 from .imaging import open_header, open_pixels, read_orientation
 from .metadata import describe
+from . import words
 from .parallel import ordered_map
 from .results import Result
 from .orientation import (EXIF_UPRIGHT, ROTATIONS, SWAPS_AXES, apply_orientation, compose, exif_orientation,
@@ -761,8 +762,8 @@ def print_summary(result: dict, console=None, verbose: bool = False) -> None:
     for line in reencoded_lines(result):
         console.print(f"[yellow]{escape(line)}[/yellow]")
     if result.get("leftovers_removed"):
-        console.print(f"{'Would remove' if dry else 'Removed'} {len(result['leftovers_removed'])} "
-                      "temp file(s) left by an interrupted run.")
+        console.print(f"{'Would remove' if dry else 'Removed'} {words.count(len(result['leftovers_removed']), 'temp file')} "
+                      "left by an interrupted run.")
     if result["in_place"] and result["changed"] and not dry:
         console.print(f"Originals kept in {escape(result['backup'])} (same relative paths, manifest.jsonl lists "
                       f"them). To undo: upright fix {escape(result['data'])} --undo")
@@ -973,10 +974,10 @@ def print_undo_summary(result: dict) -> None:
         console.print(f"[yellow]note[/yellow] {n}")
     verb = "would restore" if result["dry_run"] else "restored"
     missing = result["listed"] - len(result["restored"]) - len(result["already_original"])
-    console.print(f"upright fix --undo: {len(result['restored'])} original(s) {verb} in {result['data']} "
+    console.print(f"upright fix --undo: {words.count(len(result['restored']), 'original')} {verb} in {result['data']} "
                   f"({len(result['already_original'])} already original, {missing} of the {result['listed']} "
                   "listed not restored).")
     if result["backup_removed"]:
         console.print(f"{BACKUP_DIR}/ removed: {result['data']} is as it was before upright fix.")
     elif not result["dry_run"] and (result["kept"] or result["conflicts"]):
-        console.print(f"{BACKUP_DIR}/ kept: it still holds {len(result['kept'])} original(s) not put back.")
+        console.print(f"{BACKUP_DIR}/ kept: it still holds {words.count(len(result['kept']), 'original')} not put back.")

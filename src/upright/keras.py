@@ -43,6 +43,7 @@ from PIL import Image
 from .errors import UnreadableImage, UprightError
 from .files import IMAGE_EXTENSIONS
 from .imaging import open_header, open_upright
+from .words import count
 
 try:
     import keras  # Keras 3 (absolute import: this module is upright.keras)
@@ -276,8 +277,8 @@ def _headers(paths: list[str], directory, on_error: str) -> tuple[dict[str, int]
     if unreadable:
         listing = "; ".join(f"{p}: {why}" for p, why in unreadable)
         if on_error == "raise":
-            raise UprightError(f"{len(unreadable)} unreadable file(s) under {directory}: {listing}")
-        warnings.warn(f"upright.keras: left out {len(unreadable)} unreadable file(s): {listing}", stacklevel=3)
+            raise UprightError(f"{count(len(unreadable), 'unreadable file')} under {directory}: {listing}")
+        warnings.warn(f"upright.keras: left out {count(len(unreadable), 'unreadable file')}: {listing}", stacklevel=3)
     return sizes, unreadable
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 from .errors import UnreadableImage, UprightError
 from .files import IMAGE_EXTENSIONS, walk_files
 from .imaging import Source, open_header, open_upright
+from .words import count
 
 __all__ = ["IMG_EXTENSIONS", "ImageFolder", "pil_to_tensor", "read_image", "upright_loader"]
 
@@ -155,10 +156,10 @@ class ImageFolder(torch.utils.data.Dataset):
                 self.unreadable.append((path, why))
         if self.unreadable:
             listing = "; ".join(f"{p}: {why}" for p, why in self.unreadable)
+            bad = count(len(self.unreadable), "unreadable file")
             if self.on_error == "raise":
-                raise UprightError(f"{len(self.unreadable)} unreadable file(s) under {self.root}: {listing}")
-            warnings.warn(f"upright.torch.ImageFolder: left out {len(self.unreadable)} unreadable file(s): "
-                          f"{listing}", stacklevel=3)
+                raise UprightError(f"{bad} under {self.root}: {listing}")
+            warnings.warn(f"upright.torch.ImageFolder: left out {bad}: {listing}", stacklevel=3)
         return kept
 
     def __len__(self) -> int:
@@ -188,5 +189,6 @@ class ImageFolder(torch.utils.data.Dataset):
         raise UprightError(f"{self.root}: no sample could be decoded")
 
     def __repr__(self) -> str:
-        return (f"upright.torch.ImageFolder({len(self)} images, {len(self.classes)} classes, root={self.root!r}"
+        return (f"upright.torch.ImageFolder({count(len(self), 'image')}, {count(len(self.classes), 'class')}, "
+                f"root={self.root!r}"
                 + (f", {len(self.unreadable)} unreadable left out" if self.unreadable else "") + ")")

@@ -38,6 +38,7 @@ from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
 from .presets import DEFAULT_AUGMENT, DEFAULT_PRESET, PRESETS
 from .results import TrainResult
 from .views import describe as describe_views
+from .words import count
 
 TRAIN_SPLITS = ("train", "val")  # what train reads; DATA/test is eval's alone
 REPORT_FILE = "report.html"
@@ -103,7 +104,7 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
                       cache_dir=cache_dir, progress=progress, hashes=[r.sha256 for r in records],
                       workers=workers, description="embedding", engine=engine, ray_address=ray_address)
     if not emb.ok.any():
-        raise UprightError(f"{ds.root}: no readable images ({len(records)} files, all unreadable)")
+        raise UprightError(f"{ds.root}: no readable images ({count(len(records), 'file')}, all unreadable)")
     y, train_idx, val_idx = split_indices(records, ds.labels, emb.ok)
     step("fitting the head")
     fit = fit_head(emb.vectors, y, len(ds.labels), emb.ok, train_idx, val_idx, variants, train_views, seed,
@@ -347,7 +348,7 @@ def print_summary(result) -> None:
     if result.get("test_not_read"):
         t.add_row("test photos", "not read (eval's)")
     t.add_row("val accuracy", f"{result['val_accuracy']:.3f} ({result['val_method']}"
-              + (f", {result['val_photos']} photos)" if result.get("val_photos") else ")"))
+              + (f", {count(result['val_photos'], 'photo')})" if result.get("val_photos") else ")"))
     if result.get("fast_val_accuracy") is not None:
         t.add_row("the fast preset, same photos", f"{result['fast_val_accuracy']:.3f}")
     t.add_row("backbone", f"{result['backbone']}{' (fine-tuned)' if result['fine_tuned'] else ''}")

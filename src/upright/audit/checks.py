@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import UprightError
 from . import duplicates, leakage, sideways
+from ..words import count, verb
 from .finding import Finding
 from .table import FactsTable, VectorFile
 
@@ -114,7 +115,9 @@ class Unreadable(Check):
         if not items:
             return CheckResult(note=note)
         ex = _some([f"{it['path']}: {it['reason']}" for it in items])
-        f = Finding("unreadable", "error", f"{len(items)} file(s) cannot be read and are left out of training: {ex}.",
+        n = len(items)
+        f = Finding("unreadable", "error",
+                    f"{count(n, 'file')} cannot be read and {verb(n, 'is', 'are')} left out of training: {ex}.",
                     score=len(items) / max(1, len(data.paths)), paths=[it["path"] for it in items],
                     details={"items": items})
         return CheckResult([f], note)
@@ -135,10 +138,11 @@ class Classes(Check):
         out: list[Finding] = []
         empty = [k for k, v in counts.items() if v == 0]
         if empty:
-            names = ", ".join(repr(k) for k in empty)
+            names, n = ", ".join(repr(k) for k in empty), len(empty)
             out.append(Finding("class_imbalance", "error",
-                               f"{len(empty)} class(es) have no readable images: {names}; add some or remove the "
-                               f"folder(s).", score=float(len(empty)), details={"ratio": None, "empty": empty}))
+                               f"{count(n, 'class')} {verb(n, 'has', 'have')} no readable images: {names}; add some "
+                               f"or remove the {verb(n, 'folder', 'folders')}.",
+                               score=float(n), details={"ratio": None, "empty": empty}))
         filled = {k: v for k, v in counts.items() if v > 0}
         if len(counts) == 1:
             (only,) = counts
@@ -150,9 +154,11 @@ class Classes(Check):
             f = self._imbalance(filled)
             if f:
                 out.append(f)
-        return CheckResult(out, f"{len(counts)} class(es), {len(empty)} empty")
+        return CheckResult(out, f"{count(len(counts), 'class')}, {len(empty)} empty")
 
     def _imbalance(self, counts: dict[str, int]) -> Finding | None:
+        """Big against small from 1.5x; classes under `few` images are named either way (balanced
+        small classes are a finding about size, not an imbalance)."""
         big_label = max(counts, key=counts.get)
         small_label = min(counts, key=counts.get)
         big, small = counts[big_label], counts[small_label]
@@ -160,16 +166,25 @@ class Classes(Check):
         sev = ("error" if ratio >= self.error_ratio else "warning" if ratio >= self.warn_ratio
                else "info" if ratio >= 1.5 else None)
         few = [k for k, v in counts.items() if v < self.few]
-        if few and sev is None:
-            sev = "info"
-        if sev is None:
+        details = {"ratio": round(ratio, 3)}
+        if sev is not None:
+            msg = (f"classes are imbalanced: '{big_label}' has {count(big, 'image')}, '{small_label}' {small} "
+                   f"({ratio:.1f}x). A model can score well by favouring the big class; balance the classes "
+                   f"or weigh them.")
+            if few:
+                msg += f" {self._few_words(few, counts)}."
+            return Finding("class_imbalance", sev, msg, score=round(ratio, 3), details=details)
+        if not few:
             return None
-        msg = (f"classes are imbalanced: '{big_label}' has {big} images, '{small_label}' {small} "
-               f"({ratio:.1f}x). A model can score well by favouring the big class; balance the classes "
-               f"or weigh them.")
-        if few:
-            msg += f" Classes with fewer than {self.few} images: {_some([repr(k) for k in few], 10, ', ')}."
-        return Finding("class_imbalance", sev, msg, score=round(ratio, 3), details={"ratio": round(ratio, 3)})
+        msg = (f"{self._few_words(few, counts)}: too few to learn a class or to trust its validation score; "
+               f"add photos (at least {self.few} a class).")
+        return Finding("class_imbalance", "info", msg, score=round(ratio, 3), details=details)
+
+    def _few_words(self, few: list[str], counts: dict[str, int]) -> str:
+        """"Every class has fewer than 10 images ('a' 3, 'b' 3)" or "2 classes have fewer than ..." """
+        who = ("Every class has" if len(few) == len(counts) and len(few) > 1
+               else f"{count(len(few), 'class').capitalize()} {verb(len(few), 'has', 'have')}")
+        return f"{who} fewer than {self.few} images ({_some([f'{k!r} {counts[k]}' for k in few], 10, ', ')})"
 
 
 @dataclass
@@ -238,10 +253,12 @@ class Tiny(Check):
         if not small:
             return CheckResult(note=note)
         ex = _some([f"{p} ({s[0]}x{s[1]})" for p, s in small], sep=", ")
+        n = len(small)
         return CheckResult([Finding(
             "tiny", "warning",
-            f"{len(small)} image(s) have a short side under {self.short_side} px and will be blown up several "
-            f"times to reach the network's input; check they belong. Example: {ex}.",
+            f"{count(n, 'image')} {verb(n, 'has', 'have')} a short side under {self.short_side} px and will be "
+            f"blown up several times to reach the network's input; check {verb(n, 'it belongs', 'they belong')}. "
+            f"Example: {ex}.",
             score=len(small) / max(1, len(data.ok)), paths=[p for p, _ in small])], note)
 
 
@@ -307,10 +324,12 @@ class Sideways(Check):
         by_rot = Counter(it["rotation"] for it in items)
         top = items[0]
         parts = ", ".join(f"{k} turned {r} degrees clockwise" for r, k in sorted(by_rot.items()))
-        msg = (f"{len(items)} picture(s) look turned whatever their tag says ({parts}; probability >= "
-               f"{self.threshold:.0%} from a rotation head trained on this dataset, {res.cv_accuracy:.0%} right on "
+        n = len(items)
+        msg = (f"{count(n, 'picture')} {verb(n, 'looks', 'look')} turned whatever the tag says ({parts}; "
+               f"probability >= {self.threshold:.0%} from a rotation head trained on this dataset, {res.cv_accuracy:.0%} right on "
                f"held-out rotated copies). Most likely: {top['path']} looks {sideways.describe_turn(top['rotation'])} "
-               f"(p={top['confidence']:.2f}). Check them; `upright fix --rotate-sideways` turns them back.")
+               f"(p={top['confidence']:.2f}). Check {verb(n, 'it', 'them')}; `upright fix --rotate-sideways` turns "
+               f"{verb(n, 'it', 'them')} back.")
         f = Finding("sideways", "warning", msg, score=float(np.mean([it["confidence"] for it in items])),
                     paths=[it["path"] for it in items], details={"items": items})
         return CheckResult([f], note, {"sideways": info})

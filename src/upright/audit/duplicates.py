@@ -4,8 +4,9 @@ Near pairs: every pair compared up to ANN_ABOVE pictures, a faiss inverted-file 
 (the N x N product grows as the square of the data set).
 
 A duplicate matters when it crosses labels (the same picture taught as two classes) or
-crosses train/val (the validation score counts pictures the model trained on). Duplicates
-inside one class and one split only weigh a picture twice: reported as info.
+crosses splits (the validation score, or eval's score on test/, counts pictures the model
+trained on; the message names the splits). Duplicates inside one class and one split only
+weigh a picture twice: reported as info.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..words import count, verb
 from .finding import Finding
 
 #: Cosine similarity of two embeddings at or above which two pictures count as near-identical.
@@ -180,6 +182,24 @@ def near_findings(items: Sequence[Item], vectors: np.ndarray, threshold: float =
     return _summarise(items, near, "near", best)
 
 
+SPLITS = ("train", "val", "test")
+
+
+def _across(items: Sequence[Item], groups: list[list[int]]) -> str:
+    """The splits these groups cross, in words, and what each crossing costs:
+    "train and test: eval's score on test/ counts pictures the model was fitted on"."""
+    names = {items[i].split for g in groups for i in g}
+    shown = [s for s in SPLITS if s in names] + sorted(names - set(SPLITS))
+    crossed = [{items[i].split for i in g} for g in groups]
+    costs = []
+    if any({"train", "val"} <= c for c in crossed):
+        costs.append("the validation score counts pictures the model trained on")
+    if any("test" in c and len(c) > 1 for c in crossed):  # the final head is fitted on train + val
+        costs.append("eval's score on test/ counts pictures the model was fitted on")
+    words = ", ".join(shown[:-1]) + f" and {shown[-1]}" if len(shown) > 1 else "".join(shown)
+    return f"{words}: {' and '.join(costs) or 'a score counts pictures the model trained on'}"
+
+
 def _summarise(items, groups, how: str, sims: dict | None) -> list[Finding]:
     buckets: dict[str, list[list[int]]] = {"labels": [], "split": [], "same": []}
     for g in groups:
@@ -193,18 +213,19 @@ def _summarise(items, groups, how: str, sims: dict | None) -> list[Finding]:
         n_files = sum(len(g) for g in gs)
         example = gs[0]
         ex = ", ".join(f"{items[i].path} ({items[i].label}, {items[i].split})" for i in example[:3])
+        groups = f"{count(len(gs), 'group')} of {what} ({n_files} files)"
         if key == "labels":
             severity = "error" if how == "exact" else "warning"
-            msg = (f"{len(gs)} group(s) of {what} ({n_files} files) sit under different labels: the same picture "
-                   f"is taught as two classes. Keep one copy under the right label. Example: {ex}.")
+            msg = (f"{groups} {verb(len(gs), 'sits', 'sit')} under different labels: the same picture is taught as "
+                   f"two classes. Keep one copy under the right label. Example: {ex}.")
         elif key == "split":
             severity = "warning"
-            msg = (f"{len(gs)} group(s) of {what} ({n_files} files) cross train and validation: the validation "
-                   f"score counts pictures the model trained on. Keep each group in one split. Example: {ex}.")
+            msg = (f"{groups} {verb(len(gs), 'crosses', 'cross')} {_across(items, gs)}. Keep each group in one "
+                   f"split. Example: {ex}.")
         else:
             severity = "info"
-            msg = (f"{len(gs)} group(s) of {what} ({n_files} files) within one class and split: harmless, "
-                   f"but each counts more than once. Example: {ex}.")
+            msg = (f"{groups} within one class and split: harmless, but each counts more than once. "
+                   f"Example: {ex}.")
         score = 1.0 if sims is None else max(sims.get(i, 0.0) for g in gs for i in g)
         out.append(Finding("duplicate", severity, msg, None, round(float(score), 4),
                            [items[i].path for g in gs for i in g],

@@ -60,6 +60,7 @@ import numpy as np
 
 from ..metadata import STUDIO_CAMERA
 from ..orientation import STORED_WORDS, stored_words
+from ..words import count
 from . import stats
 from .finding import Finding
 from .severity import SEVERITY_RANK
@@ -358,6 +359,7 @@ class LeakResult:
             "n": self.n,
             "also": list(self.also),
             "table": {"values": self.values, "labels": self.labels, "counts": self.table.astype(int).tolist()},
+            "cells": [{"class": c.label, "value": c.value, "count": c.count} for c in shown_cells(self)],
         })
 
     def to_table(self) -> dict:
@@ -553,7 +555,7 @@ def message_for(res: LeakResult) -> str:
             listed = "; ".join(f"'{c.label}' {pct(c.share_in)} {describe_value(res.attribute, c.value)} "
                                f"(vs {pct(c.share_out)})" for c in more[:3])
             extra = f" and {len(more) - 3} more" if len(more) > 3 else ""
-            text += f" It singles out {len(more)} more class(es) too: {listed}{extra}."
+            text += f" It singles out {count(len(more), 'more class')} too: {listed}{extra}."
     else:
         b = res.best
         text = (f"{words} predicts the label across classes: alone it guesses the class right for "
@@ -565,13 +567,22 @@ def message_for(res: LeakResult) -> str:
     return f"{text} {advice}".strip()
 
 
-def _flag_paths(res: LeakResult, paths, labels, values) -> list[str]:
+def shown_cells(res: LeakResult) -> list[Cell]:
+    """The cells whose files a finding lists: those it names, or the most uneven one (overall test)."""
     if res.per_class:
-        keys = {(c.label, c.value) for c in named_cells(res)}
-    else:
-        b = res.best
-        keys = {(b.label, b.value)} if b is not None else set()
-    return [p for p, lab, v in zip(paths, labels, values) if (lab, v) in keys]
+        return named_cells(res)
+    return [res.best] if res.best is not None else []
+
+
+def _flag_paths(res: LeakResult, paths, labels, values) -> list[str]:
+    """The files of the shown cells, cell by cell in shown_cells' order (a report takes each
+    cell's examples from its own slice), in the given order inside a cell."""
+    keys = [(c.label, c.value) for c in shown_cells(res)]
+    by_cell: dict[tuple[str, str], list[str]] = {k: [] for k in keys}
+    for p, lab, v in zip(paths, labels, values):
+        if (lab, v) in by_cell:
+            by_cell[(lab, v)].append(p)
+    return [p for k in keys for p in by_cell[k]]
 
 
 def find_leaks(rows: Iterable[tuple[str, str, dict[str, str]]], *, n_perm: int | None = None, seed: int = 0,

@@ -20,9 +20,11 @@ import numpy as np
 from ..atomic import atomic_write_text
 from ..errors import UnreadableImage
 from ..report.html import figure_data_url, image_data_url
+from ..report.paths import below, shown_root, unrooted
 from ..report.templating import render as render_template
 from ..imaging import open_image
 from ..orientation import EXIF_UPRIGHT, STORED_WORDS, turn_back
+from ..words import count
 from .leakage import ATTRIBUTE_WORDS, describe_value, pct, short_words
 
 MAX_THUMBS = 8
@@ -39,6 +41,7 @@ def _plt():
     return plt
 
 
+HEAT_COLOURS = "viridis"  # the heat map's colour scale, plot and table alike
 MAX_BARS, MAX_HEAT, MAX_TABLE = 24, 16, 8  # classes shown one by one; the rest are summed in one column
 
 
@@ -120,15 +123,17 @@ def flagged_cells(result: dict) -> set[tuple[str, str, str]]:
     return cells
 
 
-def heatmap_plot(attributes: dict, flagged: set, max_values: int = 5) -> str | None:
-    """Rows: attribute: value (plain words); columns: classes; colour: share of the class with that
-    value. Cells a finding stands on are outlined in red, their rows marked ◀.
+def heatmap_rows(attributes: dict, flagged: set, max_values: int = 5) -> tuple[list[str], list[dict]]:
+    """The heat map's content, drawn as a plot or as a table: the classes, and per row
+    {"name": "attribute: value" in words (◀ when a finding stands on it), "shares": share of each
+    class with the value, "hot": column indices of the cells a finding stands on, and the name's
+    two halves "attribute", "value"}.
     `flagged`: (attribute, class, value) cells, or attribute names (whole rows marked)."""
     cells = {c for c in flagged if isinstance(c, tuple)}
     whole = {a for a in flagged if isinstance(a, str)}
     keep = {lab for _, lab, _ in cells}
-    rows, names, marks = [], [], []
-    labels = None
+    rows: list[dict] = []
+    labels: list[str] = []
     for attr in ATTRIBUTE_WORDS:
         t = attributes.get(attr)
         if not t or len(t["values"]) < 2:
@@ -140,21 +145,28 @@ def heatmap_plot(attributes: dict, flagged: set, max_values: int = 5) -> str | N
         order = hot + [int(i) for i in np.argsort(-counts.sum(axis=1)) if int(i) not in hot]
         for i in order[:max(max_values, len(hot))]:
             value = t["values"][i]
-            rows.append(shares[i])
             row_hot = [j for j, lab in enumerate(labels) if (attr, lab, value) in cells]
-            marks.append(row_hot)
             mark = " ◀" if row_hot or attr in whole else ""
-            names.append(f"{short_words(attr)}: {_short_value(attr, value)}{mark}")
-    if not rows or labels is None:
+            rows.append({"name": f"{short_words(attr)}: {_short_value(attr, value)}{mark}", "shares": shares[i],
+                         "hot": row_hot, "attribute": short_words(attr), "value": f"{_short_value(attr, value)}{mark}"})
+    return labels, rows
+
+
+def heatmap_plot(attributes: dict, flagged: set, max_values: int = 5) -> str | None:
+    """Rows: attribute: value (plain words); columns: classes; colour: share of the class with that
+    value. Cells a finding stands on are outlined in red, their rows marked ◀ (heatmap_rows)."""
+    labels, rows = heatmap_rows(attributes, flagged, max_values)
+    if not rows:
         return None
     plt = _plt()
-    data = np.array(rows)
+    data = np.array([r["shares"] for r in rows])
+    names = [r["name"] for r in rows]
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.9 * len(labels) + 5.0)), 0.32 * len(rows) + 1.8))
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    im = ax.imshow(data, cmap=HEAT_COLOURS, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
     ax.set_yticks(range(len(names)), names, fontsize=8)
-    for r, cols in enumerate(marks):
-        for c in cols:
+    for r, row in enumerate(rows):
+        for c in row["hot"]:
             ax.add_patch(plt.Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="#ff1744", linewidth=2.2))
     if len(labels) * len(names) <= 600:
         for r in range(data.shape[0]):
@@ -165,6 +177,27 @@ def heatmap_plot(attributes: dict, flagged: set, max_values: int = 5) -> str | N
                  fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.03, pad=0.02)
     return figure_data_url(fig)
+
+
+def heatmap_table(attributes: dict, flagged: set, max_values: int = 5) -> dict | None:
+    """The heat map as a table for narrow screens (a phone shrinks the plot's words past
+    reading): the same rows and colours grouped by attribute, each cell's share in words, the
+    named cells marked."""
+    labels, rows = heatmap_rows(attributes, flagged, max_values)
+    if not rows:
+        return None
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    cmap = colormaps[HEAT_COLOURS]
+    groups: list[dict] = []
+    for r in rows:
+        if not groups or groups[-1]["attribute"] != r["attribute"]:
+            groups.append({"attribute": r["attribute"], "rows": []})
+        groups[-1]["rows"].append({"value": r["value"], "cells": [
+            {"text": pct(float(x)), "bg": to_hex(cmap(float(x))), "fg": "#000" if x > 0.6 else "#fff",
+             "hot": j in r["hot"]} for j, x in enumerate(r["shares"])]})
+    return {"labels": labels, "groups": groups}
 
 
 def counts_plot(classes: dict) -> str | None:
@@ -185,10 +218,11 @@ def counts_plot(classes: dict) -> str | None:
     return figure_data_url(fig)
 
 
-def _thumb(path: str, caption: str, turned: int = 0) -> dict:
+def _thumb(path: str, caption: str, turned: int = 0, root: str | None = None) -> dict:
     """As stored | upright (| turned back, for sideways pictures), for macros.thumb_pair.
-    A file whose stored pixels are already upright is shown once (`single`)."""
-    view = {"name": os.path.basename(path), "path": path, "caption": caption, "error": None,
+    A file whose stored pixels are already upright is shown once (`single`). The file is named
+    by its path below DATA (the same name is often in every class)."""
+    view = {"name": below(path, root), "path": below(path, root), "caption": caption, "error": None,
             "stored": None, "seen": None, "turned": None, "single": None}
     try:
         seen = open_image(path, size=160)
@@ -225,34 +259,66 @@ def _leak_table(f: dict) -> dict:
     return {"words": short_words(attr), "labels": labels, "rows": rows[:12], "more": max(0, len(rows) - 12)}
 
 
+def _leak_note(f: dict) -> str:
+    """The card's grey line for a label_leak finding: what its score means, in words."""
+    n = count(len(f["paths"]), "file")
+    if f.get("class") is None:
+        return f"overall: alone it guesses {pct(f.get('accuracy') or 0)} right · {n}"
+    label, q = f["class"], f.get("q_value")
+    inside, elsewhere = f.get("share_in_class") or 0.0, f.get("share_elsewhere") or 0.0
+    why = (f"{pct(inside)} of them have it and no other class does" if elsewhere <= 0 else
+           f"{pct(inside)} of them have it, but so do {pct(elsewhere)} of the other photos")
+    return (f"the value alone picks out {pct(max(f.get('score') or 0.0, 0.0))} of '{label}' photos: {why}"
+            + (f" · q={q:.2g}" if q is not None else "") + f" · {n}")
+
+
+def _cell_picks(f: dict, limit: int = MAX_THUMBS) -> list[tuple[str, str]]:
+    """(path, caption) of example photos from the cells a label_leak finding names, a share of
+    `limit` for each (in the finding's order), spread over each cell's files instead of its first."""
+    cells = f.get("cells") or [{"class": f.get("class"), "value": f.get("value"), "count": len(f["paths"])}]
+    cells = cells[:max(1, limit // 2)]
+    picks, start = [], 0
+    for k, cell in enumerate(cells):
+        files = f["paths"][start:start + int(cell["count"])]
+        start += int(cell["count"])
+        share = (limit - len(picks)) // (len(cells) - k)
+        idx = np.unique(np.linspace(0, len(files) - 1, num=min(share, len(files))).round().astype(int)) if files else []
+        words = f"'{cell['class']}' · {describe_value(f['attribute'], cell['value'])}"
+        picks += [(files[i], words) for i in idx]
+    return picks
+
+
+def _thumbs(f: dict, root: str | None) -> list[dict]:
+    """The pictures under a finding: each leak cell's own photos, sideways pictures with how they
+    look turned, duplicates two of each group, tiny ones as listed."""
+    kind, paths = f["kind"], f["paths"]
+    if kind == "label_leak":
+        return [_thumb(p, caption, root=root) for p, caption in _cell_picks(f)]
+    items = f.get("items", []) if kind == "sideways" else []
+    captions = {it["path"]: f"looks turned {it['rotation']}° cw · p={it['confidence']:.2f}" for it in items}
+    turns = {it["path"]: it["rotation"] for it in items}
+    if kind == "duplicate" and f.get("groups"):
+        paths = [p for g in f["groups"][:4] for p in g[:2]]
+    return [_thumb(p, captions.get(p, ""), turns.get(p, 0), root) for p in paths[:MAX_THUMBS]]
+
+
 def _finding(f: dict, root: str | None) -> dict:
     """One finding as plain data for its card: text, unreadable rows, leak table, thumbnails."""
     kind = f["kind"]
     view = {"severity": f["severity"], "title": kind.replace("_", " ") + (
                 f" · {short_words(f['attribute'])}" if f.get("attribute") else ""),
-            "message": f["message"], "note": f"score {f.get('score', 0):.2f} · {len(f['paths'])} file(s)",
+            "message": unrooted(f["message"], root),
+            "note": f"score {f.get('score', 0):.2f} · {count(len(f['paths']), 'file')}",
             "unreadable": [], "table": None, "thumbs": [], "more": 0}
     if kind == "label_leak":
-        if f.get("class") is not None:
-            q = f.get("q_value")
-            view["note"] = (f"{pct(f.get('score') or 0)} of '{f['class']}' identifiable by it"
-                            + (f" · q={q:.2g}" if q is not None else "") + f" · {len(f['paths'])} file(s)")
-        else:
-            view["note"] = f"overall: alone it guesses {pct(f.get('accuracy') or 0)} right · {len(f['paths'])} file(s)"
+        view["note"] = _leak_note(f)
     if kind == "unreadable":
-        view["unreadable"] = [{"file": _rel(it["path"], root), "reason": it["reason"]}
+        view["unreadable"] = [{"file": below(it["path"], root), "reason": it["reason"]}
                               for it in f.get("items", [])[:50]]
     elif kind == "label_leak" and f.get("table"):
         view["table"] = _leak_table(f)
     if f["paths"] and kind in ("label_leak", "sideways", "duplicate", "tiny"):
-        items = f.get("items", []) if kind == "sideways" else []
-        captions = {it["path"]: f"looks turned {it['rotation']}° cw · p={it['confidence']:.2f}" for it in items}
-        turns = {it["path"]: it["rotation"] for it in items}
-        paths = f["paths"]
-        if kind == "duplicate" and f.get("groups"):
-            paths = [p for g in f["groups"][:4] for p in g[:2]]
-        view["thumbs"] = [_thumb(p, captions.get(p, _rel(os.path.dirname(p), root)), turns.get(p, 0))
-                          for p in paths[:MAX_THUMBS]]
+        view["thumbs"] = _thumbs(f, root)
         view["more"] = max(len(f["paths"]) - len(view["thumbs"]), 0)
     return view
 
@@ -260,8 +326,8 @@ def _finding(f: dict, root: str | None) -> dict:
 def attribute_rows(result: dict) -> list[dict]:
     """The 'how each attribute splits the classes' table: one row per tested attribute, in words.
 
-    It reads the same numbers the findings do (the most uneven class and value, its identifiable
-    share, the adjusted p), so the table cannot contradict a finding."""
+    It reads the same numbers the findings do (the most uneven class and value, the share of the
+    class that value alone picks out: leakage's identifiable share, the adjusted p), so the table cannot contradict a finding."""
     attrs = result.get("attributes") or {}
     by_attr = {f["attribute"]: f for f in result["findings"] if f["kind"] == "label_leak"}
     rows = []
@@ -282,22 +348,13 @@ def attribute_rows(result: dict) -> list[dict]:
             "name": short_words(attr), "attribute": attr,
             "contrast": (f"{pct(b['share_in_class'])} of '{b['class']}' {describe_value(attr, b['value'])} "
                          f"vs {pct(b['share_elsewhere'])} elsewhere") if b else "",
-            "identifiable": pct(max(b.get("score") or 0.0, 0.0)) if b else "0%",
+            "picked_out": pct(max(b.get("score") or 0.0, 0.0)) if b else "0%",
             "q": f"{q:.2g}" if q is not None else (f"n.s. ({aq:.2g})" if aq is not None else "–"),
             "verdict": verdict, "severity": f["severity"] if f is not None else "",
         })
     rank = {"error": 0, "warning": 1, "info": 2, "": 3}
     rows.sort(key=lambda r: (rank[r["severity"]], r["verdict"] == "no finding"))
     return rows
-
-
-def _rel(path: str, root: str | None) -> str:
-    if root:
-        try:
-            return os.path.relpath(path, root)
-        except ValueError:
-            pass
-    return path
 
 
 def render(result: dict, data=None) -> str:
@@ -310,14 +367,14 @@ def render(result: dict, data=None) -> str:
         k, "not needed")} for k, v in (result.get("checks") or {}).items()]
     run = result.get("checks_run") or []
     return render_template(
-        "audit.html", title="upright audit", subtitle=f"{root}",
+        "audit.html", title="upright audit", subtitle=shown_root(root),
         n_images=result["n_images"], n_readable=result.get("n_readable", result["n_images"]),
         n_classes=len(result["classes"]),
         counts={sev: c.get(sev, 0) for sev in ("error", "warning", "info")},
         findings=[_finding(f, root) for f in result["findings"]],
-        no_findings=f"No findings from the {len(run)} check(s) run ({', '.join(run)})." if run else "No checks run.",
+        no_findings=f"No findings from the {count(len(run), 'check')} run ({', '.join(run)})." if run else "No checks run.",
         orientation_plot=orientation_plot(attrs.get("exif_orientation"), leak_classes),
-        heatmap_plot=heatmap_plot(attrs, cells),
+        heatmap_plot=heatmap_plot(attrs, cells), heatmap_table=heatmap_table(attrs, cells),
         attribute_rows=attribute_rows(result),
         counts_plot=counts_plot(result["classes"]),
         checks=checks, seconds=result.get("seconds", 0), n_skipped=len(result.get("skipped") or []),

@@ -46,6 +46,7 @@ from ..console import progress as progress_bar
 from ..errors import UprightError
 from ..known_files import KnownFiles
 from ..pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
+from ..words import count
 
 CONTENT_NEEDS = {"embeddings", "rotations"}
 FACTS_CHUNK = 4096  # files per step of reading facts: FileFacts objects live one chunk at a time
@@ -309,11 +310,11 @@ def print_summary(result, console=None) -> None:
     console = console or out
     n, ok = result["n_images"], result["n_readable"]
     classes = ", ".join(f"{k} {v}" for k, v in result["classes"].items())
-    console.print(f"[bold]upright audit[/bold] {escape(str(result['data']))}: {n} images, {ok} readable, "
-                  f"{len(result['classes'])} classes ({escape(classes)}) in {result['seconds']:.1f}s")
+    console.print(f"[bold]upright audit[/bold] {escape(str(result['data']))}: {count(n, 'image')}, {ok} readable, "
+                  f"{count(len(result['classes']), 'class')} ({escape(classes)}) in {result['seconds']:.1f}s")
     run = result.get("checks_run") or []
     if not result["findings"]:
-        console.print(f"[green]No findings[/green] from the {len(run)} check(s) run ({', '.join(run)}).")
+        console.print(f"[green]No findings[/green] from the {count(len(run), 'check')} run ({', '.join(run)}).")
     else:
         table = Table(show_lines=True, expand=True)
         table.add_column("severity", no_wrap=True)
@@ -326,7 +327,7 @@ def print_summary(result, console=None) -> None:
             table.add_row(f"[{SEVERITY_COLOUR[sev]}]{sev}[/{SEVERITY_COLOUR[sev]}]", kind, escape(f["message"]), str(len(f["paths"])))
         console.print(table)
         c = result["counts"]
-        console.print(f"{c['error']} error(s), {c['warning']} warning(s), {c['info']} info.")
+        console.print(f"{count(c['error'], 'error')}, {count(c['warning'], 'warning')}, {c['info']} info.")
     not_run = result.get("checks_not_run") or {}
     by_reason: dict[str, list[str]] = {}
     for name, why in not_run.items():

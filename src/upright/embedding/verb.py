@@ -21,6 +21,7 @@ from ..pipeline.scan import DEFAULT_VAL_FRACTION, scan
 from ..pipeline.shard import Job, Task
 from ..pipeline.stores import ParquetStore
 from ..presets import AUGMENT_VARIANTS
+from ..words import count
 
 DEFAULT_AUGMENT = "none"
 
@@ -136,7 +137,7 @@ def print_summary(result: dict) -> None:
 
     for u in result["unreadable"]:
         err.print(f"[yellow]unreadable[/] {escape(u['path'])}: {escape(u['reason'])}")
-    out.print(f"upright embed: {result['n']} photos -> {escape(result['out'])} ({result['engine']} engine, "
+    out.print(f"upright embed: {count(result['n'], 'photo')} -> {escape(result['out'])} ({result['engine']} engine, "
               f"{result['backbone']}, views {'+'.join(result['variants'])}): {result['embedded']} embedded, "
               f"{result['reused']} reused, {len(result['unreadable'])} unreadable in {result['seconds']:.1f} s")
 

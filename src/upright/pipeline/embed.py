@@ -50,7 +50,7 @@ def check_variants(variants) -> tuple[str, ...]:
     variants = tuple(variants)
     bad = [v for v in variants if not views.is_view(v)]
     if bad or not variants:
-        raise UprightError(f"unknown variant(s) {bad or '()'} (choose from {', '.join(orientation.VARIANTS)}, "
+        raise UprightError(f"unknown {'variant' if len(bad) == 1 else 'variants'} {bad or '()'} (choose from {', '.join(orientation.VARIANTS)}, "
                            f"or [variant-]crop-<corner>: {', '.join(views.CORNERS)})")
     return variants
 

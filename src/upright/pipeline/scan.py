@@ -21,6 +21,7 @@ from pathlib import Path
 from ..errors import UprightError
 from ..files import file_sha256, image_files, is_image_name
 from ..parallel import ordered_map
+from ..words import count
 
 #: Share of the images held out for validation when DATA has no val/ or test/ folder.
 DEFAULT_VAL_FRACTION = 0.2
@@ -89,7 +90,7 @@ def _no_classes(root: Path, skipped) -> str:
     here = Path(os.path.normpath(root))  # as typed; absolute where it has no parent to name
     here = here.resolve() if here.parent == Path(".") and not here.is_absolute() else here
     meant = here.parent.parent if here.parent.name.lower() in SPLIT_DIRS else here.parent
-    return (f"{root}: no class folders, but {loose} image(s) directly inside: one class's folder? DATA holds "
+    return (f"{root}: no class folders, but {count(loose, 'image')} directly inside: one class's folder? DATA holds "
             f"one folder per class (DATA/{here.name}/, DATA/<another class>/, ...): did you mean {meant}?")
 
 

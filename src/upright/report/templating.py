@@ -3,7 +3,8 @@
 Autoescaping makes every value safe in HTML text and attributes (a label or path with
 `<script>` in it is shown, not run); StrictUndefined makes a missing value fail the render
 instead of printing an empty string. Templates get plain data (dicts, lists, strings, numbers,
-data URLs); numbers are formatted in the template with the `fmt` filter (a Python format spec).
+data URLs); numbers are formatted in the template with the `fmt` filter (a Python format spec),
+counts with `count` (`{{ n|count("class") }}`: "1 class", "3 classes").
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from ..words import count
 
 
 def _fmt(value, spec: str) -> str:
@@ -29,6 +32,7 @@ def environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters["fmt"] = _fmt
+    env.filters["count"] = count
     return env
 
 

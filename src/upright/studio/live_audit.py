@@ -23,6 +23,7 @@ from ..audit import run_audit
 from ..audit.leakage import describe_value, pct
 from ..errors import UprightError, one_line
 from ..metadata import describe
+from ..words import count
 from .project import Project
 
 DEBOUNCE_SECONDS = 0.3  # photos of one burst land in one run
@@ -107,7 +108,7 @@ def _cameras(paths: list[str]) -> str:
     known = sorted({c for c in (describe(p).camera for p in paths[:500]) if c})
     if not known:
         return ""
-    return f", by {len(known)} camera model{'s' if len(known) > 1 else ''}" + (f" ({known[0]})" if len(known) == 1 else "")
+    return f", by {count(len(known), 'camera model')}" + (f" ({known[0]})" if len(known) == 1 else "")
 
 
 def headline(finding: dict) -> str:
@@ -115,12 +116,11 @@ def headline(finding: dict) -> str:
     if finding.get("kind") == "label_leak" and finding.get("test") == "per_class":
         label, attribute = finding["class"], finding["attribute"]
         words = describe_value(attribute, finding["value"])
-        cams = _cameras(finding.get("paths") or []) if attribute != "camera" else ""
+        first = (finding.get("cells") or [{}])[0].get("count")  # the named cell's files come first
+        cams = _cameras((finding.get("paths") or [])[:first]) if attribute != "camera" else ""
         return (f"'{label}': {pct(finding['share_in_class'])} {words}{cams}; "
                 f"{_others(finding, label)}: {pct(finding['share_elsewhere'])}")
     message = str(finding.get("message", ""))
-    if finding.get("kind") == "class_imbalance" and (finding.get("ratio") or 0) < 1.5 and "fewer than" in message:
-        message = message[message.index("Classes with fewer than"):]  # balanced, but small: say that
     first = message.split(". ", 1)[0].rstrip(".")
     return first if len(first) <= 200 else first[:197] + "..."
 

@@ -18,6 +18,7 @@ from ..serve.defaults import DEFAULT_HOST, DEFAULT_LAN_HOST, DEFAULT_MAX_BYTES
 from ..serve.lan import addresses_for, is_loopback
 from ..serve.tls import certificate_for
 from .defaults import DEFAULT_PORT, DEFAULT_QUOTA_GB
+from ..words import count
 
 
 def run(project: str | os.PathLike, host: str | None = None, port: int = DEFAULT_PORT, *, lan: bool = False,
@@ -38,7 +39,8 @@ def run(project: str | os.PathLike, host: str | None = None, port: int = DEFAULT
 
     def about(app) -> str:
         st = app.state.studio
-        return f"(project {project}: {len(st.project.classes())} classes, {len(st.project.photos)} photos)"
+        return (f"(project {project}: {count(len(st.project.classes()), 'class')}, "
+                f"{count(len(st.project.photos), 'photo')})")
 
     serve_until_stopped(
         "studio", lambda token: create_app(project, quota=int(quota_gb * 1e9), max_bytes=max_bytes, token=token),
