@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -191,6 +192,73 @@ def test_one_class_is_a_warning_not_no_findings(tmp_path, capsys):
     assert "needs at least two" in f["message"]
 
 
+# ---- messages in plain words (issue 25) ---------------------------------------------------------
+
+def class_findings(root):
+    return [f for f in run_audit(root, checks="classes", content=False, progress=False)["findings"]
+            if f["kind"] == "class_imbalance"]
+
+
+def test_equal_small_classes_are_called_small_not_imbalanced(tmp_path):
+    (f,) = class_findings(make_dataset(tmp_path / "tie", 3, ("a", "b")))
+    assert f["severity"] == "info" and f["ratio"] == 1.0
+    assert f["message"].startswith("Every class has fewer than 10 images ('a' 3, 'b' 3): too few"), f["message"]
+    assert "imbalanced" not in f["message"] and "1.0x" not in f["message"]
+    assert class_findings(make_dataset(tmp_path / "even", 12, ("a", "b"))) == []  # equal and big enough: nothing
+
+
+def test_imbalance_names_the_big_and_the_small_class(tmp_path):
+    root = make_dataset(tmp_path / "d", 30, ("big",))
+    make_dataset(root, 3, ("a", "small"))  # 'a' and 'small' tie at the bottom: one is named, never 'big' twice
+    (f,) = class_findings(root)
+    assert f["severity"] == "error" and f["ratio"] == 10.0
+    assert f["message"].startswith("classes are imbalanced: 'big' has 30 images, 'a' 3 (10.0x)."), f["message"]
+    assert "2 classes have fewer than 10 images ('a' 3, 'small' 3)." in f["message"]
+    make_dataset(tmp_path / "one", 1, ("x",))
+    make_dataset(tmp_path / "one", 2, ("y", "z"))
+    (f,) = class_findings(tmp_path / "one")
+    assert f["message"].startswith("classes are imbalanced: 'y' has 2 images, 'x' 1 (2.0x).")
+
+
+def test_counts_are_words_never_1_classes(tmp_path, capsys):
+    from upright.words import count
+
+    assert [count(n, "class") for n in (0, 1, 2)] == ["0 classes", "1 class", "2 classes"]
+    assert count(1, "near copy") == "1 near copy" and count(3, "near copy") == "3 near copies"
+    root = make_dataset(tmp_path / "d", 12, ("only",))
+    (root / "only" / "broken.jpg").write_bytes(b"")
+    _, out, _ = cli(capsys, "audit", root, "--metadata-only")
+    assert "13 images, 12 readable, 1 class (only 12)" in out and "1 error, 1 warning, 0 info." in out, out
+    _, out, _ = cli(capsys, "audit", root, "--metadata-only", "--json")
+    text = " ".join(f["message"] for f in json.loads(out)["findings"])
+    assert "1 file cannot be read and is left out of training" in text, text
+    assert not re.search(r"\b1 (classes|files|images|errors|warnings)\b|\((s|es)\)", text + out), text
+
+
+def test_a_copy_across_train_and_test_names_those_splits(tmp_path):
+    import shutil
+
+    root = make_dataset(tmp_path / "d" / "train", 12, ("a", "b")).parent
+    (root / "test" / "a").mkdir(parents=True)
+    shutil.copy(root / "train" / "a" / "a_000.jpg", root / "test" / "a" / "copy.jpg")  # same bytes in test/
+    af.write_photo(root / "test" / "b" / "new.jpg", af.class_picture(1, 500))
+    (f,) = [f for f in run_audit(root, checks="duplicates", content=False, progress=False)["findings"]]
+    assert f["crosses"] == "split" and f["severity"] == "warning"
+    assert f["message"].startswith("1 group of identical files (2 files) crosses train and test: eval's score on "
+                                   "test/ counts pictures the model was fitted on."), f["message"]
+    assert "validation" not in f["message"]
+    # near copies (embeddings) say the same; train/val and val/test crossings say what each costs
+    from upright.audit.duplicates import Item, near_findings
+
+    items = [Item("train/a/1.jpg", "a", "train", "1"), Item("test/a/2.jpg", "a", "test", "2"),
+             Item("train/b/3.jpg", "b", "train", "3"), Item("train/b/4.jpg", "b", "val", "4")]
+    vectors = np.array([[1, 0, 0], [1, 0.01, 0], [0, 1, 0], [0, 1, 0.01]], np.float32)
+    (near,) = near_findings(items, vectors)
+    assert near.message.startswith("2 groups of near-identical pictures (4 files) cross train, val and test: "
+                                      "the validation score counts pictures the model trained on and eval's score "
+                                      "on test/ counts pictures the model was fitted on."), near.message
+
+
 # ---- the report agrees with the finding ------------------------------------------------------
 
 def test_report_table_heat_map_and_chart_agree_with_the_finding(tmp_path):
@@ -219,6 +287,32 @@ def test_report_table_heat_map_and_chart_agree_with_the_finding(tmp_path):
     r2 = run_audit(make_dataset(tmp_path / "plain", 12, ("a", "b"), w=60, h=40), content=False, progress=False)
     html2 = write_report(r2, tmp_path / "plain.html").read_text()
     assert 'alt="stored upright"' in html2 and 'alt="as stored"' not in html2
+
+
+def test_report_thumbnails_come_from_each_named_cell(tmp_path):
+    """Two classes singled out by their phones: the card shows photos of each cell, spread over
+    the cell (not the first files by path), named by their path below DATA, nothing absolute."""
+    from upright.audit.report import write_report
+
+    phones = {"a": ("samsung", "SM-G991B"), "b": ("Google", "Pixel 7"), "c": ("Apple", "iPhone 13"),
+              "d": ("Apple", "iPhone 13")}
+    root = tmp_path / "photos"
+    for ci, (label, (make, model)) in enumerate(phones.items()):
+        for i in range(12):
+            af.write_photo(root / label / f"IMG_{i:04d}.jpg", af.class_picture(ci, i, 48, 32), make=make, model=model)
+    r = run_audit(root, content=False, progress=False)
+    (f,) = leaks(r, "camera")
+    assert f["cells"] == [{"class": "a", "value": "samsung SM-G991B", "count": 12},
+                          {"class": "b", "value": "Google Pixel 7", "count": 12}]
+    assert f["paths"][:12] == [str(root / "a" / f"IMG_{i:04d}.jpg") for i in range(12)]  # cell by cell
+    html = write_report(r, tmp_path / "audit.html", data=root).read_text()
+    card = html[html.index("label leak · camera make/model"):]
+    card = card[:card.index('<div class="card', 10)] if '<div class="card' in card[10:] else card
+    shown = re.findall(r"<b>([a-d]/IMG_\d{4}\.jpg)</b>", card)
+    assert [p[0] for p in shown] == ["a"] * 4 + ["b"] * 4, shown  # each named cell's own photos
+    assert "a/IMG_0011.jpg" in shown and "b/IMG_0011.jpg" in shown  # spread over the cell, not its first four
+    assert "&#39;b&#39; · from camera &#39;Google Pixel 7&#39;" in card
+    assert str(tmp_path) not in html  # DATA by its folder name, photos below it
 
 
 @pytest.mark.browser

@@ -1,6 +1,6 @@
 """Phone-first, in a real browser (Debian chromium through Playwright; issue 25): at 390 px the web
 app and the audit, train and eval reports are no wider than the screen (wide tables scroll inside
-their own box), the page offers only what a phone can do (no "drop" or "Ctrl+V"), the stored-as
+their own box; the audit's heat map becomes a table of words), the page offers only what a phone can do (no "drop" or "Ctrl+V"), the stored-as
 thumbnail stays a thumbnail, and a bad upload says which file and why, once, without leaving the
 previous photo's answer under it. Skips without chromium unless UPRIGHT_REQUIRE_BROWSER=1 (CI)."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures import encode, make_dataset, stripes_picture
+from fixtures import class_picture, encode, make_dataset, stripes_picture, write_photo
 
 pytestmark = pytest.mark.browser
 
@@ -98,4 +98,45 @@ def test_reports_fit_a_phone_tables_scroll_in_their_box(browser, stripes_model_d
         assert page.evaluate(WIDTH_JS) <= 390, f"the {name} report is {page.evaluate(WIDTH_JS)} px wide at 390"
         if name in ("audit", "train"):  # these have tables wider than a phone: they scroll on their own
             assert page.evaluate(SCROLLING_JS) >= 1, name
+    ctx.close()
+
+
+def test_audit_heat_map_reads_on_a_phone(browser, tmp_path):
+    """At 390 px the attribute heat map is a table of words (a shrunk plot's labels are ~4 px):
+    cells at least 12 px, the value column stays in view while the classes scroll sideways, the
+    named cells marked; at 1366 px the plot itself, shown whole."""
+    from upright.audit import run_audit
+    from upright.audit.report import write_report
+
+    phones = {"daisy": ("Apple", "iPhone 13", 6), "dandelion": ("samsung", "SM-G991B", 6),
+              "roses": ("Google", "Pixel 7", None), "tulips": ("Apple", "iPhone 13", None),
+              "sunflowers": ("Google", "Pixel 8", None)}
+    for ci, (label, (make, model, tag)) in enumerate(phones.items()):
+        for i in range(10):
+            write_photo(tmp_path / "d" / label / f"IMG_{i:04d}.jpg", class_picture(ci, i, 64, 48), tag,
+                        make=make, model=model)
+    path = write_report(run_audit(tmp_path / "d", content=False, progress=False), tmp_path / "audit.html",
+                        data=tmp_path / "d")
+    ctx = browser.new_context(**PHONE)
+    page = ctx.new_page()
+    page.goto(path.as_uri())
+    assert page.is_hidden("img[alt='attribute by label heat map']") and page.is_visible("table.heat")
+    assert page.evaluate(WIDTH_JS) <= 390
+    sizes = page.eval_on_selector_all("table.heat td", "cs => cs.map(c => parseFloat(getComputedStyle(c).fontSize))")
+    assert sizes and min(sizes) >= 12, sizes
+    assert page.locator("table.heat td.mark").count() >= 2  # the cells the camera finding stands on
+    box = page.locator("table.heat").locator("xpath=..")
+    assert box.evaluate("e => e.scrollWidth > e.clientWidth")  # five classes: it scrolls in its own box
+    first = page.locator("table.heat tr:nth-child(3) th")
+    before = first.bounding_box()["x"]
+    box.evaluate("e => { e.scrollLeft = e.scrollWidth; }")
+    assert abs(first.bounding_box()["x"] - before) < 1  # the value column stays put (sticky)
+    ctx.close()
+
+    ctx = browser.new_context(**DESKTOP)
+    page = ctx.new_page()
+    page.goto(path.as_uri())
+    assert page.is_visible("img[alt='attribute by label heat map']") and page.is_hidden("table.heat")
+    width = page.eval_on_selector("img[alt='attribute by label heat map']", "e => e.getBoundingClientRect().width")
+    assert width <= page.eval_on_selector("main", "e => e.clientWidth") and page.evaluate(WIDTH_JS) <= 1366
     ctx.close()

@@ -84,6 +84,25 @@ def test_eval_report_escapes_and_shows_plots_and_mistakes(tmp_path):
     assert "Mistakes (2)" in html and "Unreadable (skipped)" in html
 
 
+def test_eval_report_names_photos_below_data_never_absolute(tmp_path):
+    data = tmp_path / "flowers"
+    photo = write_photo(data / "test" / "roses" / "IMG_0055.jpg", class_picture(0, 1))
+    result = {
+        "accuracy": 0.5, "n": 2, "labels": ["roses", "tulips"], "split": "test", "data": str(data),
+        "model": str(tmp_path / "models" / "m1"), "orientation_policy": "upright", "confusion": [[0, 1], [0, 1]],
+        "per_class": {"roses": {"precision": 0.0, "recall": 0.0, "n": 1},
+                      "tulips": {"precision": 0.5, "recall": 1.0, "n": 1}},
+        "rotations": {"0": 0.5}, "seen_in_training": 0, "near_copies_of_training": 0,
+        "mistakes": [{"path": str(photo), "label": "roses", "predicted": "tulips", "score": 0.8}],
+        "unreadable": [{"path": str(data / "test" / "tulips" / "IMG_0056.jpg"), "reason": "truncated"}],
+    }
+    write_eval_report(result, tmp_path / "eval.html")
+    html = (tmp_path / "eval.html").read_text()
+    assert str(tmp_path) not in html
+    assert ">test/roses/IMG_0055.jpg</div>" in html and "<code>test/tulips/IMG_0056.jpg</code>" in html
+    assert "<code>flowers</code>" in html and "<code>m1</code>" in html
+
+
 def test_demo_report_escapes_and_shows_pictures(tmp_path):
     train = hostile_dataset(tmp_path / "photos")
     audit = run_audit(train, content=False, progress=False)

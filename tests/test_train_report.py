@@ -37,6 +37,7 @@ def test_every_train_writes_the_report(shortcut_model):
     assert "Per class (held-out photos)" in html and 'alt="confusion matrix"' in html
     # the audit's header checks saw the shortcut in the training photos
     assert "label_leak (exif_orientation)" in html and ("badge warning" in html or "badge error" in html)
+    assert str(model.parent) not in html  # DATA and MODEL by their folder names, photos below DATA
     assert "Learning curves" not in html  # not fine-tuned
     assert "Worst mistakes (" in html
 
@@ -72,11 +73,49 @@ def test_report_content_with_mistakes_history_and_hostile_names(tmp_path):
     assert "Learning curves" in html and "The model keeps epoch 3." in html
     assert data_urls(html, "png") == 2  # confusion matrix + learning curves
     assert "Worst mistakes (3)" in html and data_urls(html, "jpeg") == 2 and "<em>unreadable</em>" in html
-    # surest mistake first: the one whose true label scored 0.02
+    # surest mistake first: the one with 0.97 on a wrong label
     first = html.index("Worst mistakes")
     assert html.index("0.97", first) < html.index("0.60", first)
     assert html.count('class="bar true"') >= 3 and 'class="bar wrong"' in html
     assert "leak &lt;script&gt;x" in html and "n/a" not in html.split("Per class")[1].split("</table>")[0]
+
+
+def test_worst_mistakes_surest_first_named_below_data(tmp_path):
+    """'Surest first' means the highest score on a wrong label, not the lowest on the true one;
+    the cards name each photo by its path below DATA (IMG_0001.jpg is in every class), and no
+    absolute path of this machine is anywhere on the page."""
+    from upright.train_report import surest_first
+
+    data = tmp_path / "phone photos"
+    photos = {lab: write_photo(data / "train" / lab / "IMG_0001.jpg", class_picture(i, 1, 64, 48))
+              for i, lab in enumerate(("a", "b", "c", "d"))}
+
+    def wrong(label, predicted, top):
+        scores = dict(top)
+        return {"path": str(photos[label]), "label": label, "predicted": predicted, "p_true": scores.get(label, 0.0),
+                "top": [{"label": k, "score": v} for k, v in top]}
+
+    heldout = [wrong("a", "b", [("b", 0.55), ("c", 0.4), ("d", 0.03)]),  # true label at 0.02: lowest p_true
+               wrong("b", "a", [("a", 0.9), ("b", 0.1)]),  # surest of a wrong label
+               wrong("c", "d", [("d", 0.7), ("c", 0.3)]),
+               {**wrong("d", "d", [("d", 0.99)])}]  # right: not a mistake
+    assert [m["label"] for m in surest_first([r for r in heldout if r["label"] != r["predicted"]])] == ["b", "c", "a"]
+    meta = {"labels": ["a", "b", "c", "d"], "backbone": "efficientnet-lite0", "orientation_policy": "upright",
+            "augment": "flip", "test_views": ["id"], "fine_tuned": False, "head": {"l2": 0.01, "selected_by": "cv"},
+            "training": {"seconds": 1.0, "classes": {k: 1 for k in "abcd"}}}
+    result = {"model": str(tmp_path / "models" / "flowers"), "data": str(data), "val_accuracy": 0.25,
+              "val_method": "cv", "n_train": 4, "n_val": 0, "n_fitted": 4, "test_not_read": str(data / "test")}
+    warnings = [{"kind": "duplicate", "severity": "warning", "attribute": None, "folder": str(data / "train"),
+                 "message": f"1 group of identical files (2 files): {photos['a']} and {photos['b']}."}]
+    path = tmp_path / "report.html"
+    write_train_report(path, meta=meta, result=result, heldout=heldout, warnings=warnings)
+    html = path.read_text()
+    cards = re.findall(r'<div class="sub" title="([^"]*)">([^<]*)</div>', html)
+    assert cards == [(f"train/{k}/IMG_0001.jpg",) * 2 for k in ("b", "c", "a")], cards  # the order the words say
+    assert str(tmp_path) not in html
+    assert "<code>phone photos</code>" in html and "<code>phone photos/test</code> was not read" in html
+    assert "phone photos/train/a/IMG_0001.jpg and phone photos/train/b/IMG_0001.jpg" in html
+    assert "upright train: flowers" in html
 
 
 def test_report_never_costs_the_model(tmp_path, monkeypatch):

@@ -290,6 +290,7 @@ def write_report(result, path) -> None:
     confusion matrix, rotation bars, and the mistakes shown upright, large, with their top-3."""
     from .atomic import atomic_write_text
     from .report.html import figure_data_url
+    from .report.paths import below, shown_root, unrooted
     from .report.plots import confusion_figure, rotation_figure
     from .report.templating import render
     from .train_report import mistake_views
@@ -307,19 +308,22 @@ def write_report(result, path) -> None:
         verdict += f" (each turn scored on {'+'.join(result['rotation_views'])} of the test views)"
     mistakes = result.get("mistakes", [])
     level, sentence = seen_sentence(result)
+    for folder in (result["model"], (result.get("exported_by_upright") or {}).get("model_folder")):
+        sentence = unrooted(sentence, folder)  # the page names folders, not this machine's paths
     html = render(
         "eval.html", title="upright eval",
         subtitle="thumbnails are shown upright" + (", as the model read them" if result["orientation_policy"] == "upright"
                                                    else "; this model reads the pixels as stored (tag ignored)"),
         seen_level=level, seen_sentence=sentence[0].upper() + sentence[1:],
-        accuracy=result["accuracy"], n=result["n"], split=result["split"], data=result["data"],
-        model=result["model"], orientation_policy=result["orientation_policy"], macro_f1=result["macro_f1"],
+        accuracy=result["accuracy"], n=result["n"], split=result["split"], data=shown_root(result["data"]),
+        model=shown_root(result["model"]), orientation_policy=result["orientation_policy"], macro_f1=result["macro_f1"],
         top_k=[(k, a) for k, a in result["top_k_accuracy"].items() if k != "1"],
         per_class=[{"label": lab, "f1": None, **v} for lab, v in result["per_class"].items()],
         confusion_plot=figure_data_url(confusion_figure(result["confusion"], result["labels"])),
         rotation_plot=figure_data_url(rotation_figure(rot)), verdict=verdict,
-        n_mistakes=result.get("n_mistakes", len(mistakes)), mistakes=mistake_views(mistakes[:MAX_MISTAKES_SHOWN]),
-        unreadable=result.get("unreadable") or [])
+        n_mistakes=result.get("n_mistakes", len(mistakes)),
+        mistakes=mistake_views(mistakes[:MAX_MISTAKES_SHOWN], result["data"]),
+        unreadable=[{**u, "path": below(u["path"], result["data"])} for u in result.get("unreadable") or []])
     try:
         atomic_write_text(path, html)
     except OSError as exc:

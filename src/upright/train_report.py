@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .report.paths import below, shown_root, unrooted
+
 MAX_MISTAKES_SHOWN = 24
 THUMB_SIDE = 256
 
@@ -43,9 +45,19 @@ def summarise(heldout: list[dict], labels: list[str]) -> dict:
     pred = np.array([idx[r["predicted"]] for r in heldout], int)
     metrics = _metrics(y, pred, labels) if len(heldout) else {"accuracy": 0.0, "per_class": {}, "confusion": [],
                                                                "macro_f1": None}
-    # worst first: the model was surest of a wrong label (lowest score on the true label)
-    mistakes = sorted((r for r in heldout if r["predicted"] != r["label"]), key=lambda r: r["p_true"])
+    mistakes = surest_first([r for r in heldout if r["predicted"] != r["label"]])
     return {**metrics, "n": len(heldout), "mistakes": mistakes}
+
+
+def surest_first(mistakes: list[dict]) -> list[dict]:
+    """Wrong predictions, the one the model was surest of first: by the wrong label's score
+    (the top score), highest first; ties by path, so the order is stable."""
+    return sorted(mistakes, key=lambda r: (-_wrong_score(r), str(r["path"])))
+
+
+def _wrong_score(r: dict) -> float:
+    top = r.get("top") or []
+    return float(top[0]["score"]) if top else float(r.get("score") or 0.0)
 
 
 def _thumb(path: str, side: int = THUMB_SIDE) -> str | None:
@@ -58,15 +70,16 @@ def _thumb(path: str, side: int = THUMB_SIDE) -> str | None:
         return None
 
 
-def mistake_views(mistakes: list[dict], known=None) -> list[dict]:
-    """What macros.mistake_card shows: the upright picture (256 px) and the top scores.
+def mistake_views(mistakes: list[dict], root=None, known=None) -> list[dict]:
+    """What macros.mistake_card shows: the upright picture (256 px), the top scores and the
+    photo's path below root (DATA; IMG_0055.jpg alone is in every class), never an absolute one.
     known (known_files.KnownFiles): thumbnails recorded by content hash are reused."""
     if known is not None and all(mk.get("sha256") for mk in mistakes):
         srcs = known.thumbnails([mk["path"] for mk in mistakes], [mk["sha256"] for mk in mistakes], THUMB_SIDE,
                                 _thumb)
     else:
         srcs = [_thumb(mk["path"]) for mk in mistakes]
-    return [{"src": src, "name": os.path.basename(mk["path"]), "path": mk["path"],
+    return [{"src": src, "name": below(mk["path"], root), "path": below(mk["path"], root),
              "label": mk["label"], "predicted": mk["predicted"],
              "top": mk.get("top") or [{"label": mk["predicted"], "score": mk["score"]}]}
             for mk, src in zip(mistakes, srcs)]
@@ -116,18 +129,22 @@ def write_train_report(path, *, meta: dict, result: dict, heldout: list[dict], w
 
     labels = meta["labels"]
     s = summarise(heldout, labels)
+    root = result.get("data")
     fine_tune = meta.get("fine_tune") or {}
     history = fine_tune.get("history") or []
     html = render(
-        "train.html", title=f"upright train: {result['model']}",
+        "train.html", title=f"upright train: {shown_root(result['model'])}",
         subtitle="thumbnails are shown upright" + ("" if meta["orientation_policy"] == "upright" else
                                                    "; this model read the pixels as stored (tag ignored)"),
-        result=result, meta=meta, held_out=s["n"], macro_f1=s["macro_f1"],
+        result=result, meta=meta, held_out=s["n"], macro_f1=s["macro_f1"], data=shown_root(root),
+        test_not_read=unrooted(result["test_not_read"], root) if result.get("test_not_read") else None,
         test_views_text=describe_views(meta.get("test_views", ["id"])),
         per_class=[{"label": lab, **v, "total": meta["training"]["classes"].get(lab, 0)}
                    for lab, v in s["per_class"].items()],
         confusion_plot=figure_data_url(confusion_figure(s["confusion"], labels)) if s["confusion"] else "",
         learning_plot=figure_data_url(learning_curve_figure(history)) if history else "",
-        best_epoch=fine_tune.get("best_epoch"), warnings=warnings,
-        n_mistakes=len(s["mistakes"]), mistakes=mistake_views(s["mistakes"][:MAX_MISTAKES_SHOWN], known))
+        best_epoch=fine_tune.get("best_epoch"),
+        warnings=[{**w, "message": unrooted(w["message"], root), "folder": unrooted(w["folder"], root)}
+                  for w in warnings],
+        n_mistakes=len(s["mistakes"]), mistakes=mistake_views(s["mistakes"][:MAX_MISTAKES_SHOWN], root, known))
     atomic_write_text(path, html)
