@@ -132,7 +132,7 @@ def test_a_copied_training_photo_counts_as_seen(layouts, tmp_path, cli):
     d = json.loads(out)
     assert code == 0 and d["n"] == 7 and d["seen_in_training"] == 1
     code, out, err = cli("eval", model, copy)
-    assert "1 of 7 photos were used in training: this is not a test" in " ".join(out.split())
+    assert "1 of 7 photos was used in training: this is not a test" in " ".join(out.split())
 
 
 def test_eval_on_training_photos_says_it_loudly(layouts, cli):

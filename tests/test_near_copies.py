@@ -106,7 +106,7 @@ def test_eval_counts_a_resized_copy_but_not_a_new_scene(project, cli, tmp_path):
     assert rows_csv["near.jpg"]["near_copy_of_training"] == "true" and rows_csv["new.jpg"]["near_copy_of_training"] == "false"
     code, out, err = cli("eval", model, data, "--rotation-check", "none")
     words = " ".join(out.replace("│", " ").split())  # the NOT A TEST panel's borders out
-    assert code == 0 and "1 of 3 photos were used in training" in words and "only 1 is new to the model (1 is a near copy of a training photo)" in words
+    assert code == 0 and "1 of 3 photos was used in training" in words and "only 1 is new to the model (1 is a near copy of a training photo)" in words
 
 
 def test_without_the_exact_copy_eval_says_partly_a_retest(project, cli, tmp_path):
@@ -146,7 +146,7 @@ def test_an_older_folder_says_the_count_is_unknown(project, tmp_path):
     from upright.evaluate import seen_sentence
 
     level, words = seen_sentence(ev)
-    assert level == "error" and "1 of 3 photos were used in training" in words
+    assert level == "error" and "1 of 3 photos was used in training" in words
 
 
 def test_a_forged_record_is_not_believed(project, tmp_path):

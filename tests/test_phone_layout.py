@@ -1,8 +1,9 @@
 """Phone-first, in a real browser (Debian chromium through Playwright; issue 25): at 390 px the web
 app and the audit, train and eval reports are no wider than the screen (wide tables scroll inside
-their own box; the audit's heat map becomes a table of words), the page offers only what a phone can do (no "drop" or "Ctrl+V"), the stored-as
-thumbnail stays a thumbnail, and a bad upload says which file and why, once, without leaving the
-previous photo's answer under it. Skips without chromium unless UPRIGHT_REQUIRE_BROWSER=1 (CI)."""
+their own box; the audit's heat map becomes a table of words), the page offers only what a phone
+can do (no "drop" or "Ctrl+V"), the stored-as thumbnail stays a thumbnail, and a bad upload says
+which file and why, once, without leaving the previous photo's answer under it. Skips without
+chromium unless UPRIGHT_REQUIRE_BROWSER=1 (CI)."""
 
 from __future__ import annotations
 

@@ -140,7 +140,7 @@ def audit(
 ) -> None:
     """Find unreadable files, duplicates, sideways photos and file attributes that predict the label.
 
-    Checks (names for --checks/--skip): unreadable, classes (empty, single, imbalanced), label_leak (orientation tag, camera, shapes, resolution, format, EXIF, colour mode, JPEG quality, capture day, software, GPS, colour profile, bit depth: per class and overall, exact tests, false alarms held to 5% by Benjamini-Hochberg), tiny, duplicates (same bytes), near_duplicates and sideways (these two need embeddings, so not with --metadata-only).
+    Checks (names for --checks/--skip): unreadable, classes (empty, single, imbalanced, under 10 images), label_leak (orientation tag, camera, shapes, resolution, format, EXIF, colour mode, JPEG quality, capture day, software, GPS, colour profile, bit depth: per class and overall, exact tests, false alarms held to 5% by Benjamini-Hochberg), tiny, duplicates (same bytes), near_duplicates and sideways (these two need embeddings, so not with --metadata-only).
     """
     result = run_audit(data, cache_dir=cache, progress=not json_out, content=content, checks=checks, skip=skip,
                        engine=engine.value, ray_address=ray_address)

@@ -128,7 +128,7 @@ class Classes(Check):
     """Empty classes (every one), a single class (train refuses it), imbalance."""
 
     name: ClassVar[str] = "classes"
-    summary: ClassVar[str] = "empty classes, a single class, class imbalance"
+    summary: ClassVar[str] = "empty classes, a single class, class imbalance, classes under 10 images"
     warn_ratio: float = 3.0
     error_ratio: float = 10.0
     few: int = 10  # a class with fewer readable images is mentioned

@@ -220,8 +220,8 @@ def _summarise(items, groups, how: str, sims: dict | None) -> list[Finding]:
                    f"two classes. Keep one copy under the right label. Example: {ex}.")
         elif key == "split":
             severity = "warning"
-            msg = (f"{groups} {verb(len(gs), 'crosses', 'cross')} {_across(items, gs)}. Keep each group in one "
-                   f"split. Example: {ex}.")
+            msg = (f"{groups} {verb(len(gs), 'crosses', 'cross')} {_across(items, gs)}. Keep "
+                   f"{verb(len(gs), 'its files', 'each group')} in one split. Example: {ex}.")
         else:
             severity = "info"
             msg = (f"{groups} within one class and split: harmless, but each counts more than once. "
