@@ -234,6 +234,11 @@ def test_review_moves_turns_with_the_way_back_and_trashes(studio):
     assert (studio.root / ".upright-originals" / "manifest.jsonl").is_file()
     listed = c.get("/api/classes/zero/photos").json()["photos"][0]
     assert listed["sha256"] != hashlib.sha256(original).hexdigest()
+    new = listed["sha256"]  # new bytes: their thumbnail is made with the turn, before any page asks
+    assert (studio.root / ".upright-studio" / "thumbs" / new[:2] / f"{new}.upright.jpg").is_file()
+    thumb = c.get(f"/api/thumbs/{new}")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == JPEG
+    assert Image.open(io.BytesIO(thumb.content)).size[0] < Image.open(io.BytesIO(thumb.content)).size[1]  # noqa
     # the original bytes are still "known": uploading them again is a duplicate of the turned photo
     assert c.post("/api/classes/diet/photos", files=files(("again.jpg", original))).json()["duplicates"]
 

@@ -55,9 +55,10 @@ async def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
         return {"refused": exc.reason}
 
 
-async def _change(st: Studio, fn, *args, missing: str = "unknown"):
+async def _change(st: Studio, fn, *args, missing: str = "unknown", then=None):
     """Run a change of the project in the pool, tell the pages, and answer its errors in words:
-    404 for an unknown class, photo or trash item, 400 a bad name, 409 a name taken."""
+    404 for an unknown class, photo or trash item, 400 a bad name, 409 a name taken.
+    `then(result)`: awaited before the pages hear of the change (thumbnails of new bytes)."""
     try:
         result = await asyncio.get_running_loop().run_in_executor(st.pool, fn, *args)
     except KeyError as exc:
@@ -66,6 +67,8 @@ async def _change(st: Studio, fn, *args, missing: str = "unknown"):
         return error(400, str(exc))
     except (classes.Conflict, UprightError) as exc:
         return error(409, one_line(exc))
+    if then is not None:
+        await then(result)
     st.changed()
     return result
 
@@ -151,7 +154,7 @@ def _photo_routes(app: FastAPI, st: Studio) -> None:
         photo = st.project.photo(body.photo)
         if photo is None:
             return error(404, f"unknown photo: {body.photo}")
-        res = await _change(st, _turn, st, photo.id, body.degrees)
+        res = await _change(st, _turn, st, photo.id, body.degrees, then=lambda r: _new_bytes(st, [r["photo"]]))
         if isinstance(res, dict) and res.get("outcome") == "failed":
             return error(422, f"cannot turn {photo.id}: {res.get('note')}")
         return res
@@ -160,14 +163,14 @@ def _photo_routes(app: FastAPI, st: Studio) -> None:
     async def undo_turn(body: PhotoBody):
         if st.project.photo(body.photo) is None:
             return error(404, f"unknown photo: {body.photo}")
-        res = await _change(st, _undo, st, [body.photo])
+        res = await _change(st, _undo, st, [body.photo], then=lambda r: _new_bytes(st, r["restored"]))
         if isinstance(res, dict) and not res["restored"]:
             return error(409, f"cannot undo the turn of {body.photo}: {res['conflicts'][0]['reason']}")
         return res
 
     @app.post("/api/photos/undo-turns")
     async def undo_turns():
-        return await _change(st, _undo, st, None)
+        return await _change(st, _undo, st, None, then=lambda r: _new_bytes(st, r["restored"]))
 
 
 def _turn(st: Studio, pid: str, degrees: int) -> dict:
@@ -203,6 +206,15 @@ async def _thumb(st: Studio, sha256: str, source, view: str):
         except Exception:  # noqa: BLE001 - a photo that cannot be shown is not a server error
             return None
     return path if path.is_file() else None
+
+
+async def _new_bytes(st: Studio, ids: list[str]) -> None:
+    """Thumbnails of photos whose bytes a turn or an undo just changed (a new content hash),
+    made before the pages hear of it: every page's <img> for the new hash loads at once."""
+    for pid in ids:
+        photo = st.project.photo(pid)  # None: restored in the trash, not shown
+        if photo is not None:
+            await _thumb(st, photo.sha256, st.project.root / photo.id, "upright")
 
 
 def _media_routes(app: FastAPI, st: Studio) -> None:

@@ -61,6 +61,19 @@ async function api(method, url, body) {
 
 function thumbUrl(sha, view = "upright") { return `/api/thumbs/${sha}` + (view === "stored" ? "?view=stored" : ""); }
 
+// A thumbnail <img>. The server makes a thumbnail on first use (a turned photo's before the
+// pages hear of it); one that fails to load (the studio restarting, a photo being changed)
+// is asked for again twice, so a tile never stays blank for a photo that can be shown.
+function thumbImg(sha, view = "upright", props = {}) {
+  const img = el("img", { src: thumbUrl(sha, view), alt: "", loading: "lazy", "data-sha": sha, ...props });
+  let tries = 0;
+  img.addEventListener("error", () => {
+    if (++tries > 2) return;
+    setTimeout(() => { img.src = thumbUrl(sha, view) + (view === "stored" ? "&" : "?") + `again=${tries}`; }, 800 * tries);
+  });
+  return img;
+}
+
 // ---------------------------------------------------------------- tabs
 
 function showTab(name) {
@@ -154,7 +167,7 @@ function fillCard(card, c) {
   const want = c.recent.join(",");
   if (thumbs.dataset.shas === want) return;
   thumbs.dataset.shas = want;
-  thumbs.replaceChildren(...c.recent.map((sha) => el("img", { src: thumbUrl(sha), alt: "", loading: "lazy", "data-sha": sha })));
+  thumbs.replaceChildren(...c.recent.map((sha) => thumbImg(sha)));
   if (!c.recent.length) thumbs.append(el("span", { class: "muted small", text: "Empty: upload photos, or use the camera." }));
 }
 
@@ -365,7 +378,7 @@ function renderFinding(f) {
     el("span", { class: `sev ${f.severity}`, text: SEVERITY_WORDS[f.severity] || f.severity }),
     el("span", { class: "headline", text: f.headline }));
   const thumbs = el("div", { class: "finding-thumbs" },
-    ...f.thumbs.map((sha) => el("img", { src: thumbUrl(sha), alt: "", loading: "lazy" })));
+    ...f.thumbs.map((sha) => thumbImg(sha)));
   const more = el("details", { class: "small" }, el("summary", { text: "why it matters" }), el("p", { text: f.message }));
   li.append(head, thumbs, more);
   return li;
@@ -452,9 +465,9 @@ function tagWords(p) {
 function tile(p, others) {
   const fig = el("figure", { class: "tile", "data-id": p.id });
   const views = el("div", { class: "views" },
-    el("img", { class: "upright", src: thumbUrl(p.sha256), alt: "upright", loading: "lazy" }));
+    thumbImg(p.sha256, "upright", { class: "upright", alt: "upright" }));
   if (p.orientation !== 1) {
-    views.append(el("span", { class: "stored-box" }, el("img", { class: "stored", src: thumbUrl(p.sha256, "stored"), alt: "as stored", loading: "lazy" }),
+    views.append(el("span", { class: "stored-box" }, thumbImg(p.sha256, "stored", { class: "stored", alt: "as stored" }),
       el("span", { class: "stored-label", text: "as stored" })));
   }
   const side = p.sideways ? ` · sideways ${pct(p.sideways.confidence)}` + (p.sideways.confidence >= 0.5 ? ` (looks turned ${p.sideways.rotation}°)` : "") : "";
