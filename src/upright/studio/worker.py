@@ -7,6 +7,10 @@ most PROGRESS_HZ a second per step), then {"result": ...}, {"error": "one line"}
 {"cancelled": true}; anything else the libraries print goes to stderr. SIGTERM cancels (the
 exception unwinds through train's staged folder, which is removed: no partial model);
 the end of stdin (the studio is gone, even killed with SIGKILL) does too.
+
+For tests: with HOLD_ENV set to "1" in its environment, a worker stops right after its first
+progress line and waits there until it is cancelled, so a test cancels (or kills the studio
+during) a job that is certainly running, however fast the machine.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import time
 from typing import Callable
 
 PROGRESS_HZ = 5.0
+HOLD_ENV = "UPRIGHT_STUDIO_WORKER_HOLD"
 GRACE_SECONDS = 20.0  # after the studio is gone: time to clean up before the process ends anyway
 
 
@@ -55,7 +60,7 @@ def _run_export(spec: dict) -> dict:
 RUNNERS: dict[str, Callable[[dict], dict]] = {"train": _run_train, "audit": _run_audit, "export": _run_export}
 
 
-def _reporter(say: Callable[..., None]) -> Callable[[str, int, int], None]:
+def _reporter(say: Callable[..., None], hold: bool = False) -> Callable[[str, int, int], None]:
     last: dict[str, float] = {}
 
     def report(description: str, done: int, total: int) -> None:
@@ -63,6 +68,8 @@ def _reporter(say: Callable[..., None]) -> Callable[[str, int, int], None]:
         if done in (0, total) or now - last.get(description, 0.0) >= 1 / PROGRESS_HZ:
             last[description] = now
             say(progress={"step": description, "done": done, "total": total})
+            if hold and threading.current_thread() is threading.main_thread():
+                threading.Event().wait()  # HOLD_ENV: until SIGTERM's Cancelled interrupts the wait
 
     return report
 
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     _cancel_on_signal(proto.fileno())
     _cancel_when_orphaned()
     try:
-        with listening(_reporter(say)):
+        with listening(_reporter(say, hold=os.environ.get(HOLD_ENV) == "1")):
             result = RUNNERS[spec["kind"]](spec)
     except (Cancelled, KeyboardInterrupt):
         try:
