@@ -201,7 +201,9 @@ def test_audit_endpoint_is_the_metadata_only_audit_and_the_view_names_the_cell(s
     c = studio.client
     for name in ("diet", "zero"):
         c.post("/api/classes", json={"name": name})
-    c.post("/api/classes/diet/photos", files=files(*[(f"{i}.jpg", photo(0, i, 6)) for i in range(12)]))
+    phones = [("Apple", "iPhone 12"), ("samsung", "SM-G991B"), ("Google", "Pixel 7")]  # 'diet': three phones
+    c.post("/api/classes/diet/photos", files=files(*[(f"{i}.jpg", photo(0, i, 6, make=phones[i % 3][0],
+                                                                        model=phones[i % 3][1])) for i in range(12)]))
     c.post("/api/classes/zero/photos", files=files(*[(f"{i}.jpg", photo(1, i)) for i in range(12)]))
     (studio.root / "zero" / "notes.jpg").write_text("copied in by hand, not a photo")
     got = c.get("/api/audit")
@@ -211,9 +213,9 @@ def test_audit_endpoint_is_the_metadata_only_audit_and_the_view_names_the_cell(s
     assert {k: v for k, v in got.json().items() if k not in drop} == {k: v for k, v in want.items() if k not in drop}
     assert got.json()["data"] == "project" and got.json()["unreadable"][0]["path"] == "zero/notes.jpg"
     view = c.get("/api/audit/view").json()
-    top = next(f for f in view["findings"] if f["kind"] == "label_leak")
-    assert top["attribute"] == "exif_orientation" and top["severity"] == "warning"
-    assert top["headline"].startswith("'diet': 100% stored sideways (tag 6)") and "'zero': 0%" in top["headline"]
+    top = next(f for f in view["findings"] if f["attribute"] == "exif_orientation")
+    assert top["kind"] == "label_leak" and top["severity"] == "warning"
+    assert top["headline"] == "'diet': 100% stored sideways (tag 6), by 3 camera models; 'zero': 0%"
     diet = {p["sha256"] for p in c.get("/api/classes/diet/photos").json()["photos"]}
     assert top["thumbs"] and set(top["thumbs"]) <= diet  # thumbnails from that very cell
 
@@ -414,7 +416,7 @@ def test_training_runs_in_a_worker_with_progress_then_test_and_export(studio):
     c = studio.client
     c.post("/api/classes", json={"name": "diet"})
     assert c.post("/api/train", json={"preset": "fast"}).status_code == 400  # one class
-    _two_classes(c)
+    _two_classes(c, n=8, tagged=6)  # 'diet' stored sideways: the audit warns, on the model's card too
     assert c.post("/api/train", json={"preset": "nope"}).status_code == 400
     r = c.post("/api/train", json={"preset": "fast"})
     assert r.status_code == 202
@@ -422,11 +424,16 @@ def test_training_runs_in_a_worker_with_progress_then_test_and_export(studio):
     assert c.post("/api/train", json={"preset": "fast"}).status_code == 409  # one run at a time
     j, steps = _wait(c, job)
     assert j["state"] == "done", j
-    assert "fitting the head" in j["steps"] and any(s.startswith("embedding") for s in j["steps"])
+    assert j["steps"] == ["embedding", "fitting the head", "auditing the training photos", "writing the model",
+                          "writing the report"], j["steps"]  # in the order they ran
     assert re.fullmatch(r"\d{8}-\d{6}(-\d+)?", name) and j["model"] == name
     assert j["result"]["val_accuracy"] >= 0.5
     models = c.get("/api/project").json()["models"]
     assert [m["name"] for m in models] == [name] and models[0]["report"]
+    card = models[0]  # the card's summary of the report, from model.json
+    assert set(card["per_class"]) == {"diet", "zero"} and card["per_class"]["diet"]["n"] == 8
+    assert card["n_mistakes"] == round((1 - card["val_accuracy"]) * card["val_photos"])
+    assert [w["headline"] for w in card["audit_warnings"]] == ["'diet': 100% stored sideways (tag 6); 'zero': 0%"]
     report = c.get(f"/api/models/{name}/report")
     assert "confusion" in report.text.lower()
     for answer in (report, c.get(f"/api/jobs/{job}"), c.get("/api/project")):  # visible to --lan phones

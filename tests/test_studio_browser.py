@@ -108,7 +108,10 @@ def review(p: Pages) -> None:
     d.locator('.tile button[title="Turn 90° clockwise"]').first.click()
     expect(d.locator(".tile .stored-box")).to_have_count(7)  # that one is stored upright now (through fix)
     after = set(d.eval_on_selector_all(".tile img.upright", "els => els.map(e => e.getAttribute('src'))"))
-    assert len(after - before) == 1  # new bytes, a new thumbnail
+    new = (after - before).pop()  # new bytes, a new thumbnail: shown at once on the phone's Collect tab too
+    assert len(after - before) == 1
+    p.phone.wait_for_function("""src => [...document.querySelectorAll('.class-card[data-class="diet"] .thumbs img')]
+        .some(i => i.getAttribute('src') === src && i.complete && i.naturalWidth > 0)""", arg=new)
     undo = d.locator('.tile button[title="Put this photo back exactly as it was uploaded"]')
     expect(undo).to_have_count(1)  # on the turned photo only
     p.shot("review-turned")
@@ -131,9 +134,15 @@ def train(p: Pages) -> str:
     expect(p.phone.locator("#train-job")).to_be_visible()
     expect(d.locator("#train-step")).to_contain_text("done", timeout=240_000)
     steps = d.text_content("#train-steps")
-    assert "embedding" in steps and "fitting the head" in steps, steps
+    assert steps.endswith("embedding → fitting the head → auditing the training photos → writing the model → "
+                          "writing the report"), steps
     model = d.locator(".model").first.get_attribute("data-model")
     expect(d.locator(".model .acc").first).to_contain_text("val accuracy")
+    for page in (d, p.phone):  # the report's summary on the card: recall per class, mistakes, the audit
+        m = page.locator(f'.model[data-model="{model}"]')
+        expect(m.locator(".recall-row")).to_have_count(2)
+        expect(m.locator(".mistakes")).not_to_be_empty()
+        expect(m.locator(".card-warnings")).to_contain_text("'diet': 100% stored sideways (tag 6); 'zero': 0%")
     expect(p.phone.locator(f'.model[data-model="{model}"]')).to_be_visible()
     d.locator(".model").first.get_by_role("button", name="Per class, confusion matrix, worst mistakes, audit warnings").click()
     expect(d.frame_locator("#report").locator("body")).to_contain_text("confusion", ignore_case=True)

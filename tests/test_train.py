@@ -18,6 +18,10 @@ def test_train_json_and_model_folder(trained):
     assert meta["orientation_policy"] == "upright" and meta["weights_sha256"] and meta["input_size"] == 224
     assert meta["embedding_dim"] == 1280
     assert meta["preprocessing"]["scaling"] == "(x - 127) / 128"
+    t = meta["training"]  # what a model card shows (the studio's): figures of the held-out photos, the audit
+    assert set(t["per_class"]) == set(r["labels"]) and sum(v["n"] for v in t["per_class"].values()) == t["val_photos"]
+    assert t["n_mistakes"] == round((1 - t["val_accuracy"]) * t["val_photos"])
+    assert isinstance(t["audit_warnings"], list)
     tensors = load_file(str(trained["model"] / "head.safetensors"))
     assert set(tensors) == {"weight", "bias", "fitted_sha256"}
     assert tensors["fitted_sha256"].shape == (r["n_fitted"], 8) and r["n_fitted"] == r["n_train"] + r["n_val"]

@@ -2,7 +2,8 @@
 
 `listening(callback)` lets a program follow the work without a terminal (`upright studio`
 streams a training run's steps to the page): inside it, every progress bar, drawn or not,
-also reports (description, done, total), and `step(description)` names a step that has no bar.
+also reports (description, done, total), and `step(description)` names a step that has no bar;
+inside `within(step)`, a listener hears the bars as parts of that step ("step: bar").
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ def listening(callback: Listener) -> Iterator[None]:
         yield
     finally:
         _listener.reset(token)
+
+
+@contextmanager
+def within(name: str) -> Iterator[None]:
+    """Inside this block a listener hears each bar or step as a part of the step `name`
+    ("auditing the training photos: reading headers"); the bars drawn on stderr are unchanged."""
+    outer = _listener.get()
+    if outer is None:
+        yield
+        return
+    with listening(lambda description, done, total: outer(f"{name}: {description}", done, total)):
+        yield
 
 
 def step(description: str) -> None:

@@ -1,8 +1,9 @@
 """`upright train`: the pipeline's stages in order, for the photos train may read.
 
     scan (train/ + val/) -> embed every training view (cached) -> fit the head (choose l2 and
-    test views on the held-out photos, fit on all) -> [fine-tune the backbone] -> package the
-    model folder (with its input contract) -> the report (from what the run recorded: no file
+    test views on the held-out photos, fit on all) -> [fine-tune the backbone] -> audit the
+    photos' headers -> package the model folder (with its input contract, and the held-out figures
+    and audit warnings a model card shows) -> the report (from what the run recorded: no file
     is hashed, read or decoded again; known_files.py, train_report.py)
 
 The stages live in upright.pipeline (scan, embed, fit, finetune, package); this module decides
@@ -37,11 +38,13 @@ from .pipeline.package import fitted_on, model_json, save_model
 from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
 from .presets import DEFAULT_AUGMENT, DEFAULT_PRESET, PRESETS
 from .results import TrainResult
+from .train_report import audit_warnings, card_figures, heldout_rows
 from .views import describe as describe_views
 from .words import count
 
 TRAIN_SPLITS = ("train", "val")  # what train reads; DATA/test is eval's alone
 REPORT_FILE = "report.html"
+AUDIT_STEP = "auditing the training photos"  # the report's "Audit of the training photos"
 
 
 def check_dataset(ds: Dataset) -> None:
@@ -129,9 +132,11 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     fitted = (run.fitted, run.fitted_embeddings)
     del run, near, emb  # the report needs no embedding: their memory is free before it is made
     W, b, state = (fit.weight, fit.bias, None) if tuned is None else (tuned.weight, tuned.bias, tuned.state)
-    step("writing the model and its report")
-    return _write_model(out, meta, W, b, state, fitted, result, report, ds, records, y,
-                        fit.choice, None if tuned is None else tuned.checkpoint, t0, cache_dir)
+    heldout = heldout_rows(fit.choice.heldout, records, y, ds.labels)
+    warnings = _audit_warnings(ds, result, cache_dir) if report else None
+    meta["training"].update(card_figures(heldout, ds.labels, warnings, ds.root))  # what a model card shows
+    return _write_model(out, meta, W, b, state, fitted, result, None if warnings is None else (heldout, warnings),
+                        None if tuned is None else tuned.checkpoint, t0, cache_dir)
 
 
 def _default_views(records, run: tuple[Embeddings, str, bool], views, orient: bool, kw: dict,
@@ -291,14 +296,33 @@ class _Run:
             fast_val_accuracy=None if self.fast_val_accuracy is None else round(self.fast_val_accuracy, 6))
 
 
-def _write_model(out, meta, W, b, backbone_state, fitted: tuple, result: TrainResult, report: bool, ds, records, y,
-                 choice, checkpoint, t0, cache_dir=None) -> TrainResult:
-    """Build the model folder beside `out` and swap it in whole; then drop the run's checkpoint."""
+def _audit_warnings(ds: Dataset, result: TrainResult, cache_dir=None) -> list[dict] | None:
+    """The header audit's warnings and errors on the photos the run read (train_report.py), for
+    model.json and the report; None, said in a yellow line, when they cannot be made (then no
+    report: the model is the product, the page a bonus)."""
+    from .console import err, within
+    from .errors import one_line
+
+    step(AUDIT_STEP)
+    try:
+        with within(AUDIT_STEP), KnownFiles(cache_dir) as known:
+            return audit_warnings(ds, result.unreadable, known)
+    except Exception as exc:  # noqa: BLE001
+        err.print(f"[yellow]report.html not written:[/] {one_line(exc)}")
+        return None
+
+
+def _write_model(out, meta, W, b, backbone_state, fitted: tuple, result: TrainResult, report: tuple | None,
+                 checkpoint, t0, cache_dir=None) -> TrainResult:
+    """Build the model folder beside `out` and swap it in whole; then drop the run's checkpoint.
+    report: (held-out rows, audit warnings) for MODEL/report.html, None for none."""
     stage = stage_folder(out)
     try:
+        step("writing the model")
         save_model(stage, meta, W, b, backbone_state, *fitted)  # fingerprints, near-copy record
-        if report:
-            result.report = _write_report(stage, out, meta, result, ds, records, y, choice, cache_dir)
+        if report is not None:
+            step("writing the report")
+            result.report = _write_report(stage, out, meta, result, *report, cache_dir)
         swap_folder(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -309,19 +333,18 @@ def _write_model(out, meta, W, b, backbone_state, fitted: tuple, result: TrainRe
     return result
 
 
-def _write_report(stage: Path, out, meta: dict, result: TrainResult, ds: Dataset, records, y, choice,
+def _write_report(stage: Path, out, meta: dict, result: TrainResult, heldout: list[dict], warnings: list[dict],
                   cache_dir=None) -> str | None:
     """MODEL/report.html; a report that cannot be made is a warning, never a lost model. It
     reuses what the run recorded (train_report.py): no second scan, hash, header read or decode."""
     from .console import err
     from .errors import one_line
-    from .train_report import audit_warnings, heldout_rows, write_train_report
+    from .train_report import write_train_report
 
     try:
         with KnownFiles(cache_dir) as known:
-            write_train_report(stage / REPORT_FILE, meta=meta, result=result.to_dict(),
-                               heldout=heldout_rows(choice.heldout, records, y, meta["labels"]),
-                               warnings=audit_warnings(ds, result.unreadable, known), known=known)
+            write_train_report(stage / REPORT_FILE, meta=meta, result=result.to_dict(), heldout=heldout,
+                               warnings=warnings, known=known)
     except Exception as exc:  # noqa: BLE001 (the model is the product; the page is a bonus)
         err.print(f"[yellow]report.html not written:[/] {one_line(exc)}")
         return None

@@ -49,6 +49,23 @@ def summarise(heldout: list[dict], labels: list[str]) -> dict:
     return {**metrics, "n": len(heldout), "mistakes": mistakes}
 
 
+def card_figures(heldout: list[dict], labels: list[str], warnings: list[dict] | None, root) -> dict:
+    """What a model card shows beside val_accuracy without opening the report (model.json
+    "training"): per class precision, recall, F1 and n on the held-out photos, how many of them
+    were predicted wrong, and the audit's warnings in a line each (not when the run skipped the
+    report, which audits), every path below DATA (root)."""
+    from .audit.headline import headline
+
+    s = summarise(heldout, labels)
+    figures: dict = {"per_class": s["per_class"], "n_mistakes": len(s["mistakes"])}
+    if warnings is not None:
+        figures["audit_warnings"] = [
+            {"severity": w["severity"], "kind": w["kind"], "attribute": w.get("attribute"), "class": w.get("class"),
+             "headline": unrooted(headline(w), root), "folder": unrooted(str(w.get("folder", root)), root)}
+            for w in warnings]
+    return figures
+
+
 def surest_first(mistakes: list[dict]) -> list[dict]:
     """Wrong predictions, the one the model was surest of first: by the wrong label's score
     (the top score), highest first; ties by path, so the order is stable."""

@@ -1,8 +1,9 @@
 """Long jobs (train, content audit, export), each a worker process (worker.py) watched by a thread.
 
 A job's state is `running`, then `done`, `failed` or `cancelled`; its progress is the worker's
-last step ("embedding" 12/40, "fitting the head", "epoch 2/3"...). Every change is handed to
-`on_change` (the studio publishes it to the pages). Cancel sends SIGTERM (the worker unwinds
+last step ("embedding" 12/40, "fitting the head", "epoch 2/3"...), and `steps` the steps so far
+in the order they ran (a part of a step, "auditing the training photos: reading headers", is
+not one). Every change is handed to `on_change` (the studio publishes it to the pages). Cancel sends SIGTERM (the worker unwinds
 and removes what it staged), then SIGKILL after KILL_AFTER seconds. Models are trained into
 PROJECT/.upright-models/<time> by `upright.train`, which builds the folder beside it and
 renames it in whole: a run killed at any moment leaves no partial model (`clean_stages`
@@ -140,8 +141,8 @@ class Jobs:
     def _apply(self, job: Job, msg: dict) -> None:
         if "progress" in msg:
             step = str(msg["progress"].get("step", ""))
-            if not job.steps or job.steps[-1] != step:
-                job.steps.append(step)
+            if not job.steps or (step != job.steps[-1] and not step.startswith(job.steps[-1] + ": ")):
+                job.steps.append(step)  # "step: part" (console.within) is progress inside the last step
             job.progress = msg["progress"]
         elif "result" in msg:
             job.outcome, job.result = "done", msg["result"]

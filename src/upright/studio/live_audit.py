@@ -20,10 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..audit import run_audit
-from ..audit.leakage import describe_value, pct
+from ..audit.headline import headline, named_cell
 from ..errors import UprightError, one_line
-from ..metadata import describe
-from ..words import count
 from .project import Project
 
 DEBOUNCE_SECONDS = 0.3  # photos of one burst land in one run
@@ -98,33 +96,6 @@ class LiveAudit:
                     "note": f"the audit failed: {type(exc).__name__}: {one_line(exc)}"}
 
 
-def _others(finding: dict, label: str) -> str:
-    labels = [lab for lab in (finding.get("table") or {}).get("labels", []) if lab != label]
-    return f"'{labels[0]}'" if len(labels) == 1 else f"the other {len(labels)} classes"
-
-
-def _cameras(paths: list[str]) -> str:
-    """', by 3 camera models' for the photos of a cell ('' when none names a camera)."""
-    known = sorted({c for c in (describe(p).camera for p in paths[:500]) if c})
-    if not known:
-        return ""
-    return f", by {count(len(known), 'camera model')}" + (f" ({known[0]})" if len(known) == 1 else "")
-
-
-def headline(finding: dict) -> str:
-    """The finding in one line: "'diet': 100% stored sideways (tag 6), by 5 camera models; 'zero': 0%"."""
-    if finding.get("kind") == "label_leak" and finding.get("test") == "per_class":
-        label, attribute = finding["class"], finding["attribute"]
-        words = describe_value(attribute, finding["value"])
-        first = (finding.get("cells") or [{}])[0].get("count")  # the named cell's files come first
-        cams = _cameras((finding.get("paths") or [])[:first]) if attribute != "camera" else ""
-        return (f"'{label}': {pct(finding['share_in_class'])} {words}{cams}; "
-                f"{_others(finding, label)}: {pct(finding['share_elsewhere'])}")
-    message = str(finding.get("message", ""))
-    first = message.split(". ", 1)[0].rstrip(".")
-    return first if len(first) <= 200 else first[:197] + "..."
-
-
 def view(result: dict | None, project: Project, content: dict | None = None) -> dict:
     """What the page shows of the audit: findings in words with thumbnails, most severe first."""
     if result is None:
@@ -137,8 +108,9 @@ def view(result: dict | None, project: Project, content: dict | None = None) -> 
     for f in findings:
         ids = [_photo_id(project, p) for p in (f.get("paths") or [])]
         thumbs = [project.photos[i].sha256 for i in ids if i in project.photos][:THUMBS_PER_FINDING]
+        cameras = [project.photos[i].camera for i in ids[:named_cell(f)] if i in project.photos]
         shown.append({"kind": f.get("kind"), "severity": f.get("severity"), "attribute": f.get("attribute"),
-                      "class": f.get("class"), "value": f.get("value"), "headline": headline(f),
+                      "class": f.get("class"), "value": f.get("value"), "headline": headline(f, cameras),
                       "message": f.get("message"), "n_photos": len(ids), "thumbs": thumbs,
                       "also": f.get("also") or []})
     return {"state": "done", "n_images": result.get("n_images", 0), "findings": shown,

@@ -26,6 +26,9 @@ from ..modelfile import META_FILE
 from .project import MODELS_DIR, Project
 
 KEEP_APPS = 2
+#: model.json "training" keys the model card shows beside val_accuracy (train_report.card_figures;
+#: null for a model trained before they were written)
+CARD = ("per_class", "n_mistakes", "audit_warnings", "val_photos")
 COOKIE = "upright_model"
 #: format -> (file the exporter writes, file downloaded, the module its converter needs)
 EXPORTS = {"onnx": ("model-pixels.onnx", "model-pixels.onnx", None),
@@ -65,7 +68,8 @@ def info(project: Project, name: str) -> dict:
                 "classes": training.get("classes"), "seconds": training.get("seconds"),
                 "preset": meta.get("preset", "fast"), "backbone": meta.get("backbone"),
                 "fine_tuned": bool(meta.get("fine_tuned")),
-                "report": (models_folder(project) / name / "report.html").is_file()}
+                "report": (models_folder(project) / name / "report.html").is_file(),
+                **{k: training.get(k) for k in CARD}}
     except (OSError, ValueError, AttributeError) as exc:
         return {"name": name, "error": f"unreadable model.json: {exc}"}
 

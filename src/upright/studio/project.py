@@ -45,6 +45,7 @@ class Photo:
     tag: int | None = None  # the orientation tag found (EXIF/XMP/HEIF), None if absent
     orientation: int = 1  # the transform upright applies (1 = none)
     captured: bool = False  # taken with the page's camera (EXIF Software says so)
+    camera: str | None = None  # EXIF Make and Model (the audit's "camera"; the live audit counts them)
     format: str | None = None
     problem: str | None = None  # unreadable header, or an ignored tag
     cost: int = 0  # bytes the dearest read of it holds (read_cost): what the live audit reserves
@@ -78,7 +79,7 @@ def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_re
     facts = describe(path)
     return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=file_sha256(path),
                  size=st.st_size, mtime_ns=st.st_mtime_ns, tag=facts.orientation_tag,
-                 orientation=facts.orientation or 1, captured=facts.software == STUDIO_CAMERA,
+                 orientation=facts.orientation or 1, captured=facts.software == STUDIO_CAMERA, camera=facts.camera,
                  format=facts.format, problem=facts.unreadable or facts.problem,
                  cost=0 if facts.unreadable else read_cost(path))
 

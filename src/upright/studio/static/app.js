@@ -582,14 +582,24 @@ function renderModels() {
   fillTestModels();
 }
 
+const CARD_CLASSES = 8;   // per-class rows on a model card (the lowest recall first when more)
+const CARD_WARNINGS = 3;  // audit warnings on a model card; the rest are in the report
+
 function modelCard(m) {
   const card = el("article", { class: "card model", "data-model": m.name });
   const acc = typeof m.val_accuracy === "number" ? `val accuracy ${pct(m.val_accuracy)}` : (m.error || "");
+  const photos = m.classes ? Object.values(m.classes).reduce((a, b) => a + b, 0) : null;
   const counts = m.classes ? Object.entries(m.classes).map(([k, v]) => `${k} ${v}`).join(", ") : "";
   card.append(el("div", { class: "card-head" }, el("h3", { text: m.name }), el("span", { class: "acc", text: acc })),
-    el("p", { class: "muted small", text: `${m.preset || ""}${m.fine_tuned ? ", fine-tuned" : ""} · ${m.n_train ?? "?"} train / ${m.n_val ?? "?"} val · ${counts}` }));
+    el("p", { class: "muted small", text: `${m.preset || ""}${m.fine_tuned ? ", fine-tuned" : ""}` +
+      (photos !== null ? ` · ${plural(photos, "photo")}: ${counts}` : "") }));
+  card.append(...cardSummary(m));
   const row = el("div", { class: "row" });
-  if (m.report) row.append(action("Report", "Per class, confusion matrix, worst mistakes, audit warnings", () => showReport(m.name)));
+  if (m.report) {
+    const full = action("Full report", "Per class, confusion matrix, worst mistakes, audit warnings", () => showReport(m.name));
+    full.classList.add("primary");
+    row.append(full);
+  }
   row.append(action("Test", "Open it in the Test tab", () => { chooseTestModel(m.name); showTab("test"); }));
   for (const [fmt, label] of [["onnx", "ONNX"], ["tflite", "TFLite"], ["coreml", "Core ML"]]) {
     const missing = project.converters && project.converters[fmt];
@@ -602,6 +612,46 @@ function modelCard(m) {
   }
   card.append(row, el("p", { class: "export-status muted small", "aria-live": "polite", text: exportStatus.get(m.name) || "" }));
   return card;
+}
+
+// The card's summary of the report, from model.json: recall per class as bars, the mistakes,
+// the audit's warnings in a line each. Models trained before these were recorded show none.
+function cardSummary(m) {
+  const out = [];
+  const per = m.per_class ? Object.entries(m.per_class) : [];
+  if (per.length) {
+    const heldOut = per.reduce((a, [, v]) => a + (v.n || 0), 0);
+    const shown = per.length > CARD_CLASSES
+      ? [...per].sort((a, b) => (a[1].recall ?? 2) - (b[1].recall ?? 2)).slice(0, CARD_CLASSES) : per;
+    out.push(el("p", { class: "small card-label", text: `Recall per class, on ${plural(heldOut, "held-out photo")}` +
+      (shown.length < per.length ? ` (the ${shown.length} lowest of ${per.length} classes)` : "") }));
+    out.push(el("div", { class: "recall" }, ...shown.map(([label, v]) => recallRow(label, v))));
+    const n = m.n_mistakes ?? 0;
+    out.push(el("p", { class: "small mistakes", "data-mistakes": String(n),
+      text: n ? `${plural(n, "mistake")} on the held-out photos: the full report shows them, surest first`
+        : "No mistakes on the held-out photos." }));
+  }
+  const warnings = m.audit_warnings || [];
+  if (warnings.length) {
+    out.push(el("ul", { class: "card-warnings" }, ...warnings.slice(0, CARD_WARNINGS).map((w) =>
+      el("li", { class: `finding ${w.severity}` }, el("span", { class: `sev ${w.severity}`, text: SEVERITY_WORDS[w.severity] || w.severity }),
+        el("span", { class: "headline", text: w.headline })))));
+    if (warnings.length > CARD_WARNINGS) out.push(el("p", { class: "muted small", text: `${warnings.length - CARD_WARNINGS} more audit warnings in the full report` }));
+  } else if (Array.isArray(m.audit_warnings)) {
+    out.push(el("p", { class: "muted small", text: "The audit of its training photos found nothing to warn about." }));
+  }
+  return out;
+}
+
+function recallRow(label, v) {
+  const r = typeof v.recall === "number" ? v.recall : null;
+  const bar = el("span", { class: "bar" }, el("span", { class: "fill" }));
+  bar.firstChild.style.width = r === null ? "0" : `${Math.round(r * 100)}%`;
+  const right = r === null ? "n/a" : `${pct(r)} of ${v.n}`;
+  const row = el("div", { class: "recall-row", "data-class": label, title: `'${label}': ${right} held-out photos predicted right` },
+    el("span", { class: "recall-label", text: label }), bar, el("span", { class: "recall-value", text: right }));
+  if (r !== null && r < 0.8) row.classList.add("low");
+  return row;
 }
 
 function showReport(name) {
