@@ -447,7 +447,7 @@ def studio(
 ) -> None:
     """The training studio: phones fill the classes, the audit speaks as photos arrive; review, train, test, export.
 
-    Collect (upload, camera, hold for a burst), Review (stored vs upright, turn through fix, move, trash), Train (progress, cancel; a new model folder per run in PROJECT/.upright-models/), Test (serve's page on any of the project's models), Export (ONNX, TFLite, Core ML). Nothing is deleted: the trash is PROJECT/.upright-trash/.
+    Collect (upload, camera, hold for a burst), Review (stored vs upright, turn through fix, move, trash), Train (progress, cancel; a new model folder per run in PROJECT/.upright-models/; its card: val accuracy, recall per class, mistakes, the audit's warnings, the full report), Test (serve's page on any of the project's models), Export (ONNX, TFLite, Core ML). Nothing is deleted: the trash is PROJECT/.upright-trash/.
     """
     if quota_gb <= 0 or max_upload_mb <= 0:
         raise UprightError("--quota-gb and --max-upload-mb must be > 0")
