@@ -5,7 +5,7 @@
   A file that changed in any of them is hashed again.
 - Its header facts (`metadata.describe`) and whether its pixels decode (the audit's cheap
   32 px decode, `decode_check`; the embedding pass records the files it could not decode,
-  features.embed_paths): keyed by the content hash and the version of the code that found
+  pipeline.embed.embed_paths): keyed by the content hash and the version of the code that found
   them (`metadata.DESCRIBE_VERSION` and FileFacts' fields; the pixel limit, which decides what
   is refused; Pillow's version), so they follow the bytes, not the name, and a new reader
   re-reads them. A failure that is the file's, not its bytes' (gone, no permission), is not
