@@ -388,7 +388,6 @@ def png_chunk_count(fp: BinaryIO, start: int, limit: int) -> int:
 
 # ---- TIFF ----
 
-_TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 _TIFF_BLOBS = {1, 2, 6, 7}  # BYTE, ASCII, SBYTE, UNDEFINED: read as bytes, not one number each
 
 

@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 
 from . import files
 from .cache import EmbeddingCache
-from .console import progress as progress_bar
 from .errors import UnreadableImage, one_line
 from .metadata import DESCRIBE_VERSION, FileFacts, describe
 from .parallel import ordered_map
@@ -214,9 +213,3 @@ class KnownFiles:
                     new.append((shas[i], out[i]))
         self.cache.put_thumbs(new, side)
         return out
-
-
-def progress_facts(known: KnownFiles, paths, shas, show: bool, description: str = "reading headers"):
-    """known.facts with a progress bar."""
-    with progress_bar(len(paths), description, show) as advance:
-        return known.facts(paths, shas, advance=advance)
