@@ -504,8 +504,7 @@ def load_bench(name: str):
 SLOW_RUNNER = """
 import sys, time
 from upright import backbones
-from upright.pipeline import embed as features
-from upright.pipeline import shard as batch
+from upright.pipeline import embed, shard
 orig = backbones.get_runner
 def slow_runner(*a, **k):
     r = orig(*a, **k)

@@ -86,7 +86,7 @@ def test_help_names_every_check(capsys):
 
 
 class FakeEmbeddings:
-    """Stands in for features.embed_paths: records the views asked for, returns random vectors."""
+    """Stands in for pipeline.embed.embed_paths: records the views asked for, returns random vectors."""
 
     def __init__(self):
         self.calls = []

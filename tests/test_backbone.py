@@ -75,16 +75,16 @@ def test_input_contract_is_read_from_the_spec(monkeypatch):
     from PIL import Image
 
     from upright.contract import InputContract
-    from upright.pipeline import decode as preprocess
+    from upright.pipeline import decode
 
     s = backbones.spec("efficientnet-lite0")
     assert InputContract.for_backbone(s.name).preprocessing()["scaling"] == "(x - 127) / 128"
     odd = replace(s, name="odd", mean=0.0, std=2.0, size=32, resize=40, interpolation="nearest")
     monkeypatch.setitem(backbones.REGISTRY, "odd", odd)
     c = InputContract.for_backbone("odd")
-    assert np.allclose(preprocess.to_input(np.full((1, 32, 32, 3), 200, np.uint8), c), 100.0)
+    assert np.allclose(decode.to_input(np.full((1, 32, 32, 3), 200, np.uint8), c), 100.0)
     stripes = Image.fromarray(np.tile(np.arange(80, dtype=np.uint8) * 3, (60, 1)).repeat(3).reshape(60, 80, 3))
-    crop = preprocess.centre_crop(stripes, c)  # 80x60 -> nearest 53x40 -> centre 32x32
+    crop = decode.centre_crop(stripes, c)  # 80x60 -> nearest 53x40 -> centre 32x32
     assert crop.shape == (32, 32, 3) and set(np.unique(crop)) <= set(np.arange(80) * 3)  # nearest: no new values
     d = c.preprocessing()
     assert (d["scaling"], d["interpolation"], d["resize_short_side"], d["input_size"]) == ("(x - 0) / 2", "nearest",

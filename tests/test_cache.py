@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from upright.pipeline import embed as features
+from upright.pipeline import embed
 from upright.cache import DB_NAME, EmbeddingCache, default_cache_dir, resolve_cache_dir
 from fixtures import SLOW_RUNNER, make_dataset
 
@@ -36,29 +36,29 @@ def test_hit_does_not_decode(tmp_path, monkeypatch):
     data = make_dataset(tmp_path / "d", n_per_class=3, classes=("a", "b"))
     paths = sorted(data.rglob("*.jpg"))
     cache = tmp_path / "c"
-    first = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
+    first = embed.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert first.ok.all() and first.decoded == len(paths)
     calls = []
-    from upright.pipeline import shard as batch
+    from upright.pipeline import shard
 
-    real = batch.load_canvas
-    monkeypatch.setattr(batch, "load_canvas", lambda *a, **k: calls.append(a) or real(*a, **k))
-    again = features.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
+    real = shard.load_canvas
+    monkeypatch.setattr(shard, "load_canvas", lambda *a, **k: calls.append(a) or real(*a, **k))
+    again = embed.embed_paths(paths, variants=("id", "r90"), cache_dir=cache, progress=False, workers=0)
     assert calls == [] and again.hits == len(paths)
     assert np.array_equal(again.vectors, first.vectors)
     # a new variant is a miss for that variant only; the others come from the cache
-    more = features.embed_paths(paths, variants=("id", "flip"), cache_dir=cache, progress=False, workers=0)
+    more = embed.embed_paths(paths, variants=("id", "flip"), cache_dir=cache, progress=False, workers=0)
     assert len(calls) == len(paths)
     assert np.array_equal(more.vectors[:, 0], first.vectors[:, 0])
     # stored pixels are a different key
-    features.embed_paths(paths[:1], orient=False, cache_dir=cache, progress=False, workers=0)
+    embed.embed_paths(paths[:1], orient=False, cache_dir=cache, progress=False, workers=0)
     assert len(calls) == len(paths) + 1
 
 
 SCRIPT = SLOW_RUNNER + """
-batch.BATCH = 4
+shard.BATCH = 4
 paths = sys.argv[2:]
-features.embed_paths(paths, cache_dir=sys.argv[1], progress=False, workers=0)
+embed.embed_paths(paths, cache_dir=sys.argv[1], progress=False, workers=0)
 print('done', flush=True)
 """
 
@@ -68,7 +68,7 @@ def test_kill_midway_keeps_finished_batches(tmp_path):
     data = make_dataset(tmp_path / "d", n_per_class=10, classes=("a", "b"))
     paths = [str(p) for p in sorted(data.rglob("*.jpg"))]
     cache = tmp_path / "c"
-    features.embed_paths(paths[:1], cache_dir=cache, progress=False, workers=0)  # export ONNX first
+    embed.embed_paths(paths[:1], cache_dir=cache, progress=False, workers=0)  # export ONNX first
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(cache), *paths], stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     seen = 0
@@ -85,6 +85,6 @@ def test_kill_midway_keeps_finished_batches(tmp_path):
     n_rows = db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
     db.close()
     assert 1 + 4 <= n_rows < len(paths)  # finished batches kept, the run did not finish
-    resumed = features.embed_paths(paths, cache_dir=cache, progress=False, workers=0)
+    resumed = embed.embed_paths(paths, cache_dir=cache, progress=False, workers=0)
     assert resumed.ok.all()
     assert resumed.hits == n_rows and resumed.decoded == len(paths) - n_rows

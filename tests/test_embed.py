@@ -98,7 +98,7 @@ def test_provider_choice():
 KILLED = SLOW_RUNNER + """
 from upright.pipeline import stores
 from upright.embedding.verb import run_embed
-batch.BATCH = stores.SHARD_ROWS = 2
+shard.BATCH = stores.SHARD_ROWS = 2
 run_embed(sys.argv[1], sys.argv[2], progress=False, workers=0)
 print("finished", flush=True)
 """

@@ -256,7 +256,7 @@ def test_a_failed_manifest_append_leaves_no_half_line(tmp_path, monkeypatch):
 
 TERMINATED = SLOW_RUNNER + """
 from upright.pipeline import stores
-batch.BATCH = stores.SHARD_ROWS = 2
+shard.BATCH = stores.SHARD_ROWS = 2
 from upright.cli import main
 main(["embed", sys.argv[1], "-o", sys.argv[2]])
 """

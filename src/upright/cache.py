@@ -141,20 +141,13 @@ class EmbeddingCache:
 
     def _vectors(self, shas: Iterable[str], model: str, variants: Iterable[str], orient: bool):
         """(sha256, variant, vector) of every cached pair, chunk by chunk."""
-        shas = sorted(set(shas))
         variants = list(variants)
-        vq = ",".join("?" * len(variants))
-        for i in range(0, len(shas), CHUNK):
-            chunk = shas[i:i + CHUNK]
-            rows = self.db.execute(
-                f"SELECT sha256, variant, dim, vec FROM embeddings WHERE model=? AND orient=? "
-                f"AND variant IN ({vq}) AND sha256 IN ({','.join('?' * len(chunk))})",
-                [model, int(orient), *variants, *chunk],
-            )
-            for sha, var, dim, blob in rows:
-                vec = np.frombuffer(blob, np.float32)
-                if vec.size == dim:
-                    yield sha, var, vec
+        sql = (f"SELECT sha256, variant, dim, vec FROM embeddings WHERE model=? AND orient=? "
+               f"AND variant IN ({','.join('?' * len(variants))}) AND sha256 IN ({{}})")
+        for sha, var, dim, blob in self._select(sql, shas, (model, int(orient), *variants)):
+            vec = np.frombuffer(blob, np.float32)
+            if vec.size == dim:
+                yield sha, var, vec
 
     def has_embedding(self, shas: Iterable[str]) -> set[str]:
         """The contents with at least one cached embedding (any model): decoded once already."""

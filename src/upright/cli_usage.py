@@ -7,7 +7,7 @@
 - A usage error is ONE line with a "did you mean" where one is close: a mistyped option, verb
   or choice (`--format onx`).
 - Hints for the commonest mix-ups: MODEL and DATA swapped, a class folder given as DATA
-  (dataset.scan says that one).
+  (pipeline.scan.scan says that one).
 
 The app uses these through `Typer` below, so a verb added with `@app.command()` gets all of it.
 """

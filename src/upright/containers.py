@@ -388,7 +388,6 @@ def png_chunk_count(fp: BinaryIO, start: int, limit: int) -> int:
 
 # ---- TIFF ----
 
-_TIFF_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4, 16: 8, 17: 8, 18: 8}
 _TIFF_BLOBS = {1, 2, 6, 7}  # BYTE, ASCII, SBYTE, UNDEFINED: read as bytes, not one number each
 
 
@@ -403,18 +402,27 @@ class _Tiff:
         self.off = self.e + ("Q" if self.big else "I")
         self.first = w.unpack(self.off, 8 if self.big else 4)[0]
 
-    def entries(self, at: int) -> tuple[list[tuple[int, int, int, int]], int]:
-        """([(tag, type, count, value field position)], next IFD offset) of the IFD at `at`."""
+    def _layout(self, at: int) -> tuple[int, int, int]:
+        """(entries, bytes per entry, the first entry's position) of the IFD at `at`."""
         n = self.w.unpack(self.e + ("Q" if self.big else "H"), at)[0]
+        return (n, 20, at + 8) if self.big else (n, 12, at + 2)
+
+    def next_ifd(self, at: int) -> int:
+        """The offset of the IFD after the one at `at` (0: none), its entries not read."""
+        n, size, start = self._layout(at)
+        return self.w.unpack(self.off, start + size * n)[0]
+
+    def entries(self, at: int) -> list[tuple[int, int, int, int]]:
+        """[(tag, type, count, value field position)] of the IFD at `at`."""
+        n, size, start = self._layout(at)
         if n > MAX_TIFF_ENTRIES:
             raise HeaderLimit(f"TIFF directory with {n:,} tags, over the limit of {MAX_TIFF_ENTRIES:,}")
-        size, start = (20, at + 8) if self.big else (12, at + 2)
         count_fmt = self.e + ("HHQ" if self.big else "HHI")
         out = []
         for i in range(n):
             tag, typ, count = self.w.unpack(count_fmt, start + size * i)
             out.append((tag, typ, count, start + size * i + (12 if self.big else 8)))
-        return out, self.w.unpack(self.off, start + size * n)[0]
+        return out
 
     def value(self, typ: int, pos: int) -> int:
         """The first number of a tag whose values fit in its entry."""
@@ -427,7 +435,7 @@ def _tiff(w: _Window) -> Survey:
     them into Python objects on open: millions of tile offsets cost a GB)."""
     t = _Tiff(w)
     out = Survey("TIFF")
-    entries, _ = t.entries(t.first)
+    entries = t.entries(t.first)
     fields, values = {}, 0
     for tag, typ, count, pos in entries:
         if typ not in _TIFF_BLOBS:
@@ -453,8 +461,7 @@ def tiff_page_count(fp: BinaryIO, limit: int = MAX_COUNTED_FRAMES) -> int:
         at = t.first
         while at and at not in seen and len(seen) < limit:
             seen.add(at)
-            n = t.w.unpack(t.e + ("Q" if t.big else "H"), at)[0]
-            at = t.w.unpack(t.off, at + (8 + 20 * n if t.big else 2 + 12 * n))[0]
+            at = t.next_ifd(at)
     except _MALFORMED:
         pass  # a broken link ends the chain where Pillow's would end too
     finally:

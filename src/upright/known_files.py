@@ -5,7 +5,7 @@
   A file that changed in any of them is hashed again.
 - Its header facts (`metadata.describe`) and whether its pixels decode (the audit's cheap
   32 px decode, `decode_check`; the embedding pass records the files it could not decode,
-  features.embed_paths): keyed by the content hash and the version of the code that found
+  pipeline.embed.embed_paths): keyed by the content hash and the version of the code that found
   them (`metadata.DESCRIBE_VERSION` and FileFacts' fields; the pixel limit, which decides what
   is refused; Pillow's version), so they follow the bytes, not the name, and a new reader
   re-reads them. A failure that is the file's, not its bytes' (gone, no permission), is not
@@ -28,7 +28,6 @@ from typing import Callable, Sequence
 
 from . import files
 from .cache import EmbeddingCache
-from .console import progress as progress_bar
 from .errors import UnreadableImage, one_line
 from .metadata import DESCRIBE_VERSION, FileFacts, describe
 from .parallel import ordered_map
@@ -214,9 +213,3 @@ class KnownFiles:
                     new.append((shas[i], out[i]))
         self.cache.put_thumbs(new, side)
         return out
-
-
-def progress_facts(known: KnownFiles, paths, shas, show: bool, description: str = "reading headers"):
-    """known.facts with a progress bar."""
-    with progress_bar(len(paths), description, show) as advance:
-        return known.facts(paths, shas, advance=advance)

@@ -28,7 +28,7 @@ from .finding import Finding
 from .table import FactsTable, VectorFile
 
 NEEDS = ("facts", "decode", "embeddings", "rotations")
-#: what a check that needs embeddings gets embedded (features variants)
+#: what a check that needs embeddings gets embedded (views, upright.views)
 VARIANTS_FOR = {"embeddings": ("id",), "rotations": sideways.VARIANTS}
 
 

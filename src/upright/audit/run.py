@@ -4,7 +4,7 @@ The run prepares what the selected checks need (checks.py), cheapest first, then
 Its named steps:
 
 - `plan`: which checks run and what they need;
-- `scan` (dataset.py): the files, their labels, splits and content hashes, on a pool of
+- `scan` (pipeline/scan.py): the files, their labels, splits and content hashes, on a pool of
   threads; a hash recorded in the cache is reused while the file's path, size, mtime and
   inode are unchanged (known_files.py);
 - `read_facts`: header facts (`metadata.describe`; no pixel is decoded), recorded in the
@@ -127,7 +127,7 @@ def run_audit(data, *, cache_dir=None, progress: bool = True, content: bool = Tr
     checks: names (or Check objects) to run, default every check in checks.DEFAULT_CHECKS;
     skip: names to leave out. content=False (--metadata-only) reads headers only: it leaves
     out the checks that need embeddings (naming one of them explicitly then is an error) and
-    the pixel decode. engine/ray_address: where the embedding step runs (features.embed_paths).
+    the pixel decode. engine/ray_address: where the embedding step runs (pipeline.embed.embed_paths).
     """
     t0 = time.perf_counter()
     todo = plan(checks, skip, content=content, sideways_threshold=sideways_threshold,

@@ -5,7 +5,7 @@ is "upright" by its metadata, yet the picture is turned. We learn what "upright"
 from the dataset itself:
 
 1. Embeddings of each file's upright view turned 0/90/180/270 degrees clockwise
-   (features variants "id", "r90", "r180", "r270"): class t = "turned t x 90 degrees".
+   (the views "id", "r90", "r180", "r270", upright.views): class t = "turned t x 90 degrees".
 2. A 4-way linear rotation head (ridge regression on one-hot targets), cross-fitted with one
    fold per *file*: exact leave-one-image-out predictions in closed form (for a linear
    smoother the held-out residual of a group G is (I - H_GG)^-1 e_G), so no file is judged by

@@ -6,7 +6,9 @@
     engines.py   where shards run (a local process pool; ray_engine.py: Ray Data)
     stores.py    where vectors go (the SQLite cache, Parquet shards)
     embed.py     files -> cached embeddings [N, V, D] (hash, look up, run the misses, commit)
+    fit.py       embeddings -> the linear head (l2 and test views chosen on the held-out photos)
     finetune.py  the training loop (fine-tuning the backbone end to end)
+    package.py   the fitted head and its input contract -> the model folder (written atomically)
 
 The verbs (train, evaluate, predict, export, embed, audit, serve, demo) sit a layer above and
 call these; nothing here imports a verb.

@@ -1,18 +1,22 @@
-"""Stores: where finished embeddings go, behind one interface.
+"""Stores: where finished embeddings go. Both take rows as batches finish:
 
-    store.get_many(shas, variants) -> {(sha256, variant): vector}   what is already there
-    store.put_many(rows)                                             rows: (sha256, variant, vector, info)
-    store.close()                                                    (writes what is buffered)
+    store.put_many(rows)      rows: (sha256, variant, vector, info)
+    store.close()             (writes what is buffered)
+
+Each says what it already holds in the shape its one caller reads.
 
 `info` is {"path", "label", "split"} of the photo (the Parquet rows carry it; the cache does
 not need it).
 
 - `SqliteStore`: the embedding cache (cache.py), one machine, the default for train, audit,
-  eval and predict. A commit per batch.
+  eval and predict (pipeline/embed.py). A commit per batch. `read_into` writes the cached
+  vectors straight into the caller's [N, V, D] array; `failures` / `put_failures` are the
+  contents an embedding pass could not decode (not tried again while the bytes are the same).
 - `ParquetStore`: shards of SHARD_ROWS rows under one folder, the output of `upright embed`
   and the cluster's store. Each shard is written whole (atomic.py) and names in its metadata
   the model key that made it, so a re-run reuses exactly the rows of the same backbone,
-  weights and preprocessing; a killed run loses at most the shard it was filling.
+  weights and preprocessing (`present`, `get_many`); a killed run loses at most the shard it
+  was filling.
 """
 
 from __future__ import annotations
@@ -42,9 +46,6 @@ class SqliteStore:
     def __init__(self, cache_dir, model: str, orient: bool = True):
         self.cache = EmbeddingCache(cache_dir)
         self.model, self.orient = model, orient
-
-    def get_many(self, shas: Iterable[str], variants) -> dict[tuple[str, str], np.ndarray]:
-        return self.cache.get_many(shas, self.model, variants, self.orient)
 
     def failures(self, shas) -> dict[str, str]:
         """{sha256: reason} of the contents an earlier embedding pass could not decode (known_files.py)."""
