@@ -349,3 +349,10 @@ def get_runner(backbone: str = DEFAULT, cache_dir=None, state_dict: dict | None 
         if r is None:
             r = _runners[k] = Runner(backbone, cache_dir, state_dict, key, threads=threads, device=device)
         return r
+
+
+def release_runners() -> None:
+    """Drop the memoised runners: a batch job whose last embedding is made (train) gives ONNX
+    Runtime's working memory (about 0.5 GB on CPU) back before its next step needs memory."""
+    with _runners_lock:
+        _runners.clear()

@@ -109,18 +109,19 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     if not emb.ok.any():
         raise UprightError(f"{ds.root}: no readable images ({count(len(records), 'file')}, all unreadable)")
     y, train_idx, val_idx = split_indices(records, ds.labels, emb.ok)
-    step("fitting the head")
-    fit = fit_head(emb.vectors, y, len(ds.labels), emb.ok, train_idx, val_idx, variants, train_views, seed,
-                   test_views=[presets.TEST_VIEWS] if preset == "accurate" else None)
     kw = {"cache_dir": cache_dir, "progress": progress, "workers": workers, "engine": engine, "ray_address": ray_address}
+    near = _default_views(records, (emb, backbone, orient), (provenance.RECORD_VIEW,), True, kw,
+                          "embedding (near-copy record)")
     fast_acc = None
     if preset == "accurate":  # what the fast preset would have validated at, on the same photos and split
         fast = _default_views(records, (emb, backbone, orient), presets.AUGMENT_VARIANTS[DEFAULT_AUGMENT], orient,
                               kw, "embedding (the fast preset, to compare)")
         fast_acc = fast_val_accuracy(fast, y, train_idx, val_idx, len(ds.labels), seed)
         del fast  # its vectors are not needed again
-    near = _default_views(records, (emb, backbone, orient), (provenance.RECORD_VIEW,), True, kw,
-                          "embedding (near-copy record)")
+    backbones.release_runners()  # every embedding is made: ONNX Runtime's working memory goes before the head's
+    step("fitting the head")
+    fit = fit_head(emb.vectors, y, len(ds.labels), emb.ok, train_idx, val_idx, variants, train_views, seed,
+                   test_views=[presets.TEST_VIEWS] if preset == "accurate" else None)
     tuned = None
     if fine_tune:
         tuned = _fine_tune(out, records, y, train_idx, val_idx, ds.labels, backbone, weights_hash, fit, emb,
