@@ -110,14 +110,16 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
         raise UprightError(f"{ds.root}: no readable images ({count(len(records), 'file')}, all unreadable)")
     y, train_idx, val_idx = split_indices(records, ds.labels, emb.ok)
     kw = {"cache_dir": cache_dir, "progress": progress, "workers": workers, "engine": engine, "ray_address": ray_address}
-    near = _default_views(records, (emb, backbone, orient), (provenance.RECORD_VIEW,), True, kw,
-                          "embedding (near-copy record)")
-    fast_acc = None
+    made, fast_acc = (emb, backbone, orient), None  # embeddings at hand for the near-copy record
     if preset == "accurate":  # what the fast preset would have validated at, on the same photos and split
-        fast = _default_views(records, (emb, backbone, orient), presets.AUGMENT_VARIANTS[DEFAULT_AUGMENT], orient,
-                              kw, "embedding (the fast preset, to compare)")
-        fast_acc = fast_val_accuracy(fast, y, train_idx, val_idx, len(ds.labels), seed)
-        del fast  # its vectors are not needed again
+        made = (_default_views(records, made, presets.AUGMENT_VARIANTS[DEFAULT_AUGMENT], orient, kw,
+                               "embedding (the fast preset, to compare)"), backbones.DEFAULT, orient)
+        fast_acc = fast_val_accuracy(made[0], y, train_idx, val_idx, len(ds.labels), seed)
+    near = _default_views(records, made, (provenance.RECORD_VIEW,), True, kw, "embedding (near-copy record)")
+    near_vectors = near.vectors[:, 0]  # a view of the run's own vectors when they hold the record's view
+    if preset == "accurate":
+        near_vectors = near_vectors.copy()  # so the fast preset's vectors are freed with `made`
+    del made, near
     backbones.release_runners()  # every embedding is made: ONNX Runtime's working memory goes before the head's
     step("fitting the head")
     fit = fit_head(emb.vectors, y, len(ds.labels), emb.ok, train_idx, val_idx, variants, train_views, seed,
@@ -128,10 +130,10 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
                            train_views, augment=augment, epochs=epochs or DEFAULT_FINE_TUNE_EPOCHS, seed=seed,
                            orient=orient, progress=progress, resume=resume)
     run = _Run(ds, records, y, train_idx, val_idx, emb, fit, tuned, preset, augment, train_views, seed, orient,
-               backbone, weights_hash, replacing, out, t0, near.vectors[:, 0], fast_acc)
+               backbone, weights_hash, replacing, out, t0, near_vectors, fast_acc)
     meta, result = run.model_json(), run.result()
     fitted = (run.fitted, run.fitted_embeddings)
-    del run, near, emb  # the report needs no embedding: their memory is free before it is made
+    del run, near_vectors, emb  # the report needs no embedding: their memory is free before it is made
     W, b, state = (fit.weight, fit.bias, None) if tuned is None else (tuned.weight, tuned.bias, tuned.state)
     heldout = heldout_rows(fit.choice.heldout, records, y, ds.labels)
     warnings = _audit_warnings(ds, result, cache_dir) if report else None
