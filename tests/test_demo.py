@@ -54,6 +54,8 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert len(re.findall(r'src="data:image/(jpeg|png);base64,', html)) >= 8
     assert "http://" not in html and "https://" not in html
     assert "as stored" in html and "exif_orientation" in html
+    title = f'{finding["kind"]} · {finding["attribute"]}'  # the main finding, not again among the others
+    assert html.count(title) == 1, html.count(title)
     # the story is told on stderr
     assert "Orientation 6" in captured.err
 

@@ -50,10 +50,18 @@ class AuditResult(Result):
 
     def _value(self, key: str) -> Any:
         if key == "findings":
-            return [f.to_dict() for f in self.findings]
+            return self._findings_json()
         if key in self.info and not hasattr(self, key):
             return self.info[key]
         return getattr(self, key)
+
+    def _findings_json(self) -> list[dict]:
+        """The findings as JSON dicts, made once while `findings` holds the same ones: every
+        reader sees the same dicts (the demo tells its main finding from the others by identity)."""
+        key = tuple(map(id, self.findings))
+        if self.__dict__.get("_findings_key") != key:
+            self._findings_key, self._findings_dicts = key, [f.to_dict() for f in self.findings]
+        return self._findings_dicts
 
     def to_dict(self) -> dict:
         return {k: _plain(self._value(k)) for k in self.json_keys()}
