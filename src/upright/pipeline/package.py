@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import backbones, modelfile, provenance
-from ..atomic import atomic_path, atomic_write_text, clean_leftovers
+from ..atomic import atomic_write_bytes, atomic_write_text, clean_leftovers
 from ..contract import InputContract
 from ..errors import UprightError
 from ..modelfile import FORMAT, HEAD_FILE, META_FILE
@@ -56,7 +56,7 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
                fitted_embeddings: np.ndarray | None = None) -> Path:
     """Write MODEL/fitted_embeddings.safetensors (the near-copy record, when given), then
     MODEL/head.safetensors, then MODEL/model.json, each atomically."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -80,14 +80,14 @@ def save_model(out: str | os.PathLike, meta: dict, weight: np.ndarray, bias: np.
     if fitted_embeddings is not None:
         if fitted is None or len(fitted_embeddings) != len(fitted):
             raise UprightError("refusing to write a near-copy record whose rows are not the fitted photos")
-        with atomic_path(out / provenance.EMBEDDINGS_FILE) as tmp:
-            save_file({provenance.EMBEDDINGS_TENSOR: np.ascontiguousarray(fitted_embeddings, np.float16)}, str(tmp))
-            digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        meta["fitted_on"] = {**meta["fitted_on"], "embeddings": embeddings_record(provenance.RECORD_BACKBONE, digest)}
-    with atomic_path(out / HEAD_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
-        meta["head_sha256"] = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        modelfile.validate_for_save(meta)
+        data = save({provenance.EMBEDDINGS_TENSOR: np.ascontiguousarray(fitted_embeddings, np.float16)})
+        atomic_write_bytes(out / provenance.EMBEDDINGS_FILE, data)
+        meta["fitted_on"] = {**meta["fitted_on"], "embeddings": embeddings_record(
+            provenance.RECORD_BACKBONE, hashlib.sha256(data).hexdigest())}
+    data = save(tensors, metadata={"format": FORMAT, "labels": json.dumps(meta["labels"])})
+    meta["head_sha256"] = hashlib.sha256(data).hexdigest()  # of exactly the bytes written
+    modelfile.validate_for_save(meta)
+    atomic_write_bytes(out / HEAD_FILE, data)
     meta = {"format": FORMAT, "format_version": version, "upright_version": __version__, **meta}
     atomic_write_text(out / META_FILE, json.dumps(meta, indent=2) + "\n")
     return out
