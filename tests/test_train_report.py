@@ -10,7 +10,7 @@ import pytest
 
 import upright
 from fixtures import class_picture, make_dataset, write_photo
-from upright.train_report import write_train_report
+from upright.train_report import summarise, write_train_report
 
 HOSTILE = "<script>x"
 
@@ -67,7 +67,7 @@ def test_report_content_with_mistakes_history_and_hostile_names(tmp_path):
     warnings = [{"kind": "label_leak", "severity": "warning", "attribute": "camera", "message": f"leak {HOSTILE}",
                  "folder": HOSTILE}]
     path = tmp_path / "report.html"
-    write_train_report(path, meta=meta, result=result, heldout=heldout, warnings=warnings)
+    write_train_report(path, meta=meta, result=result, summary=summarise(heldout, meta["labels"]), warnings=warnings)
     html = path.read_text()
     assert "<script" not in html.lower() and html.count("&lt;script&gt;x") >= 5
     assert "Learning curves" in html and "The model keeps epoch 3." in html
@@ -108,7 +108,7 @@ def test_worst_mistakes_surest_first_named_below_data(tmp_path):
     warnings = [{"kind": "duplicate", "severity": "warning", "attribute": None, "folder": str(data / "train"),
                  "message": f"1 group of identical files (2 files): {photos['a']} and {photos['b']}."}]
     path = tmp_path / "report.html"
-    write_train_report(path, meta=meta, result=result, heldout=heldout, warnings=warnings)
+    write_train_report(path, meta=meta, result=result, summary=summarise(heldout, meta["labels"]), warnings=warnings)
     html = path.read_text()
     cards = re.findall(r'<div class="sub" title="([^"]*)">([^<]*)</div>', html)
     assert cards == [(f"train/{k}/IMG_0001.jpg",) * 2 for k in ("b", "c", "a")], cards  # the order the words say

@@ -38,7 +38,7 @@ from .pipeline.package import fitted_on, model_json, save_model
 from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, scan
 from .presets import DEFAULT_AUGMENT, DEFAULT_PRESET, PRESETS
 from .results import TrainResult
-from .train_report import audit_warnings, card_figures, heldout_rows
+from .train_report import audit_warnings, card_figures, heldout_rows, summarise
 from .views import describe as describe_views
 from .words import count
 
@@ -135,10 +135,10 @@ def train_dataset(data, out, *, backbone: str | None = None, augment: str = DEFA
     fitted = (run.fitted, run.fitted_embeddings)
     del run, near_vectors, emb  # the report needs no embedding: their memory is free before it is made
     W, b, state = (fit.weight, fit.bias, None) if tuned is None else (tuned.weight, tuned.bias, tuned.state)
-    heldout = heldout_rows(fit.choice.heldout, records, y, ds.labels)
+    summary = summarise(heldout_rows(fit.choice.heldout, records, y, ds.labels), ds.labels)
     warnings = _audit_warnings(ds, result, cache_dir) if report else None
-    meta["training"].update(card_figures(heldout, ds.labels, warnings, ds.root))  # what a model card shows
-    return _write_model(out, meta, W, b, state, fitted, result, None if warnings is None else (heldout, warnings),
+    meta["training"].update(card_figures(summary, warnings, ds.root))  # what a model card shows
+    return _write_model(out, meta, W, b, state, fitted, result, None if warnings is None else (summary, warnings),
                         None if tuned is None else tuned.checkpoint, t0, cache_dir)
 
 
@@ -258,7 +258,6 @@ class _Run:
         self.val_accuracy = self.fit.choice.accuracy if tuned_acc is None else tuned_acc
         self.val_photos = len(self.fit.choice.heldout.index) if tuned_acc is None else len(self.val_idx)
         self.test_views = ["id"] if self.tuned is not None else list(self.fit.choice.test_views)
-        self.fit.choice.test_views = self.test_views  # the report reads the choice
         self.contract = InputContract.for_backbone(self.backbone, test_views=self.test_views,
                                                    orientation="upright" if self.orient else "stored")
         self.classes = {lab: int(((self.y == i) & self.emb.ok).sum()) for i, lab in enumerate(self.ds.labels)}
@@ -267,7 +266,7 @@ class _Run:
     def model_json(self) -> dict:
         extra = {}
         if self.tuned is not None:
-            extra = {"fine_tune": self.tuned.info, "backbone_sha256": backbones.state_dict_sha256(self.tuned.state)}
+            extra = {"fine_tune": self.tuned.info}  # backbone_sha256: save_model hashes what it writes
         choice = self.fit.choice
         training = {"val_accuracy": round(self.val_accuracy, 6), "n_train": int(len(self.train_idx)),
                     "n_val": int(len(self.val_idx)), "classes": self.classes, "seed": self.seed,
@@ -318,7 +317,7 @@ def _audit_warnings(ds: Dataset, result: TrainResult, cache_dir=None) -> list[di
 def _write_model(out, meta, W, b, backbone_state, fitted: tuple, result: TrainResult, report: tuple | None,
                  checkpoint, t0, cache_dir=None) -> TrainResult:
     """Build the model folder beside `out` and swap it in whole; then drop the run's checkpoint.
-    report: (held-out rows, audit warnings) for MODEL/report.html, None for none."""
+    report: (held-out summary, audit warnings) for MODEL/report.html, None for none."""
     stage = stage_folder(out)
     try:
         step("writing the model")
@@ -336,7 +335,7 @@ def _write_model(out, meta, W, b, backbone_state, fitted: tuple, result: TrainRe
     return result
 
 
-def _write_report(stage: Path, out, meta: dict, result: TrainResult, heldout: list[dict], warnings: list[dict],
+def _write_report(stage: Path, out, meta: dict, result: TrainResult, summary: dict, warnings: list[dict],
                   cache_dir=None) -> str | None:
     """MODEL/report.html; a report that cannot be made is a warning, never a lost model. It
     reuses what the run recorded (train_report.py): no second scan, hash, header read or decode."""
@@ -346,7 +345,7 @@ def _write_report(stage: Path, out, meta: dict, result: TrainResult, heldout: li
 
     try:
         with KnownFiles(cache_dir) as known:
-            write_train_report(stage / REPORT_FILE, meta=meta, result=result.to_dict(), heldout=heldout,
+            write_train_report(stage / REPORT_FILE, meta=meta, result=result.to_dict(), summary=summary,
                                warnings=warnings, known=known)
     except Exception as exc:  # noqa: BLE001 (the model is the product; the page is a bonus)
         err.print(f"[yellow]report.html not written:[/] {one_line(exc)}")

@@ -49,15 +49,14 @@ def summarise(heldout: list[dict], labels: list[str]) -> dict:
     return {**metrics, "n": len(heldout), "mistakes": mistakes}
 
 
-def card_figures(heldout: list[dict], labels: list[str], warnings: list[dict] | None, root) -> dict:
+def card_figures(summary: dict, warnings: list[dict] | None, root) -> dict:
     """What a model card shows beside val_accuracy without opening the report (model.json
     "training"): per class precision, recall, F1 and n on the held-out photos, how many of them
     were predicted wrong, and the audit's warnings in a line each (not when the run skipped the
-    report, which audits), every path below DATA (root)."""
+    report, which audits), every path below DATA (root). summary: summarise()'s."""
     from .audit.headline import headline
 
-    s = summarise(heldout, labels)
-    figures: dict = {"per_class": s["per_class"], "n_mistakes": len(s["mistakes"])}
+    figures: dict = {"per_class": summary["per_class"], "n_mistakes": len(summary["mistakes"])}
     if warnings is not None:
         figures["audit_warnings"] = [
             {"severity": w["severity"], "kind": w["kind"], "attribute": w.get("attribute"), "class": w.get("class"),
@@ -134,18 +133,18 @@ def audit_warnings(ds, unreadable: list[dict], known) -> list[dict]:
     return found
 
 
-def write_train_report(path, *, meta: dict, result: dict, heldout: list[dict], warnings: list[dict],
+def write_train_report(path, *, meta: dict, result: dict, summary: dict, warnings: list[dict],
                        known=None) -> None:
     """A self-contained HTML page about a freshly trained model (see the module docstring).
-    known (known_files.KnownFiles): where the mistakes' thumbnails are recorded."""
+    summary: summarise() of the held-out rows; known (known_files.KnownFiles): where the
+    mistakes' thumbnails are recorded."""
     from .atomic import atomic_write_text
     from .report.html import figure_data_url
     from .report.plots import confusion_figure, learning_curve_figure
     from .report.templating import render
     from .views import describe as describe_views
 
-    labels = meta["labels"]
-    s = summarise(heldout, labels)
+    labels, s = meta["labels"], summary
     root = result.get("data")
     fine_tune = meta.get("fine_tune") or {}
     history = fine_tune.get("history") or []

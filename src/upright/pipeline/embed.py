@@ -42,7 +42,6 @@ class Embeddings:
     variants: tuple[str, ...] = ("id",)
     hits: int = 0  # files served entirely from the cache
     decoded: int = 0  # files decoded in this call
-    sha256: list[str | None] = field(default_factory=list)  # content hash per file (None: unreadable file)
     tags: dict[int, int | None] = field(default_factory=dict)  # index -> orientation tag, for the files decoded now
 
 
@@ -174,7 +173,7 @@ def embed_paths(paths, *, backbone: str = backbones.DEFAULT, variants=("id",), o
     finally:
         store.close()
     return Embeddings(fill.vectors, fill.ok, fill.errors, variants, hits=fill.hits,
-                      decoded=int(fill.ok.sum()) - fill.hits, sha256=shas, tags=fill.tags)
+                      decoded=int(fill.ok.sum()) - fill.hits, tags=fill.tags)
 
 
 def _embedder(backbone: str, runner: backbones.Runner | None, cache_dir) -> Embedder:
