@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ..words import count
-from .leakage import describe_value, pct
+from .leakage import describe_value, others, pct
 
 MAX_CHARS = 200
 
@@ -22,8 +22,9 @@ def headline(finding: dict, cameras: Iterable[str | None] = ()) -> str:
         label, attribute = finding["class"], finding["attribute"]
         words = describe_value(attribute, finding["value"])
         cams = _cameras(cameras) if attribute != "camera" else ""
+        labels = (finding.get("table") or {}).get("labels", [])
         return (f"'{label}': {pct(finding['share_in_class'])} {words}{cams}; "
-                f"{_others(finding, label)}: {pct(finding['share_elsewhere'])}")
+                f"{others(labels, label)}: {pct(finding['share_elsewhere'])}")
     first = str(finding.get("message", "")).split(". ", 1)[0].rstrip(".")
     return first if len(first) <= MAX_CHARS else first[:MAX_CHARS - 3] + "..."
 
@@ -32,11 +33,6 @@ def named_cell(finding: dict) -> int:
     """How many of a finding's "paths" (first) are the photos of the cell it names."""
     cells = finding.get("cells") or []
     return int(cells[0].get("count") or 0) if cells else len(finding.get("paths") or [])
-
-
-def _others(finding: dict, label: str) -> str:
-    labels = [lab for lab in (finding.get("table") or {}).get("labels", []) if lab != label]
-    return f"'{labels[0]}'" if len(labels) == 1 else f"the other {len(labels)} classes"
 
 
 def _cameras(cameras: Iterable[str | None]) -> str:

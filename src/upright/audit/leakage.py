@@ -487,8 +487,9 @@ def adjust(results: Sequence[LeakResult], fdr: float = FDR) -> int:
     return n_tests
 
 
-def _others(res: LeakResult, label: str) -> str:
-    rest = [lab for lab in res.labels if lab != label]
+def others(labels, label: str) -> str:
+    """The classes besides `label`, in words: "'zero'" or "the other 3 classes"."""
+    rest = [lab for lab in labels if lab != label]
     return f"'{rest[0]}'" if len(rest) == 1 else f"the other {len(rest)} classes"
 
 
@@ -547,7 +548,7 @@ def message_for(res: LeakResult) -> str:
     if res.per_class:
         b = flagged[0]
         text = (f"{words} singles out '{b.label}': {pct(b.share_in)} of '{b.label}' photos are "
-                f"{describe_value(res.attribute, b.value)} vs {pct(b.share_out)} of {_others(res, b.label)} "
+                f"{describe_value(res.attribute, b.value)} vs {pct(b.share_out)} of {others(res.labels, b.label)} "
                 f"(exact one-vs-rest test p={b.p_value:.2g}; q={b.q_value:.2g} after Benjamini-Hochberg over "
                 f"{res.n_tests} tests of {res.n_attributes} attributes).")
         more = named_cells(res)[1:]
@@ -563,7 +564,7 @@ def message_for(res: LeakResult) -> str:
                 f"biggest class; permutation p={res.overall_p:.2g}, q={res.overall_q:.2g}).")
         if b is not None:
             text += (f" Most uneven: {pct(b.share_in)} of '{b.label}' photos are "
-                     f"{describe_value(res.attribute, b.value)} vs {pct(b.share_out)} of {_others(res, b.label)}.")
+                     f"{describe_value(res.attribute, b.value)} vs {pct(b.share_out)} of {others(res.labels, b.label)}.")
     return f"{text} {advice}".strip()
 
 
