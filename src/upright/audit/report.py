@@ -125,9 +125,8 @@ def flagged_cells(result: dict) -> set[tuple[str, str, str]]:
 
 def heatmap_rows(attributes: dict, flagged: set, max_values: int = 5) -> tuple[list[str], list[dict]]:
     """The heat map's content, drawn as a plot or as a table: the classes, and per row
-    {"name": "attribute: value" in words (◀ when a finding stands on it), "shares": share of each
-    class with the value, "hot": column indices of the cells a finding stands on, and the name's
-    two halves "attribute", "value"}.
+    {"attribute", "value" in words (◀ after the value when a finding stands on it), "shares":
+    share of each class with the value, "hot": column indices of the cells a finding stands on}.
     `flagged`: (attribute, class, value) cells, or attribute names (whole rows marked)."""
     cells = {c for c in flagged if isinstance(c, tuple)}
     whole = {a for a in flagged if isinstance(a, str)}
@@ -147,20 +146,19 @@ def heatmap_rows(attributes: dict, flagged: set, max_values: int = 5) -> tuple[l
             value = t["values"][i]
             row_hot = [j for j, lab in enumerate(labels) if (attr, lab, value) in cells]
             mark = " ◀" if row_hot or attr in whole else ""
-            rows.append({"name": f"{short_words(attr)}: {_short_value(attr, value)}{mark}", "shares": shares[i],
-                         "hot": row_hot, "attribute": short_words(attr), "value": f"{_short_value(attr, value)}{mark}"})
+            rows.append({"attribute": short_words(attr), "value": f"{_short_value(attr, value)}{mark}",
+                         "shares": shares[i], "hot": row_hot})
     return labels, rows
 
 
-def heatmap_plot(attributes: dict, flagged: set, max_values: int = 5) -> str | None:
-    """Rows: attribute: value (plain words); columns: classes; colour: share of the class with that
-    value. Cells a finding stands on are outlined in red, their rows marked ◀ (heatmap_rows)."""
-    labels, rows = heatmap_rows(attributes, flagged, max_values)
+def heatmap_plot(labels: list[str], rows: list[dict]) -> str | None:
+    """heatmap_rows drawn. Rows: attribute: value (plain words); columns: classes; colour: share of
+    the class with that value. Cells a finding stands on are outlined in red, their rows marked ◀."""
     if not rows:
         return None
     plt = _plt()
     data = np.array([r["shares"] for r in rows])
-    names = [r["name"] for r in rows]
+    names = [f"{r['attribute']}: {r['value']}" for r in rows]
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.9 * len(labels) + 5.0)), 0.32 * len(rows) + 1.8))
     im = ax.imshow(data, cmap=HEAT_COLOURS, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
@@ -179,11 +177,10 @@ def heatmap_plot(attributes: dict, flagged: set, max_values: int = 5) -> str | N
     return figure_data_url(fig)
 
 
-def heatmap_table(attributes: dict, flagged: set, max_values: int = 5) -> dict | None:
-    """The heat map as a table for narrow screens (a phone shrinks the plot's words past
+def heatmap_table(labels: list[str], rows: list[dict]) -> dict | None:
+    """heatmap_rows as a table for narrow screens (a phone shrinks the plot's words past
     reading): the same rows and colours grouped by attribute, each cell's share in words, the
     named cells marked."""
-    labels, rows = heatmap_rows(attributes, flagged, max_values)
     if not rows:
         return None
     from matplotlib import colormaps
@@ -362,6 +359,7 @@ def render(result: dict, data=None) -> str:
     c = result.get("counts", {})
     attrs = result.get("attributes") or {}
     cells = flagged_cells(result)
+    heat = heatmap_rows(attrs, cells)
     leak_classes = {lab for a, lab, _ in cells if a == "exif_orientation"}
     checks = [{"name": k, "value": v if v is not None else "not run: " + (result.get("checks_not_run") or {}).get(
         k, "not needed")} for k, v in (result.get("checks") or {}).items()]
@@ -374,7 +372,7 @@ def render(result: dict, data=None) -> str:
         findings=[_finding(f, root) for f in result["findings"]],
         no_findings=f"No findings from the {count(len(run), 'check')} run ({', '.join(run)})." if run else "No checks run.",
         orientation_plot=orientation_plot(attrs.get("exif_orientation"), leak_classes),
-        heatmap_plot=heatmap_plot(attrs, cells), heatmap_table=heatmap_table(attrs, cells),
+        heatmap_plot=heatmap_plot(*heat), heatmap_table=heatmap_table(*heat),
         attribute_rows=attribute_rows(result),
         counts_plot=counts_plot(result["classes"]),
         checks=checks, seconds=result.get("seconds", 0), n_skipped=len(result.get("skipped") or []),
