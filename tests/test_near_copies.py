@@ -109,6 +109,37 @@ def test_eval_counts_a_resized_copy_but_not_a_new_scene(project, cli, tmp_path):
     assert code == 0 and "1 of 3 photos was used in training" in words and "only 1 is new to the model (1 is a near copy of a training photo)" in words
 
 
+def test_eval_reuses_its_own_embeddings_for_the_near_copy_check_when_they_are_the_records(project, monkeypatch):
+    """A default-backbone, upright, not fine-tuned model: eval's own 'id' embeddings are the
+    record's, so no second pass runs, and the verdicts are those of the pass it saves."""
+    import upright.pipeline.embed as embed
+    from upright.evaluate import scored_records, training_overlap
+
+    data, model = project
+    passes: list[str] = []
+    real = embed.embed_paths
+
+    def counting(paths, **kw):
+        passes.append(kw.get("description", ""))
+        return real(paths, **kw)
+
+    monkeypatch.setattr(embed, "embed_paths", counting)
+    ev = upright.evaluate(model, data, rotation_check="none", progress=False)
+    assert passes and "near-copy check" not in passes
+    m = upright.load_model(model)
+    assert m.backbone == m.info.fitted_on.embeddings.backbone and m.orient and m.backbone_state is None
+    _, known, _, _ = scored_records(data, m.labels)
+    passes.clear()
+    again = training_overlap(m, known)  # no run given: the pass eval used to make
+    assert passes == ["near-copy check"]
+    photos = [_by_name(ev)[Path(r.path).name] for r in known]
+    assert [p["near_copy_of_training"] for p in photos] == again.near.tolist()
+    assert [p["seen_in_training"] for p in photos] == again.seen.tolist()
+    passes.clear()
+    other = training_overlap(m, known, run=(np.zeros((len(known), 1, 1280), np.float32), ["r90"]))
+    assert passes == ["near-copy check"] and other.near.tolist() == again.near.tolist()  # 'id' not among them
+
+
 def test_without_the_exact_copy_eval_says_partly_a_retest(project, cli, tmp_path):
     data, model = project
     test = tmp_path / "data"  # a folder per class: eval scores every photo

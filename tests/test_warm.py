@@ -179,3 +179,39 @@ def test_the_audit_keeps_facts_in_columns_that_give_the_objects_back(tmp_path):
     assert np.array_equal(np.concatenate([b for _, b in vf.blocks(("r90", "id"), size=2)]), vecs[:, ::-1])
     vf.close()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".upright-vectors")]  # an unnamed file
+
+
+def test_the_audit_writes_only_the_rows_of_files_that_decode_in_order(tmp_path, monkeypatch):
+    """Files that fail while embedding are left out as the rows are written (no second copy):
+    the vector file holds the good files' vectors in order, across chunks, and the reasons."""
+    import numpy as np
+
+    import upright.pipeline.embed as embed
+    from upright.audit import run
+    from upright.pipeline.embed import Embeddings
+
+    from upright import backbones
+
+    n, variants, dim = 11, ("id", "r90"), backbones.spec(backbones.DEFAULT).dim
+    every = np.random.default_rng(0).normal(size=(n, len(variants), dim)).astype(np.float32)
+    bad = {0: "truncated image data", 4: "not an image", 5: "corrupt", 10: "0 bytes"}
+    paths = [f"/x/{i}.jpg" for i in range(n)]
+
+    def fake(part, **kw):
+        idx = [int(p.rsplit("/", 1)[1][:-4]) for p in part]
+        vecs = every[idx].copy()
+        errors = {j: bad[i] for j, i in enumerate(idx) if i in bad}
+        vecs[list(errors)] = np.nan
+        return Embeddings(vecs, np.array([j not in errors for j in range(len(idx))]), errors, variants)
+
+    monkeypatch.setattr(embed, "embed_paths", fake)
+    monkeypatch.setattr(run, "EMBED_CHUNK", 4)  # chunks [0-3] [4-7] [8-10]: failures in each
+    found = run.embed_readable(paths, [None] * n, np.arange(n), variants, cache_dir=tmp_path)
+    good = [i for i in range(n) if i not in bad]
+    try:
+        assert found.vectors.n == len(good) and found.vectors.stride == n
+        assert np.array_equal(found.vectors.view("r90"), every[good, 1])
+        assert np.array_equal(np.concatenate([b for _, b in found.vectors.blocks(variants, size=3)]), every[good])
+        assert found.unreadable == {paths[i]: why for i, why in sorted(bad.items())}
+    finally:
+        found.vectors.close()

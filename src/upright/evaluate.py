@@ -108,7 +108,7 @@ def evaluate(model, data, *, rotation_check: str = DEFAULT_ROTATION_CHECK, rotat
     turns = {deg: m.proba_from_embeddings(X[:, [vidx[compose(rot, v)] for v in turned]]) for deg, rot in rots.items()}
     ok_records = [r for r, good in zip(known, ok) if good]
     overlap = training_overlap(m, ok_records, cache_dir=m.cache_dir if cache_dir is None else cache_dir,
-                               progress=progress, workers=workers)
+                               progress=progress, workers=workers, run=(X, needed))
     result = score(known, ok, emb.errors, probs, m.labels, overlap.seen, split=split, model=str(m.folder),
                    data=str(ds.root), orientation_policy="upright" if m.orient else "stored", unknown=unknown,
                    turned=turns or None, near=overlap.near)
@@ -127,11 +127,12 @@ class Overlap:
     note: str  # how near copies were counted, or why they could not be
 
 
-def training_overlap(m, records, *, cache_dir=None, progress: bool = False, workers: int | None = None) -> Overlap:
+def training_overlap(m, records, *, cache_dir=None, progress: bool = False, workers: int | None = None,
+                     run: tuple[np.ndarray, list[str]] | None = None) -> Overlap:
     """Fingerprint matches and near copies (the audit's NEAR_THRESHOLD on the record's embedding,
-    provenance.py) of `records` against the photos model `m` was fitted on."""
+    provenance.py) of `records` against the photos model `m` was fitted on. `run`: the caller's
+    embeddings of `records` by `m` ([n, V, D], view names), reused when they are the record's."""
     from . import backbones, modelfile
-    from .pipeline.embed import embed_paths
 
     seen = provenance.seen(m.fitted, [r.sha256 for r in records])
     try:
@@ -142,14 +143,27 @@ def training_overlap(m, records, *, cache_dir=None, progress: bool = False, work
     if backbones.weights_sha256(rec.backbone) != rec.weights_sha256:
         return Overlap(seen, None, f"near copies not counted: the installed {rec.backbone} weights are not those "
                                    "the model's record of its training photos was made with")
-    emb = embed_paths([r.path for r in records], backbone=rec.backbone, variants=(rec.view,), orient=True,
-                      cache_dir=cache_dir, progress=progress, workers=workers, hashes=[r.sha256 for r in records],
-                      description="near-copy check")
-    near = provenance.nearest(rows, emb.vectors[:, 0]) >= NEAR_THRESHOLD
+    near = provenance.nearest(rows, _record_view(m, rec, records, run, cache_dir, progress, workers)) >= NEAR_THRESHOLD
     if seen is not None:
         near &= ~seen
     return Overlap(seen, near, f"near copy: embedding cosine >= {NEAR_THRESHOLD} with a training photo "
                                f"({rec.backbone}, centre crop, upright: the audit's near-duplicate check)")
+
+
+def _record_view(m, rec, records, run, cache_dir, progress: bool, workers: int | None) -> np.ndarray:
+    """[n, D]: the view of `records` the near-copy record holds (its backbone's stock weights, read
+    upright). The caller's own embeddings when `m` made them that way (its backbone, not fine-tuned,
+    upright) and they include the view (train.py's _default_views is the twin); else one more pass
+    through the cache."""
+    from .pipeline.embed import embed_paths
+
+    if (run is not None and rec.view in run[1] and m.backbone == rec.backbone and m.backbone_state is None
+            and m.orient):
+        return run[0][:, run[1].index(rec.view)]
+    emb = embed_paths([r.path for r in records], backbone=rec.backbone, variants=(rec.view,), orient=True,
+                      cache_dir=cache_dir, progress=progress, workers=workers, hashes=[r.sha256 for r in records],
+                      description="near-copy check")
+    return emb.vectors[:, 0]
 
 
 def score(known, ok, errors: dict, probs: dict, labels: list[str], seen, *, split: str, model: str, data: str,

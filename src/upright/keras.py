@@ -33,8 +33,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,8 +40,9 @@ from PIL import Image
 
 from .errors import UnreadableImage, UprightError
 from .files import IMAGE_EXTENSIONS
-from .imaging import open_header, open_upright
-from .words import count
+from .imaging import open_upright
+from .loader_checks import check_headers, next_readable
+from .parallel import default_workers
 
 try:
     import keras  # Keras 3 (absolute import: this module is upright.keras)
@@ -63,7 +62,6 @@ CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
 LABEL_MODES = ("int", "categorical", "binary", None)
 FORMATS = ("tf", "pydataset")
 ON_ERROR = ("skip", "raise")
-MAX_WORKERS = 8
 
 
 def image_dataset_from_directory(directory, labels="inferred", label_mode="int", class_names=None,
@@ -93,7 +91,7 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
                          f"class_names. Received: class_names={class_names}")
     reader = Reader(tuple(image_size), CHANNELS[color_mode], interpolation, bool(crop_to_aspect_ratio),
                     bool(pad_to_aspect_ratio), data_format or keras.config.image_data_format())
-    sizes, unreadable = _headers(paths, directory, on_error)
+    sizes, unreadable = check_headers(paths, directory, "upright.keras", on_error, stacklevel=2)
     make = _tf_dataset if format == "tf" and importlib.util.find_spec("tensorflow") else _py_dataset
     encoded = encode_labels(labels, label_mode, len(class_names) if class_names else 0)
     subsets = ("training", "validation") if subset == "both" else (subset,)
@@ -260,34 +258,6 @@ def encode_labels(labels, label_mode, num_classes: int) -> np.ndarray | None:
     return y.astype("int32") if y.dtype.kind in "iub" else y
 
 
-def _headers(paths: list[str], directory, on_error: str) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """{path: short side} of the files whose header reads, and [(path, reason)] of the others;
-    one warning lists those (or UprightError with on_error="raise")."""
-    def short_side(path):
-        try:
-            with open_header(path) as im:
-                return min(im.size), None
-        except UnreadableImage as exc:
-            return None, exc.reason
-
-    with ThreadPoolExecutor(max_workers=_workers()) as pool:
-        checked = list(pool.map(short_side, paths))
-    sizes = {p: s for p, (s, _) in zip(paths, checked) if s is not None}
-    unreadable = [(p, why) for p, (s, why) in zip(paths, checked) if s is None]
-    if unreadable:
-        listing = "; ".join(f"{p}: {why}" for p, why in unreadable)
-        if on_error == "raise":
-            raise UprightError(f"{count(len(unreadable), 'unreadable file')} under {directory}: {listing}")
-        warnings.warn(f"upright.keras: left out {count(len(unreadable), 'unreadable file')}: {listing}", stacklevel=3)
-    return sizes, unreadable
-
-
-def _workers() -> int:
-    from .backbones import cpu_count
-
-    return min(MAX_WORKERS, cpu_count())
-
-
 @dataclass(frozen=True)
 class Reader:
     """One path -> float32 image array, the way the dataset's arguments say."""
@@ -341,19 +311,12 @@ class Samples:
     def image(self, index: int) -> tuple[np.ndarray, int]:
         """(image, index read): the sample at `index`, or when its pixels cannot be decoded the
         next readable one (one warning per file), so labels stay paired with their images."""
-        n = len(self.paths)
-        for step in range(n):
-            i = (int(index) + step) % n
-            try:
-                return self.reader(self.paths[i], self.sizes[i]), i
-            except UnreadableImage as exc:
-                if self.on_error == "raise":
-                    raise
-                if i not in self._warned:
-                    self._warned.add(i)
-                    warnings.warn(f"upright.keras: {self.paths[i]} could not be decoded ({exc.reason}); "
-                                  "the next readable sample stands in", stacklevel=2)
-        raise UprightError(f"no sample of {n} could be decoded")
+        got = next_readable(index, len(self.paths), lambda i: self.reader(self.paths[i], self.sizes[i]),
+                            self.paths.__getitem__, who="upright.keras", on_error=self.on_error,
+                            warned=self._warned, errors=(UnreadableImage,), stacklevel=2)
+        if got is None:
+            raise UprightError(f"no sample of {len(self.paths)} could be decoded")
+        return got
 
     def sample(self, index: int):
         """(image, label), or the image alone without labels."""
@@ -366,7 +329,7 @@ class UprightPyDataset(keras.utils.PyDataset):
     reshuffled each epoch (seeded) when `shuffle`. Without batch_size, one sample per index."""
 
     def __init__(self, samples: Samples, batch_size: int | None, shuffle: bool, seed: int):
-        super().__init__(workers=_workers(), use_multiprocessing=False)
+        super().__init__(workers=default_workers(), use_multiprocessing=False)
         self.samples, self.batch_size, self.shuffle = samples, batch_size, shuffle
         self._rng = np.random.RandomState(seed)
         self.order = np.arange(len(samples))

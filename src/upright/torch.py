@@ -16,7 +16,6 @@ at construction or at that read.
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +25,8 @@ from PIL import Image
 
 from .errors import UnreadableImage, UprightError
 from .files import IMAGE_EXTENSIONS, walk_files
-from .imaging import Source, open_header, open_upright
+from .imaging import Source, open_upright
+from .loader_checks import check_headers, next_readable
 from .words import count
 
 __all__ = ["IMG_EXTENSIONS", "ImageFolder", "pil_to_tensor", "read_image", "upright_loader"]
@@ -57,15 +57,6 @@ def read_image(source: Source | torch.Tensor, size: int | None = None) -> torch.
     if isinstance(source, torch.Tensor):
         source = source.cpu().numpy().astype(np.uint8, copy=False).tobytes()
     return pil_to_tensor(open_upright(source, size))
-
-
-def _header_reason(path: str) -> str | None:
-    """None when the file's header reads as an image upright opens, else the one-line reason."""
-    try:
-        with open_header(path):
-            return None
-    except UnreadableImage as exc:
-        return exc.reason
 
 
 class ImageFolder(torch.utils.data.Dataset):
@@ -147,46 +138,27 @@ class ImageFolder(torch.utils.data.Dataset):
         return samples
 
     def _readable(self, samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        kept = []
-        for path, target in samples:
-            why = _header_reason(path)
-            if why is None:
-                kept.append((path, target))
-            else:
-                self.unreadable.append((path, why))
-        if self.unreadable:
-            listing = "; ".join(f"{p}: {why}" for p, why in self.unreadable)
-            bad = count(len(self.unreadable), "unreadable file")
-            if self.on_error == "raise":
-                raise UprightError(f"{bad} under {self.root}: {listing}")
-            warnings.warn(f"upright.torch.ImageFolder: left out {bad}: {listing}", stacklevel=3)
-        return kept
+        sizes, self.unreadable = check_headers([p for p, _ in samples], self.root, "upright.torch.ImageFolder",
+                                               self.on_error, stacklevel=3)
+        return [(p, t) for p, t in samples if p in sizes]
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        n = len(self.samples)
-        for step in range(n):
-            path, target = self.samples[(index + step) % n]
-            try:
-                sample = self.loader(path)
-            except (UnreadableImage, OSError) as exc:
-                if self.on_error == "raise":
-                    raise
-                i = (index + step) % n
-                if i not in self._warned:  # once per file (per worker process)
-                    self._warned.add(i)
-                    warnings.warn(f"upright.torch.ImageFolder: {path} could not be decoded "
-                                  f"({getattr(exc, 'reason', exc)}); the next readable sample stands in",
-                                  stacklevel=2)
-                continue
-            if self.transform is not None:
-                sample = self.transform(sample)
-            if self.target_transform is not None:
-                target = self.target_transform(target)
-            return sample, target
-        raise UprightError(f"{self.root}: no sample could be decoded")
+        got = next_readable(index, len(self.samples), lambda i: self.loader(self.samples[i][0]),
+                            lambda i: self.samples[i][0], who="upright.torch.ImageFolder",
+                            on_error=self.on_error, warned=self._warned,  # once per file (per worker process)
+                            errors=(UnreadableImage, OSError), stacklevel=2)
+        if got is None:
+            raise UprightError(f"{self.root}: no sample could be decoded")
+        sample, i = got
+        target = self.samples[i][1]
+        if self.transform is not None:
+            sample = self.transform(sample)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return sample, target
 
     def __repr__(self) -> str:
         return (f"upright.torch.ImageFolder({count(len(self), 'image')}, {count(len(self.classes), 'class')}, "

@@ -213,9 +213,10 @@ def embed_readable(paths, shas, header_ok, variants, *, cache_dir=None, progress
     from ..pipeline.embed import embed_paths
 
     what = "embedding (4 rotations)" if len(variants) == 4 else "embedding"
-    vectors = VectorFile(len(header_ok), variants, backbones.spec(backbone).dim, resolve_cache_dir(cache_dir))
+    vectors = VectorFile(0, variants, backbones.spec(backbone).dim, resolve_cache_dir(cache_dir),
+                         stride=len(header_ok))
     failed: dict[int, str] = {}  # position in header_ok -> reason
-    hits = 0
+    hits = at = 0  # at: rows written, the files that decoded so far
     chunks = range(0, len(header_ok), EMBED_CHUNK)
     for k, s in enumerate(chunks):
         part = header_ok[s:s + EMBED_CHUNK]
@@ -223,26 +224,14 @@ def embed_readable(paths, shas, header_ok, variants, *, cache_dir=None, progress
                           progress=progress, workers=workers, hashes=[shas[i] for i in part],
                           description=what if len(chunks) == 1 else f"{what}, part {k + 1} of {len(chunks)}",
                           engine=engine, ray_address=ray_address)
-        vectors.write(s, np.nan_to_num(emb.vectors))
+        good = np.array([j for j in range(len(part)) if j not in emb.errors], np.int64)
+        vectors.write(at, np.nan_to_num(emb.vectors[good]))
+        at += len(good)
         failed.update({s + j: why for j, why in emb.errors.items()})
         hits += int(emb.hits)
-    if failed:
-        vectors = _without(vectors, sorted(failed))
+    vectors.set_count(at)
     return Content({paths[header_ok[j]]: why for j, why in sorted(failed.items())}, vectors,
                    "embedding pass (cached files decoded in an earlier run)", hits)
-
-
-def _without(vectors: VectorFile, drop: list[int]) -> VectorFile:
-    """A new VectorFile without the rows `drop` (files that failed to decode); closes the old one."""
-    keep = np.setdiff1d(np.arange(vectors.n), drop)
-    out = VectorFile(len(keep), vectors.variants, vectors.dim, vectors.folder)
-    at = 0
-    for s, block in vectors.blocks(vectors.variants):
-        rows = keep[(keep >= s) & (keep < s + len(block))] - s
-        out.write(at, block[rows])
-        at += len(rows)
-    vectors.close()
-    return out
 
 
 def _audit_data(ds: Dataset, paths, facts: FactsTable, unreadable, found: Content, variants) -> AuditData:

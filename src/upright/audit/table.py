@@ -128,18 +128,33 @@ class FactsTable:
 
 
 class VectorFile:
-    """float32 [V, N, D] in an anonymous temporary file (see the module docstring)."""
+    """float32 [V, N, D] in an anonymous temporary file (see the module docstring).
 
-    def __init__(self, n: int, variants: Sequence[str], dim: int, folder: str | os.PathLike | None = None):
+    Each variant's rows start `stride` rows apart (room for `stride` photos, default n), apart
+    from the count `n` that reads see: rows can be written as they are known good and the count
+    set at the end (`set_count`), so files that fail need no second copy of the rest.
+    """
+
+    def __init__(self, n: int, variants: Sequence[str], dim: int, folder: str | os.PathLike | None = None,
+                 stride: int | None = None):
         self.n, self.variants, self.dim, self.folder = n, tuple(variants), dim, folder
+        self.stride = n if stride is None else stride
+        if self.n > self.stride:
+            raise ValueError(f"{n} rows do not fit a stride of {self.stride}")
         self.file = tempfile.TemporaryFile(dir=folder, prefix=".upright-vectors-")
-        self.file.truncate(len(self.variants) * n * dim * 4)
+        self.file.truncate(len(self.variants) * self.stride * dim * 4)  # sparse: unwritten rows take no disk
+
+    def set_count(self, n: int) -> None:
+        """Reads see photos 0 .. n-1 (at most the stride)."""
+        if not 0 <= n <= self.stride:
+            raise ValueError(f"{n} rows do not fit a stride of {self.stride}")
+        self.n = n
 
     def close(self) -> None:
         self.file.close()
 
     def _offset(self, j: int, row: int) -> int:
-        return ((j * self.n) + row) * self.dim * 4
+        return ((j * self.stride) + row) * self.dim * 4
 
     def write(self, start: int, vectors: np.ndarray) -> None:
         """vectors [b, V, D] for photos start .. start+b-1."""
