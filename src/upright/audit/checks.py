@@ -54,7 +54,6 @@ class AuditData:
     unreadable: dict[str, str]  # path -> one-line reason (headers and decode)
     ok: np.ndarray  # int: the readable files
     vectors: VectorFile | None = None  # embeddings of the readable files (row j is file ok[j])
-    variants: tuple[str, ...] = ()
     decode_note: str | None = None
 
     def label(self, i: int) -> str:
@@ -69,12 +68,6 @@ class AuditData:
         if self.vectors is None:
             raise RuntimeError("no embeddings were prepared for this audit")
         return self.vectors.view(name)
-
-    def views(self, names: Sequence[str]) -> np.ndarray:
-        """Embeddings of the readable files in the given variants: [len(ok), len(names), D]."""
-        if self.vectors is None:
-            raise RuntimeError("no embeddings were prepared for this audit")
-        return np.stack([self.vectors.view(n) for n in names], axis=1)
 
     def view_blocks(self, names: Sequence[str], size: int = 1024):
         """A callable yielding [size, len(names), D] blocks of the readable files' embeddings, in order."""

@@ -163,7 +163,7 @@ def audit_dataset(ds: Dataset, todo: Plan, known: KnownFiles, *, cache_dir=None,
     try:
         unreadable.update(found.unreadable)
         timings.update(found.timings)
-        data = _audit_data(ds, paths, facts, unreadable, found, todo.variants)
+        data = _audit_data(ds, paths, facts, unreadable, found)
         outcome = run_checks(todo.chosen, data, timings)
     finally:
         if found.vectors is not None:
@@ -234,14 +234,14 @@ def embed_readable(paths, shas, header_ok, variants, *, cache_dir=None, progress
                    "embedding pass (cached files decoded in an earlier run)", hits)
 
 
-def _audit_data(ds: Dataset, paths, facts: FactsTable, unreadable, found: Content, variants) -> AuditData:
+def _audit_data(ds: Dataset, paths, facts: FactsTable, unreadable, found: Content) -> AuditData:
     label_index = {lab: i for i, lab in enumerate(ds.labels)}
     ok = np.array([i for i, p in enumerate(paths) if p not in unreadable], np.int64)
     return AuditData(os.fspath(ds.root), list(ds.labels), paths,
                      np.array([label_index[r.label] for r in ds.records], np.int32),
                      np.array([r.split for r in ds.records], dtype="U5"),
                      np.array([r.sha256 for r in ds.records], dtype="S64"),
-                     facts, unreadable, ok, found.vectors, variants if found.vectors is not None else (), found.note)
+                     facts, unreadable, ok, found.vectors, found.note)
 
 
 @dataclass
