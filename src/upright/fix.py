@@ -694,8 +694,8 @@ def _details(files: list[dict], name: str, dry: bool = False) -> str:
     if lossy:
         parts[lossy_words] = lossy
     order = ("rotated", "retagged", lossy_words, "unreadable", "not an image")
-    words = [f"{parts[k]} {k if parts[k] == 1 or k != 'not an image' else 'not images'}" for k in order if k in parts]
-    return f" ({', '.join(words)})" if words else ""
+    shown = [words.count(parts[k], k, "not images" if k == "not an image" else k) for k in order if k in parts]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def reencoded_lines(result: dict) -> list[str]:
@@ -708,8 +708,8 @@ def reencoded_lines(result: dict) -> list[str]:
             counts[f["reencoded"]] = counts.get(f["reencoded"], 0) + 1
 
     def were(n: int, thing: str) -> str:
-        verb = "would be" if result["dry_run"] else "was" if n == 1 else "were"
-        return f"{n} {thing}{'' if n == 1 else 's'} {verb} re-encoded at quality {JPEG_QUALITY}"
+        verb = "would be" if result["dry_run"] else words.verb(n, "was", "were")
+        return f"{words.count(n, thing)} {verb} re-encoded at quality {JPEG_QUALITY}"
 
     lines = []
     if counts.get(NO_JPEGTRAN):
