@@ -551,33 +551,28 @@ def main(argv: list[str] | None = None) -> None:
 def _run(argv: list[str] | None) -> None:
     try:
         app(args=argv, prog_name="upright")
-    except SystemExit as exc:
-        if _terminated[0] or _caused_by(exc, Terminated):  # typer turns the interrupt into exit 130
-            typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
-            sys.exit(143)
+    except SystemExit:
+        if _terminated[0]:  # typer turns the interrupt (Terminated) into exit 130
+            _exit_terminated()
         raise
     except UprightError as exc:
         typer.echo(f"upright: error: {exc}", err=True)
         sys.exit(2)
-    except Terminated:
-        typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
-        sys.exit(143)
     except Exception as exc:  # a full disk, whichever library was writing
         if not disk_full(exc):
             raise
         typer.echo(f"upright: error: {disk_full(exc)}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
+        if _terminated[0]:
+            _exit_terminated()
         typer.echo("upright: interrupted", err=True)
         sys.exit(130)
 
 
-def _caused_by(exc: BaseException | None, kind: type) -> bool:
-    while exc is not None:
-        if isinstance(exc, kind):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _exit_terminated() -> None:
+    typer.echo("upright: terminated (SIGTERM); finished work was kept", err=True)
+    sys.exit(143)
 
 
 def disk_full(exc: BaseException) -> str | None:
