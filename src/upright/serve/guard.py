@@ -25,7 +25,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from .access import TokenGate
-from .asgi import header_values, send_json
+from .asgi import header, header_values, send_json
 from .defaults import MAX_HEAD_BYTES
 from .lan import is_loopback
 
@@ -50,14 +50,14 @@ def _host_port(netloc: str, scheme: str) -> tuple[str, int | None]:
 
 def cross_origin(scope) -> str | None:
     """Why this request comes from another origin's page (the 403 message), or None."""
-    site = header_values(scope, b"sec-fetch-site")
-    if site and site[-1].strip().lower() not in ("same-origin", "none"):
-        return f"cross-origin request refused (Sec-Fetch-Site: {site[-1].strip()[:40]})"
-    origins = header_values(scope, b"origin")
-    if not origins:
+    site = header(scope, b"sec-fetch-site")
+    if site is not None and site.strip().lower() not in ("same-origin", "none"):
+        return f"cross-origin request refused (Sec-Fetch-Site: {site.strip()[:40]})"
+    origin = header(scope, b"origin")
+    if origin is None:
         return None
-    origin = origins[-1].strip()
-    host = (header_values(scope, b"host") or [""])[-1].strip()
+    origin = origin.strip()
+    host = (header(scope, b"host") or "").strip()
     parts = urlsplit(origin) if origin.lower() != "null" else None
     scheme = scope.get("scheme", "http")
     if parts is None or not host or _host_port(parts.netloc, parts.scheme) != _host_port(host, scheme):
@@ -67,7 +67,7 @@ def cross_origin(scope) -> str | None:
 
 def foreign_host(scope) -> str | None:
     """Why the Host header does not name this machine's loopback (the 400 message), or None."""
-    host = (header_values(scope, b"host") or [""])[-1].strip()
+    host = (header(scope, b"host") or "").strip()
     name = _host_port(host, scope.get("scheme", "http"))[0]
     if name and is_loopback(name):
         return None
