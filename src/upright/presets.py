@@ -36,6 +36,7 @@ and 7 s warm, accurate 321 s cold and 38 s warm.
 
 from __future__ import annotations
 
+from .errors import UprightError
 from .orientation import VARIANTS
 from .views import TEN_CROPS
 
@@ -45,6 +46,13 @@ DEFAULT_PRESET = "fast"
 AUGMENT_VARIANTS: dict[str, tuple[str, ...]] = {
     "none": ("id",), "flip": ("id", "flip"), "rotate": ("id", "r90", "r180", "r270"), "d4": tuple(VARIANTS)}
 DEFAULT_AUGMENT = "flip"
+
+
+def augment_variants(augment: str) -> tuple[str, ...]:
+    """The training views `--augment` names; an unknown name is a usage error (train and embed)."""
+    if augment not in AUGMENT_VARIANTS:
+        raise UprightError(f"unknown --augment '{augment}' ({', '.join(AUGMENT_VARIANTS)})")
+    return AUGMENT_VARIANTS[augment]
 
 #: --preset accurate
 BACKBONE = "efficientnet-lite0+lite2"

@@ -178,8 +178,7 @@ def _recipe(preset: str, backbone: str | None, augment: str, epochs, fine_tune: 
             raise UprightError(f"--preset accurate uses {presets.BACKBONE}; drop --backbone")
         if augment != DEFAULT_AUGMENT:
             raise UprightError("--preset accurate trains on 10 crops and their mirrors; --augment is the fast preset's")
-    if augment not in presets.AUGMENT_VARIANTS:
-        raise UprightError(f"unknown --augment '{augment}' ({', '.join(presets.AUGMENT_VARIANTS)})")
+    views = presets.augment_variants(augment)
     if not 0.0 <= val_split < 1.0:
         raise UprightError(f"--val-split must be in [0, 1), got {val_split}")
     if epochs is not None and epochs < 1:
@@ -191,7 +190,7 @@ def _recipe(preset: str, backbone: str | None, augment: str, epochs, fine_tune: 
         raise UprightError("--resume continues a --fine-tune run; add --fine-tune")
     if preset == "accurate":
         return presets.BACKBONE, presets.VIEW_NAMES
-    return backbone or backbones.DEFAULT, presets.AUGMENT_VARIANTS[augment]
+    return backbone or backbones.DEFAULT, views
 
 
 @dataclass

@@ -20,7 +20,7 @@ from ..pipeline.engines import make_engine
 from ..pipeline.scan import DEFAULT_VAL_FRACTION, scan
 from ..pipeline.shard import Job, Task
 from ..pipeline.stores import ParquetStore
-from ..presets import AUGMENT_VARIANTS
+from ..presets import augment_variants
 from ..words import count
 
 DEFAULT_AUGMENT = "none"
@@ -34,9 +34,7 @@ def run_embed(data, out, *, engine="local", ray_address: str | None = None, augm
 
     Returns {"n", "embedded", "reused", "out", "engine", "seconds", ...} (the contracts' JSON)."""
     t0 = time.perf_counter()
-    if augment not in AUGMENT_VARIANTS:
-        raise UprightError(f"unknown --augment '{augment}' ({', '.join(AUGMENT_VARIANTS)})")
-    variants = AUGMENT_VARIANTS[augment]
+    variants = augment_variants(augment)
     if device not in backbones.DEVICES:
         raise UprightError(f"unknown --device '{device}' (choose from {', '.join(backbones.DEVICES)})")
     eng = make_engine(engine, ray_address=ray_address, workers=workers)
