@@ -38,7 +38,16 @@ RECORD_VIEW = "id"
 
 def fingerprints(sha256_hex: Iterable[str]) -> np.ndarray:
     """Hex SHA-256 digests -> uint8 [N, 8] rows (first 8 bytes), sorted, unique."""
-    keys = np.unique(np.array([int(h[: 2 * PREFIX_BYTES], 16) for h in sha256_hex], dtype=np.uint64))
+    return _rows(np.unique(_prefixes(sha256_hex)))
+
+
+def _prefixes(sha256_hex: Iterable[str]) -> np.ndarray:
+    """Each digest's first 8 bytes as a uint64 (the fingerprint's value)."""
+    return np.array([int(h[: 2 * PREFIX_BYTES], 16) for h in sha256_hex], dtype=np.uint64)
+
+
+def _rows(keys: np.ndarray) -> np.ndarray:
+    """uint64 keys -> the stored uint8 [N, 8] rows (big-endian); _keys reads them back."""
     return keys.astype(">u8").view(np.uint8).reshape(-1, PREFIX_BYTES)
 
 
@@ -47,15 +56,14 @@ def record(sha256_hex: Sequence[str], vectors: np.ndarray, rows=None) -> tuple[n
     order): the first photo of each content gives its row; a NaN row (not embedded) becomes zeros.
     rows: the rows of `vectors` the hashes belong to (default: all, in order), read a block at a
     time: no float32 copy of every row is made."""
-    keys = np.array([int(h[: 2 * PREFIX_BYTES], 16) for h in sha256_hex], dtype=np.uint64)
-    uniq, first = np.unique(keys, return_index=True)
+    uniq, first = np.unique(_prefixes(sha256_hex), return_index=True)
     take = first if rows is None else np.asarray(rows)[first]
     out = np.zeros((len(first), np.shape(vectors)[-1]), np.float16)
     for s in range(0, len(first), 4096):
         v = np.asarray(vectors[take[s:s + 4096]], np.float32)
         v = np.where(np.isfinite(v).all(axis=1, keepdims=True), v, 0.0)
         out[s:s + 4096] = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    return uniq.astype(">u8").view(np.uint8).reshape(-1, PREFIX_BYTES), out
+    return _rows(uniq), out
 
 
 def nearest(rows: np.ndarray, queries: np.ndarray, block: int = 1024) -> np.ndarray:
@@ -90,8 +98,7 @@ def seen(fitted: np.ndarray | None, sha256_hex: Iterable[str]) -> np.ndarray | N
     """Bool per digest: was a photo with this content fitted? None when the model keeps no record."""
     if fitted is None:
         return None
-    want = np.array([int(h[: 2 * PREFIX_BYTES], 16) for h in sha256_hex], dtype=np.uint64)
-    return np.isin(want, _keys(check(fitted)).astype(np.uint64))
+    return np.isin(_prefixes(sha256_hex), _keys(check(fitted)).astype(np.uint64))
 
 
 def false_match_odds(n_fitted: int, n_scored: int) -> float:
