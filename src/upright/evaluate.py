@@ -30,7 +30,7 @@ from .orientation import ROTATIONS
 from .results import EvalResult
 from .views import compose
 from .views import parse as parse_view
-from .words import count
+from .words import count, verb
 
 #: the rotation check's turns, keyed as in the eval JSON ("0", "90", "180", "270") -> variant
 ROTATION_CHECK = {str(deg): variant for deg, variant in ROTATIONS.items()}
@@ -281,8 +281,8 @@ def seen_sentence(result) -> tuple[str, str]:
                                                "are near copies of training photos")
     fresh = n - (seen or 0) - (near or 0)
     if seen:
-        return "error", (origin + f"{seen} of {n} photos {'was' if seen == 1 else 'were'} used in training: this is not a test"
-                         + ("" if seen == n else f"; only {fresh} {'is' if fresh == 1 else 'are'} new to the model")
+        return "error", (origin + f"{seen} of {n} photos {verb(seen, 'was', 'were')} used in training: this is not a test"
+                         + ("" if seen == n else f"; only {fresh} {verb(fresh, 'is', 'are')} new to the model")
                          + (f" ({copies})" if copies else "")
                          + ". Keep test photos in DATA/test/: train never reads it.")
     if near:
@@ -318,8 +318,8 @@ def write_report(result, path) -> None:
                if spread < 0.05 else
                "accuracy drops on rotated photos: the model relies on the upright view (expected for "
                "a model trained without rotation augmentation; a problem only if your photos arrive sideways)")
-    if len(rot) > 1 and result.get("rotation_check") == "centre":
-        verdict += f" (each turn scored on {'+'.join(result['rotation_views'])} of the test views)"
+    if len(rot) > 1:
+        verdict += _turn_views(result)
     mistakes = result.get("mistakes", [])
     level, sentence = seen_sentence(result)
     for folder in (result["model"], (result.get("exported_by_upright") or {}).get("model_folder")):
@@ -353,9 +353,16 @@ def rotation_words(result) -> str:
     rot = result["rotations"]
     if len(rot) < 2:
         return "rotation check skipped (--rotation-check none)"
-    views = result.get("rotation_views") or []
-    how = f" (each turn scored on {'+'.join(views)} of the test views)" if result.get("rotation_check") == "centre" else ""
-    return "accuracy with the photos turned 0/90/180/270°" + how + ": " + " / ".join(f"{a:.2f}" for a in rot.values())
+    return ("accuracy with the photos turned 0/90/180/270°" + _turn_views(result) + ": "
+            + " / ".join(f"{a:.2f}" for a in rot.values()))
+
+
+def _turn_views(result) -> str:
+    """' (each turn scored on id+flip of the test views)' when the check scored fewer views than
+    the model's own (--rotation-check centre), else ''."""
+    if result.get("rotation_check") != "centre":
+        return ""
+    return f" (each turn scored on {'+'.join(result.get('rotation_views') or [])} of the test views)"
 
 
 def print_summary(result) -> None:
