@@ -84,7 +84,8 @@ def _status_for(reason: str) -> int:
     return 400
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def json_error(status: int, message: str) -> JSONResponse:
+    """The JSON refusal every route answers: {"error": message} with `status` (serve, the studio)."""
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -335,11 +336,11 @@ async def _decode(srv: _Server, data: bytes) -> "Prepared | JSONResponse":
         return await decode_upload(data, srv.size, budget=srv.budget, pool=srv.pool,
                                    decode=functools.partial(prepare, decode_size=srv.size, orient=srv.orient))
     except UnreadableImage as exc:
-        return _error(_status_for(exc.reason), exc.reason)
+        return json_error(_status_for(exc.reason), exc.reason)
     except MemoryError:  # the decoder's limits should prevent it; the upload is still the cause
-        return _error(400, "image too large to decode in memory")
+        return json_error(400, "image too large to decode in memory")
     except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400, never a 500
-        return _error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
+        return json_error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
 
 
 async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool):
@@ -348,7 +349,7 @@ async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool
     try:
         upload = await read_upload(request, srv.max_bytes, srv.body_idle_timeout, srv.body_timeout)
     except UploadError as exc:
-        return _error(exc.status, exc.message)
+        return json_error(exc.status, exc.message)
     t_read = time.perf_counter()
     prep = await _decode(srv, upload.data)
     upload.data = b""  # the picture is decoded: the bytes may go
@@ -364,7 +365,7 @@ async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool
         else:
             preds, batch_n, model_ms = await asyncio.wrap_future(srv.batcher.submit(prep.image, k))
     except RuntimeError as exc:
-        return _error(503, str(exc))
+        return json_error(503, str(exc))
     return {
         "path": upload.filename, "orientation": prep.tag,
         "predictions": [{"label": str(lab), "score": float(s)} for lab, s in preds],
