@@ -48,7 +48,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from ..errors import UnreadableImage, UprightError, one_line
+from ..errors import UprightError, one_line
 from ..imaging import open_image, store_as
 from ..model import DEFAULT_TOP_K
 from ..orientation import orientation_note
@@ -56,7 +56,7 @@ from ..report.html import image_data_url
 from .access import new_token
 from .batcher import Batcher
 from .body import UploadError, read_upload
-from .budget import DecodeBudget, decode_upload, release_memory
+from .budget import DecodeBudget, decode_failure_reason, decode_upload, release_memory
 from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
 from .guard import guard_app
@@ -335,12 +335,9 @@ async def _decode(srv: _Server, data: bytes) -> "Prepared | JSONResponse":
     try:
         return await decode_upload(data, srv.size, budget=srv.budget, pool=srv.pool,
                                    decode=functools.partial(prepare, decode_size=srv.size, orient=srv.orient))
-    except UnreadableImage as exc:
-        return json_error(_status_for(exc.reason), exc.reason)
-    except MemoryError:  # the decoder's limits should prevent it; the upload is still the cause
-        return json_error(400, "image too large to decode in memory")
-    except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400, never a 500
-        return json_error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
+    except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400 (415 for no image), never a 500
+        reason = decode_failure_reason(exc)
+        return json_error(_status_for(reason), reason)
 
 
 async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool):

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Callable, Iterator, TypeVar
 
 from ..cost import DEFAULT_BUDGET
+from ..errors import UnreadableImage, one_line
 from ..imaging import estimate
 
 T = TypeVar("T")
@@ -47,6 +48,16 @@ def release_memory() -> None:
             _malloc_trim.append(None)
     if _malloc_trim[0] is not None:
         _malloc_trim[0](0)
+
+
+def decode_failure_reason(exc: BaseException) -> str:
+    """Why an upload did not decode, in one line: the door's refusal, or any other failure of a
+    hostile file (serve answers it, the studio refuses the upload with it)."""
+    if isinstance(exc, UnreadableImage):
+        return exc.reason
+    if isinstance(exc, MemoryError):  # the decoder's limits should prevent it; the upload is still the cause
+        return "image too large to decode in memory"
+    return f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})"
 
 
 class DecodeBudget:

@@ -28,10 +28,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..atomic import atomic_write_bytes
-from ..errors import UnreadableImage, one_line
 from ..imaging import open_image
 from ..metadata import STUDIO_CAMERA
-from ..serve.budget import DecodeBudget, decode_upload
+from ..serve.budget import DecodeBudget, decode_failure_reason, decode_upload
 from .project import Project
 from .thumbs import THUMB_SHORT, save_thumbs
 
@@ -88,21 +87,12 @@ def marked(data: bytes, captured: bool = False) -> bytes:
     return mark_captured(data) if captured else data
 
 
-def _refusal(exc: BaseException) -> Refused:
-    """The door's refusal (or any failure to decode a hostile upload) in one line for the phone."""
-    if isinstance(exc, UnreadableImage):
-        return Refused(exc.reason)
-    if isinstance(exc, MemoryError):
-        return Refused("image too large to decode in memory")
-    return Refused(f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
-
-
 def decode(data: bytes) -> Checked:
     """Decode once through the door (refusing what it refuses, Refused)."""
     try:
         d = open_image(data, size=THUMB_SHORT)
     except Exception as exc:  # noqa: BLE001 - a hostile upload is refused, never a crash
-        raise _refusal(exc) from None
+        raise Refused(decode_failure_reason(exc)) from None
     if d.format not in EXTENSIONS:
         raise Refused(f"unsupported format {d.format}")
     o = d.orientation
@@ -118,7 +108,7 @@ async def check_upload(data: bytes, *, budget: DecodeBudget, pool: concurrent.fu
     except Refused:
         raise
     except Exception as exc:  # noqa: BLE001 - the door refused it from its header, or worse
-        raise _refusal(exc) from None
+        raise Refused(decode_failure_reason(exc)) from None
 
 
 async def known(project: Project, data: bytes, pool: concurrent.futures.Executor) -> str | None:
