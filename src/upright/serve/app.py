@@ -56,7 +56,7 @@ from ..report.html import image_data_url
 from .access import new_token
 from .batcher import Batcher
 from .body import UploadError, read_upload
-from .budget import DecodeBudget, decode_failure_reason, decode_upload, release_memory
+from .budget import Burst, DecodeBudget, decode_failure_reason, decode_upload
 from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
 from .guard import guard_app
@@ -184,7 +184,7 @@ class _Server:
     pool: concurrent.futures.ThreadPoolExecutor
     budget: DecodeBudget
     warm: concurrent.futures.Future  # done once the model is warm (Batcher.warm)
-    in_flight: int = 0  # requests being answered; when it drops to 0 the burst is over
+    burst: Burst  # requests being answered; when the last ends the freed heap goes back to the OS
 
 
 def create_app(
@@ -244,6 +244,7 @@ def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_
     labels = [str(x) for x in model.labels]
     batcher = Batcher(model, max_batch=max_batch)
     workers = decode_workers or max(2, min(4, (os.cpu_count() or 2)))
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode")
     return _Server(
         model=model, labels=labels,
         name=model_name or getattr(model, "name", None) or str(getattr(model, "backbone", "model")),
@@ -252,7 +253,7 @@ def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_
         orient=bool(getattr(model, "orient", True)),
         body_idle_timeout=body_idle_timeout, body_timeout=body_timeout,
         batcher=batcher,
-        pool=concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode"),
+        pool=pool, burst=Burst(pool),
         budget=decode_budget if isinstance(decode_budget, DecodeBudget) else DecodeBudget(decode_budget),
         warm=batcher.warm())
 
@@ -318,16 +319,8 @@ def _routes(app: FastAPI, srv: _Server) -> None:
 
     @app.post("/api/predict")
     async def predict(request: Request, top_k: int | None = None, turns: bool = False):
-        srv.in_flight += 1
-        try:
+        async with srv.burst.request():
             return await _answer(srv, request, top_k, turns)
-        finally:
-            srv.in_flight -= 1
-            if srv.in_flight == 0:  # the burst is over: give its memory back
-                try:
-                    asyncio.get_running_loop().run_in_executor(srv.pool, release_memory)
-                except RuntimeError:  # shutting down: the pool takes no more work
-                    pass
 
 
 async def _decode(srv: _Server, data: bytes) -> "Prepared | JSONResponse":

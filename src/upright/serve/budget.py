@@ -50,6 +50,28 @@ def release_memory() -> None:
         _malloc_trim[0](0)
 
 
+class Burst:
+    """The requests an app is answering at once: when the last of a burst ends, its freed heap
+    goes back to the OS (release_memory, in `pool`). `async with burst.request(): ...`"""
+
+    def __init__(self, pool: concurrent.futures.Executor):
+        self.pool = pool
+        self.in_flight = 0
+
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:  # the burst is over: give its memory back
+                try:
+                    asyncio.get_running_loop().run_in_executor(self.pool, release_memory)
+                except RuntimeError:  # shutting down: the pool takes no more work
+                    pass
+
+
 def decode_failure_reason(exc: BaseException) -> str:
     """Why an upload did not decode, in one line: the door's refusal, or any other failure of a
     hostile file (serve answers it, the studio refuses the upload with it)."""

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from ..errors import UprightError, one_line
 from ..fix import BACKUP_DIR, fix_one_in_place, undo_fix
 from ..serve.app import json_error
-from ..serve.budget import decode_upload, release_memory
+from ..serve.budget import Burst, decode_upload
 from . import classes, trash
 from .names import BadName
 from .state import Studio
@@ -94,22 +94,17 @@ def _class_routes(app: FastAPI, st: Studio) -> None:
 
 
 def _upload_routes(app: FastAPI, st: Studio) -> None:
-    uploading = 0  # requests in flight; the freed heap goes back to the OS when it drops to 0
+    burst = Burst(st.pool)  # when the last upload in flight ends, the freed heap goes back to the OS
 
     @app.post("/api/classes/{name}/photos")
     async def upload(name: str, request: Request):
-        nonlocal uploading
         if name not in st.project.classes():
             return json_error(404, f"no class '{name}'")
-        uploading += 1
-        try:
-            return await _upload(st, name, request)
-        except UploadError as exc:
-            return json_error(exc.status, exc.message)
-        finally:
-            uploading -= 1
-            if uploading == 0:
-                asyncio.get_running_loop().run_in_executor(st.pool, release_memory)
+        async with burst.request():
+            try:
+                return await _upload(st, name, request)
+            except UploadError as exc:
+                return json_error(exc.status, exc.message)
 
 
 async def _upload(st: Studio, name: str, request: Request) -> dict:
