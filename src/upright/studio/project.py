@@ -170,16 +170,26 @@ class Project:
     def _rehash(self) -> None:
         self.by_hash = {}
         for ph in self.photos.values():
-            stem = Path(ph.id).stem
-            if len(stem) >= 16 and all(c in "0123456789abcdef" for c in stem):
-                self.by_hash.setdefault(f"name:{stem[:16]}", ph.id)  # a turned photo keeps its first name
-            self.by_hash.setdefault(ph.sha256, ph.id)
+            self._index(ph)
+
+    def _index(self, ph: Photo) -> None:
+        """Its keys in by_hash, unless an earlier photo holds them (the first one keeps them)."""
+        stem = Path(ph.id).stem
+        if len(stem) >= 16 and all(c in "0123456789abcdef" for c in stem):
+            self.by_hash.setdefault(f"name:{stem[:16]}", ph.id)  # a turned photo keeps its first name
+        self.by_hash.setdefault(ph.sha256, ph.id)
 
     def add(self, path: Path, label: str, split: str | None) -> Photo:
-        """Index a file just written by the studio (caller holds the lock)."""
+        """Index a file just written by the studio (caller holds the lock). A new photo comes
+        last in the index, so only its own keys are added; one written over an indexed file
+        (its old keys may go) rebuilds the index."""
         ph = _photo(self.root, path, label, split, path.stat())
+        replaced = ph.id in self.photos
         self.photos[ph.id] = ph
-        self._rehash()
+        if replaced:
+            self._rehash()
+        else:
+            self._index(ph)
         self.version += 1
         return ph
 
