@@ -62,7 +62,7 @@ async def _change(st: Studio, fn, *args, missing: str = "unknown", then=None):
         return json_error(404, f"{missing}: {exc.args[0] if exc.args else ''}")
     except BadName as exc:
         return json_error(400, str(exc))
-    except (classes.Conflict, UprightError) as exc:
+    except UprightError as exc:  # classes.Conflict is one
         return json_error(409, one_line(exc))
     if then is not None:
         await then(result)
