@@ -21,10 +21,10 @@ from pathlib import Path
 
 from ..cost import DEFAULT_BUDGET
 from ..errors import UnreadableImage
-from ..files import file_sha256, image_files
+from ..files import file_sha256
 from ..imaging import estimate
 from ..metadata import STUDIO_CAMERA, describe
-from ..pipeline.scan import SPLIT_DIRS
+from ..pipeline.scan import class_files, class_folders, split_folders
 from ..parallel import ordered_map
 
 TRASH_DIR = ".upright-trash"
@@ -54,15 +54,6 @@ class Photo:
         return {"id": self.id, "class": self.label, "split": self.split, "sha256": self.sha256, "size": self.size,
                 "tag": self.tag, "orientation": self.orientation, "captured": self.captured,
                 "format": self.format, "problem": self.problem, "added": self.mtime_ns // 1_000_000}
-
-
-def split_folders(root: Path) -> list[tuple[str | None, Path]]:
-    """Where classes live: [(None, PROJECT)], or [(split, PROJECT/<split>)] for a train/ layout
-    (the rule of dataset.scan: train/ beside val/ or test/, or train/ alone)."""
-    sub = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    if "train" in sub and (len(sub) == 1 or any(SPLIT_DIRS.get(k) in ("val", "test") for k in sub)):
-        return [(SPLIT_DIRS[k], p) for k, p in sorted(sub.items()) if k in SPLIT_DIRS]
-    return [(None, root)]
 
 
 def read_cost(path: Path) -> int:
@@ -103,6 +94,8 @@ class Project:
         return self.root.name
 
     def folders(self) -> list[tuple[str | None, Path]]:
+        """Where classes live: [(None, PROJECT)], or [(split, PROJECT/<split>)] for a train/
+        layout (pipeline.scan's rule, so every verb reads PROJECT the same way)."""
         return split_folders(self.root)
 
     def upload_folder(self) -> tuple[str | None, Path]:
@@ -110,8 +103,7 @@ class Project:
         return next(((s, p) for s, p in self.folders() if s in (None, "train")), (None, self.root))
 
     def classes(self) -> list[str]:
-        names = {p.name for _, base in self.folders() for p in base.iterdir()
-                 if p.is_dir() and not p.name.startswith(".")}
+        names = {p.name for _, base in self.folders() for p in class_folders(base)}
         return sorted(names, key=lambda n: (n.casefold(), n))
 
     def class_dirs(self, label: str) -> list[tuple[str | None, Path]]:
@@ -129,11 +121,7 @@ class Project:
 
     # -- the index -----------------------------------------------------------------------
     def _walk(self) -> list[tuple[Path, str, str | None]]:
-        found = []
-        for split, base in self.folders():
-            for cls in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                found += [(p, cls.name, split) for p in image_files(cls)]
-        return found
+        return class_files(self.folders())[1]
 
     def refresh(self) -> bool:
         """Bring the index up to date with the disk (new, changed, gone files). True if it changed."""
