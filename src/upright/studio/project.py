@@ -65,10 +65,12 @@ def read_cost(path: Path) -> int:
         return DEFAULT_BUDGET
 
 
-def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result) -> Photo:
-    """Hash and header facts of one file (never raises for a bad image: `problem` says why)."""
+def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result,
+           sha256: str | None = None) -> Photo:
+    """Hash (unless the caller has it: `sha256`) and header facts of one file (never raises
+    for a bad image: `problem` says why)."""
     facts = describe(path)
-    return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=file_sha256(path),
+    return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=sha256 or file_sha256(path),
                  size=st.st_size, mtime_ns=st.st_mtime_ns, tag=facts.orientation_tag,
                  orientation=facts.orientation or 1, captured=facts.software == STUDIO_CAMERA, camera=facts.camera,
                  format=facts.format, problem=facts.unreadable or facts.problem,
@@ -167,11 +169,12 @@ class Project:
             self.by_hash.setdefault(f"name:{stem[:16]}", ph.id)  # a turned photo keeps its first name
         self.by_hash.setdefault(ph.sha256, ph.id)
 
-    def add(self, path: Path, label: str, split: str | None) -> Photo:
-        """Index a file just written by the studio (caller holds the lock). A new photo comes
+    def add(self, path: Path, label: str, split: str | None, sha256: str | None = None) -> Photo:
+        """Index a file just written by the studio (caller holds the lock; `sha256`: the content
+        hash of the bytes it wrote, so the file is not read again to hash it). A new photo comes
         last in the index, so only its own keys are added; one written over an indexed file
         (its old keys may go) rebuilds the index."""
-        ph = _photo(self.root, path, label, split, path.stat())
+        ph = _photo(self.root, path, label, split, path.stat(), sha256)
         replaced = ph.id in self.photos
         self.photos[ph.id] = ph
         if replaced:

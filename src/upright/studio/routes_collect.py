@@ -43,10 +43,10 @@ async def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
     decode waits for the studio's decode budget (shared with the Test tab's apps)."""
     try:
         data = marked(data, captured)
-        dup = await known(st.project, data, st.pool)
+        sha, dup = await known(st.project, data, st.pool)
         if dup is not None:
             return {"duplicate": dup}
-        checked = await check_upload(data, budget=st.budget, pool=st.pool)
+        checked = await check_upload(data, budget=st.budget, pool=st.pool, sha256=sha)
         return await asyncio.get_running_loop().run_in_executor(st.pool, store, st.project, label, checked, st.quota)
     except Refused as exc:
         return {"refused": exc.reason}
