@@ -56,7 +56,7 @@ from ..report.html import image_data_url
 from .access import new_token
 from .batcher import Batcher
 from .body import UploadError, read_upload
-from .budget import Burst, DecodeBudget, decode_failure_reason, decode_upload
+from .budget import Burst, DecodeBudget, decode_failure_reason, decode_upload, turning_tag
 from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
 from .guard import guard_app
@@ -123,7 +123,7 @@ def prepare(data: bytes, decode_size: int, orient: bool = True) -> Prepared:
     view = d.image.copy()
     view.thumbnail((VIEW_LONG_SIDE, VIEW_LONG_SIDE), Image.Resampling.BICUBIC)
     stored_view = None
-    turned = o.tag is not None and 2 <= o.tag <= 8 and not o.problem
+    turned = turning_tag(o) is not None
     note = orientation_note(o.tag, o.source, o.problem)
     if turned and not orient:
         note = (f"{note.split(';')[0]}; this model reads pixels as stored (orientation policy "

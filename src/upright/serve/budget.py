@@ -72,6 +72,14 @@ class Burst:
                     pass
 
 
+def turning_tag(orientation) -> int | None:
+    """The orientation tag of a decode (imaging's orientation record) when it really turns the
+    picture (2-8, and no problem made the door ignore it), else None: whether an upload has a
+    stored view unlike its upright one (serve's stored_view, the studio's thumbnails)."""
+    tag = orientation.tag
+    return tag if tag is not None and 2 <= tag <= 8 and not orientation.problem else None
+
+
 def decode_failure_reason(exc: BaseException) -> str:
     """Why an upload did not decode, in one line: the door's refusal, or any other failure of a
     hostile file (serve answers it, the studio refuses the upload with it)."""

@@ -32,7 +32,7 @@ from PIL import Image
 from ..atomic import atomic_write_bytes
 from ..imaging import open_image
 from ..metadata import STUDIO_CAMERA
-from ..serve.budget import DecodeBudget, decode_failure_reason, decode_upload
+from ..serve.budget import DecodeBudget, decode_failure_reason, decode_upload, turning_tag
 from .project import Project
 from .thumbs import THUMB_SHORT, save_thumbs
 
@@ -102,9 +102,7 @@ def decode(data: bytes, sha256: str | None = None) -> Checked:
         raise Refused(decode_failure_reason(exc)) from None
     if d.format not in EXTENSIONS:
         raise Refused(f"unsupported format {d.format}")
-    o = d.orientation
-    tag = o.tag if o.tag is not None and 2 <= o.tag <= 8 and not o.problem else None
-    return Checked(data, sha256 or sha256_of(data), d.format, d.image, tag)
+    return Checked(data, sha256 or sha256_of(data), d.format, d.image, turning_tag(d.orientation))
 
 
 async def check_upload(data: bytes, *, budget: DecodeBudget, pool: concurrent.futures.Executor,
