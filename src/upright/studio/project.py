@@ -9,7 +9,10 @@
 Hidden folders are never classes, so every other verb reads PROJECT as it reads any DATA.
 The index (path -> content hash, size, header facts) is rebuilt from the files at start and
 refreshed from their sizes and times, so photos copied in by hand show up too, and a
-restart shows the project exactly as the disk holds it. Every change goes through one lock.
+restart shows the project exactly as the disk holds it. Hashes and header facts come from the
+per-file record that audit and train share (known_files.KnownFiles), so a start re-reads no
+file that is unchanged since any of them (or an earlier start) read it. Every change goes
+through one lock.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from ..cost import DEFAULT_BUDGET
 from ..errors import UnreadableImage
 from ..files import file_sha256
 from ..imaging import estimate
-from ..metadata import STUDIO_CAMERA, describe
+from ..known_files import KnownFiles
+from ..metadata import STUDIO_CAMERA, FileFacts, describe
 from ..pipeline.scan import class_files, class_folders, split_folders
 from ..parallel import ordered_map
 
@@ -65,16 +69,22 @@ def read_cost(path: Path) -> int:
         return DEFAULT_BUDGET
 
 
-def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result,
-           sha256: str | None = None) -> Photo:
-    """Hash (unless the caller has it: `sha256`) and header facts of one file (never raises
-    for a bad image: `problem` says why)."""
-    facts = describe(path)
-    return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=sha256 or file_sha256(path),
+def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result, sha256: str,
+           facts: FileFacts) -> Photo:
+    """One file's Photo from its content hash and header facts (metadata.describe's; a bad
+    image is no error: `problem` says why), priced from its header."""
+    return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=sha256,
                  size=st.st_size, mtime_ns=st.st_mtime_ns, tag=facts.orientation_tag,
                  orientation=facts.orientation or 1, captured=facts.software == STUDIO_CAMERA, camera=facts.camera,
                  format=facts.format, problem=facts.unreadable or facts.problem,
                  cost=0 if facts.unreadable else read_cost(path))
+
+
+def _known_sha(known: KnownFiles, path: Path) -> str | None:
+    try:
+        return known.hash_and_size([path])[0][0]
+    except OSError:
+        return None
 
 
 class Project:
@@ -140,7 +150,7 @@ class Project:
                     seen[pid] = old
                 else:
                     todo.append((path, label, split, st))
-            for ph in ordered_map(lambda t: self._safe_photo(*t), todo):
+            for ph in self._new_photos(todo):
                 if ph is not None:
                     seen[ph.id] = ph
             changed = bool(todo) or seen.keys() != self.photos.keys()
@@ -151,9 +161,25 @@ class Project:
                 self.version += 1
             return changed
 
-    def _safe_photo(self, path: Path, label: str, split: str | None, st) -> Photo | None:
+    def _new_photos(self, todo: list[tuple[Path, str, str | None, os.stat_result]]) -> list[Photo | None]:
+        """The Photos of files to index (None: gone or unreadable since the walk). Hashes and
+        header facts come from the per-file record audit and train share (KnownFiles): a file
+        they (or an earlier start) read is not read again."""
+        if not todo:
+            return []
+        paths = [t[0] for t in todo]
+        with KnownFiles() as known:
+            try:
+                shas: list[str | None] = [sha for sha, _ in known.hash_and_size(paths)]
+            except OSError:  # one went (or cannot be read) since the walk: the others one by one
+                shas = [_known_sha(known, p) for p in paths]
+            ok = [i for i, sha in enumerate(shas) if sha is not None]
+            facts = known.facts([paths[i] for i in ok], [shas[i] for i in ok])
+        return ordered_map(lambda job: self._safe_photo(*job), [(todo[i], shas[i], f) for i, f in zip(ok, facts)])
+
+    def _safe_photo(self, found: tuple, sha256: str, facts: FileFacts) -> Photo | None:
         try:
-            return _photo(self.root, path, label, split, st)
+            return _photo(self.root, *found, sha256, facts)
         except OSError:  # gone or unreadable between the walk and the read
             return None
 
@@ -174,7 +200,7 @@ class Project:
         hash of the bytes it wrote, so the file is not read again to hash it). A new photo comes
         last in the index, so only its own keys are added; one written over an indexed file
         (its old keys may go) rebuilds the index."""
-        ph = _photo(self.root, path, label, split, path.stat(), sha256)
+        ph = _photo(self.root, path, label, split, path.stat(), sha256 or file_sha256(path), describe(path))
         replaced = ph.id in self.photos
         self.photos[ph.id] = ph
         if replaced:
