@@ -69,7 +69,26 @@ def hash_split(sha256: str, val_fraction: float) -> str:
     return "val" if int(sha256[:12], 16) / float(1 << 48) < val_fraction else "train"
 
 
-def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+def _subfolders(root: Path) -> dict[str, Path]:
+    """DATA's folders by lower-case name, hidden ones included."""
+    return {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+
+
+def split_folders(root: Path) -> list[tuple[str | None, Path]]:
+    """Where the class folders live: [(split, DATA/<split>), ...] for an explicit split layout
+    (train/ beside val/ or test/, or train/ alone; hidden folders do not count), else
+    [(None, DATA)]. The split folders are listed in name order (`scan`, the studio)."""
+    sub = _subfolders(root)
+    visible = {k for k in sub if not k.startswith(".")}
+    if "train" in sub and (any(SPLIT_DIRS.get(k) in ("val", "test") for k in sub) or visible == {"train"}):
+        return [(SPLIT_DIRS[k], p) for k, p in sorted(sub.items()) if k in SPLIT_DIRS]
+    return [(None, root)]
+
+
+def class_folders(folder: Path, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """The class folders in `folder`, in name order; hidden entries and loose files are not
+    classes (said in `skipped`)."""
+    skipped = skipped if skipped is not None else []
     out = []
     for p in sorted(folder.iterdir()):
         if p.name.startswith("."):
@@ -79,6 +98,19 @@ def _class_dirs(folder: Path, skipped: list[tuple[str, str]]) -> list[Path]:
         else:
             skipped.append((str(p), "not inside a class folder"))
     return out
+
+
+def class_files(groups: list[tuple[str | None, Path]], skipped: list[tuple[str, str]] | None = None
+                ) -> tuple[set[str], list[tuple[Path, str, str | None]]]:
+    """(every class name, even of an empty folder; (file, class, split) of every image in walking
+    order) of the class folders in `groups` (split_folders' answer)."""
+    labels: set[str] = set()
+    found: list[tuple[Path, str, str | None]] = []
+    for split, base in groups:
+        for cls in class_folders(base, skipped):
+            labels.add(cls.name)
+            found += [(p, cls.name, split) for p in image_files(cls, skipped)]
+    return labels, found
 
 
 def _no_classes(root: Path, skipped) -> str:
@@ -115,25 +147,16 @@ def scan(root: str | os.PathLike, val_fraction: float = DEFAULT_VAL_FRACTION, re
     if not root.is_dir():
         raise UprightError(f"{root}: not a folder (expected one sub-folder per class)")
     skipped: list[tuple[str, str]] = []
-    sub = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    visible = {k for k in sub if not k.startswith(".")}
-    explicit = "train" in sub and (any(SPLIT_DIRS.get(k) in ("val", "test") for k in sub) or visible == {"train"})
-    groups: list[tuple[str | None, Path]] = (
-        [(SPLIT_DIRS[k], p) for k, p in sorted(sub.items()) if k in SPLIT_DIRS] if explicit else [(None, root)]
-    )
+    groups = split_folders(root)
+    explicit = groups[0][0] is not None
     has_val = any(split == "val" for split, _ in groups)
     not_read = {split: str(p) for split, p in groups if split is not None and split not in read}
     groups = [(split, p) for split, p in groups if split is None or split in read]
     if explicit:
-        for k, p in sorted(sub.items()):
+        for k, p in sorted(_subfolders(root).items()):
             if k not in SPLIT_DIRS:
                 skipped.append((str(p), "folder beside train/val is not a split"))
-    labels: set[str] = set()
-    found: list[tuple[Path, str, str | None]] = []  # (file, class, split) in walking order
-    for split, base in groups:
-        for cls in _class_dirs(base, skipped):
-            labels.add(cls.name)
-            found += [(p, cls.name, split) for p in image_files(cls, skipped)]
+    labels, found = class_files(groups, skipped)
     paths = [p for p, _, _ in found]
     digests = (known.hash_and_size(paths, workers) if known is not None
                else ordered_map(_hash_and_size, paths, workers=workers))

@@ -48,7 +48,7 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from ..errors import UnreadableImage, UprightError, one_line
+from ..errors import UprightError, one_line
 from ..imaging import open_image, store_as
 from ..model import DEFAULT_TOP_K
 from ..orientation import orientation_note
@@ -56,7 +56,7 @@ from ..report.html import image_data_url
 from .access import new_token
 from .batcher import Batcher
 from .body import UploadError, read_upload
-from .budget import DecodeBudget, decode_upload, release_memory
+from .budget import Burst, DecodeBudget, decode_failure_reason, decode_upload, turning_tag
 from .defaults import (BODY_IDLE_TIMEOUT, BODY_TIMEOUT, DEFAULT_DECODE_BUDGET, DEFAULT_HOST, DEFAULT_LAN_HOST,
                        DEFAULT_MAX_BATCH, DEFAULT_MAX_BYTES, DEFAULT_PORT)
 from .guard import guard_app
@@ -84,7 +84,8 @@ def _status_for(reason: str) -> int:
     return 400
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def json_error(status: int, message: str) -> JSONResponse:
+    """The JSON refusal every route answers: {"error": message} with `status` (serve, the studio)."""
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -122,7 +123,7 @@ def prepare(data: bytes, decode_size: int, orient: bool = True) -> Prepared:
     view = d.image.copy()
     view.thumbnail((VIEW_LONG_SIDE, VIEW_LONG_SIDE), Image.Resampling.BICUBIC)
     stored_view = None
-    turned = o.tag is not None and 2 <= o.tag <= 8 and not o.problem
+    turned = turning_tag(o) is not None
     note = orientation_note(o.tag, o.source, o.problem)
     if turned and not orient:
         note = (f"{note.split(';')[0]}; this model reads pixels as stored (orientation policy "
@@ -183,7 +184,7 @@ class _Server:
     pool: concurrent.futures.ThreadPoolExecutor
     budget: DecodeBudget
     warm: concurrent.futures.Future  # done once the model is warm (Batcher.warm)
-    in_flight: int = 0  # requests being answered; when it drops to 0 the burst is over
+    burst: Burst  # requests being answered; when the last ends the freed heap goes back to the OS
 
 
 def create_app(
@@ -243,6 +244,7 @@ def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_
     labels = [str(x) for x in model.labels]
     batcher = Batcher(model, max_batch=max_batch)
     workers = decode_workers or max(2, min(4, (os.cpu_count() or 2)))
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode")
     return _Server(
         model=model, labels=labels,
         name=model_name or getattr(model, "name", None) or str(getattr(model, "backbone", "model")),
@@ -251,7 +253,7 @@ def _server(model, max_bytes, top_k, max_batch, model_name, decode_size, decode_
         orient=bool(getattr(model, "orient", True)),
         body_idle_timeout=body_idle_timeout, body_timeout=body_timeout,
         batcher=batcher,
-        pool=concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="upright-decode"),
+        pool=pool, burst=Burst(pool),
         budget=decode_budget if isinstance(decode_budget, DecodeBudget) else DecodeBudget(decode_budget),
         warm=batcher.warm())
 
@@ -317,16 +319,8 @@ def _routes(app: FastAPI, srv: _Server) -> None:
 
     @app.post("/api/predict")
     async def predict(request: Request, top_k: int | None = None, turns: bool = False):
-        srv.in_flight += 1
-        try:
+        async with srv.burst.request():
             return await _answer(srv, request, top_k, turns)
-        finally:
-            srv.in_flight -= 1
-            if srv.in_flight == 0:  # the burst is over: give its memory back
-                try:
-                    asyncio.get_running_loop().run_in_executor(srv.pool, release_memory)
-                except RuntimeError:  # shutting down: the pool takes no more work
-                    pass
 
 
 async def _decode(srv: _Server, data: bytes) -> "Prepared | JSONResponse":
@@ -334,12 +328,9 @@ async def _decode(srv: _Server, data: bytes) -> "Prepared | JSONResponse":
     try:
         return await decode_upload(data, srv.size, budget=srv.budget, pool=srv.pool,
                                    decode=functools.partial(prepare, decode_size=srv.size, orient=srv.orient))
-    except UnreadableImage as exc:
-        return _error(_status_for(exc.reason), exc.reason)
-    except MemoryError:  # the decoder's limits should prevent it; the upload is still the cause
-        return _error(400, "image too large to decode in memory")
-    except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400, never a 500
-        return _error(400, f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
+    except Exception as exc:  # noqa: BLE001 - a hostile upload is a 400 (415 for no image), never a 500
+        reason = decode_failure_reason(exc)
+        return json_error(_status_for(reason), reason)
 
 
 async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool):
@@ -348,7 +339,7 @@ async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool
     try:
         upload = await read_upload(request, srv.max_bytes, srv.body_idle_timeout, srv.body_timeout)
     except UploadError as exc:
-        return _error(exc.status, exc.message)
+        return json_error(exc.status, exc.message)
     t_read = time.perf_counter()
     prep = await _decode(srv, upload.data)
     upload.data = b""  # the picture is decoded: the bytes may go
@@ -364,7 +355,7 @@ async def _answer(srv: _Server, request: Request, top_k: int | None, turns: bool
         else:
             preds, batch_n, model_ms = await asyncio.wrap_future(srv.batcher.submit(prep.image, k))
     except RuntimeError as exc:
-        return _error(503, str(exc))
+        return json_error(503, str(exc))
     return {
         "path": upload.filename, "orientation": prep.tag,
         "predictions": [{"label": str(lab), "score": float(s)} for lab, s in preds],

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import AsyncIterator, Callable, Iterator, TypeVar
 
 from ..cost import DEFAULT_BUDGET
+from ..errors import UnreadableImage, one_line
 from ..imaging import estimate
 
 T = TypeVar("T")
@@ -47,6 +48,46 @@ def release_memory() -> None:
             _malloc_trim.append(None)
     if _malloc_trim[0] is not None:
         _malloc_trim[0](0)
+
+
+class Burst:
+    """The requests an app is answering at once: when the last of a burst ends, its freed heap
+    goes back to the OS (release_memory, in `pool`). `async with burst.request(): ...`"""
+
+    def __init__(self, pool: concurrent.futures.Executor):
+        self.pool = pool
+        self.in_flight = 0
+
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:  # the burst is over: give its memory back
+                try:
+                    asyncio.get_running_loop().run_in_executor(self.pool, release_memory)
+                except RuntimeError:  # shutting down: the pool takes no more work
+                    pass
+
+
+def turning_tag(orientation) -> int | None:
+    """The orientation tag of a decode (imaging's orientation record) when it really turns the
+    picture (2-8, and no problem made the door ignore it), else None: whether an upload has a
+    stored view unlike its upright one (serve's stored_view, the studio's thumbnails)."""
+    tag = orientation.tag
+    return tag if tag is not None and 2 <= tag <= 8 and not orientation.problem else None
+
+
+def decode_failure_reason(exc: BaseException) -> str:
+    """Why an upload did not decode, in one line: the door's refusal, or any other failure of a
+    hostile file (serve answers it, the studio refuses the upload with it)."""
+    if isinstance(exc, UnreadableImage):
+        return exc.reason
+    if isinstance(exc, MemoryError):  # the decoder's limits should prevent it; the upload is still the cause
+        return "image too large to decode in memory"
+    return f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})"
 
 
 class DecodeBudget:

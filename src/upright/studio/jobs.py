@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import dead_stages
+from .names import timestamp_name
 
 KILL_AFTER = 15.0
 STDERR_LINES = 40
@@ -164,15 +165,11 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def new_model_name(models: Path) -> str:
     """A fresh folder name for a training run: its start time, never one that exists."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    name, n = stamp, 2
-    while (models / name).exists() or any(p.name.startswith(f".{name}.") for p in _entries(models)):
-        name, n = f"{stamp}-{n}", n + 1
-    return name
+    def taken(name: str) -> bool:  # a model folder, or a run's staged .<name>.* beside them
+        return (models / name).exists() or (models.is_dir()
+                                            and any(p.name.startswith(f".{name}.") for p in models.iterdir()))
 
-
-def _entries(folder: Path) -> list[Path]:
-    return list(folder.iterdir()) if folder.is_dir() else []
+    return timestamp_name(taken)
 
 
 def clean_stages(models: Path) -> list[str]:

@@ -28,7 +28,7 @@ from starlette.requests import cookie_parser
 
 from ..errors import UprightError, one_line
 from ..serve.app import CSP as SERVE_CSP
-from ..serve.asgi import header, send_json
+from ..serve.asgi import header, send_body, send_json
 from . import models
 
 CSP = SERVE_CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'")
@@ -105,7 +105,6 @@ class ProjectPaths:
                 return None
             body = self._hide(b"".join(parts))
             headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
-            await send({**start, "headers": headers + [(b"content-length", str(len(body)).encode())]})
-            await send({"type": "http.response.body", "body": body})
+            await send_body(send, start["status"], body, headers)
 
         await self.app(scope, receive, send_hidden)

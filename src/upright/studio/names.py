@@ -9,7 +9,9 @@ layout), at most MAX_CHARS characters.
 
 from __future__ import annotations
 
+import time
 import unicodedata
+from typing import Callable
 
 from ..pipeline.scan import SPLIT_DIRS
 from ..errors import UprightError
@@ -49,3 +51,14 @@ def class_name(raw: object) -> str:
 def same_name(a: str, b: str) -> bool:
     """True when two class names would be one folder on a case-insensitive file system."""
     return a.casefold() == b.casefold()
+
+
+def timestamp_name(taken: Callable[[str], bool], first: int | None = None) -> str:
+    """A fresh name from the time now, YYYYMMDD-HHMMSS: the stamp itself (first None) or
+    stamp-<first>, then stamp-<n> for the next n, until `taken(name)` is False (a trash item,
+    a model folder)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name, n = (stamp, 2) if first is None else (f"{stamp}-{first}", first + 1)
+    while taken(name):
+        name, n = f"{stamp}-{n}", n + 1
+    return name

@@ -9,7 +9,10 @@
 Hidden folders are never classes, so every other verb reads PROJECT as it reads any DATA.
 The index (path -> content hash, size, header facts) is rebuilt from the files at start and
 refreshed from their sizes and times, so photos copied in by hand show up too, and a
-restart shows the project exactly as the disk holds it. Every change goes through one lock.
+restart shows the project exactly as the disk holds it. Hashes and header facts come from the
+per-file record that audit and train share (known_files.KnownFiles), so a start re-reads no
+file that is unchanged since any of them (or an earlier start) read it. Every change goes
+through one lock.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from pathlib import Path
 
 from ..cost import DEFAULT_BUDGET
 from ..errors import UnreadableImage
-from ..files import file_sha256, image_files
+from ..files import file_sha256
 from ..imaging import estimate
-from ..metadata import STUDIO_CAMERA, describe
-from ..pipeline.scan import SPLIT_DIRS
+from ..known_files import KnownFiles
+from ..metadata import STUDIO_CAMERA, FileFacts, describe
+from ..pipeline.scan import class_files, class_folders, split_folders
 from ..parallel import ordered_map
 
 TRASH_DIR = ".upright-trash"
@@ -56,15 +60,6 @@ class Photo:
                 "format": self.format, "problem": self.problem, "added": self.mtime_ns // 1_000_000}
 
 
-def split_folders(root: Path) -> list[tuple[str | None, Path]]:
-    """Where classes live: [(None, PROJECT)], or [(split, PROJECT/<split>)] for a train/ layout
-    (the rule of dataset.scan: train/ beside val/ or test/, or train/ alone)."""
-    sub = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    if "train" in sub and (len(sub) == 1 or any(SPLIT_DIRS.get(k) in ("val", "test") for k in sub)):
-        return [(SPLIT_DIRS[k], p) for k, p in sorted(sub.items()) if k in SPLIT_DIRS]
-    return [(None, root)]
-
-
 def read_cost(path: Path) -> int:
     """The most any read of this file through the door holds, from its header: a full decode's
     price (imaging.estimate), or the door's bound when only a sized read would be accepted."""
@@ -74,14 +69,22 @@ def read_cost(path: Path) -> int:
         return DEFAULT_BUDGET
 
 
-def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result) -> Photo:
-    """Hash and header facts of one file (never raises for a bad image: `problem` says why)."""
-    facts = describe(path)
-    return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=file_sha256(path),
+def _photo(root: Path, path: Path, label: str, split: str | None, st: os.stat_result, sha256: str,
+           facts: FileFacts) -> Photo:
+    """One file's Photo from its content hash and header facts (metadata.describe's; a bad
+    image is no error: `problem` says why), priced from its header."""
+    return Photo(id=path.relative_to(root).as_posix(), label=label, split=split, sha256=sha256,
                  size=st.st_size, mtime_ns=st.st_mtime_ns, tag=facts.orientation_tag,
                  orientation=facts.orientation or 1, captured=facts.software == STUDIO_CAMERA, camera=facts.camera,
                  format=facts.format, problem=facts.unreadable or facts.problem,
                  cost=0 if facts.unreadable else read_cost(path))
+
+
+def _known_sha(known: KnownFiles, path: Path) -> str | None:
+    try:
+        return known.hash_and_size([path])[0][0]
+    except OSError:
+        return None
 
 
 class Project:
@@ -103,6 +106,8 @@ class Project:
         return self.root.name
 
     def folders(self) -> list[tuple[str | None, Path]]:
+        """Where classes live: [(None, PROJECT)], or [(split, PROJECT/<split>)] for a train/
+        layout (pipeline.scan's rule, so every verb reads PROJECT the same way)."""
         return split_folders(self.root)
 
     def upload_folder(self) -> tuple[str | None, Path]:
@@ -110,8 +115,7 @@ class Project:
         return next(((s, p) for s, p in self.folders() if s in (None, "train")), (None, self.root))
 
     def classes(self) -> list[str]:
-        names = {p.name for _, base in self.folders() for p in base.iterdir()
-                 if p.is_dir() and not p.name.startswith(".")}
+        names = {p.name for _, base in self.folders() for p in class_folders(base)}
         return sorted(names, key=lambda n: (n.casefold(), n))
 
     def class_dirs(self, label: str) -> list[tuple[str | None, Path]]:
@@ -129,11 +133,7 @@ class Project:
 
     # -- the index -----------------------------------------------------------------------
     def _walk(self) -> list[tuple[Path, str, str | None]]:
-        found = []
-        for split, base in self.folders():
-            for cls in sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                found += [(p, cls.name, split) for p in image_files(cls)]
-        return found
+        return class_files(self.folders())[1]
 
     def refresh(self) -> bool:
         """Bring the index up to date with the disk (new, changed, gone files). True if it changed."""
@@ -150,7 +150,7 @@ class Project:
                     seen[pid] = old
                 else:
                     todo.append((path, label, split, st))
-            for ph in ordered_map(lambda t: self._safe_photo(*t), todo):
+            for ph in self._new_photos(todo):
                 if ph is not None:
                     seen[ph.id] = ph
             changed = bool(todo) or seen.keys() != self.photos.keys()
@@ -161,25 +161,52 @@ class Project:
                 self.version += 1
             return changed
 
-    def _safe_photo(self, path: Path, label: str, split: str | None, st) -> Photo | None:
+    def _new_photos(self, todo: list[tuple[Path, str, str | None, os.stat_result]]) -> list[Photo | None]:
+        """The Photos of files to index (None: gone or unreadable since the walk). Hashes and
+        header facts come from the per-file record audit and train share (KnownFiles): a file
+        they (or an earlier start) read is not read again."""
+        if not todo:
+            return []
+        paths = [t[0] for t in todo]
+        with KnownFiles() as known:
+            try:
+                shas: list[str | None] = [sha for sha, _ in known.hash_and_size(paths)]
+            except OSError:  # one went (or cannot be read) since the walk: the others one by one
+                shas = [_known_sha(known, p) for p in paths]
+            ok = [i for i, sha in enumerate(shas) if sha is not None]
+            facts = known.facts([paths[i] for i in ok], [shas[i] for i in ok])
+        return ordered_map(lambda job: self._safe_photo(*job), [(todo[i], shas[i], f) for i, f in zip(ok, facts)])
+
+    def _safe_photo(self, found: tuple, sha256: str, facts: FileFacts) -> Photo | None:
         try:
-            return _photo(self.root, path, label, split, st)
+            return _photo(self.root, *found, sha256, facts)
         except OSError:  # gone or unreadable between the walk and the read
             return None
 
     def _rehash(self) -> None:
         self.by_hash = {}
         for ph in self.photos.values():
-            stem = Path(ph.id).stem
-            if len(stem) >= 16 and all(c in "0123456789abcdef" for c in stem):
-                self.by_hash.setdefault(f"name:{stem[:16]}", ph.id)  # a turned photo keeps its first name
-            self.by_hash.setdefault(ph.sha256, ph.id)
+            self._index(ph)
 
-    def add(self, path: Path, label: str, split: str | None) -> Photo:
-        """Index a file just written by the studio (caller holds the lock)."""
-        ph = _photo(self.root, path, label, split, path.stat())
+    def _index(self, ph: Photo) -> None:
+        """Its keys in by_hash, unless an earlier photo holds them (the first one keeps them)."""
+        stem = Path(ph.id).stem
+        if len(stem) >= 16 and all(c in "0123456789abcdef" for c in stem):
+            self.by_hash.setdefault(f"name:{stem[:16]}", ph.id)  # a turned photo keeps its first name
+        self.by_hash.setdefault(ph.sha256, ph.id)
+
+    def add(self, path: Path, label: str, split: str | None, sha256: str | None = None) -> Photo:
+        """Index a file just written by the studio (caller holds the lock; `sha256`: the content
+        hash of the bytes it wrote, so the file is not read again to hash it). A new photo comes
+        last in the index, so only its own keys are added; one written over an indexed file
+        (its old keys may go) rebuilds the index."""
+        ph = _photo(self.root, path, label, split, path.stat(), sha256 or file_sha256(path), describe(path))
+        replaced = ph.id in self.photos
         self.photos[ph.id] = ph
-        self._rehash()
+        if replaced:
+            self._rehash()
+        else:
+            self._index(ph)
         self.version += 1
         return ph
 

@@ -6,12 +6,13 @@ import asyncio
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from ..errors import UprightError, one_line
 from ..fix import BACKUP_DIR, fix_one_in_place, undo_fix
-from ..serve.budget import decode_upload, release_memory
+from ..serve.app import json_error
+from ..serve.budget import Burst, decode_upload
 from . import classes, trash
 from .names import BadName
 from .state import Studio
@@ -37,19 +38,15 @@ class TurnBody(PhotoBody):
     degrees: int = 90  # clockwise; 0 only stores upright what the orientation tag says
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
-
-
 async def _take(st: Studio, label: str, data: bytes, captured: bool) -> dict:
     """Check and store one upload: {"stored"|"duplicate": id} or {"refused": reason}. The
     decode waits for the studio's decode budget (shared with the Test tab's apps)."""
     try:
         data = marked(data, captured)
-        dup = await known(st.project, data, st.pool)
+        sha, dup = await known(st.project, data, st.pool)
         if dup is not None:
             return {"duplicate": dup}
-        checked = await check_upload(data, budget=st.budget, pool=st.pool)
+        checked = await check_upload(data, budget=st.budget, pool=st.pool, sha256=sha)
         return await asyncio.get_running_loop().run_in_executor(st.pool, store, st.project, label, checked, st.quota)
     except Refused as exc:
         return {"refused": exc.reason}
@@ -62,11 +59,11 @@ async def _change(st: Studio, fn, *args, missing: str = "unknown", then=None):
     try:
         result = await asyncio.get_running_loop().run_in_executor(st.pool, fn, *args)
     except KeyError as exc:
-        return error(404, f"{missing}: {exc.args[0] if exc.args else ''}")
+        return json_error(404, f"{missing}: {exc.args[0] if exc.args else ''}")
     except BadName as exc:
-        return error(400, str(exc))
-    except (classes.Conflict, UprightError) as exc:
-        return error(409, one_line(exc))
+        return json_error(400, str(exc))
+    except UprightError as exc:  # classes.Conflict is one
+        return json_error(409, one_line(exc))
     if then is not None:
         await then(result)
     st.changed()
@@ -92,27 +89,22 @@ def _class_routes(app: FastAPI, st: Studio) -> None:
     @app.get("/api/classes/{name}/photos")
     async def list_photos(name: str):
         if name not in st.project.classes():
-            return error(404, f"no class '{name}'")
+            return json_error(404, f"no class '{name}'")
         return {"class": name, "photos": st.photos_json(name)}
 
 
 def _upload_routes(app: FastAPI, st: Studio) -> None:
-    uploading = 0  # requests in flight; the freed heap goes back to the OS when it drops to 0
+    burst = Burst(st.pool)  # when the last upload in flight ends, the freed heap goes back to the OS
 
     @app.post("/api/classes/{name}/photos")
     async def upload(name: str, request: Request):
-        nonlocal uploading
         if name not in st.project.classes():
-            return error(404, f"no class '{name}'")
-        uploading += 1
-        try:
-            return await _upload(st, name, request)
-        except UploadError as exc:
-            return error(exc.status, exc.message)
-        finally:
-            uploading -= 1
-            if uploading == 0:
-                asyncio.get_running_loop().run_in_executor(st.pool, release_memory)
+            return json_error(404, f"no class '{name}'")
+        async with burst.request():
+            try:
+                return await _upload(st, name, request)
+            except UploadError as exc:
+                return json_error(exc.status, exc.message)
 
 
 async def _upload(st: Studio, name: str, request: Request) -> dict:
@@ -150,22 +142,22 @@ def _photo_routes(app: FastAPI, st: Studio) -> None:
     @app.post("/api/photos/turn")
     async def turn(body: TurnBody):
         if body.degrees not in (0, 90, 180, 270):
-            return error(400, "degrees must be 0, 90, 180 or 270 (clockwise)")
+            return json_error(400, "degrees must be 0, 90, 180 or 270 (clockwise)")
         photo = st.project.photo(body.photo)
         if photo is None:
-            return error(404, f"unknown photo: {body.photo}")
+            return json_error(404, f"unknown photo: {body.photo}")
         res = await _change(st, _turn, st, photo.id, body.degrees, then=lambda r: _new_bytes(st, [r["photo"]]))
         if isinstance(res, dict) and res.get("outcome") == "failed":
-            return error(422, f"cannot turn {photo.id}: {res.get('note')}")
+            return json_error(422, f"cannot turn {photo.id}: {res.get('note')}")
         return res
 
     @app.post("/api/photos/undo-turn")
     async def undo_turn(body: PhotoBody):
         if st.project.photo(body.photo) is None:
-            return error(404, f"unknown photo: {body.photo}")
+            return json_error(404, f"unknown photo: {body.photo}")
         res = await _change(st, _undo, st, [body.photo], then=lambda r: _new_bytes(st, r["restored"]))
         if isinstance(res, dict) and not res["restored"]:
-            return error(409, f"cannot undo the turn of {body.photo}: {res['conflicts'][0]['reason']}")
+            return json_error(409, f"cannot undo the turn of {body.photo}: {res['conflicts'][0]['reason']}")
         return res
 
     @app.post("/api/photos/undo-turns")
@@ -223,10 +215,10 @@ def _media_routes(app: FastAPI, st: Studio) -> None:
         pid = st.project.duplicate_of(sha256) if len(sha256) == 64 else None
         photo = st.project.photo(pid) if pid else None
         if photo is None or photo.sha256 != sha256 or view not in ("upright", "stored"):
-            return error(404, "no such photo")
+            return json_error(404, "no such photo")
         path = await _thumb(st, sha256, st.project.root / photo.id, view)
         if path is None:
-            return error(404, "no such view" if view == "stored" else "this photo cannot be shown")
+            return json_error(404, "no such view" if view == "stored" else "this photo cannot be shown")
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=31536000"})
 
     @app.get("/api/trash")

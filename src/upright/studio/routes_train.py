@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from ..presets import PRESETS
+from ..serve.app import json_error
 from . import models
 from .jobs import Job, new_model_name
 from .live_audit import view
@@ -21,10 +22,6 @@ class TrainBody(BaseModel):
     preset: str = "fast"
     fine_tune: bool = False
     epochs: int | None = Field(default=None, ge=1, le=MAX_EPOCHS)
-
-
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def _not_ready(st: Studio) -> str | None:
@@ -42,7 +39,7 @@ def _audit_routes(app: FastAPI, st: Studio) -> None:
     @app.get("/api/audit")
     async def audit():
         result = await asyncio.get_running_loop().run_in_executor(None, st.audit.fresh)
-        return result if result is not None else error(503, "the audit has not run yet")
+        return result if result is not None else json_error(503, "the audit has not run yet")
 
     @app.get("/api/audit/view")
     async def audit_view():
@@ -70,14 +67,14 @@ def _job_routes(app: FastAPI, st: Studio) -> None:
     @app.post("/api/train", status_code=202)
     async def train(body: TrainBody):
         if body.preset not in PRESETS:
-            return error(400, f"unknown preset '{body.preset}' ({', '.join(PRESETS)})")
+            return json_error(400, f"unknown preset '{body.preset}' ({', '.join(PRESETS)})")
         if body.epochs is not None and not body.fine_tune:
-            return error(400, "epochs count epochs of fine-tuning: set fine_tune too, or drop epochs")
+            return json_error(400, "epochs count epochs of fine-tuning: set fine_tune too, or drop epochs")
         if st.jobs.running("train"):
-            return error(409, "a training run is already going; wait for it or cancel it")
+            return json_error(409, "a training run is already going; wait for it or cancel it")
         why = _not_ready(st)
         if why:
-            return error(400, why)
+            return json_error(400, why)
         folder = models.models_folder(st.project)
         name = new_model_name(folder)
         spec = {"project": str(st.project.root), "out": str(folder / name), "preset": body.preset,
@@ -92,13 +89,13 @@ def _job_routes(app: FastAPI, st: Studio) -> None:
     @app.get("/api/jobs/{job_id}")
     async def job(job_id: str):
         j = st.jobs.get(job_id)
-        return j.to_dict(full=True) if j is not None else error(404, f"no job '{job_id}'")
+        return j.to_dict(full=True) if j is not None else json_error(404, f"no job '{job_id}'")
 
     @app.post("/api/jobs/{job_id}/cancel", status_code=202)
     async def cancel(job_id: str):
         j = st.jobs.get(job_id)
         if j is None:
-            return error(404, f"no job '{job_id}'")
+            return json_error(404, f"no job '{job_id}'")
         st.jobs.cancel(j)
         return j.to_dict()
 
@@ -112,23 +109,23 @@ def _model_routes(app: FastAPI, st: Studio) -> None:
     async def report(name: str):
         folder = models.folder_of(st.project, name)
         if folder is None or not (folder / "report.html").is_file():
-            return error(404, f"no report for model '{name}'")
+            return json_error(404, f"no report for model '{name}'")
         return FileResponse(folder / "report.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/api/models/{name}/export")
     async def export(name: str, format: str = "onnx"):
         if format not in models.EXPORTS:
-            return error(400, f"unknown format '{format}' ({', '.join(models.EXPORTS)})")
+            return json_error(400, f"unknown format '{format}' ({', '.join(models.EXPORTS)})")
         if models.folder_of(st.project, name) is None:
-            return error(404, f"no model '{name}'")
+            return json_error(404, f"no model '{name}'")
         missing = models.missing_converter(format)
         if missing:
-            return error(501, missing)
+            return json_error(501, missing)
         path = models.fresh_export(st.project, name, format)
         if path is None:
             job = await asyncio.get_running_loop().run_in_executor(None, _export, st, name, format)
             if job.state != "done":
-                return error(500, f"export failed: {job.error or job.state}")
+                return json_error(500, f"export failed: {job.error or job.state}")
             path = models.package(st.project, name, format)
         return FileResponse(path, media_type="application/octet-stream",
                             filename=f"{st.project.name}-{name}-{path.name}")

@@ -3,7 +3,8 @@
     bytes -> mark    a capture from the page's camera (a canvas JPEG, no EXIF) gets an EXIF
                      segment whose Software says so (metadata.STUDIO_CAMERA): the audit's
                      "source" attribute, carried by the file wherever it is moved or copied
-          -> known   bytes the project already holds are a duplicate at once (no decode)
+          -> known   hashed once (the hash travels to check and store); bytes the project
+                     already holds are a duplicate at once (no decode)
           -> check   priced from its header, then it waits for `upright serve`'s decode budget
                      (serve.budget.decode_upload: one budget for every upload the studio and
                      its Test tab decode at once, so N phones cannot multiply the per-file
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import hashlib
 import shutil
 from dataclasses import dataclass
@@ -28,10 +30,9 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..atomic import atomic_write_bytes
-from ..errors import UnreadableImage, one_line
 from ..imaging import open_image
 from ..metadata import STUDIO_CAMERA
-from ..serve.budget import DecodeBudget, decode_upload
+from ..serve.budget import DecodeBudget, decode_failure_reason, decode_upload, turning_tag
 from .project import Project
 from .thumbs import THUMB_SHORT, save_thumbs
 
@@ -88,43 +89,40 @@ def marked(data: bytes, captured: bool = False) -> bytes:
     return mark_captured(data) if captured else data
 
 
-def _refusal(exc: BaseException) -> Refused:
-    """The door's refusal (or any failure to decode a hostile upload) in one line for the phone."""
-    if isinstance(exc, UnreadableImage):
-        return Refused(exc.reason)
-    if isinstance(exc, MemoryError):
-        return Refused("image too large to decode in memory")
-    return Refused(f"cannot decode the image ({type(exc).__name__}: {one_line(exc, 160)})")
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
-def decode(data: bytes) -> Checked:
-    """Decode once through the door (refusing what it refuses, Refused)."""
+def decode(data: bytes, sha256: str | None = None) -> Checked:
+    """Decode once through the door (refusing what it refuses, Refused). `sha256`: the bytes'
+    content hash when the caller has it already (else computed here)."""
     try:
         d = open_image(data, size=THUMB_SHORT)
     except Exception as exc:  # noqa: BLE001 - a hostile upload is refused, never a crash
-        raise _refusal(exc) from None
+        raise Refused(decode_failure_reason(exc)) from None
     if d.format not in EXTENSIONS:
         raise Refused(f"unsupported format {d.format}")
-    o = d.orientation
-    tag = o.tag if o.tag is not None and 2 <= o.tag <= 8 and not o.problem else None
-    return Checked(data, hashlib.sha256(data).hexdigest(), d.format, d.image, tag)
+    return Checked(data, sha256 or sha256_of(data), d.format, d.image, turning_tag(d.orientation))
 
 
-async def check_upload(data: bytes, *, budget: DecodeBudget, pool: concurrent.futures.Executor) -> Checked:
-    """`decode` for a server (after `marked`): priced from the header in `pool`, decoded there
-    once the shared budget has room for it."""
+async def check_upload(data: bytes, *, budget: DecodeBudget, pool: concurrent.futures.Executor,
+                       sha256: str | None = None) -> Checked:
+    """`decode` for a server (after `marked`; `sha256` from `known`): priced from the header in
+    `pool`, decoded there once the shared budget has room for it."""
     try:
-        return await decode_upload(data, THUMB_SHORT, budget=budget, pool=pool, decode=decode)
+        return await decode_upload(data, THUMB_SHORT, budget=budget, pool=pool,
+                                   decode=functools.partial(decode, sha256=sha256))
     except Refused:
         raise
     except Exception as exc:  # noqa: BLE001 - the door refused it from its header, or worse
-        raise _refusal(exc) from None
+        raise Refused(decode_failure_reason(exc)) from None
 
 
-async def known(project: Project, data: bytes, pool: concurrent.futures.Executor) -> str | None:
-    """The photo that already holds exactly these bytes (hashed in `pool`), or None."""
-    sha = await asyncio.get_running_loop().run_in_executor(pool, lambda: hashlib.sha256(data).hexdigest())
-    return project.duplicate_of(sha)
+async def known(project: Project, data: bytes, pool: concurrent.futures.Executor) -> tuple[str, str | None]:
+    """The bytes' content hash (computed in `pool`, once per upload: check_upload and store take
+    it from here) and the photo that already holds exactly these bytes, or None."""
+    sha = await asyncio.get_running_loop().run_in_executor(pool, sha256_of, data)
+    return sha, project.duplicate_of(sha)
 
 
 def _room(project: Project, n: int, quota: int) -> None:
@@ -153,6 +151,6 @@ def store(project: Project, label: str, checked: Checked, quota: int) -> dict:
         if path.exists():  # 64 bits of hash in common with other bytes: use the whole hash
             path = folder / f"{checked.sha256}{ext}"
         atomic_write_bytes(path, checked.data)
-        photo = project.add(path, label, split)
+        photo = project.add(path, label, split, sha256=checked.sha256)
     save_thumbs(project.cache_dir("thumbs"), checked.sha256, checked.image, checked.tag)
     return {"stored": photo.id}

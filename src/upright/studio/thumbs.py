@@ -16,6 +16,7 @@ from PIL import Image
 
 from ..atomic import atomic_write_bytes
 from ..imaging import open_image, store_as
+from ..serve.budget import turning_tag
 
 THUMB_SHORT = 240  # the decode's short side
 THUMB_LONG = 320  # the thumbnail's long side
@@ -39,9 +40,10 @@ def _jpeg(image: Image.Image) -> bytes:
 
 
 def save_thumbs(folder: Path, sha256: str, upright: Image.Image, tag: int | None) -> None:
-    """Write the upright thumbnail, and the stored one when a tag turns the picture."""
+    """Write the upright thumbnail, and the stored one when a tag turns the picture (`tag`:
+    serve.budget.turning_tag's answer)."""
     atomic_write_bytes(thumb_path(folder, sha256, "upright"), _jpeg(upright))
-    if tag is not None and 2 <= tag <= 8:
+    if tag is not None:
         atomic_write_bytes(thumb_path(folder, sha256, "stored"), _jpeg(store_as(upright, tag)))
 
 
@@ -56,5 +58,4 @@ def thumb_to_make(folder: Path, sha256: str, view: str = "upright") -> tuple[Pat
 def make_thumbs(folder: Path, sha256: str, source) -> None:
     """Decode `source` once through the door and write its thumbnails (raises when it cannot)."""
     d = open_image(source, size=THUMB_SHORT)
-    o = d.orientation
-    save_thumbs(folder, sha256, d.image, o.tag if o.tag is not None and not o.problem else None)
+    save_thumbs(folder, sha256, d.image, turning_tag(d.orientation))

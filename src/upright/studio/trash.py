@@ -19,16 +19,13 @@ from pathlib import Path
 from ..atomic import atomic_write_text
 from ..files import file_sha256, remove_empty_folders
 from ..fix import relocate_originals
+from .names import timestamp_name
 from .project import TRASH_DIR, Project
 
 
 def _new_item(project: Project) -> tuple[str, Path]:
     trash = project.root / TRASH_DIR
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    n = 1
-    while (trash / f"{stamp}-{n}").exists() or (trash / f"{stamp}-{n}.json").exists():
-        n += 1
-    item = f"{stamp}-{n}"
+    item = timestamp_name(lambda name: (trash / name).exists() or (trash / f"{name}.json").exists(), first=1)
     (trash / item).mkdir(parents=True)
     return item, trash / item
 
