@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from fixtures import (LiveServer, class_picture, during, encode, hostile_uploads, needs_proc_rss, peak_rss,
-                      png_header_bomb)
+                      png_header_bomb, write_photo)
 from upright.audit import run_audit
 from upright.imaging import open_image
 from upright.studio.names import BadName, class_name
@@ -620,3 +620,21 @@ def test_eight_hostile_uploaders_share_serves_decode_budget(tmp_path):
         assert peak < 1.5 * 2**30, peak
     finally:
         _stop(proc)
+
+
+def test_the_project_index_is_read_from_the_files_when_the_cache_is_unusable(tmp_path, monkeypatch):
+    """The index takes hashes and header facts from the shared cache; a cache file that is not a
+    database does not keep the studio from indexing (the audit reports the cache's trouble)."""
+    from upright.studio.project import Project
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "embeddings.sqlite3").write_bytes(b"not a database" * 100)
+    monkeypatch.setenv("UPRIGHT_CACHE_DIR", str(cache))
+    for label, tag in (("diet", 6), ("zero", None)):
+        for i in range(2):
+            write_photo(tmp_path / "cans" / label / f"{i}.jpg", class_picture(0 if label == "diet" else 1, i), tag)
+    project = Project(tmp_path / "cans")
+    project.refresh()
+    assert sorted((p.label, p.tag) for p in project.photos.values()) == [("diet", 6), ("diet", 6), ("zero", None),
+                                                                          ("zero", None)]

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cost import DEFAULT_BUDGET
-from ..errors import UnreadableImage
+from ..errors import UnreadableImage, UprightError
 from ..files import file_sha256
 from ..imaging import estimate
 from ..known_files import KnownFiles
@@ -168,7 +168,11 @@ class Project:
         if not todo:
             return []
         paths = [t[0] for t in todo]
-        with KnownFiles() as known:
+        try:
+            known = KnownFiles()
+        except UprightError:  # an unusable cache (the audit says so): the files themselves, as before it
+            return ordered_map(lambda found: self._safe_photo(found), todo)
+        with known:
             try:
                 shas: list[str | None] = [sha for sha, _ in known.hash_and_size(paths)]
             except OSError:  # one went (or cannot be read) since the walk: the others one by one
@@ -177,9 +181,10 @@ class Project:
             facts = known.facts([paths[i] for i in ok], [shas[i] for i in ok])
         return ordered_map(lambda job: self._safe_photo(*job), [(todo[i], shas[i], f) for i, f in zip(ok, facts)])
 
-    def _safe_photo(self, found: tuple, sha256: str, facts: FileFacts) -> Photo | None:
+    def _safe_photo(self, found: tuple, sha256: str | None = None, facts: FileFacts | None = None) -> Photo | None:
         try:
-            return _photo(self.root, *found, sha256, facts)
+            path = found[0]
+            return _photo(self.root, *found, sha256 or file_sha256(path), facts or describe(path))
         except OSError:  # gone or unreadable between the walk and the read
             return None
 
