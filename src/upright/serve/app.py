@@ -230,7 +230,6 @@ def create_app(
     app = FastAPI(title="upright serve", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.batcher = srv.batcher
     app.state.max_bytes = srv.max_bytes
-    app.state.decode_budget = srv.budget
     app.state.warm = srv.warm
     guard_app(app, token, csp=CSP, loopback_only=loopback_only)
     json_errors(app)
