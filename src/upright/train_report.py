@@ -107,12 +107,12 @@ def folder_dataset(ds, folder):
     splits it. No file is listed, read or hashed again (only the class folders are listed)."""
     from dataclasses import replace
 
-    from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, hash_split
+    from .pipeline.scan import DEFAULT_VAL_FRACTION, Dataset, class_folders, hash_split
 
     top = os.fspath(folder).rstrip(os.sep) + os.sep
     records = [replace(r, split=hash_split(r.sha256, DEFAULT_VAL_FRACTION)) for r in ds.records
                if os.fspath(r.path).startswith(top)]
-    labels = sorted(p.name for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+    labels = [p.name for p in class_folders(Path(folder))]
     skipped = [(p, why) for p, why in ds.skipped if p.startswith(top)]
     return Dataset(Path(folder), records, labels, skipped)
 
