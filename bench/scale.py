@@ -386,7 +386,7 @@ def main(argv=None) -> dict:
     if a.only != "embed":
         out["train_audit"] = train_audit_rows(a, work)
         lines = train_audit_lines(out["train_audit"])
-        text.append("\n".join(lines if text else [f"# bench/scale.py: train and audit at scale", "",
+        text.append("\n".join(lines if text else ["# bench/scale.py: train and audit at scale", "",
                                                    f"machine: {out['machine']}", *lines]))
     print("\n".join(text))
     if a.out:
